@@ -1,0 +1,578 @@
+//! The event log: one JSON line per notification, appended and synced before acknowledging.
+//!
+//! Line format (one per notification, `\n`-terminated):
+//! - `{"receivedAt":"2026-11-22T21:45:18.123Z","notification":{...}}` — the body exactly as
+//!   received (same keys, same order, same number text), with insignificant whitespace removed;
+//! - `{"receivedAt":"...","invalidJson":"..."}` — a body that is not JSON, kept as a string;
+//! - `{"receivedAt":"...","invalidJsonBase64":"..."}` — the same, for a body that is not UTF-8.
+//!
+//! Durability: a batch of lines is written with one `write` and one `fdatasync`; only then are the
+//! requests in it acknowledged. A failed batch is cut off again (`ftruncate` to the last synced
+//! length) so a later batch never lands after half a line.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::hash::BuildHasher;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// One notification, ready to be written.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The notification's `uuid`, when it has one (used to drop redeliveries).
+    pub uuid: Option<String>,
+    /// The notification's `event` (filter), for the operational log.
+    pub event: Option<String>,
+    /// The complete line, `\n` included.
+    pub line: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    uuid: Option<String>,
+    event: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LoggedLine {
+    notification: Option<Envelope>,
+}
+
+impl Record {
+    /// Builds the log line for `body`, received at `received_at`.
+    pub fn new(body: &[u8], received_at: SystemTime) -> Record {
+        let mut line = Vec::with_capacity(body.len() + 64);
+        line.extend_from_slice(b"{\"receivedAt\":\"");
+        line.extend_from_slice(
+            humantime::format_rfc3339_millis(received_at)
+                .to_string()
+                .as_bytes(),
+        );
+        line.extend_from_slice(b"\",");
+        let mut uuid = None;
+        let mut event = None;
+        if serde_json::from_slice::<&RawValue>(body).is_ok() {
+            if let Ok(env) = serde_json::from_slice::<Envelope>(body) {
+                uuid = env.uuid;
+                event = env.event;
+            }
+            line.extend_from_slice(b"\"notification\":");
+            minify_into(body, &mut line);
+        } else if let Ok(text) = std::str::from_utf8(body) {
+            line.extend_from_slice(b"\"invalidJson\":");
+            serde_json::to_writer(&mut line, text).expect("writing to a Vec cannot fail");
+        } else {
+            line.extend_from_slice(b"\"invalidJsonBase64\":\"");
+            line.extend_from_slice(
+                base64::engine::general_purpose::STANDARD
+                    .encode(body)
+                    .as_bytes(),
+            );
+            line.push(b'"');
+        }
+        line.extend_from_slice(b"}\n");
+        Record { uuid, event, line }
+    }
+}
+
+/// Copies valid JSON without its insignificant whitespace, so it fits on one line. Strings are
+/// copied byte for byte: JSON strings cannot hold a raw newline, so the result is one line.
+fn minify_into(json: &[u8], out: &mut Vec<u8>) {
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else {
+            match b {
+                b' ' | b'\t' | b'\n' | b'\r' => {}
+                b'"' => {
+                    in_string = true;
+                    out.push(b);
+                }
+                _ => out.push(b),
+            }
+        }
+    }
+}
+
+/// Recently logged uuids, to acknowledge a redelivery without writing it again.
+///
+/// Holds 64-bit keyed hashes rather than the strings: 10 000 entries cost ~300 KB, not ~1 MB.
+#[derive(Debug)]
+pub struct Dedupe {
+    hasher: std::collections::hash_map::RandomState,
+    seen: HashSet<u64>,
+    order: VecDeque<u64>,
+    capacity: usize,
+}
+
+impl Dedupe {
+    /// Remembers up to `capacity` uuids (0 turns deduplication off).
+    pub fn new(capacity: usize) -> Dedupe {
+        Dedupe {
+            hasher: Default::default(),
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    fn key(&self, uuid: &str) -> u64 {
+        self.hasher.hash_one(uuid)
+    }
+
+    /// True when `uuid` was logged recently.
+    pub fn contains(&self, uuid: &str) -> bool {
+        self.capacity > 0 && self.seen.contains(&self.key(uuid))
+    }
+
+    /// Remembers `uuid`, forgetting the oldest when full.
+    pub fn insert(&mut self, uuid: &str) {
+        if self.capacity == 0 {
+            return;
+        }
+        let k = self.key(uuid);
+        if self.seen.insert(k) {
+            self.order.push_back(k);
+            if self.order.len() > self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.seen.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// How many uuids are remembered.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// True when nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+/// What became of one record in a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Written and synced.
+    Written,
+    /// Its uuid was logged recently: not written again, safe to acknowledge.
+    Duplicate,
+    /// The write or sync failed: do not acknowledge.
+    Failed,
+}
+
+enum Sink {
+    Stdout,
+    File {
+        path: PathBuf,
+        file: File,
+        /// Length of the file up to the last synced line: where a failed batch is cut back to.
+        synced_len: u64,
+    },
+}
+
+/// The open event log.
+pub struct EventLog {
+    sink: Sink,
+    dedupe: Dedupe,
+    healthy: bool,
+    buf: Vec<u8>,
+}
+
+/// What opening the log found, for the start-up line.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Bytes of a torn last line (a crash mid-write) that were cut off.
+    pub torn_bytes: u64,
+    /// Uuids read back from the end of the log into the dedupe window.
+    pub seeded: usize,
+}
+
+impl EventLog {
+    /// Events to standard output.
+    pub fn stdout(dedupe_window: usize) -> EventLog {
+        EventLog {
+            sink: Sink::Stdout,
+            dedupe: Dedupe::new(dedupe_window),
+            healthy: true,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Opens (creating, mode 0600) the log at `path`: cuts a torn last line, then seeds the
+    /// dedupe window from the newest lines.
+    pub fn open(path: &Path, dedupe_window: usize) -> io::Result<(EventLog, Recovery)> {
+        let file = open_append(path)?;
+        let mut recovery = Recovery::default();
+        let len = file.metadata()?.len();
+        let good = end_of_last_line(&file, len)?;
+        if good < len {
+            file.set_len(good)?;
+            file.sync_data()?;
+            recovery.torn_bytes = len - good;
+        }
+        let mut dedupe = Dedupe::new(dedupe_window);
+        recovery.seeded = seed_dedupe(&file, good, &mut dedupe)?;
+        Ok((
+            EventLog {
+                sink: Sink::File {
+                    path: path.to_path_buf(),
+                    file,
+                    synced_len: good,
+                },
+                dedupe,
+                healthy: true,
+                buf: Vec::new(),
+            },
+            recovery,
+        ))
+    }
+
+    /// False after a failed batch, until one succeeds again.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy
+    }
+
+    /// Writes every record that is not a recent duplicate with one write and one sync.
+    pub fn commit(&mut self, records: &[&Record]) -> Vec<Commit> {
+        let mut verdicts = Vec::with_capacity(records.len());
+        let mut batch_uuids: Vec<&str> = Vec::new();
+        self.buf.clear();
+        for r in records {
+            let dup = r
+                .uuid
+                .as_deref()
+                .is_some_and(|u| self.dedupe.contains(u) || batch_uuids.contains(&u));
+            if dup {
+                verdicts.push(Commit::Duplicate);
+            } else {
+                if let Some(u) = r.uuid.as_deref() {
+                    batch_uuids.push(u);
+                }
+                self.buf.extend_from_slice(&r.line);
+                verdicts.push(Commit::Written);
+            }
+        }
+        if self.buf.is_empty() {
+            return verdicts;
+        }
+        match self.write_batch() {
+            Ok(()) => {
+                self.healthy = true;
+                for u in batch_uuids {
+                    self.dedupe.insert(u);
+                }
+            }
+            Err(e) => {
+                if self.healthy {
+                    error!("event log write failed: {e}; answering 503 until it works again");
+                }
+                self.healthy = false;
+                // A duplicate of a batch-mate that failed was not logged either.
+                for (v, r) in verdicts.iter_mut().zip(records) {
+                    let logged_before = r.uuid.as_deref().is_some_and(|u| self.dedupe.contains(u));
+                    if !logged_before {
+                        *v = Commit::Failed;
+                    }
+                }
+            }
+        }
+        self.buf.clear();
+        if self.buf.capacity() > 64 * 1024 {
+            self.buf = Vec::new();
+        }
+        verdicts
+    }
+
+    fn write_batch(&mut self) -> io::Result<()> {
+        match &mut self.sink {
+            Sink::Stdout => {
+                let mut out = io::stdout().lock();
+                out.write_all(&self.buf)?;
+                out.flush()
+            }
+            Sink::File {
+                file, synced_len, ..
+            } => {
+                let result = file.write_all(&self.buf).and_then(|()| file.sync_data());
+                match result {
+                    Ok(()) => {
+                        *synced_len += self.buf.len() as u64;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // Cut back whatever part of the batch reached the file, so the next
+                        // batch starts on a line boundary. If even that fails, the torn tail is
+                        // cut at the next start.
+                        let _ = file.set_len(*synced_len);
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reopens the file at its path (after logrotate moved it). Stdout: nothing to do.
+    pub fn reopen(&mut self) -> io::Result<()> {
+        if let Sink::File {
+            path,
+            file,
+            synced_len,
+        } = &mut self.sink
+        {
+            let new = open_append(path)?;
+            let len = new.metadata()?.len();
+            let good = end_of_last_line(&new, len)?;
+            if good < len {
+                new.set_len(good)?;
+            }
+            *file = new;
+            *synced_len = good;
+        }
+        Ok(())
+    }
+
+    /// Remembered uuids, for the start-up line.
+    pub fn dedupe_len(&self) -> usize {
+        self.dedupe.len()
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+}
+
+const BLOCK: u64 = 64 * 1024;
+
+/// The offset just past the last `\n` at or before `len` (0 when there is none).
+fn end_of_last_line(mut file: &File, len: u64) -> io::Result<u64> {
+    let mut end = len;
+    let mut block = vec![0u8; BLOCK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut block[..n])?;
+        if let Some(i) = block[..n].iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// Reads lines backwards from `end` until the window is full or the file is exhausted, and
+/// remembers their uuids (oldest first, so the newest are the last forgotten).
+fn seed_dedupe(mut file: &File, end: u64, dedupe: &mut Dedupe) -> io::Result<usize> {
+    if dedupe.capacity == 0 || end == 0 {
+        return Ok(0);
+    }
+    let mut uuids: Vec<String> = Vec::new();
+    let mut pos = end;
+    let mut carry: Vec<u8> = Vec::new();
+    while pos > 0 && uuids.len() < dedupe.capacity {
+        let start = pos.saturating_sub(BLOCK);
+        let mut chunk = vec![0u8; (pos - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&carry);
+        pos = start;
+        // Everything after the first newline is whole lines; before it, a line's tail.
+        let first_nl = if pos == 0 {
+            None
+        } else {
+            chunk.iter().position(|&b| b == b'\n')
+        };
+        let (head, whole) = match first_nl {
+            Some(i) => chunk.split_at(i + 1),
+            None => chunk.split_at(0),
+        };
+        for line in whole.rsplit(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            if let Ok(LoggedLine {
+                notification: Some(Envelope { uuid: Some(u), .. }),
+            }) = serde_json::from_slice(line)
+            {
+                uuids.push(u);
+                if uuids.len() >= dedupe.capacity {
+                    break;
+                }
+            }
+        }
+        carry = head.to_vec();
+    }
+    let n = uuids.len();
+    for u in uuids.iter().rev() {
+        dedupe.insert(u);
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn at() -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)
+    }
+
+    fn parse(line: &[u8]) -> serde_json::Value {
+        assert_eq!(line.last(), Some(&b'\n'));
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
+        serde_json::from_slice(line).unwrap()
+    }
+
+    #[test]
+    fn pretty_json_becomes_one_line_with_the_same_bytes_inside_strings() {
+        let body = b"{\n  \"uuid\": \"a b\",\n  \"n\": 1.50,\n  \"s\": \"q\\\" \\n x\"\n}";
+        let r = Record::new(body, at());
+        let text = std::str::from_utf8(&r.line).unwrap();
+        assert_eq!(
+            text,
+            "{\"receivedAt\":\"2023-11-14T22:13:20.123Z\",\"notification\":{\"uuid\":\"a b\",\"n\":1.50,\"s\":\"q\\\" \\n x\"}}\n"
+        );
+        assert_eq!(r.uuid.as_deref(), Some("a b"));
+        parse(&r.line);
+    }
+
+    #[test]
+    fn invalid_json_is_kept_as_a_string() {
+        let body = b"{\"a\": 1,, ...}\n";
+        let r = Record::new(body, at());
+        let v = parse(&r.line);
+        assert_eq!(v["invalidJson"].as_str().unwrap().as_bytes(), body);
+        assert!(r.uuid.is_none());
+    }
+
+    #[test]
+    fn non_utf8_is_kept_as_base64() {
+        let body = b"\xff\xfe{";
+        let r = Record::new(body, at());
+        let v = parse(&r.line);
+        let back = base64::engine::general_purpose::STANDARD
+            .decode(v["invalidJsonBase64"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(back, body);
+    }
+
+    #[test]
+    fn dedupe_forgets_the_oldest() {
+        let mut d = Dedupe::new(2);
+        d.insert("a");
+        d.insert("b");
+        d.insert("c");
+        assert!(!d.contains("a"));
+        assert!(d.contains("b") && d.contains("c"));
+        assert_eq!(d.len(), 2);
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ringhook-unit-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        dir
+    }
+
+    #[test]
+    fn commit_writes_once_and_drops_duplicates() {
+        let path = tmp("commit");
+        let (mut log, _) = EventLog::open(&path, 100).unwrap();
+        let a = Record::new(br#"{"uuid":"1"}"#, at());
+        let b = Record::new(br#"{"uuid":"1"}"#, at());
+        let c = Record::new(br#"{"uuid":"2"}"#, at());
+        assert_eq!(
+            log.commit(&[&a, &b]),
+            vec![Commit::Written, Commit::Duplicate]
+        );
+        assert_eq!(
+            log.commit(&[&a, &c]),
+            vec![Commit::Duplicate, Commit::Written]
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn reopening_cuts_a_torn_line_and_remembers_uuids() {
+        let path = tmp("torn");
+        let whole = Record::new(br#"{"uuid":"kept"}"#, at());
+        let mut content = whole.line.clone();
+        content.extend_from_slice(b"{\"receivedAt\":\"2023-");
+        std::fs::write(&path, &content).unwrap();
+        let (mut log, rec) = EventLog::open(&path, 100).unwrap();
+        assert_eq!(rec.torn_bytes, 20);
+        assert_eq!(rec.seeded, 1);
+        let again = Record::new(br#"{"uuid":"kept"}"#, at());
+        assert_eq!(log.commit(&[&again]), vec![Commit::Duplicate]);
+        let fresh = Record::new(br#"{"uuid":"new"}"#, at());
+        assert_eq!(log.commit(&[&fresh]), vec![Commit::Written]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        for l in lines {
+            serde_json::from_str::<serde_json::Value>(l).unwrap();
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn seeding_reads_across_blocks() {
+        let path = tmp("seed");
+        let mut content = Vec::new();
+        for i in 0..3000 {
+            let body = format!("{{\"uuid\":\"u{i}\",\"pad\":\"{}\"}}", "x".repeat(100));
+            content.extend_from_slice(&Record::new(body.as_bytes(), at()).line);
+        }
+        std::fs::write(&path, &content).unwrap();
+        let (log, rec) = EventLog::open(&path, 2500).unwrap();
+        assert_eq!(rec.seeded, 2500);
+        assert!(log.dedupe.contains("u2999"));
+        assert!(log.dedupe.contains("u500"));
+        assert!(!log.dedupe.contains("u499"));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn failing_writes_are_reported() {
+        let Ok(file) = OpenOptions::new().append(true).open("/dev/full") else {
+            return; // no /dev/full here: nothing to test against
+        };
+        let mut log = EventLog {
+            sink: Sink::File {
+                path: PathBuf::from("/dev/full"),
+                file,
+                synced_len: 0,
+            },
+            dedupe: Dedupe::new(10),
+            healthy: true,
+            buf: Vec::new(),
+        };
+        let r = Record::new(br#"{"uuid":"x"}"#, at());
+        assert_eq!(log.commit(&[&r]), vec![Commit::Failed]);
+        assert!(!log.is_healthy());
+        // Not remembered: a redelivery must be written, not dropped as a duplicate.
+        assert!(!log.dedupe.contains("x"));
+    }
+}

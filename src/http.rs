@@ -1,0 +1,351 @@
+//! Request → response, without sockets: the receiver's whole policy in two pure functions.
+//!
+//! [`on_head`] decides from the request line and headers alone (so an oversized or unwanted body
+//! is never read); [`on_body`] decides once the body is in. `receiver` owns sockets and clocks and
+//! calls these; the unit tests below call them directly.
+
+use std::time::SystemTime;
+
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+
+use crate::event_log::Record;
+use crate::secret::VerificationToken;
+
+/// The header RingCentral sends when a subscription is created, to be echoed back.
+pub const VALIDATION_TOKEN: HeaderName = HeaderName::from_static("validation-token");
+/// The header carrying the shared secret on every notification.
+pub const VERIFICATION_TOKEN: HeaderName = HeaderName::from_static("verification-token");
+
+/// What the receiver accepts.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The webhook path (`/webhook`).
+    pub path: String,
+    /// Path answering `GET` with the receiver's health, when enabled.
+    pub health_path: Option<String>,
+    /// Token every notification must carry, when configured.
+    pub token: Option<VerificationToken>,
+    /// Largest body accepted.
+    pub max_body: u64,
+}
+
+/// Which kind of request this is, once its head is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Subscription validation: echo this `Validation-Token`.
+    Handshake(HeaderValue),
+    /// A notification to log.
+    Notification,
+    /// The health check.
+    Health,
+}
+
+/// The decision taken on a request head.
+#[derive(Debug)]
+pub enum Head {
+    /// Read the body, then call [`on_body`] with this route.
+    Read(Route),
+    /// Answer now without reading the body (the connection is closed if one was announced).
+    Answer(Answer),
+}
+
+/// The decision taken on a complete request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send this answer.
+    Answer(Answer),
+    /// Write this record to the event log, then [`acknowledge`] the outcome.
+    Record(Record),
+}
+
+/// What the receiver answers, and why (for the operational log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// Status code.
+    pub status: StatusCode,
+    /// Headers besides `content-length`.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Body (empty for everything but the health check).
+    pub body: &'static str,
+    /// Why a request was rejected, for the operational log; `None` for ordinary answers.
+    pub reason: Option<String>,
+}
+
+impl Answer {
+    fn empty(status: StatusCode) -> Answer {
+        Answer {
+            status,
+            headers: vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            body: "",
+            reason: None,
+        }
+    }
+
+    fn reject(status: StatusCode, reason: String) -> Answer {
+        Answer {
+            status,
+            headers: vec![],
+            body: "",
+            reason: Some(reason),
+        }
+    }
+
+    /// The answer as a response head for ureq-proto (which writes it).
+    pub fn to_response(&self) -> Response<()> {
+        let mut res = Response::builder().status(self.status);
+        for (k, v) in &self.headers {
+            res = res.header(k, v);
+        }
+        res.header(CONTENT_LENGTH, self.body.len())
+            .body(())
+            .expect("status and headers are valid by construction")
+    }
+}
+
+/// Decides on a request from its head alone.
+pub fn on_head(req: &Request<()>, policy: &Policy) -> Head {
+    let path = req.uri().path();
+    let method = req.method();
+
+    if let Some(len) = declared_length(req) {
+        if len > policy.max_body {
+            return Head::Answer(Answer::reject(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body of {len} bytes exceeds --max-body {}", policy.max_body),
+            ));
+        }
+    }
+    if policy.health_path.as_deref() == Some(path) && method == Method::GET {
+        return Head::Read(Route::Health);
+    }
+    if method != Method::POST || path != policy.path {
+        return Head::Answer(Answer::reject(
+            StatusCode::FORBIDDEN,
+            format!("{method} {} is not POST {}", truncate(path), policy.path),
+        ));
+    }
+    let presented = req.headers().get(VERIFICATION_TOKEN);
+    if let Some(validation) = req.headers().get(VALIDATION_TOKEN) {
+        // The handshake may carry the verification token; when both sides have one, they must agree.
+        if let (Some(token), Some(p)) = (&policy.token, presented) {
+            if !token.matches(p.as_bytes()) {
+                return Head::Answer(Answer::reject(
+                    StatusCode::FORBIDDEN,
+                    "handshake with a wrong Verification-Token".into(),
+                ));
+            }
+        }
+        return Head::Read(Route::Handshake(validation.clone()));
+    }
+    if let Some(token) = &policy.token {
+        match presented {
+            None => {
+                return Head::Answer(Answer::reject(
+                    StatusCode::FORBIDDEN,
+                    "notification without Verification-Token".into(),
+                ));
+            }
+            Some(p) if !token.matches(p.as_bytes()) => {
+                return Head::Answer(Answer::reject(
+                    StatusCode::FORBIDDEN,
+                    "notification with a wrong Verification-Token".into(),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Head::Read(Route::Notification)
+}
+
+/// Decides on a complete request. `log_healthy` is false while the event log cannot be written.
+pub fn on_body(route: Route, body: &[u8], received_at: SystemTime, log_healthy: bool) -> Outcome {
+    match route {
+        Route::Handshake(token) => {
+            let mut a = Answer::empty(StatusCode::OK);
+            a.headers.insert(0, (VALIDATION_TOKEN, token));
+            Outcome::Answer(a)
+        }
+        Route::Health => Outcome::Answer(if log_healthy {
+            Answer {
+                body: "{\"status\":\"ok\"}",
+                ..Answer::empty(StatusCode::OK)
+            }
+        } else {
+            Answer {
+                body: "{\"status\":\"event log unwritable\"}",
+                ..Answer::empty(StatusCode::SERVICE_UNAVAILABLE)
+            }
+        }),
+        Route::Notification => Outcome::Record(Record::new(body, received_at)),
+    }
+}
+
+/// The answer to a notification once the event log has (or has not) taken it.
+pub fn acknowledge(logged: bool) -> Answer {
+    if logged {
+        Answer::empty(StatusCode::OK)
+    } else {
+        // 503 tells the platform the event was not taken, so it may deliver it again.
+        Answer::reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "event log unwritable".into(),
+        )
+    }
+}
+
+fn declared_length(req: &Request<()>) -> Option<u64> {
+    req.headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Keeps hostile paths from flooding the operational log.
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    fn policy(token: Option<&str>) -> Policy {
+        Policy {
+            path: "/webhook".into(),
+            health_path: Some("/health".into()),
+            token: token.map(|t| VerificationToken::new(Secret::new(t))),
+            max_body: 1000,
+        }
+    }
+
+    fn req(method: &str, path: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    fn status_of(head: Head) -> StatusCode {
+        match head {
+            Head::Answer(a) => a.status,
+            Head::Read(r) => panic!("expected an answer, got Read({r:?})"),
+        }
+    }
+
+    #[test]
+    fn handshake_echoes_token_with_json_content_type() {
+        let r = req("POST", "/webhook", &[("Validation-Token", "abc-123")]);
+        let Head::Read(route) = on_head(&r, &policy(None)) else {
+            panic!()
+        };
+        let Outcome::Answer(a) = on_body(route, b"", SystemTime::now(), true) else {
+            panic!()
+        };
+        assert_eq!(a.status, StatusCode::OK);
+        let res = a.to_response();
+        assert_eq!(res.headers()["validation-token"], "abc-123");
+        assert_eq!(res.headers()["content-type"], "application/json");
+        assert_eq!(res.headers()["content-length"], "0");
+    }
+
+    #[test]
+    fn handshake_with_wrong_verification_token_is_refused() {
+        let r = req(
+            "POST",
+            "/webhook",
+            &[("Validation-Token", "v"), ("Verification-Token", "nope")],
+        );
+        assert_eq!(status_of(on_head(&r, &policy(Some("sekrit")))), 403);
+        // The platform may omit it on the handshake: then the handshake passes.
+        let r = req("POST", "/webhook", &[("Validation-Token", "v")]);
+        assert!(matches!(
+            on_head(&r, &policy(Some("sekrit"))),
+            Head::Read(Route::Handshake(_))
+        ));
+    }
+
+    #[test]
+    fn wrong_method_or_path_is_403() {
+        assert_eq!(
+            status_of(on_head(&req("GET", "/webhook", &[]), &policy(None))),
+            403
+        );
+        assert_eq!(
+            status_of(on_head(&req("POST", "/other", &[]), &policy(None))),
+            403
+        );
+        assert_eq!(
+            status_of(on_head(&req("PUT", "/webhook", &[]), &policy(None))),
+            403
+        );
+        assert_eq!(
+            status_of(on_head(&req("POST", "/health", &[]), &policy(None))),
+            403
+        );
+    }
+
+    #[test]
+    fn notifications_need_the_verification_token() {
+        let p = policy(Some("sekrit"));
+        assert_eq!(status_of(on_head(&req("POST", "/webhook", &[]), &p)), 403);
+        let wrong = req("POST", "/webhook", &[("Verification-Token", "sekriT")]);
+        assert_eq!(status_of(on_head(&wrong, &p)), 403);
+        let right = req("POST", "/webhook", &[("Verification-Token", "sekrit")]);
+        assert!(matches!(
+            on_head(&right, &p),
+            Head::Read(Route::Notification)
+        ));
+        // Without a configured token, everything on the path is taken.
+        let none = req("POST", "/webhook", &[]);
+        assert!(matches!(
+            on_head(&none, &policy(None)),
+            Head::Read(Route::Notification)
+        ));
+    }
+
+    #[test]
+    fn oversized_body_is_refused_before_reading() {
+        let r = req("POST", "/webhook", &[("Content-Length", "100000000000000")]);
+        assert_eq!(status_of(on_head(&r, &policy(None))), 413);
+        let r = req("POST", "/webhook", &[("Content-Length", "1000")]);
+        assert!(matches!(on_head(&r, &policy(None)), Head::Read(_)));
+    }
+
+    #[test]
+    fn health_reports_the_log() {
+        let r = req("GET", "/health", &[]);
+        let Head::Read(route) = on_head(&r, &policy(None)) else {
+            panic!()
+        };
+        let Outcome::Answer(ok) = on_body(route.clone(), b"", SystemTime::now(), true) else {
+            panic!()
+        };
+        assert_eq!(ok.status, 200);
+        let Outcome::Answer(bad) = on_body(route, b"", SystemTime::now(), false) else {
+            panic!()
+        };
+        assert_eq!(bad.status, 503);
+    }
+
+    #[test]
+    fn notification_becomes_a_record_and_answers_are_tiny() {
+        let Outcome::Record(rec) = on_body(
+            Route::Notification,
+            br#"{"uuid":"u1","event":"/x"}"#,
+            SystemTime::now(),
+            true,
+        ) else {
+            panic!()
+        };
+        assert_eq!(rec.uuid.as_deref(), Some("u1"));
+        assert_eq!(acknowledge(true).status, 200);
+        assert_eq!(acknowledge(true).body, "");
+        assert_eq!(acknowledge(false).status, 503);
+    }
+}

@@ -1,0 +1,31 @@
+//! The operational log: one line per notable thing on stderr, `TIME LEVEL message`.
+//!
+//! Kept separate from the event log (stdout or `--log-file`), which holds only notifications.
+
+use std::io::Write;
+use std::time::SystemTime;
+
+/// Writes one line to stderr. A failing stderr is ignored: the receiver must not stop for it.
+pub fn emit(level: &str, args: std::fmt::Arguments<'_>) {
+    let now = humantime::format_rfc3339_millis(SystemTime::now());
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{now} {level} {args}");
+}
+
+/// Logs an informational line.
+#[macro_export]
+macro_rules! info {
+    ($($t:tt)*) => { $crate::oplog::emit("INFO", format_args!($($t)*)) };
+}
+
+/// Logs a warning.
+#[macro_export]
+macro_rules! warn {
+    ($($t:tt)*) => { $crate::oplog::emit("WARN", format_args!($($t)*)) };
+}
+
+/// Logs an error the program survives.
+#[macro_export]
+macro_rules! error {
+    ($($t:tt)*) => { $crate::oplog::emit("ERROR", format_args!($($t)*)) };
+}

@@ -1,0 +1,76 @@
+//! Secrets (client secret, JWT, password, tokens) in a type that never prints itself.
+
+use std::fmt;
+
+/// A secret string. `Debug` and `Display` print `(redacted)`; only [`Secret::expose`] reveals it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must send or compare it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("(redacted)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("(redacted)")
+    }
+}
+
+/// The shared token RingCentral sends back as `Verification-Token` on every notification.
+#[derive(Clone, Debug)]
+pub struct VerificationToken(Secret);
+
+impl VerificationToken {
+    /// Wraps `secret`.
+    pub fn new(secret: Secret) -> VerificationToken {
+        VerificationToken(secret)
+    }
+
+    /// True when `presented` equals the token; the comparison's time does not depend on where
+    /// the bytes first differ.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        constant_time_eq::constant_time_eq(self.0.expose().as_bytes(), presented)
+    }
+
+    /// The token, for the create-subscription request.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_redact() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?} {s}"), "(redacted) (redacted)");
+        let t = VerificationToken::new(s);
+        assert!(!format!("{t:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn token_matches_only_exact_bytes() {
+        let t = VerificationToken::new(Secret::new("abc"));
+        assert!(t.matches(b"abc"));
+        assert!(!t.matches(b"abd"));
+        assert!(!t.matches(b"ab"));
+        assert!(!t.matches(b"abcd"));
+        assert!(!t.matches(b""));
+    }
+}

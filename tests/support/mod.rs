@@ -1,0 +1,322 @@
+//! Test harness: start the real binary, wait for its "listening" line, speak raw HTTP to it.
+//!
+//! No sleeps to wait for readiness: `Serve::start` reads the binary's stderr until the line that
+//! says the socket accepts. On a failed assertion, `Running`'s `Drop` prints everything the
+//! binary wrote to stderr.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Generous bound for anything that should happen "at once"; only hit when a test fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ringhook")
+}
+
+/// `ringhook` with an empty environment in `dir`, so no stray `.env` or variable leaks in.
+pub fn ringhook(dir: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.env_clear().current_dir(dir);
+    if let Some(path) = std::env::var_os("PATH") {
+        c.env("PATH", path);
+    }
+    c
+}
+
+/// The shared reference folder (`../shared/reference` beside the repository).
+pub fn reference() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference")
+}
+
+/// A `serve` about to start.
+pub struct Serve {
+    cmd: Command,
+    pub dir: tempfile::TempDir,
+    stdout_piped: bool,
+}
+
+impl Serve {
+    /// `ringhook serve --listen 127.0.0.1:0` in a fresh temporary directory.
+    pub fn new() -> Serve {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = ringhook(dir.path());
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        Serve {
+            cmd,
+            dir,
+            stdout_piped: false,
+        }
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Serve
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Serve {
+        self.cmd.env(k, v);
+        self
+    }
+
+    /// Logs events to `events.log` in the temporary directory.
+    pub fn log_file(self) -> Serve {
+        let path = self.dir.path().join("events.log");
+        self.args(["--log-file".as_ref(), path.as_os_str()])
+    }
+
+    /// Keeps stdout readable (the stdout sink); otherwise it is discarded.
+    pub fn capture_stdout(mut self) -> Serve {
+        self.stdout_piped = true;
+        self
+    }
+
+    /// Starts the binary and waits until it listens.
+    pub fn start(mut self) -> Running {
+        self.cmd
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .stdout(if self.stdout_piped {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = self.cmd.spawn().expect("spawn ringhook");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = channel();
+        let all = Arc::new(Mutex::new(Vec::new()));
+        let all2 = all.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                all2.lock().unwrap().push(line.clone());
+                if tx.send(line).is_err() {
+                    // Nobody listens any more; keep collecting for the failure dump.
+                }
+            }
+        });
+        let mut running = Running {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            lines: rx,
+            stderr: all,
+            dir: self.dir,
+            path: "/webhook".into(),
+        };
+        let line = running.wait_for("listening on http://");
+        let url = line.split("listening on http://").nth(1).unwrap();
+        let (host, path) = url.split_at(url.find('/').unwrap());
+        running.addr = host.parse().unwrap();
+        running.path = path.to_string();
+        running
+    }
+}
+
+/// A started `serve`.
+pub struct Running {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub path: String,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Running {
+    /// Waits for a stderr line containing `needle` and returns it.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no stderr line with {needle:?} within {PATIENCE:?}")
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("ringhook exited before printing {needle:?}")
+                }
+            }
+        }
+    }
+
+    /// Everything written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// The event log file (with `log_file()`).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("events.log")
+    }
+
+    /// The event log's lines.
+    pub fn log_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.log_path())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Opens a connection with generous timeouts (a hang fails the test instead of blocking it).
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        s.set_write_timeout(Some(PATIENCE)).unwrap();
+        s
+    }
+
+    /// Sends `raw` on a new connection and reads one response.
+    pub fn exchange(&self, raw: &[u8]) -> Response {
+        let mut s = self.connect();
+        s.write_all(raw).unwrap();
+        read_response(&mut s)
+    }
+
+    /// A handshake request, as RingCentral sends it.
+    pub fn handshake_request(&self, token: &str) -> Vec<u8> {
+        format!(
+            "POST {} HTTP/1.1\r\nHost: example\r\nValidation-Token: {token}\r\nContent-Type: application/json\r\nContent-Length: 0\r\n\r\n",
+            self.path
+        )
+        .into_bytes()
+    }
+
+    /// A notification request with `body` and optional verification token.
+    pub fn notification_request(&self, body: &[u8], token: Option<&str>) -> Vec<u8> {
+        let mut r = format!(
+            "POST {} HTTP/1.1\r\nHost: example\r\nContent-Type: application/json; charset=UTF-8\r\nUser-Agent: RingCentral-Webhook/8.3\r\nContent-Length: {}\r\n",
+            self.path,
+            body.len()
+        );
+        if let Some(t) = token {
+            r.push_str(&format!("Verification-Token: {t}\r\n"));
+        }
+        r.push_str("\r\n");
+        let mut r = r.into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    /// Sends a signal (`TERM`, `HUP`, `KILL`) to the binary.
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "ringhook did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- ringhook stderr ---\n{}\n---", self.stderr());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The whole response as received.
+    pub raw: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads exactly one response (head plus `content-length` body) from `s`.
+pub fn read_response(s: &mut impl Read) -> Response {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).expect("reading a response");
+        assert!(
+            n == 1,
+            "connection closed mid-response: {:?}",
+            String::from_utf8_lossy(&raw)
+        );
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8(raw.clone()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.trim().to_string(), v.trim().to_string())
+        })
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    raw.extend_from_slice(&body);
+    Response {
+        status,
+        headers,
+        body,
+        raw,
+    }
+}
+
+/// True when the peer closed `s` (read returns 0 or a reset) within the patience bound.
+pub fn closed_by_peer(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(0) | Err(_))
+}
