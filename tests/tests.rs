@@ -2,4 +2,7 @@
 
 mod support;
 
+mod check;
+mod register;
 mod serve;
+mod static_binary;
