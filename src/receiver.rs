@@ -287,6 +287,14 @@ impl Conn {
                     if !self.input.is_empty() {
                         self.started.get_or_insert_with(Instant::now);
                         match reply.try_request(&self.input) {
+                            Err(ureq_proto::Error::HttpParseTooManyHeaders) => {
+                                self.answer_raw_and_close(
+                                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                                    "more than 128 request headers",
+                                    ctx,
+                                );
+                                continue;
+                            }
                             Err(e) => {
                                 self.answer_raw_and_close(
                                     StatusCode::BAD_REQUEST,

@@ -41,6 +41,7 @@ pub struct Serve {
     cmd: Command,
     pub dir: tempfile::TempDir,
     stdout_piped: bool,
+    tmpfs: Option<(PathBuf, &'static str)>,
 }
 
 impl Serve {
@@ -53,7 +54,18 @@ impl Serve {
             cmd,
             dir,
             stdout_piped: false,
+            tmpfs: None,
         }
+    }
+
+    /// Runs the binary in its own mount namespace with a tmpfs of `size` (e.g. `64k`) mounted on
+    /// `disk/` in the temporary directory: a disk that can be filled without filling the host's.
+    /// Returns the disk's path as the binary sees it.
+    pub fn tmpfs_disk(&mut self, size: &'static str) -> PathBuf {
+        let disk = self.dir.path().join("disk");
+        std::fs::create_dir_all(&disk).unwrap();
+        self.tmpfs = Some((disk.clone(), size));
+        disk
     }
 
     pub fn args<I, S>(mut self, args: I) -> Serve
@@ -84,6 +96,28 @@ impl Serve {
 
     /// Starts the binary and waits until it listens.
     pub fn start(mut self) -> Running {
+        if let Some((disk, size)) = &self.tmpfs {
+            // unshare(1) execs in place, so the child's pid is ringhook's pid.
+            let mut wrapped = Command::new("unshare");
+            wrapped
+                .arg("--mount")
+                .arg("sh")
+                .arg("-c")
+                .arg(format!(
+                    "mount -t tmpfs -o size={size} ringhook-test \"$0\" && exec \"$@\""
+                ))
+                .arg(disk)
+                .arg(self.cmd.get_program())
+                .args(self.cmd.get_args())
+                .env_clear()
+                .current_dir(self.dir.path());
+            for (k, v) in self.cmd.get_envs() {
+                if let Some(v) = v {
+                    wrapped.env(k, v);
+                }
+            }
+            self.cmd = wrapped;
+        }
         self.cmd
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
@@ -219,6 +253,11 @@ impl Running {
             .status()
             .unwrap();
         assert!(st.success());
+    }
+
+    /// A path inside the binary's own mount namespace (see `Serve::tmpfs_disk`).
+    pub fn in_namespace(&self, path: &Path) -> PathBuf {
+        Path::new(&format!("/proc/{}/root", self.child.id())).join(path.strip_prefix("/").unwrap())
     }
 
     /// Waits for the process to exit.
