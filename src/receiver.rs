@@ -119,6 +119,8 @@ struct Counters {
     unavailable: u64,
     timeouts: u64,
     evicted: u64,
+    /// Group commits (one write and one sync each).
+    batches: u64,
 }
 
 enum Phase {
@@ -652,10 +654,11 @@ impl Server {
         }
         let c = &self.counters;
         info!(
-            "stopped: {} connections, {} handshakes, {} events logged, {} duplicates, {} rejected, {} answered 503, {} timed out, {} evicted",
+            "stopped: {} connections, {} handshakes, {} events logged in {} batches, {} duplicates, {} rejected, {} answered 503, {} timed out, {} evicted",
             c.connections,
             c.handshakes,
             c.logged,
+            c.batches,
             c.duplicates,
             c.rejected,
             c.unavailable,
@@ -804,6 +807,7 @@ impl Server {
         let batch = std::mem::take(&mut self.pending);
         let records: Vec<&Record> = batch.iter().map(|(_, r)| r).collect();
         let verdicts = self.log.commit(&records);
+        self.counters.batches += 1;
         for ((id, rec), verdict) in batch.iter().zip(verdicts) {
             match verdict {
                 Commit::Written => self.counters.logged += 1,
