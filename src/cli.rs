@@ -385,7 +385,11 @@ pub fn help(cmd: Option<&CommandSpec>) -> String {
                     Some(v) => format!("{} {v}", f.name),
                     None => f.name.to_string(),
                 };
-                out.push_str(&format!("      {left:<28} {}\n", f.help));
+                if left.len() > 28 {
+                    out.push_str(&format!("      {left}\n      {:<28} {}\n", "", f.help));
+                } else {
+                    out.push_str(&format!("      {left:<28} {}\n", f.help));
+                }
             }
             out.push('\n');
             out.push_str(GLOBAL_HELP);
