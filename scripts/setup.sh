@@ -5,6 +5,11 @@ set -euo pipefail
 
 need_apt=()
 # (packages are added here as the suite needs them)
+# tests/static_binary.rs: C compilers for ring's C code in the static musl builds, and qemu to
+# run the aarch64 (Raspberry Pi) binary. Checked by command so a set-up machine skips apt.
+command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
+command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu)
+command -v qemu-aarch64-static >/dev/null || need_apt+=(qemu-user-static)
 
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then
@@ -16,4 +21,8 @@ if ((${#need_apt[@]})); then
 fi
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# The static release targets (tests/static_binary.rs, scripts/build-static.sh).
+for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+  rustup target list --installed | grep -qx "$t" || rustup target add "$t" >/dev/null
+done
 cargo fetch --locked >/dev/null

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Builds ringhook as fully static musl binaries (no dynamic loader, no libc on the target machine,
+# CA roots compiled in via webpki-roots) and prints each binary's path and size.
+#
+# Usage: scripts/build-static.sh [--no-install] [TARGET...]
+#   TARGET: x86_64 | aarch64 | armv7 | armv6, or a full Rust target triple.
+#           Default: x86_64 aarch64 (PCs, servers, 64-bit Raspberry Pi OS on Pi 3/4/5/Zero 2 W).
+#   --no-install  never install anything; exit 3 naming what is missing instead (the test suite
+#                 uses this so that running tests never changes the machine).
+#
+# Binaries land in $CARGO_TARGET_DIR/<triple>/release/ringhook, with CARGO_TARGET_DIR defaulting
+# to target/static: a directory of its own, so these builds never invalidate or wait on the
+# ordinary `cargo build` / `cargo test` artifacts in target/.
+#
+# What each target needs (installed here when missing, as root on Debian):
+#   x86_64-unknown-linux-musl   rustup target; musl-gcc (Debian musl-tools) compiles ring's C.
+#   aarch64-unknown-linux-musl  rustup target; aarch64-linux-gnu-gcc (Debian gcc-aarch64-linux-gnu)
+#                               compiles ring's C; Rust's bundled rust-lld links against Rust's own
+#                               self-contained musl CRT, so no aarch64 musl sysroot is needed.
+#
+# 32-bit Raspberry Pi OS and ARMv6 (not buildable on machines whose rustup cannot download these
+# targets, so untested by this project's CI; same mechanism as aarch64):
+#   armv7 -> armv7-unknown-linux-musleabihf  Pi 2/3/4/Zero 2 W running 32-bit Pi OS.
+#            Needs: rustup target add armv7-unknown-linux-musleabihf; apt install gcc-arm-linux-gnueabihf
+#   armv6 -> arm-unknown-linux-musleabihf    Pi 1 and Pi Zero/Zero W (ARMv6 + VFP, hard float).
+#            Same compiler, told to emit ARMv6 code: Debian's arm-linux-gnueabihf-gcc defaults to
+#            ARMv7 + Thumb-2, which an ARMv6 core cannot run (SIGILL in ring's C code).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/static}"
+cargo="${CARGO:-cargo}"
+
+install=1
+targets=()
+for arg in "$@"; do
+  case "$arg" in
+    --no-install) install=0 ;;
+    -h | --help)
+      sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+      exit 0
+      ;;
+    x86_64) targets+=(x86_64-unknown-linux-musl) ;;
+    aarch64 | arm64) targets+=(aarch64-unknown-linux-musl) ;;
+    armv7) targets+=(armv7-unknown-linux-musleabihf) ;;
+    armv6) targets+=(arm-unknown-linux-musleabihf) ;;
+    -*)
+      echo "build-static: unknown option $arg (see --help)" >&2
+      exit 2
+      ;;
+    *) targets+=("$arg") ;;
+  esac
+done
+((${#targets[@]})) || targets=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
+
+# Exit 3 (the suite's "prerequisite missing") when not allowed or not able to install.
+missing() {
+  echo "build-static: missing $1; install it with: $2" >&2
+  exit 3
+}
+
+need_target() {
+  if ! rustup target list --installed 2>/dev/null | grep -qx "$1"; then
+    ((install)) || missing "Rust target $1" "rustup target add $1"
+    rustup target add "$1" >&2
+  fi
+}
+
+# $1: compiler command, $2: the Debian package that provides it.
+need_cc() {
+  command -v "$1" >/dev/null && return 0
+  if ((install)) && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "build-static: installing $2 for $1" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+  else
+    missing "C compiler $1" "apt-get install $2"
+  fi
+}
+
+# rust-lld with Rust's self-contained musl CRT: no cross linker or musl sysroot needed.
+lld_flags="-Clinker=rust-lld -Clink-self-contained=yes"
+
+for t in "${targets[@]}"; do
+  # The per-target variables below only affect that target, never the host build.
+  env_name="$(echo "$t" | tr 'a-z-' 'A-Z_')"
+  cc_name="$(echo "$t" | tr '-' '_')"
+  case "$t" in
+    x86_64-unknown-linux-musl)
+      need_cc musl-gcc musl-tools
+      export "CC_${cc_name}=musl-gcc"
+      ;;
+    aarch64-unknown-linux-musl)
+      need_cc aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu
+      export "CC_${cc_name}=aarch64-linux-gnu-gcc"
+      export "CARGO_TARGET_${env_name}_RUSTFLAGS=$lld_flags"
+      ;;
+    armv7-unknown-linux-musleabihf)
+      need_cc arm-linux-gnueabihf-gcc gcc-arm-linux-gnueabihf
+      export "CC_${cc_name}=arm-linux-gnueabihf-gcc"
+      export "CARGO_TARGET_${env_name}_RUSTFLAGS=$lld_flags"
+      ;;
+    arm-unknown-linux-musleabihf)
+      need_cc arm-linux-gnueabihf-gcc gcc-arm-linux-gnueabihf
+      export "CC_${cc_name}=arm-linux-gnueabihf-gcc"
+      export "CFLAGS_${cc_name}=-march=armv6 -mfpu=vfp -mfloat-abi=hard -marm"
+      export "CARGO_TARGET_${env_name}_RUSTFLAGS=$lld_flags"
+      ;;
+    *) echo "build-static: $t: no recipe; trying with the defaults" >&2 ;;
+  esac
+  need_target "$t"
+done
+
+args=(build --release --locked)
+for t in "${targets[@]}"; do args+=(--target "$t"); done
+# One cargo invocation for all targets: shared host build scripts, both cores busy.
+"$cargo" "${args[@]}"
+
+for t in "${targets[@]}"; do
+  bin="$CARGO_TARGET_DIR/$t/release/ringhook"
+  bytes=$(stat -c %s "$bin")
+  # MiB with two decimals without bc: integer arithmetic on hundredths.
+  mib=$((bytes * 100 / 1048576))
+  printf '%-32s %9d bytes  %d.%02d MiB  %s\n' "$t" "$bytes" $((mib / 100)) $((mib % 100)) "$bin"
+done
