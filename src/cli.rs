@@ -131,16 +131,36 @@ const REGISTER_FLAGS: &[FlagSpec] = &[
     flag(
         "--state",
         "FILE",
-        "State file naming the subscription this installation owns [env: RINGHOOK_STATE] [default: $XDG_STATE_HOME/ringhook/state.json]",
+        "State file naming the subscription this installation owns [env: RINGHOOK_STATE] [default: $XDG_STATE_HOME/ringhook/state.json, else ~/.local/state/ringhook/state.json]",
     ),
-    switch("--dry-run", "Show what would be done; change nothing"),
+    flag(
+        "--verification-token-file",
+        "FILE",
+        "Read the verification token from FILE [env: WEBHOOK_VERIFICATION_TOKEN holds the token itself]",
+    ),
+    switch(
+        "--dry-run",
+        "Show what would be done (the handshake probe included); change nothing",
+    ),
     switch("--json", "Print the outcome as one JSON object on stdout"),
 ];
 
-const LIST_FLAGS: &[FlagSpec] = &[switch(
-    "--json",
-    "Print the subscriptions as JSON on stdout",
-)];
+const LIST_FLAGS: &[FlagSpec] = &[
+    flag(
+        "--address",
+        "URL",
+        "Mark subscriptions at this address as ours [env: WEBHOOK_ADDRESS, DELIVERY_MODE_ADDRESS, WEBHOOK_DELIVERY_ADDRESS]",
+    ),
+    flag(
+        "--state",
+        "FILE",
+        "State file naming the subscription this installation owns [env: RINGHOOK_STATE]",
+    ),
+    switch(
+        "--json",
+        "Print the subscriptions as a JSON array on stdout",
+    ),
+];
 
 const UNREGISTER_FLAGS: &[FlagSpec] = &[
     flag(
@@ -151,7 +171,7 @@ const UNREGISTER_FLAGS: &[FlagSpec] = &[
     flag(
         "--address",
         "URL",
-        "Public URL of the receiver [env: WEBHOOK_ADDRESS, DELIVERY_MODE_ADDRESS, WEBHOOK_DELIVERY_ADDRESS]",
+        "Without a state file, delete the subscriptions at this address [env: WEBHOOK_ADDRESS, DELIVERY_MODE_ADDRESS, WEBHOOK_DELIVERY_ADDRESS]",
     ),
     flag(
         "--state",
@@ -166,6 +186,11 @@ const CHECK_FLAGS: &[FlagSpec] = &[
         "--timeout",
         "DURATION",
         "Give up after this long [default: 3s, the platform's limit]",
+    ),
+    flag(
+        "--verification-token-file",
+        "FILE",
+        "Send the verification token from FILE, as the platform does [env: WEBHOOK_VERIFICATION_TOKEN holds the token itself]",
     ),
     switch("--json", "Print the result as one JSON object on stdout"),
 ];

@@ -8,12 +8,15 @@
 
 #[macro_use]
 pub mod oplog;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod event_log;
 pub mod http;
+pub mod platform;
 pub mod receiver;
+pub mod register;
 pub mod secret;
 
 use error::Error;
@@ -47,9 +50,15 @@ fn try_run(args: Vec<std::ffi::OsString>) -> Result<(), Error> {
             let cfg = config::ServeConfig::resolve(&flags, &vars)?;
             receiver::serve(cfg)
         }
-        cli::Command::Register(..)
-        | cli::Command::List(..)
-        | cli::Command::Unregister(..)
-        | cli::Command::Check(..) => Err(Error::runtime("not implemented yet")),
+        cli::Command::Register(global, flags) => {
+            register::run_register(&flags, &config::Vars::load(&global)?)
+        }
+        cli::Command::List(global, flags) => {
+            register::run_list(&flags, &config::Vars::load(&global)?)
+        }
+        cli::Command::Unregister(global, flags) => {
+            register::run_unregister(&flags, &config::Vars::load(&global)?)
+        }
+        cli::Command::Check(global, flags) => check::run(&flags, &config::Vars::load(&global)?),
     }
 }

@@ -1,0 +1,438 @@
+//! `ringhook register`, `list` and `unregister`: keep one subscription alive, idempotently.
+//!
+//! `register` signs in, expands `{extensionId}`, reads the subscriptions and the state file,
+//! lets the pure [`plan::plan`] decide, probes the address before any create, carries the plan
+//! out, records what it owns, and signs out. A second run with the same configuration makes no
+//! changing call.
+
+pub mod plan;
+pub mod settings;
+pub mod state;
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::check;
+use crate::cli::Flags;
+use crate::config::Vars;
+use crate::error::Error;
+use crate::platform::{self, NewSubscription, PlatformError, Session, Subscription};
+
+use plan::{Action, Owned, Wanted};
+use settings::{EXTENSION_ID, ManageSettings, PlatformSettings, RegisterSettings};
+use state::State;
+
+/// Turns a platform failure into the user's error, with what we were doing and a hint.
+fn fail(what: &str) -> impl FnOnce(PlatformError) -> Error + '_ {
+    move |e| Error::Runtime {
+        message: format!("{what}: {e}"),
+        hint: e.hint(),
+    }
+}
+
+/// Signs in, runs `f`, and signs out whatever `f` returned (best effort, no retry).
+fn with_session<T>(
+    p: &PlatformSettings,
+    f: impl FnOnce(&Session) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let session = platform::login(p.endpoint.clone(), &p.credentials)
+        .map_err(fail(&format!("cannot sign in to {}", p.endpoint.server)))?;
+    let result = f(&session);
+    if let Err(e) = session.revoke() {
+        warn!("could not end the session (revoke): {e}");
+    }
+    result
+}
+
+fn time(t: Option<SystemTime>) -> String {
+    t.map(|t| humantime::format_rfc3339_seconds(t).to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Expands `{extensionId}` into one filter per extension, keeping the order and no repeats.
+fn expand(session: &Session, s: &RegisterSettings) -> Result<Vec<String>, Error> {
+    if !s.filters.iter().any(|f| f.contains(EXTENSION_ID)) {
+        return Ok(s.filters.clone());
+    }
+    let extensions = session
+        .extensions(&s.extension_types, &s.extension_statuses, s.per_page)
+        .map_err(fail("cannot list the extensions"))?;
+    info!(
+        "{EXTENSION_ID}: {} extensions ({} {})",
+        extensions.len(),
+        s.extension_statuses.join("/"),
+        s.extension_types.join("/")
+    );
+    let mut out: Vec<String> = Vec::new();
+    for f in &s.filters {
+        let expanded: Vec<String> = if f.contains(EXTENSION_ID) {
+            extensions
+                .iter()
+                .map(|e| f.replace(EXTENSION_ID, &e.id))
+                .collect()
+        } else {
+            vec![f.clone()]
+        };
+        for e in expanded {
+            if !out.contains(&e) {
+                out.push(e);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::runtime_hint(
+            format!("no event filters left: {EXTENSION_ID} matched no extension"),
+            "check RINGHOOK_EXTENSION_TYPES and RINGHOOK_EXTENSION_STATUSES, or add a filter without the placeholder",
+        ));
+    }
+    Ok(out)
+}
+
+/// What `register` did (or, in a dry run, would do).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Outcome {
+    /// `created`, `renewed`, `updated`, `replaced`, `moved`, `nothing` (dry run: `create`...).
+    action: &'static str,
+    dry_run: bool,
+    id: Option<String>,
+    status: Option<String>,
+    address: String,
+    expiration_time: Option<String>,
+    filters: usize,
+    deleted: Vec<String>,
+}
+
+fn reconcile(
+    session: &Session,
+    s: &RegisterSettings,
+    saved: Option<&State>,
+    dry_run: bool,
+) -> Result<Outcome, Error> {
+    let filters = expand(session, s)?;
+    let existing = session
+        .subscriptions()
+        .map_err(fail("cannot list the subscriptions"))?;
+    let owned = saved.map(|st| Owned {
+        id: st.id.clone(),
+        lifetime: st.lifetime,
+    });
+    let now = SystemTime::now();
+    let wanted = Wanted {
+        address: &s.address,
+        filters: &filters,
+        expires_in: s.expires_in,
+    };
+    let plan = plan::plan(&wanted, &existing, owned.as_ref(), session.owner_id(), now);
+    let kept = plan
+        .keep
+        .as_ref()
+        .and_then(|id| existing.iter().find(|x| &x.id == id))
+        .cloned();
+
+    if plan.action.creates() {
+        // The platform would refuse the create with a vague SUB-525; say precisely why now.
+        let r = check::probe(
+            &s.address,
+            s.token.as_ref(),
+            &s.platform.endpoint.roots,
+            check::TIME_LIMIT,
+        );
+        if !r.ok {
+            let message = format!(
+                "the address {} fails the handshake, so no subscription was {}: {}",
+                s.address,
+                if dry_run { "planned" } else { "created" },
+                r.summary()
+            );
+            return Err(Error::Runtime {
+                message,
+                hint: r.hint,
+            });
+        }
+    }
+
+    if dry_run {
+        for (id, why) in &plan.delete {
+            info!("dry run: would delete {id} ({why})");
+        }
+        return Ok(Outcome {
+            action: plan.action.verb(),
+            dry_run: true,
+            id: kept.as_ref().map(|k| k.id.clone()),
+            status: kept.as_ref().map(|k| k.status.clone()),
+            address: s.address.clone(),
+            expiration_time: kept.as_ref().map(|k| time(k.expires_at)),
+            filters: filters.len(),
+            deleted: plan.delete.iter().map(|(id, _)| id.clone()).collect(),
+        });
+    }
+
+    for (id, why) in &plan.delete {
+        session
+            .delete_subscription(id)
+            .map_err(fail(&format!("cannot delete subscription {id}")))?;
+        info!("deleted {id}: {why}");
+    }
+    let sub: Subscription = match (plan.action, kept) {
+        (Action::Nothing, Some(k)) => k,
+        (Action::Renew, Some(k)) => session
+            .renew_subscription(&k.id)
+            .map_err(fail(&format!("cannot renew subscription {}", k.id)))?,
+        (Action::Update, Some(k)) => session
+            .update_subscription(&k.id, &filters, s.expires_in)
+            .map_err(fail(&format!("cannot update subscription {}", k.id)))?,
+        _ => {
+            let known: Vec<String> = existing.iter().map(|x| x.id.clone()).collect();
+            session
+                .create_subscription(
+                    &NewSubscription {
+                        filters: &filters,
+                        address: &s.address,
+                        verification_token: s.token.as_ref().map(|t| t.expose()),
+                        expires_in: s.expires_in,
+                    },
+                    &known,
+                )
+                .map_err(fail("cannot create the subscription"))?
+        }
+    };
+    for (f, reason) in &sub.disabled {
+        warn!("the platform disabled the filter {f}: {reason}");
+    }
+
+    let lifetime = match plan.action {
+        Action::Nothing => owned
+            .as_ref()
+            .filter(|o| o.id == sub.id)
+            .and_then(|o| o.lifetime),
+        _ => sub
+            .expires_at
+            .and_then(|e| e.duration_since(now).ok())
+            .map(|d| d.as_secs()),
+    };
+    let new_state = State {
+        server: s.platform.endpoint.server.clone(),
+        id: sub.id.clone(),
+        address: s.address.clone(),
+        lifetime,
+    };
+    if saved != Some(&new_state) {
+        state::save(&s.state_path, &new_state)?;
+    }
+    Ok(Outcome {
+        action: plan.action.done(),
+        dry_run: false,
+        id: Some(sub.id.clone()),
+        status: Some(sub.status.clone()),
+        address: s.address.clone(),
+        expiration_time: Some(time(sub.expires_at)),
+        filters: filters.len(),
+        deleted: plan.delete.iter().map(|(id, _)| id.clone()).collect(),
+    })
+}
+
+fn print_json(value: &impl Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string(value).expect("plain structs serialize")
+    );
+}
+
+/// `ringhook register`.
+pub fn run_register(flags: &Flags, vars: &Vars) -> Result<(), Error> {
+    let s = RegisterSettings::resolve(flags, vars)?;
+    let saved = state::load(&s.state_path)?.filter(|st| st.server == s.platform.endpoint.server);
+    let dry_run = flags.switch("--dry-run");
+    let outcome = with_session(&s.platform, |session| {
+        reconcile(session, &s, saved.as_ref(), dry_run)
+    })?;
+    let id = outcome.id.as_deref().unwrap_or("-");
+    let expires = outcome.expiration_time.as_deref().unwrap_or("-");
+    match (outcome.dry_run, outcome.action) {
+        (true, "nothing") => info!(
+            "dry run: nothing to do: {id} expires {expires}, {} filters",
+            outcome.filters
+        ),
+        (true, verb) => info!(
+            "dry run: would {verb} the subscription at {} with {} filters",
+            outcome.address, outcome.filters
+        ),
+        (false, "nothing") => info!(
+            "nothing to do: {id} {} expires {expires}, {} filters",
+            outcome.status.as_deref().unwrap_or("-"),
+            outcome.filters
+        ),
+        (false, done) => info!("{done} {id} expires {expires}, {} filters", outcome.filters),
+    }
+    if flags.switch("--json") {
+        print_json(&outcome);
+    }
+    Ok(())
+}
+
+/// One subscription for `list --json`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Listed<'a> {
+    id: &'a str,
+    status: &'a str,
+    transport: &'a str,
+    address: Option<&'a str>,
+    expiration_time: Option<String>,
+    creation_time: Option<String>,
+    filters: &'a [String],
+    disabled_filters: Vec<&'a str>,
+    blacklisted_reason: Option<&'a str>,
+    /// Named by the state file, or at the configured address.
+    ours: bool,
+}
+
+fn load_state(path: Option<&std::path::PathBuf>, server: &str) -> Result<Option<State>, Error> {
+    Ok(match path {
+        Some(p) => state::load(p)?.filter(|st| st.server == server),
+        None => None,
+    })
+}
+
+/// `ringhook list`.
+pub fn run_list(flags: &Flags, vars: &Vars) -> Result<(), Error> {
+    let s = ManageSettings::resolve(flags, vars)?;
+    let saved = load_state(s.state_path.as_ref(), &s.platform.endpoint.server)?;
+    let subs = with_session(&s.platform, |session| {
+        session
+            .subscriptions()
+            .map_err(fail("cannot list the subscriptions"))
+    })?;
+    let ours = |x: &Subscription| {
+        saved.as_ref().is_some_and(|st| st.id == x.id)
+            || (s.address.is_some() && x.address == s.address)
+    };
+    if flags.switch("--json") {
+        let listed: Vec<Listed> = subs
+            .iter()
+            .map(|x| Listed {
+                id: &x.id,
+                status: &x.status,
+                transport: &x.transport,
+                address: x.address.as_deref(),
+                expiration_time: x.expires_at.map(|t| time(Some(t))),
+                creation_time: x.created_at.map(|t| time(Some(t))),
+                filters: &x.filters,
+                disabled_filters: x.disabled.iter().map(|(f, _)| f.as_str()).collect(),
+                blacklisted_reason: x.blacklist_reason.as_deref(),
+                ours: ours(x),
+            })
+            .collect();
+        print_json(&listed);
+        return Ok(());
+    }
+    if subs.is_empty() {
+        println!("no subscriptions");
+        return Ok(());
+    }
+    println!(
+        "{:<38} {:<12} {:<21} {:>7}  ADDRESS",
+        "ID", "STATUS", "EXPIRES", "FILTERS"
+    );
+    for x in &subs {
+        println!(
+            "{:<38} {:<12} {:<21} {:>7}  {}{}",
+            x.id,
+            x.status,
+            time(x.expires_at),
+            x.filters.len(),
+            x.address.as_deref().unwrap_or(&x.transport),
+            if ours(x) { "  (this installation)" } else { "" }
+        );
+        if let Some(r) = &x.blacklist_reason {
+            println!("    blacklisted: {r}");
+        }
+        for f in &x.filters {
+            println!("    {f}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Unregistered {
+    action: &'static str,
+    deleted: Vec<String>,
+}
+
+/// `ringhook unregister`.
+pub fn run_unregister(flags: &Flags, vars: &Vars) -> Result<(), Error> {
+    let s = ManageSettings::resolve(flags, vars)?;
+    let saved = load_state(s.state_path.as_ref(), &s.platform.endpoint.server)?;
+    let id = flags.value("--id").map(str::to_string);
+    if id.is_none() && saved.is_none() && s.address.is_none() {
+        return Err(Error::Config(format!(
+            "nothing names the subscription to delete: no state file{}; give --id ID, or set WEBHOOK_ADDRESS (or --address)",
+            s.state_path
+                .as_ref()
+                .map(|p| format!(" at {}", p.display()))
+                .unwrap_or_default()
+        )));
+    }
+    let deleted = with_session(&s.platform, |session| {
+        let subs = session
+            .subscriptions()
+            .map_err(fail("cannot list the subscriptions"))?;
+        let targets: Vec<&Subscription> = match &id {
+            Some(id) => {
+                let found: Vec<&Subscription> = subs.iter().filter(|x| &x.id == id).collect();
+                if found.is_empty() {
+                    return Err(Error::runtime_hint(
+                        format!("no subscription {id} among this app's subscriptions"),
+                        "see 'ringhook list'",
+                    ));
+                }
+                found
+            }
+            None => subs
+                .iter()
+                .filter(|x| {
+                    saved.as_ref().is_some_and(|st| st.id == x.id)
+                        || (s.address.is_some()
+                            && x.address == s.address
+                            && x.transport.eq_ignore_ascii_case("WebHook"))
+                })
+                .collect(),
+        };
+        let mut deleted = Vec::new();
+        for x in targets {
+            session
+                .delete_subscription(&x.id)
+                .map_err(fail(&format!("cannot delete subscription {}", x.id)))?;
+            info!(
+                "deleted {} ({})",
+                x.id,
+                x.address.as_deref().unwrap_or(&x.transport)
+            );
+            deleted.push(x.id.clone());
+        }
+        Ok(deleted)
+    })?;
+    if deleted.is_empty() {
+        info!("nothing to unregister: no subscription of this installation exists");
+    }
+    // The state no longer names a live subscription once ours is gone.
+    if let (Some(path), Some(st)) = (&s.state_path, &saved) {
+        if id.is_none() || deleted.contains(&st.id) {
+            state::remove(path)?;
+        }
+    }
+    if flags.switch("--json") {
+        print_json(&Unregistered {
+            action: if deleted.is_empty() {
+                "nothing"
+            } else {
+                "deleted"
+            },
+            deleted,
+        });
+    }
+    Ok(())
+}

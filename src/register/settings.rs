@@ -1,0 +1,487 @@
+//! Configuration of `register`, `list` and `unregister`: flags, environment and env file into
+//! validated settings. Every missing required value is named in one message; every malformed
+//! one names its flag or variable (and file). Secrets go straight into [`Secret`].
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::check;
+use crate::cli::Flags;
+use crate::config::{Setting, Vars, parse_count, parse_duration, verification_token};
+use crate::error::Error;
+use crate::platform::{Credentials, Endpoint, Policy};
+use crate::secret::{Secret, VerificationToken};
+
+use super::state;
+
+/// The production platform; the default server.
+pub const PRODUCTION: &str = "https://platform.ringcentral.com";
+/// The sandbox (`RC_ENV=sandbox`, being retired).
+pub const SANDBOX: &str = "https://platform.devtest.ringcentral.com";
+/// The platform's maximum WebHook lifetime, and the default ask.
+pub const DEFAULT_EXPIRES_IN: u64 = 315_360_000;
+/// Older docs allowed 20 years; the platform itself decides above 10.
+const MAX_EXPIRES_IN: u64 = 630_720_000;
+/// The placeholder that expands to one filter per extension.
+pub const EXTENSION_ID: &str = "{extensionId}";
+
+const CLIENT_ID: &[&str] = &["RC_CLIENT_ID", "RC_APP_KEY", "RC_APP_CLIENT_ID"];
+const CLIENT_SECRET: &[&str] = &["RC_CLIENT_SECRET", "RC_APP_SECRET", "RC_APP_CLIENT_SECRET"];
+const JWT: &[&str] = &["RC_JWT", "RC_USER_JWT"];
+const ADDRESS: &[&str] = &[
+    "WEBHOOK_ADDRESS",
+    "DELIVERY_MODE_ADDRESS",
+    "WEBHOOK_DELIVERY_ADDRESS",
+];
+
+/// How to reach the platform and as whom.
+#[derive(Debug, Clone)]
+pub struct PlatformSettings {
+    /// Server, app credentials, roots, retry policy.
+    pub endpoint: Endpoint,
+    /// User credentials.
+    pub credentials: Credentials,
+}
+
+/// Everything `register` needs.
+#[derive(Debug, Clone)]
+pub struct RegisterSettings {
+    /// The platform.
+    pub platform: PlatformSettings,
+    /// Delivery address.
+    pub address: String,
+    /// Sent as `deliveryMode.verificationToken`.
+    pub token: Option<VerificationToken>,
+    /// Filters as configured (`{extensionId}` not yet expanded).
+    pub filters: Vec<String>,
+    /// Extension types `{extensionId}` expands over.
+    pub extension_types: Vec<String>,
+    /// Extension statuses `{extensionId}` expands over.
+    pub extension_statuses: Vec<String>,
+    /// Page size of the extension list.
+    pub per_page: u32,
+    /// Lifetime asked for, in seconds.
+    pub expires_in: u64,
+    /// State file.
+    pub state_path: PathBuf,
+}
+
+/// Everything `list` and `unregister` need.
+#[derive(Debug, Clone)]
+pub struct ManageSettings {
+    /// The platform.
+    pub platform: PlatformSettings,
+    /// Delivery address, when configured.
+    pub address: Option<String>,
+    /// State file, when there is a place for one.
+    pub state_path: Option<PathBuf>,
+}
+
+/// Required values not found, named together.
+#[derive(Default)]
+struct Missing(Vec<String>);
+
+impl Missing {
+    fn need(&mut self, value: Option<Setting>, what: &str) -> Option<Setting> {
+        if value.is_none() {
+            self.0.push(what.to_string());
+        }
+        value
+    }
+
+    fn check(self) -> Result<(), Error> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "missing {}: set them in the environment or in the env file (.env)",
+            self.0.join(", ")
+        )))
+    }
+}
+
+fn invalid(s: &Setting, why: impl std::fmt::Display) -> Error {
+    Error::Config(format!("invalid {}: '{}': {why}", s.origin, s.text))
+}
+
+fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The server URL: https, or http on a loopback address (tests, local proxies); origin only.
+fn parse_server(s: &Setting) -> Result<String, Error> {
+    let t = s.text.trim().trim_end_matches('/');
+    let uri: http::Uri = t
+        .parse()
+        .map_err(|_| invalid(s, "expected a URL such as https://platform.ringcentral.com"))?;
+    let host = uri.host().unwrap_or("");
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") if is_loopback(host) => {}
+        Some("http") => {
+            return Err(invalid(
+                s,
+                "must be https:// (plain http is allowed only on a loopback address)",
+            ));
+        }
+        _ => return Err(invalid(s, "expected an https:// URL")),
+    }
+    if host.is_empty() || !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(invalid(
+            s,
+            "expected the server alone, such as https://platform.ringcentral.com",
+        ));
+    }
+    Ok(t.to_string())
+}
+
+fn server(vars: &Vars) -> Result<String, Error> {
+    if let Some(s) = vars.get(&["RC_SERVER_URL", "RC_SERVER"]) {
+        return parse_server(&s);
+    }
+    match vars.get(&["RC_ENV"]) {
+        None => Ok(PRODUCTION.into()),
+        Some(e) => match e.text.to_ascii_lowercase().as_str() {
+            "production" => Ok(PRODUCTION.into()),
+            "sandbox" => Ok(SANDBOX.into()),
+            _ => Err(invalid(&e, "expected 'sandbox' or 'production'")),
+        },
+    }
+}
+
+fn credentials(vars: &Vars, missing: &mut Missing) -> Option<Credentials> {
+    if let Some(jwt) = vars.get(JWT) {
+        return Some(Credentials::Jwt(Secret::new(jwt.text)));
+    }
+    let user = vars.get(&["RC_USERNAME"]);
+    let pass = vars.get(&["RC_PASSWORD"]);
+    match (user, pass) {
+        (Some(u), Some(p)) => {
+            warn!(
+                "using the password grant (RC_USERNAME/RC_PASSWORD): RingCentral ended it on 2024-03-31; create a JWT credential and set RC_JWT instead"
+            );
+            Some(Credentials::Password {
+                username: u.text,
+                password: Secret::new(p.text),
+                extension: vars.get(&["RC_EXTENSION"]).map(|e| e.text),
+            })
+        }
+        (Some(_), None) => {
+            missing.0.push("RC_PASSWORD (or RC_JWT)".into());
+            None
+        }
+        (None, Some(_)) => {
+            missing.0.push("RC_USERNAME (or RC_JWT)".into());
+            None
+        }
+        (None, None) => {
+            missing.0.push("RC_JWT".into());
+            None
+        }
+    }
+}
+
+fn platform(vars: &Vars, missing: &mut Missing) -> Result<Option<PlatformSettings>, Error> {
+    let server = server(vars)?;
+    let roots = check::trust_roots(vars)?;
+    let mut policy = Policy::default();
+    if let Some(s) = vars.get(&["RINGHOOK_MAX_WAIT"]) {
+        policy.max_wait = parse_duration(&s)?;
+    }
+    let client_id = missing.need(vars.get(CLIENT_ID), "RC_CLIENT_ID");
+    let client_secret = missing.need(vars.get(CLIENT_SECRET), "RC_CLIENT_SECRET");
+    let credentials = credentials(vars, missing);
+    let (Some(client_id), Some(client_secret), Some(credentials)) =
+        (client_id, client_secret, credentials)
+    else {
+        return Ok(None);
+    };
+    Ok(Some(PlatformSettings {
+        endpoint: Endpoint {
+            server,
+            client_id: client_id.text,
+            client_secret: Secret::new(client_secret.text),
+            roots,
+            policy,
+        },
+        credentials,
+    }))
+}
+
+fn address(flags: &Flags, vars: &Vars) -> Result<Option<String>, Error> {
+    let Some(s) = vars.flag_or(flags, "--address", ADDRESS) else {
+        return Ok(None);
+    };
+    let url = check::parse_url(&s)?;
+    let host = url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_string));
+    if url.starts_with("http://") && !host.as_deref().is_some_and(is_loopback) {
+        warn!(
+            "{} is plain http://: RingCentral delivers only to https:// addresses (a tunnel or TLS proxy in front of serve)",
+            s.origin
+        );
+    }
+    Ok(Some(url))
+}
+
+fn state_path(flags: &Flags, vars: &Vars) -> Option<PathBuf> {
+    if let Some(s) = vars.flag_or(flags, "--state", &["RINGHOOK_STATE"]) {
+        return Some(PathBuf::from(s.text));
+    }
+    state::default_path(
+        vars.get(&["XDG_STATE_HOME"]).map(|s| s.text).as_deref(),
+        vars.get(&["HOME"]).map(|s| s.text).as_deref(),
+    )
+}
+
+fn words(vars: &Vars, name: &str, default: &str) -> Result<Vec<String>, Error> {
+    let Some(s) = vars.get(&[name]) else {
+        return Ok(vec![default.to_string()]);
+    };
+    let list: Vec<String> = s
+        .text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect();
+    if list.is_empty()
+        || list
+            .iter()
+            .any(|w| !w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    {
+        return Err(invalid(
+            &s,
+            "expected words such as 'User' or 'User Department'",
+        ));
+    }
+    Ok(list)
+}
+
+fn filters(flags: &Flags, vars: &Vars, missing: &mut Missing) -> Result<Vec<String>, Error> {
+    let given = flags.values("--event");
+    let (list, origin): (Vec<String>, String) = if !given.is_empty() {
+        (
+            given.iter().map(|s| s.trim().to_string()).collect(),
+            "--event".into(),
+        )
+    } else if let Some(s) = vars.get(&["RINGHOOK_EVENT_FILTERS"]) {
+        (
+            s.text.split_whitespace().map(str::to_string).collect(),
+            s.origin,
+        )
+    } else {
+        missing.0.push("RINGHOOK_EVENT_FILTERS (or --event)".into());
+        return Ok(vec![]);
+    };
+    let mut out: Vec<String> = Vec::new();
+    for f in list {
+        if !f.starts_with('/') || f.contains(char::is_whitespace) {
+            return Err(Error::Config(format!(
+                "invalid {origin}: '{f}': an event filter is a path such as /restapi/v1.0/account/~/extension/~/message-store"
+            )));
+        }
+        if f.contains('{') && f.replace(EXTENSION_ID, "").contains('{') {
+            return Err(Error::Config(format!(
+                "invalid {origin}: '{f}': the only placeholder is {EXTENSION_ID}"
+            )));
+        }
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    Ok(out)
+}
+
+impl RegisterSettings {
+    /// Resolves and validates `register`'s configuration.
+    pub fn resolve(flags: &Flags, vars: &Vars) -> Result<RegisterSettings, Error> {
+        let mut missing = Missing::default();
+        let platform = platform(vars, &mut missing)?;
+        let address = address(flags, vars)?;
+        if address.is_none() {
+            missing.0.push("WEBHOOK_ADDRESS (or --address)".into());
+        }
+        let filters = filters(flags, vars, &mut missing)?;
+        let state_path = state_path(flags, vars);
+        if state_path.is_none() {
+            missing
+                .0
+                .push("RINGHOOK_STATE (or --state; there is no XDG_STATE_HOME or HOME)".into());
+        }
+        let (token, _) = verification_token(flags, vars)?;
+        let per_page = match vars.get(&["EXTENSIONS_PER_PAGE"]) {
+            Some(s) => parse_count(&s, 1, 1000)? as u32,
+            None => 500,
+        };
+        let expires_in = match vars.get(&["RINGHOOK_EXPIRES_IN"]) {
+            Some(s) => {
+                let secs = parse_duration(&s)?.as_secs();
+                if !(1..=MAX_EXPIRES_IN).contains(&secs) {
+                    return Err(invalid(
+                        &s,
+                        format!("must be between 1 and {MAX_EXPIRES_IN} seconds"),
+                    ));
+                }
+                secs
+            }
+            None => DEFAULT_EXPIRES_IN,
+        };
+        let extension_types = words(vars, "RINGHOOK_EXTENSION_TYPES", "User")?;
+        let extension_statuses = words(vars, "RINGHOOK_EXTENSION_STATUSES", "Enabled")?;
+        missing.check()?;
+        if token.is_none() {
+            warn!(
+                "WEBHOOK_VERIFICATION_TOKEN is not set: the platform will send no Verification-Token, and anyone who learns the address can post events; set the same value for serve and register"
+            );
+        }
+        Ok(RegisterSettings {
+            platform: platform.expect("missing would have said"),
+            address: address.expect("missing would have said"),
+            token,
+            filters,
+            extension_types,
+            extension_statuses,
+            per_page,
+            expires_in,
+            state_path: state_path.expect("missing would have said"),
+        })
+    }
+}
+
+impl ManageSettings {
+    /// Resolves `list`'s and `unregister`'s configuration: credentials required, the rest
+    /// optional.
+    pub fn resolve(flags: &Flags, vars: &Vars) -> Result<ManageSettings, Error> {
+        let mut missing = Missing::default();
+        let platform = platform(vars, &mut missing)?;
+        let address = address(flags, vars)?;
+        let state_path = state_path(flags, vars);
+        missing.check()?;
+        Ok(ManageSettings {
+            platform: platform.expect("missing would have said"),
+            address,
+            state_path,
+        })
+    }
+}
+
+/// `RINGHOOK_MAX_WAIT` as documented, for the help text's sake.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(pairs: &[(&'static str, &str)]) -> Flags {
+        Flags {
+            given: pairs.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            positional: vec![],
+        }
+    }
+
+    const FULL: &[(&str, &str)] = &[
+        ("RC_CLIENT_ID", "id"),
+        ("RC_CLIENT_SECRET", "s3cret"),
+        ("RC_JWT", "eyJ.jwt"),
+        ("WEBHOOK_ADDRESS", "https://x.example/webhook"),
+        ("RINGHOOK_EVENT_FILTERS", "/a /b\n/a"),
+        ("HOME", "/home/u"),
+    ];
+
+    #[test]
+    fn everything_missing_is_named_at_once() {
+        let e = RegisterSettings::resolve(&flags(&[]), &Vars::from_maps(&[], &[])).unwrap_err();
+        let m = e.to_string();
+        for name in [
+            "RC_CLIENT_ID",
+            "RC_CLIENT_SECRET",
+            "RC_JWT",
+            "WEBHOOK_ADDRESS",
+            "RINGHOOK_EVENT_FILTERS",
+            "RINGHOOK_STATE",
+        ] {
+            assert!(m.contains(name), "{m}");
+        }
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn defaults_and_aliases() {
+        let s = RegisterSettings::resolve(&flags(&[]), &Vars::from_maps(FULL, &[])).unwrap();
+        assert_eq!(s.platform.endpoint.server, PRODUCTION);
+        assert_eq!(s.filters, ["/a", "/b"]);
+        assert_eq!(s.per_page, 500);
+        assert_eq!(s.expires_in, DEFAULT_EXPIRES_IN);
+        assert_eq!(s.extension_types, ["User"]);
+        assert_eq!(
+            s.state_path,
+            PathBuf::from("/home/u/.local/state/ringhook/state.json")
+        );
+        assert_eq!(s.platform.endpoint.policy.max_wait, DEFAULT_MAX_WAIT);
+        let v = Vars::from_maps(
+            &[
+                ("RC_APP_KEY", "id"),
+                ("RC_APP_SECRET", "s"),
+                ("RC_USER_JWT", "j"),
+                ("DELIVERY_MODE_ADDRESS", "https://y/webhook"),
+                ("RC_ENV", "sandbox"),
+            ],
+            &[],
+        );
+        let s = RegisterSettings::resolve(&flags(&[("--event", "/x"), ("--state", "s.json")]), &v)
+            .unwrap();
+        assert_eq!(s.platform.endpoint.server, SANDBOX);
+        assert_eq!(s.address, "https://y/webhook");
+        assert_eq!(s.filters, ["/x"]);
+    }
+
+    #[test]
+    fn server_must_be_https_unless_loopback() {
+        let s = |t: &str| Setting {
+            text: t.into(),
+            origin: "RC_SERVER_URL".into(),
+        };
+        assert_eq!(
+            parse_server(&s("https://platform.ringcentral.com/")).unwrap(),
+            PRODUCTION
+        );
+        assert!(parse_server(&s("http://127.0.0.1:8080")).is_ok());
+        assert!(parse_server(&s("http://127.9.9.9:8080")).is_ok());
+        assert!(parse_server(&s("http://[::1]:8080")).is_ok());
+        assert!(parse_server(&s("http://localhost:8080")).is_ok());
+        let e = parse_server(&s("http://platform.ringcentral.com")).unwrap_err();
+        assert!(e.to_string().contains("RC_SERVER_URL"), "{e}");
+        assert!(parse_server(&s("https://platform.ringcentral.com/restapi")).is_err());
+        assert!(parse_server(&s("platform.ringcentral.com")).is_err());
+    }
+
+    #[test]
+    fn malformed_values_name_their_origin() {
+        let mut env = FULL.to_vec();
+        env.push(("EXTENSIONS_PER_PAGE", "5000"));
+        let e = RegisterSettings::resolve(&flags(&[]), &Vars::from_maps(&env, &[])).unwrap_err();
+        assert!(e.to_string().contains("EXTENSIONS_PER_PAGE"), "{e}");
+        let e =
+            RegisterSettings::resolve(&flags(&[("--event", "nope")]), &Vars::from_maps(FULL, &[]))
+                .unwrap_err();
+        assert!(e.to_string().contains("--event"), "{e}");
+        let e = RegisterSettings::resolve(
+            &flags(&[]),
+            &Vars::from_maps(FULL, &[("RINGHOOK_CA_FILE", "/nonexistent.pem")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("RINGHOOK_CA_FILE (in .env)"), "{e}");
+    }
+
+    #[test]
+    fn password_grant_needs_both_halves() {
+        let v = Vars::from_maps(&[("RC_USERNAME", "u")], &[]);
+        let e = ManageSettings::resolve(&flags(&[]), &v).unwrap_err();
+        assert!(e.to_string().contains("RC_PASSWORD"), "{e}");
+        assert!(!e.to_string().contains("RC_USERNAME"), "{e}");
+    }
+}
