@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod event_log;
+pub mod exchange;
 pub mod http;
 pub mod platform;
 pub mod receiver;

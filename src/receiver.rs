@@ -8,26 +8,41 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::time::{Duration, Instant, SystemTime};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
 
-use http::StatusCode;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
-use ureq_proto::server::state::{ProvideResponse, RecvBody, RecvRequest};
-use ureq_proto::server::{RecvRequestResult, Reply, SendResponseResult};
 
 use crate::config::{Limits, LogTarget, ServeConfig};
 use crate::error::Error;
 use crate::event_log::{Commit, EventLog, Record};
-use crate::http::{self as policy, Answer, Head, Outcome, Policy, Route};
+use crate::exchange::{Counters, Ctx, Exchange, Step};
+use crate::http::Policy;
+
+/// The fields of `Server` an exchange may use, borrowed apart from `conns`.
+macro_rules! ctx {
+    ($s:ident) => {
+        Ctx {
+            policy: &$s.policy,
+            limits: &$s.limits,
+            log_healthy: $s.log.is_healthy(),
+            draining: $s.shutdown_by.is_some(),
+            scratch: &mut $s.scratch,
+            counters: &mut $s.counters,
+        }
+    };
+}
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const FIRST_CONN: usize = 2;
 /// Shared read/write scratch; also bounds how much one read takes from a socket.
 const SCRATCH: usize = 32 * 1024;
+/// How long a closing connection may keep sending before it is dropped.
+const LINGER: Duration = Duration::from_secs(2);
 /// While accepting fails for lack of file descriptors, how long to wait before trying again.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -108,99 +123,85 @@ fn open_log(cfg: &ServeConfig) -> Result<(EventLog, String), Error> {
     }
 }
 
-/// What the loop counts, reported at shutdown.
-#[derive(Debug, Default)]
-struct Counters {
-    connections: u64,
-    handshakes: u64,
-    logged: u64,
-    duplicates: u64,
-    rejected: u64,
-    unavailable: u64,
-    timeouts: u64,
-    evicted: u64,
-    /// Group commits (one write and one sync each).
-    batches: u64,
-}
-
-enum Phase {
-    /// Waiting for (the rest of) a request head.
-    Head(Reply<RecvRequest>),
-    /// Reading a body.
-    Body {
-        reply: Reply<RecvBody>,
-        route: Route,
-        body: Vec<u8>,
-    },
-    /// The record is in this turn's batch; the answer waits for the commit.
-    Logging(Reply<ProvideResponse>),
-    /// Sending the answer; then the next request, or close.
-    Sending { close: bool },
-    /// Transient, while a phase is being replaced.
-    Taken,
-}
-
+/// A connection: the socket, its protocol state, and when it last moved.
 struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
-    phase: Phase,
-    input: Vec<u8>,
-    output: Vec<u8>,
-    written: usize,
-    /// When the current request's first byte arrived; `None` between requests.
-    started: Option<Instant>,
+    exch: Exchange,
     last_activity: Instant,
-    eof: bool,
+    /// Set once our side is shut: read and discard until the peer closes or this time passes,
+    /// so that closing with unread input does not reset the connection before the client has
+    /// read our last answer (the "lingering close" of nginx and Apache).
+    linger_until: Option<Instant>,
 }
 
-/// What a connection needs after being driven.
-enum Step {
+/// What a connection needs from the server after being driven.
+enum Driven {
     /// Waiting for the socket (or the commit).
     Wait,
     /// Close it.
     Close,
     /// Add this record to the batch.
-    Queue(Record),
-}
-
-/// The parts of the server a connection needs while it is driven.
-struct Ctx<'a> {
-    policy: &'a Policy,
-    limits: &'a Limits,
-    log_healthy: bool,
-    draining: bool,
-    scratch: &'a mut [u8],
-    counters: &'a mut Counters,
+    Log(Record),
 }
 
 impl Conn {
-    fn new(stream: TcpStream, peer: SocketAddr, now: Instant) -> Conn {
-        Conn {
-            stream,
-            peer,
-            phase: Phase::Head(new_reply()),
-            input: Vec::new(),
-            output: Vec::new(),
-            written: 0,
-            started: None,
-            last_activity: now,
-            eof: false,
+    /// Moves the connection as far as it can go without blocking.
+    fn drive(&mut self, ctx: &mut Ctx) -> Driven {
+        loop {
+            if self.linger_until.is_some() {
+                return self.discard(ctx.scratch);
+            }
+            match self.exch.advance(ctx) {
+                Step::Flush => match self.flush() {
+                    Ok(true) => {}
+                    Ok(false) => return Driven::Wait,
+                    Err(_) => return Driven::Close,
+                },
+                Step::Read(limit) => match self.fill(ctx.scratch, limit) {
+                    Ok(true) => {}
+                    Ok(false) if self.exch.eof => {}
+                    Ok(false) => return Driven::Wait,
+                    Err(_) => return Driven::Close,
+                },
+                Step::Log(rec) => return Driven::Log(rec),
+                Step::Wait => return Driven::Wait,
+                Step::Close if self.exch.eof => return Driven::Close,
+                Step::Close => {
+                    if self.stream.shutdown(Shutdown::Write).is_err() {
+                        return Driven::Close;
+                    }
+                    self.linger_until = Some(Instant::now() + LINGER);
+                }
+            }
+        }
+    }
+
+    /// Reads and drops input while lingering; `Close` once the peer has closed.
+    fn discard(&mut self, scratch: &mut [u8]) -> Driven {
+        loop {
+            match self.stream.read(scratch) {
+                Ok(0) => return Driven::Close,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Driven::Wait,
+                Err(_) => return Driven::Close,
+            }
         }
     }
 
     /// Reads what the socket has, up to `limit` buffered bytes. `Ok(false)`: nothing more now.
     fn fill(&mut self, scratch: &mut [u8], limit: usize) -> io::Result<bool> {
-        let room = limit
-            .saturating_sub(self.input.len())
-            .clamp(1, scratch.len());
+        let input = &mut self.exch.input;
+        let room = limit.saturating_sub(input.len()).clamp(1, scratch.len());
         loop {
             match self.stream.read(&mut scratch[..room]) {
                 Ok(0) => {
-                    self.eof = true;
+                    self.exch.eof = true;
                     return Ok(false);
                 }
                 Ok(n) => {
-                    self.input.extend_from_slice(&scratch[..n]);
+                    input.extend_from_slice(&scratch[..n]);
                     self.last_activity = Instant::now();
                     return Ok(true);
                 }
@@ -213,367 +214,44 @@ impl Conn {
 
     /// Writes pending output. `Ok(true)` when all of it is out.
     fn flush(&mut self) -> io::Result<bool> {
-        while self.written < self.output.len() {
-            match self.stream.write(&self.output[self.written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+        let out = &mut self.exch.output;
+        let mut written = 0;
+        let result = loop {
+            if written == out.len() {
+                break Ok(true);
+            }
+            match self.stream.write(&out[written..]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    self.written += n;
+                    written += n;
                     self.last_activity = Instant::now();
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
-            }
-        }
-        self.output.clear();
-        self.written = 0;
-        Ok(true)
-    }
-
-    /// Queues `answer` through ureq-proto and moves to sending it.
-    fn answer(
-        &mut self,
-        reply: Reply<ProvideResponse>,
-        answer: &Answer,
-        ctx: &mut Ctx,
-        force_close: bool,
-    ) {
-        if let Some(reason) = &answer.reason {
-            ctx.counters.rejected += 1;
-            info!("{} {}: {reason}", self.peer, answer.status.as_u16());
-        }
-        let close = match write_answer(reply, answer, &mut self.output, ctx.scratch) {
-            Ok(must_close) => must_close || force_close,
-            Err(e) => {
-                error!("cannot encode an answer for {}: {e}", self.peer);
-                self.output
-                    .extend_from_slice(&raw_answer(StatusCode::INTERNAL_SERVER_ERROR));
-                true
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
+                Err(e) => break Err(e),
             }
         };
-        self.phase = Phase::Sending { close };
-    }
-
-    /// Answers outside ureq-proto's states (malformed or abandoned requests), then closes.
-    fn answer_raw_and_close(&mut self, status: StatusCode, why: &str, ctx: &mut Ctx) {
-        ctx.counters.rejected += 1;
-        info!("{} {}: {why}", self.peer, status.as_u16());
-        self.output.extend_from_slice(&raw_answer(status));
-        self.phase = Phase::Sending { close: true };
-    }
-
-    /// Moves the connection as far as it can go without blocking.
-    fn drive(&mut self, ctx: &mut Ctx) -> Step {
-        loop {
-            if self.written < self.output.len() || !self.output.is_empty() {
-                match self.flush() {
-                    Ok(true) => {}
-                    Ok(false) => return Step::Wait,
-                    Err(_) => return Step::Close,
-                }
-            }
-            match std::mem::replace(&mut self.phase, Phase::Taken) {
-                Phase::Taken => unreachable!("phase is always put back"),
-                Phase::Logging(r) => {
-                    self.phase = Phase::Logging(r);
-                    return Step::Wait;
-                }
-                Phase::Sending { close } => {
-                    if close || ctx.draining {
-                        return Step::Close;
-                    }
-                    self.phase = Phase::Head(new_reply());
-                    self.started = (!self.input.is_empty()).then(Instant::now);
-                }
-                Phase::Head(mut reply) => {
-                    if !self.input.is_empty() {
-                        self.started.get_or_insert_with(Instant::now);
-                        match reply.try_request(&self.input) {
-                            Err(ureq_proto::Error::HttpParseTooManyHeaders) => {
-                                self.answer_raw_and_close(
-                                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                                    "more than 128 request headers",
-                                    ctx,
-                                );
-                                continue;
-                            }
-                            Err(e) => {
-                                self.answer_raw_and_close(
-                                    StatusCode::BAD_REQUEST,
-                                    &format!("malformed request: {e}"),
-                                    ctx,
-                                );
-                                continue;
-                            }
-                            Ok((used, Some(req))) if used <= ctx.limits.max_header => {
-                                self.input.drain(..used);
-                                if let Some(step) = self.on_head(reply, &req, ctx) {
-                                    return step;
-                                }
-                                continue;
-                            }
-                            Ok(_) if self.input.len() > ctx.limits.max_header => {
-                                self.answer_raw_and_close(
-                                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                                    "request head exceeds --max-header",
-                                    ctx,
-                                );
-                                continue;
-                            }
-                            Ok(_) => {}
-                        }
-                    }
-                    self.phase = Phase::Head(reply);
-                    if self.eof {
-                        return Step::Close;
-                    }
-                    match self.fill(ctx.scratch, ctx.limits.max_header + 1) {
-                        Ok(true) => {}
-                        Ok(false) if self.eof => {}
-                        Ok(false) => return Step::Wait,
-                        Err(_) => return Step::Close,
-                    }
-                }
-                Phase::Body {
-                    mut reply,
-                    route,
-                    mut body,
-                } => {
-                    if !self.input.is_empty() {
-                        let start = body.len();
-                        body.resize(start + self.input.len(), 0);
-                        match reply.read(&self.input, &mut body[start..]) {
-                            Err(e) => {
-                                self.answer_raw_and_close(
-                                    StatusCode::BAD_REQUEST,
-                                    &format!("malformed body: {e}"),
-                                    ctx,
-                                );
-                                continue;
-                            }
-                            Ok((used_in, used_out)) => {
-                                body.truncate(start + used_out);
-                                self.input.drain(..used_in);
-                            }
-                        }
-                        if body.len() as u64 > ctx.policy.max_body {
-                            self.answer_raw_and_close(
-                                StatusCode::PAYLOAD_TOO_LARGE,
-                                "chunked body exceeds --max-body",
-                                ctx,
-                            );
-                            continue;
-                        }
-                    }
-                    if reply.is_ended() {
-                        let reply = match reply.proceed() {
-                            Ok(r) => r,
-                            Err(e) => {
-                                self.answer_raw_and_close(
-                                    StatusCode::BAD_REQUEST,
-                                    &e.to_string(),
-                                    ctx,
-                                );
-                                continue;
-                            }
-                        };
-                        if let Some(step) = self.complete(reply, route, &body, ctx) {
-                            return step;
-                        }
-                        continue;
-                    }
-                    // A chunk-size line or trailer that never ends: refuse rather than buffer.
-                    if self.input.len() > 64 * 1024 {
-                        self.answer_raw_and_close(
-                            StatusCode::BAD_REQUEST,
-                            "unparsable chunked framing",
-                            ctx,
-                        );
-                        continue;
-                    }
-                    self.phase = Phase::Body { reply, route, body };
-                    if self.eof {
-                        return Step::Close;
-                    }
-                    let limit = self.input.len() + SCRATCH;
-                    match self.fill(ctx.scratch, limit) {
-                        Ok(true) => {}
-                        Ok(false) if self.eof => {}
-                        Ok(false) => return Step::Wait,
-                        Err(_) => return Step::Close,
-                    }
-                }
-            }
-        }
-    }
-
-    /// Acts on a parsed request head. `Some(step)` stops driving.
-    fn on_head(
-        &mut self,
-        reply: Reply<RecvRequest>,
-        req: &http::Request<()>,
-        ctx: &mut Ctx,
-    ) -> Option<Step> {
-        let decision = policy::on_head(req, ctx.policy);
-        let Some(mut next) = reply.proceed() else {
-            self.answer_raw_and_close(StatusCode::BAD_REQUEST, "request cannot proceed", ctx);
-            return None;
-        };
-        if let RecvRequestResult::RecvBody(body_reply) = next {
-            next = end_unframed_body(body_reply, req);
-        }
-        match (decision, next) {
-            (Head::Answer(a), RecvRequestResult::ProvideResponse(r)) => {
-                self.answer(r, &a, ctx, false)
-            }
-            (Head::Answer(a), RecvRequestResult::Send100(r)) => {
-                // The client waits for our word before sending the body: refuse it cleanly.
-                self.answer(r.reject(), &a, ctx, true)
-            }
-            (Head::Answer(a), RecvRequestResult::RecvBody(_)) => {
-                // A body is on its way that we will not read: answer and close.
-                ctx.counters.rejected += 1;
-                if let Some(reason) = &a.reason {
-                    info!("{} {}: {reason}", self.peer, a.status.as_u16());
-                }
-                self.output.extend_from_slice(&raw_answer(a.status));
-                self.phase = Phase::Sending { close: true };
-            }
-            (Head::Read(route), RecvRequestResult::ProvideResponse(r)) => {
-                return self.complete(r, route, &[], ctx);
-            }
-            (Head::Read(route), RecvRequestResult::Send100(r)) => match r.accept(ctx.scratch) {
-                Ok((n, reply)) => {
-                    self.output.extend_from_slice(&ctx.scratch[..n]);
-                    self.phase = Phase::Body {
-                        reply,
-                        route,
-                        body: Vec::new(),
-                    };
-                }
-                Err(e) => self.answer_raw_and_close(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &e.to_string(),
-                    ctx,
-                ),
-            },
-            (Head::Read(route), RecvRequestResult::RecvBody(reply)) => {
-                self.phase = Phase::Body {
-                    reply,
-                    route,
-                    body: Vec::new(),
-                };
-            }
-        }
-        None
-    }
-
-    /// Acts on a complete request. `Some(step)` stops driving.
-    fn complete(
-        &mut self,
-        reply: Reply<ProvideResponse>,
-        route: Route,
-        body: &[u8],
-        ctx: &mut Ctx,
-    ) -> Option<Step> {
-        let handshake = matches!(route, Route::Handshake(_));
-        match policy::on_body(route, body, SystemTime::now(), ctx.log_healthy) {
-            Outcome::Answer(a) => {
-                if handshake {
-                    ctx.counters.handshakes += 1;
-                    info!("{} handshake answered", self.peer);
-                }
-                self.answer(reply, &a, ctx, false);
-                None
-            }
-            Outcome::Record(rec) => {
-                self.phase = Phase::Logging(reply);
-                Some(Step::Queue(rec))
-            }
-        }
+        out.drain(..written);
+        result
     }
 
     /// When this connection next needs attention from the clock, if ever.
     fn deadline(&self, limits: &Limits) -> Option<Instant> {
-        match &self.phase {
-            Phase::Logging(_) | Phase::Taken => None,
-            _ if !self.output.is_empty() => Some(self.last_activity + limits.request_timeout),
-            Phase::Sending { .. } => Some(self.last_activity + limits.request_timeout),
-            _ => match self.started {
-                Some(t) => Some(t + limits.request_timeout),
-                None => Some(self.last_activity + limits.idle_timeout),
-            },
+        if self.linger_until.is_some() {
+            return self.linger_until;
         }
-    }
-
-    /// True between requests, with nothing buffered: safe to close at once.
-    fn is_idle(&self) -> bool {
-        matches!(self.phase, Phase::Head(_)) && self.started.is_none() && self.output.is_empty()
-    }
-}
-
-/// A request with neither `Content-Length` nor `Transfer-Encoding` has no body (RFC 9112 §6.3),
-/// but ureq-proto 0.7 expects a chunked body after a bare `POST` (a client's view). Such a
-/// request (`curl -X POST`, many health checkers) would otherwise wait for the request timeout:
-/// end its "chunked" body with the terminating chunk ourselves.
-fn end_unframed_body(mut reply: Reply<RecvBody>, req: &http::Request<()>) -> RecvRequestResult {
-    let framed = req.headers().contains_key(http::header::CONTENT_LENGTH)
-        || req.headers().contains_key(http::header::TRANSFER_ENCODING);
-    if !framed && reply.read(b"0\r\n\r\n", &mut []).is_ok() && reply.is_ended() {
-        if let Ok(r) = reply.proceed() {
-            return RecvRequestResult::ProvideResponse(r);
+        if self.exch.is_logging() {
+            return None;
         }
-        unreachable!("an ended body always proceeds");
-    }
-    RecvRequestResult::RecvBody(reply)
-}
-
-fn new_reply() -> Reply<RecvRequest> {
-    Reply::new().expect("a new Reply cannot fail")
-}
-
-/// Encodes `answer` with ureq-proto into `out`; returns whether the connection must close.
-fn write_answer(
-    reply: Reply<ProvideResponse>,
-    answer: &Answer,
-    out: &mut Vec<u8>,
-    scratch: &mut [u8],
-) -> Result<bool, ureq_proto::Error> {
-    let mut reply = reply.provide(answer.to_response())?;
-    while !reply.is_finished() {
-        let n = reply.write(scratch)?;
-        out.extend_from_slice(&scratch[..n]);
-    }
-    let cleanup = match reply.proceed() {
-        SendResponseResult::Cleanup(c) => c,
-        SendResponseResult::SendBody(mut b) => {
-            let mut body = answer.body.as_bytes();
-            loop {
-                let (used, n) = b.write(body, scratch)?;
-                out.extend_from_slice(&scratch[..n]);
-                body = &body[used..];
-                if b.is_finished() {
-                    break;
-                }
-                if body.is_empty() && used == 0 && n == 0 {
-                    // Content-length satisfied is_finished; anything else would loop forever.
-                    break;
-                }
-            }
-            b.proceed()
+        if !self.exch.output.is_empty() {
+            // A client that does not read its answer.
+            return Some(self.last_activity + limits.request_timeout);
         }
-    };
-    Ok(cleanup.must_close_connection())
-}
-
-/// A complete answer that closes the connection, for requests ureq-proto cannot carry further.
-fn raw_answer(status: StatusCode) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 {} {}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("Error")
-    )
-    .into_bytes()
+        Some(match self.exch.started() {
+            Some(t) => t + limits.request_timeout,
+            None => self.last_activity + limits.idle_timeout,
+        })
+    }
 }
 
 struct Server {
@@ -628,7 +306,9 @@ impl Server {
         loop {
             let timeout = self.sweep(Instant::now());
             if let Some(by) = self.shutdown_by {
-                if self.conns.is_empty() || Instant::now() >= by {
+                // Connections that only linger have had their last answer: don't wait for them.
+                let done = self.conns.values().all(|c| c.linger_until.is_some());
+                if done || Instant::now() >= by {
                     break;
                 }
             }
@@ -672,18 +352,18 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        let mut ctx = Ctx {
-            policy: &self.policy,
-            limits: &self.limits,
-            log_healthy: self.log.is_healthy(),
-            draining: self.shutdown_by.is_some(),
-            scratch: &mut self.scratch,
-            counters: &mut self.counters,
-        };
-        match conn.drive(&mut ctx) {
-            Step::Wait => {}
-            Step::Queue(rec) => self.pending.push((id, rec)),
-            Step::Close => self.close(id),
+        let mut ctx = ctx!(self);
+        // Defence in depth: a bug met by one connection's bytes closes that connection, not the
+        // receiver (the panic message still goes to stderr).
+        let driven = catch_unwind(AssertUnwindSafe(|| conn.drive(&mut ctx)));
+        match driven {
+            Ok(Driven::Wait) => {}
+            Ok(Driven::Log(rec)) => self.pending.push((id, rec)),
+            Ok(Driven::Close) => self.close(id),
+            Err(_) => {
+                error!("internal error while serving a connection; closed it");
+                self.close(id);
+            }
         }
     }
 
@@ -720,8 +400,16 @@ impl Server {
                         continue;
                     }
                     self.counters.connections += 1;
-                    self.conns
-                        .insert(id, Conn::new(stream, peer, Instant::now()));
+                    self.conns.insert(
+                        id,
+                        Conn {
+                            stream,
+                            peer,
+                            exch: Exchange::new(peer),
+                            last_activity: Instant::now(),
+                            linger_until: None,
+                        },
+                    );
                     self.drive(id);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -747,7 +435,7 @@ impl Server {
         let victim = self
             .conns
             .iter()
-            .filter(|(_, c)| !matches!(c.phase, Phase::Logging(_)))
+            .filter(|(_, c)| !c.exch.is_logging())
             .min_by_key(|(_, c)| c.last_activity)
             .map(|(id, c)| (*id, c.peer, c.last_activity.elapsed()));
         match victim {
@@ -788,7 +476,7 @@ impl Server {
                     let idle: Vec<usize> = self
                         .conns
                         .iter()
-                        .filter(|(_, c)| c.is_idle())
+                        .filter(|(_, c)| c.exch.is_idle())
                         .map(|(id, _)| *id)
                         .collect();
                     for id in idle {
@@ -823,19 +511,8 @@ impl Server {
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
             };
-            let Phase::Logging(reply) = std::mem::replace(&mut conn.phase, Phase::Taken) else {
-                unreachable!("only Logging connections are in the batch");
-            };
-            let answer = policy::acknowledge(verdict != Commit::Failed);
-            let mut ctx = Ctx {
-                policy: &self.policy,
-                limits: &self.limits,
-                log_healthy: self.log.is_healthy(),
-                draining: self.shutdown_by.is_some(),
-                scratch: &mut self.scratch,
-                counters: &mut self.counters,
-            };
-            conn.answer(reply, &answer, &mut ctx, false);
+            let mut ctx = ctx!(self);
+            conn.exch.acknowledge(verdict != Commit::Failed, &mut ctx);
             self.drive(*id);
         }
     }
@@ -872,21 +549,13 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        let mid_request = conn.started.is_some()
-            && conn.output.is_empty()
-            && matches!(conn.phase, Phase::Head(_) | Phase::Body { .. });
-        if mid_request {
-            self.counters.timeouts += 1;
-            self.counters.rejected += 1;
-            info!(
-                "{} 408: request not complete within --request-timeout",
-                conn.peer
-            );
-            conn.output
-                .extend_from_slice(&raw_answer(StatusCode::REQUEST_TIMEOUT));
-            conn.phase = Phase::Sending { close: true };
-            // One attempt to tell the client; a client that does not read is closed next sweep.
-            let _ = conn.flush();
+        if conn.linger_until.is_none() && conn.exch.is_mid_request() && conn.exch.output.is_empty()
+        {
+            let mut ctx = ctx!(self);
+            conn.exch.time_out(&mut ctx);
+            // Sends the 408 and starts the lingering close.
+            self.drive(id);
+            return;
         }
         self.close(id);
     }

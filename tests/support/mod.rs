@@ -313,7 +313,12 @@ pub fn read_response(s: &mut impl Read) -> Response {
     let mut raw = Vec::new();
     let mut byte = [0u8; 1];
     while !raw.ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut byte).expect("reading a response");
+        let n = s.read(&mut byte).unwrap_or_else(|e| {
+            panic!(
+                "reading a response: {e}; got {:?}",
+                String::from_utf8_lossy(&raw)
+            )
+        });
         assert!(
             n == 1,
             "connection closed mid-response: {:?}",
