@@ -461,3 +461,204 @@ fn raw_answer(status: StatusCode) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// Feeds `input` to a fresh exchange in pieces whose sizes cycle through `cuts` (0 is read as 1),
+/// acknowledges every record (alternately as logged and as failed), and returns every byte the
+/// exchange answered. Panics when an invariant breaks: a hang (no progress), a malformed answer,
+/// an answer over the platform's 1024 bytes, or a log record that is not one JSON line.
+///
+/// For the fuzz targets (`fuzz/`) and the property tests; not part of the receiver.
+#[doc(hidden)]
+pub fn check_invariants(input: &[u8], cuts: &[usize], policy: &Policy) -> Vec<u8> {
+    let limits = Limits {
+        max_body: policy.max_body,
+        max_header: 4096,
+        ..Limits::default()
+    };
+    let mut scratch = vec![0u8; 32 * 1024];
+    let mut counters = Counters::default();
+    let mut ex = Exchange::new(SocketAddr::from(([127, 0, 0, 1], 9)));
+    let mut answers = Vec::new();
+    let (mut pos, mut cut, mut steps, mut ok) = (0usize, 0usize, 0usize, true);
+    let bound = 1000 + 8 * input.len();
+    loop {
+        steps += 1;
+        assert!(steps < bound, "no progress after {steps} steps");
+        let mut ctx = Ctx {
+            policy,
+            limits: &limits,
+            log_healthy: ok,
+            draining: false,
+            scratch: &mut scratch,
+            counters: &mut counters,
+        };
+        match ex.advance(&mut ctx) {
+            Step::Flush => answers.append(&mut ex.output),
+            Step::Read(limit) if pos < input.len() => {
+                let want = cuts
+                    .get(cut % cuts.len().max(1))
+                    .copied()
+                    .unwrap_or(usize::MAX);
+                cut += 1;
+                let room = limit.saturating_sub(ex.input.len()).max(1);
+                let n = want.max(1).min(room).min(input.len() - pos);
+                ex.input.extend_from_slice(&input[pos..pos + n]);
+                pos += n;
+            }
+            Step::Read(_) => ex.eof = true,
+            Step::Log(rec) => {
+                assert_eq!(rec.line.last(), Some(&b'\n'));
+                assert!(!rec.line[..rec.line.len() - 1].contains(&b'\n'), "one line");
+                serde_json::from_slice::<&serde_json::value::RawValue>(&rec.line)
+                    .expect("a record is JSON");
+                ex.acknowledge(ok, &mut ctx);
+                ok = !ok;
+            }
+            Step::Wait => panic!("Wait without a record in flight"),
+            Step::Close => break,
+        }
+    }
+    check_answers(&answers);
+    answers
+}
+
+/// Every answer: `HTTP/1.1 NNN`, a head that ends, a `content-length` (but for 100 Continue), and
+/// at most 1024 bytes in all.
+fn check_answers(mut rest: &[u8]) {
+    while !rest.is_empty() {
+        let end = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("every answer's head ends")
+            + 4;
+        let head = String::from_utf8_lossy(&rest[..end]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 "), "{head:?}");
+        let status: u16 = head[9..12].parse().expect("a status code");
+        let len = if status == 100 {
+            0
+        } else {
+            head.lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .expect("every answer has a content-length")
+                .trim()
+                .parse::<usize>()
+                .expect("a number")
+        };
+        assert!(
+            end + len <= crate::http::MAX_ANSWER,
+            "answer of {} bytes",
+            end + len
+        );
+        rest = &rest[(end + len).min(rest.len())..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::{Secret, VerificationToken};
+
+    fn policy(token: bool) -> Policy {
+        Policy {
+            path: "/webhook".into(),
+            health_path: Some("/health".into()),
+            token: token.then(|| VerificationToken::new(Secret::new("tok"))),
+            max_body: 2048,
+        }
+    }
+
+    /// xorshift64*: deterministic, so a failure names its case and can be replayed.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545F4914F6CDD1D)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    const TEMPLATES: &[&[u8]] = &[
+        b"POST /webhook HTTP/1.1\r\nHost: x\r\nValidation-Token: abc\r\nContent-Length: 0\r\n\r\n",
+        b"POST /webhook HTTP/1.1\r\nHost: x\r\nVerification-Token: tok\r\nContent-Length: 15\r\n\r\n{\"uuid\":\"u-1\"} ",
+        b"POST /webhook HTTP/1.1\r\nHost: x\r\nVerification-Token: tok\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n3\r\n1}\n\r\n0\r\n\r\n",
+        b"POST /webhook HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nVerification-Token: tok\r\nContent-Length: 2\r\n\r\n{}",
+        b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /webhook HTTP/1.0\r\nValidation-Token: v\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n",
+    ];
+
+    fn case(rng: &mut Rng) -> Vec<u8> {
+        let mut input = Vec::new();
+        for _ in 0..1 + rng.below(4) {
+            input.extend_from_slice(TEMPLATES[rng.below(TEMPLATES.len())]);
+        }
+        for _ in 0..rng.below(6) {
+            let at = rng.below(input.len() + 1);
+            match rng.below(5) {
+                0 if at < input.len() => input[at] = rng.next() as u8,
+                1 => input.insert(at, rng.next() as u8),
+                2 if at < input.len() => {
+                    input.remove(at);
+                }
+                3 => input.truncate(at),
+                _ => {
+                    let junk: Vec<u8> = (0..rng.below(64)).map(|_| rng.next() as u8).collect();
+                    input.splice(at..at, junk);
+                }
+            }
+        }
+        input
+    }
+
+    #[test]
+    fn mutated_requests_keep_every_invariant() {
+        crate::oplog::set_quiet(true);
+        let policies = [policy(true), policy(false)];
+        for seed in 1..=4000u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1);
+            let input = case(&mut rng);
+            let cuts: Vec<usize> = (0..1 + rng.below(5)).map(|_| rng.below(40)).collect();
+            let p = &policies[seed as usize % 2];
+            let result = std::panic::catch_unwind(|| check_invariants(&input, &cuts, p));
+            assert!(
+                result.is_ok(),
+                "seed {seed}: input {:?} cuts {cuts:?}",
+                String::from_utf8_lossy(&input)
+            );
+        }
+    }
+
+    #[test]
+    fn pipelined_templates_are_all_answered_in_order() {
+        crate::oplog::set_quiet(true);
+        let mut input = Vec::new();
+        input.extend_from_slice(TEMPLATES[0]);
+        input.extend_from_slice(TEMPLATES[1]);
+        input.extend_from_slice(TEMPLATES[4]);
+        let out = check_invariants(&input, &[7, 1, 300], &policy(true));
+        let text = String::from_utf8_lossy(&out);
+        let statuses: Vec<&str> = text.split("HTTP/1.1 ").skip(1).map(|r| &r[..3]).collect();
+        // The harness acknowledges the record as logged, then reports the log unhealthy, so the
+        // health check that follows answers 503.
+        assert_eq!(statuses, ["200", "200", "503"], "{text}");
+        assert!(text.contains("validation-token: abc"));
+    }
+
+    #[test]
+    fn the_longest_echoable_token_fits_exactly() {
+        let token = "t".repeat(crate::http::MAX_ECHOED_TOKEN);
+        let req = format!(
+            "POST /webhook HTTP/1.1\r\nHost: x\r\nValidation-Token: {token}\r\nContent-Length: 0\r\n\r\n"
+        );
+        let out = check_invariants(req.as_bytes(), &[], &policy(false));
+        assert_eq!(out.len(), crate::http::MAX_ANSWER);
+        let longer = req.replace(&token, &format!("{token}t"));
+        let out = check_invariants(longer.as_bytes(), &[], &policy(false));
+        assert!(out.starts_with(b"HTTP/1.1 400"));
+    }
+}

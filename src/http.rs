@@ -17,6 +17,11 @@ pub const VALIDATION_TOKEN: HeaderName = HeaderName::from_static("validation-tok
 /// The header carrying the shared secret on every notification.
 pub const VERIFICATION_TOKEN: HeaderName = HeaderName::from_static("verification-token");
 
+/// The platform refuses answers over 1024 bytes (status line, headers and body together).
+pub const MAX_ANSWER: usize = 1024;
+/// The handshake answer is 90 bytes plus the echoed token; a longer token is refused (400).
+pub const MAX_ECHOED_TOKEN: usize = MAX_ANSWER - 90;
+
 /// What the receiver accepts.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -127,6 +132,16 @@ pub fn on_head(req: &Request<()>, policy: &Policy) -> Head {
     }
     let presented = req.headers().get(VERIFICATION_TOKEN);
     if let Some(validation) = req.headers().get(VALIDATION_TOKEN) {
+        if validation.len() > MAX_ECHOED_TOKEN {
+            // Echoing it would break the platform's limit; no real platform token is this long.
+            return Head::Answer(Answer::reject(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Validation-Token of {} bytes cannot be echoed within the 1024-byte answer limit",
+                    validation.len()
+                ),
+            ));
+        }
         // The handshake may carry the verification token; when both sides have one, they must agree.
         if let (Some(token), Some(p)) = (&policy.token, presented) {
             if !token.matches(p.as_bytes()) {

@@ -3,10 +3,22 @@
 //! Kept separate from the event log (stdout or `--log-file`), which holds only notifications.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Silences the operational log (for fuzzing and property tests, which reject millions of
+/// requests on purpose).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
 
 /// Writes one line to stderr. A failing stderr is ignored: the receiver must not stop for it.
 pub fn emit(level: &str, args: std::fmt::Arguments<'_>) {
+    if QUIET.load(Ordering::Relaxed) {
+        return;
+    }
     let now = humantime::format_rfc3339_millis(SystemTime::now());
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{now} {level} {args}");
