@@ -14,9 +14,12 @@
 #
 # What each target needs (installed here when missing, as root on Debian):
 #   x86_64-unknown-linux-musl   rustup target; musl-gcc (Debian musl-tools) compiles ring's C.
-#   aarch64-unknown-linux-musl  rustup target; aarch64-linux-gnu-gcc (Debian gcc-aarch64-linux-gnu)
-#                               compiles ring's C; Rust's bundled rust-lld links against Rust's own
-#                               self-contained musl CRT, so no aarch64 musl sysroot is needed.
+#                               (On a non-x86_64 host: x86_64-linux-gnu-gcc and rust-lld, as below.)
+#   aarch64-unknown-linux-musl  rustup target; aarch64-linux-gnu-gcc (Debian gcc-aarch64-linux-gnu;
+#                               the native gcc on an arm64 host) compiles ring's C, which needs no
+#                               libc headers beyond memcpy-level declarations; Rust's bundled
+#                               rust-lld links against Rust's own self-contained musl CRT, so no
+#                               aarch64 musl sysroot is needed.
 #
 # 32-bit Raspberry Pi OS and ARMv6 (not buildable on machines whose rustup cannot download these
 # targets, so untested by this project's CI; same mechanism as aarch64):
@@ -87,8 +90,15 @@ for t in "${targets[@]}"; do
   cc_name="$(echo "$t" | tr '-' '_')"
   case "$t" in
     x86_64-unknown-linux-musl)
-      need_cc musl-gcc musl-tools
-      export "CC_${cc_name}=musl-gcc"
+      if [ "$(uname -m)" = x86_64 ]; then
+        need_cc musl-gcc musl-tools
+        export "CC_${cc_name}=musl-gcc"
+      else
+        # Cross from another host (an arm64 Docker builder): same scheme as aarch64 below.
+        need_cc x86_64-linux-gnu-gcc gcc-x86-64-linux-gnu
+        export "CC_${cc_name}=x86_64-linux-gnu-gcc"
+        export "CARGO_TARGET_${env_name}_RUSTFLAGS=$lld_flags"
+      fi
       ;;
     aarch64-unknown-linux-musl)
       need_cc aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu

@@ -1,13 +1,15 @@
 //! The shipped artifacts: static musl release binaries, run the way users deploy them.
 //!
-//! Both tests build with `scripts/build-static.sh --no-install` (into `target/static`, away from
+//! Every test builds with `scripts/build-static.sh --no-install` (into `target/static`, away from
 //! the ordinary builds), so the script users run is the one under test.
 //!
-//! - x86_64: copied alone into an empty directory and run there with an empty environment; as
-//!   root, `chroot`ed into that directory as user 65534 and as PID 1 of a new PID namespace —
-//!   the closest thing to `FROM scratch` + `USER` without a container engine. It must be
-//!   statically linked, within the 2 MiB budget, and complete a handshake and log a notification.
-//! - aarch64 (Raspberry Pi): run under `qemu-aarch64-static`; handshake, notification logged.
+//! - x86_64, as the scratch image runs it: statically linked (no `PT_INTERP`, no `DT_NEEDED`),
+//!   within the 2 MiB budget, alone in an empty root with an empty environment — as root,
+//!   `chroot`ed as user 65534 and PID 1 of a new PID namespace, the closest thing to
+//!   `FROM scratch` + `USER` without a container engine. Handshake, notification logged, SIGTERM.
+//! - x86_64, as the systemd unit runs it: `ExecStart=` of `scripts/systemd/ringhook.service`
+//!   with `scripts/env.example` and a token file as its credentials; reload (SIGHUP) reopens.
+//! - aarch64 (Raspberry Pi): under `qemu-aarch64-static`; handshake, notification logged.
 //!
 //! A missing prerequisite (Rust target, cross compiler, qemu) skips loudly on a developer's
 //! machine and fails under CI (`CI=true`), where `scripts/setup.sh` must have installed it.
@@ -45,58 +47,19 @@ fn x86_64_binary_is_static_and_serves_from_an_empty_root() {
         bytes.len()
     );
 
-    // The whole filesystem the binary will see: itself, a token file, a writable data dir.
-    let root = tempfile::tempdir().unwrap();
-    let r = root.path();
-    std::fs::copy(&bin, r.join("ringhook")).unwrap();
-    std::fs::write(r.join("token"), format!("{TOKEN}\n")).unwrap();
-    std::fs::create_dir(r.join("data")).unwrap();
-
-    let as_root = is_root();
-    let chroot = which("chroot").filter(|_| as_root);
-    let unshare = which("unshare");
-    let mut cmd;
-    let inside: PathBuf;
-    if let Some(chroot) = chroot {
-        // The chroot's "/" must be traversable by the unprivileged user; the data dir writable.
-        set_mode(r, 0o755);
-        std::os::unix::fs::chown(r.join("data"), Some(NOBODY), Some(NOBODY)).unwrap();
-        let pid_ns = unshare.filter(|u| {
-            Command::new(u)
-                .args(["--pid", "--fork", "true"])
-                .status()
-                .is_ok_and(|s| s.success())
-        });
-        if !prerequisite(
-            pid_ns.is_some(),
-            "`unshare --pid --fork` (util-linux) to run ringhook as PID 1",
-        ) {
-            return;
-        }
-        cmd = Command::new(pid_ns.unwrap());
-        cmd.args(["--pid", "--fork"])
-            .arg(chroot)
-            .arg(format!("--userspec={NOBODY}:{NOBODY}"))
-            .arg(r)
-            .arg("/ringhook");
-        inside = PathBuf::from("/");
-    } else {
-        eprintln!(
-            "NOTE: not root (or no chroot): running with an empty environment in an empty \
-             directory, without chroot, user switch or PID namespace"
-        );
-        cmd = Command::new(r.join("ringhook"));
-        inside = r.to_path_buf();
-    }
-    cmd.env_clear().current_dir(r).args([
-        "serve".as_ref(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--log-file".as_ref(),
-        inside.join("data/events.log").as_os_str(),
-        "--verification-token-file".as_ref(),
-        inside.join("token").as_os_str(),
-    ]);
+    // The whole filesystem the binary sees, as in the scratch image: itself, a token file (a
+    // Docker secret, say), a data directory only the unprivileged user can write.
+    let Some(jail) = Jail::new() else {
+        return;
+    };
+    jail.install(&bin, "/ringhook");
+    jail.put("/token", format!("{TOKEN}\n").as_bytes());
+    jail.private_dir("/data");
+    let mut cmd = jail.command("/ringhook");
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-file"])
+        .arg(jail.arg("/data/events.log"))
+        .arg("--verification-token-file")
+        .arg(jail.arg("/token"));
     let mut s = Started::spawn(cmd);
 
     let h = s.handshake("scratch-1");
@@ -108,7 +71,7 @@ fn x86_64_binary_is_static_and_serves_from_an_empty_root() {
         br#"{"uuid":"scratch-event-1","event":"/restapi/v1.0/account/~/extension/~/presence"}"#;
     assert_eq!(s.notify(event, None).status, 403, "the token file was read");
     assert_eq!(s.notify(event, Some(TOKEN)).status, 200);
-    let log = std::fs::read_to_string(r.join("data/events.log")).unwrap();
+    let log = std::fs::read_to_string(jail.path("/data/events.log")).unwrap();
     assert_eq!(log.lines().count(), 1, "{log}");
     assert!(log.contains(r#""uuid":"scratch-event-1""#), "{log}");
 
@@ -116,7 +79,65 @@ fn x86_64_binary_is_static_and_serves_from_an_empty_root() {
     // so a clean exit here is the container's `docker stop` working without an init.
     let st = s.stop();
     assert_eq!(st.code(), Some(0), "{}", s.stderr());
-    assert!(s.stderr().contains("stopped: "), "{}", s.stderr());
+}
+
+#[test]
+fn the_systemd_units_command_line_serves_with_env_example() {
+    let Some(bin) = build("x86_64-unknown-linux-musl") else {
+        return;
+    };
+    let Some(jail) = Jail::new() else {
+        return;
+    };
+    // What systemd would set up for scripts/systemd/ringhook.service: the credentials (the
+    // shipped env.example as ringhook.env, and the token file) and the state directory.
+    let creds = "/run/credentials/ringhook.service";
+    let env_example = std::fs::read(repo().join("scripts/env.example")).unwrap();
+    jail.put(&format!("{creds}/env"), &env_example);
+    jail.put(
+        &format!("{creds}/verification-token"),
+        format!("{TOKEN}\n").as_bytes(),
+    );
+    jail.private_dir("/var/lib/ringhook");
+
+    let argv = unit_exec_start(
+        "scripts/systemd/ringhook.service",
+        &jail.arg(creds).to_string_lossy(),
+        &jail.arg("/var/lib").to_string_lossy(),
+    );
+    assert!(argv.iter().any(|a| a == "serve"), "{argv:?}");
+    jail.install(&bin, &argv[0]);
+    let mut cmd = jail.command(&argv[0]);
+    // The one change: a free port instead of env.example's 127.0.0.1:3000 (a flag wins).
+    cmd.args(&argv[1..]).args(["--listen", "127.0.0.1:0"]);
+    let mut s = Started::spawn(cmd);
+
+    assert_eq!(s.handshake("unit-1").status, 200);
+    let first = br#"{"uuid":"unit-event-1"}"#;
+    assert_eq!(s.notify(first, Some("wrong")).status, 403);
+    assert_eq!(s.notify(first, Some(TOKEN)).status, 200);
+    let log = jail.path("/var/lib/ringhook/events.jsonl");
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("unit-event-1")
+    );
+
+    // `systemctl reload` (ExecReload: kill -HUP) after logrotate moved the file away.
+    std::fs::rename(&log, log.with_extension("jsonl.1")).unwrap();
+    s.signal("HUP");
+    s.wait_for("event log reopened");
+    assert_eq!(
+        s.notify(br#"{"uuid":"unit-event-2"}"#, Some(TOKEN)).status,
+        200
+    );
+    let now = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        now.contains("unit-event-2") && !now.contains("unit-event-1"),
+        "{now}"
+    );
+
+    assert_eq!(s.stop().code(), Some(0), "{}", s.stderr());
 }
 
 #[test]
@@ -177,9 +198,136 @@ fn the_static_check_rejects_a_dynamically_linked_binary() {
     assert!(msg.contains("PT_INTERP"), "{msg}");
 }
 
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A unit file's `ExecStart=` as arguments: continuation lines joined, `${CREDENTIALS_DIRECTORY}`
+/// and `%S` (the state directory root) replaced. The unit's line has no quoting to undo.
+fn unit_exec_start(unit: &str, credentials: &str, state_root: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(repo().join(unit)).unwrap();
+    let joined = text.replace("\\\n", " ");
+    let line = joined
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap_or_else(|| panic!("no ExecStart= in {unit}"));
+    line.replace("${CREDENTIALS_DIRECTORY}", credentials)
+        .replace("%S", state_root)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// An empty directory standing in for a scratch image's root filesystem. As root, the binary is
+/// `chroot`ed into it as user 65534 (`USER 65534`) and is PID 1 of a new PID namespace (as in a
+/// container); otherwise it runs with the directory as its working directory. Either way the
+/// environment is empty.
+struct Jail {
+    dir: tempfile::TempDir,
+    /// `unshare` and `chroot`, when running as root.
+    tools: Option<(PathBuf, PathBuf)>,
+}
+
+impl Jail {
+    /// `None` (skip) when a prerequisite is missing outside CI.
+    fn new() -> Option<Jail> {
+        let dir = tempfile::tempdir().unwrap();
+        let chroot = which("chroot").filter(|_| is_root());
+        let Some(chroot) = chroot else {
+            eprintln!(
+                "NOTE: not root (or no chroot): running with an empty environment in an empty \
+                 directory, without chroot, user switch or PID namespace"
+            );
+            return Some(Jail { dir, tools: None });
+        };
+        let unshare = which("unshare").filter(|u| {
+            Command::new(u)
+                .args(["--pid", "--fork", "true"])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        if !prerequisite(
+            unshare.is_some(),
+            "`unshare --pid --fork` (util-linux) to run ringhook as PID 1",
+        ) {
+            return None;
+        }
+        // The root must be traversable by the unprivileged user.
+        set_mode(dir.path(), 0o755);
+        Some(Jail {
+            dir,
+            tools: Some((unshare.unwrap(), chroot)),
+        })
+    }
+
+    /// Where the absolute path `inside` is on the host.
+    fn path(&self, inside: &str) -> PathBuf {
+        self.dir.path().join(inside.trim_start_matches('/'))
+    }
+
+    /// `inside` as the binary must be told it.
+    fn arg(&self, inside: &str) -> PathBuf {
+        match self.tools {
+            Some(_) => PathBuf::from(inside),
+            None => self.path(inside),
+        }
+    }
+
+    fn mkdirs(&self, inside: &str) {
+        let mut p = self.dir.path().to_path_buf();
+        for part in Path::new(inside).iter().skip(1) {
+            p.push(part);
+            if !p.exists() {
+                std::fs::create_dir(&p).unwrap();
+                set_mode(&p, 0o755);
+            }
+        }
+    }
+
+    /// A file readable by everyone (as systemd's credentials are by the service's user).
+    fn put(&self, inside: &str, contents: &[u8]) {
+        self.mkdirs(Path::new(inside).parent().unwrap().to_str().unwrap());
+        std::fs::write(self.path(inside), contents).unwrap();
+        set_mode(&self.path(inside), 0o644);
+    }
+
+    fn install(&self, bin: &Path, inside: &str) {
+        self.mkdirs(Path::new(inside).parent().unwrap().to_str().unwrap());
+        std::fs::copy(bin, self.path(inside)).unwrap();
+        set_mode(&self.path(inside), 0o755);
+    }
+
+    /// A directory only the unprivileged user can use (`StateDirectory=`, the image's /data).
+    fn private_dir(&self, inside: &str) {
+        self.mkdirs(inside);
+        if self.tools.is_some() {
+            std::os::unix::fs::chown(self.path(inside), Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        set_mode(&self.path(inside), 0o700);
+    }
+
+    /// The command running `program` (an absolute path inside) in the jail.
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = match &self.tools {
+            Some((unshare, chroot)) => {
+                let mut c = Command::new(unshare);
+                c.args(["--pid", "--fork"])
+                    .arg(chroot)
+                    .arg(format!("--userspec={NOBODY}:{NOBODY}"))
+                    .arg(self.dir.path())
+                    .arg(program);
+                c
+            }
+            None => Command::new(self.path(program)),
+        };
+        cmd.env_clear().current_dir(self.dir.path());
+        cmd
+    }
+}
+
 /// Builds `target` with the release script; `None` when a prerequisite is missing (skip).
 fn build(target: &str) -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = repo();
     let out = Command::new("bash")
         .arg(root.join("scripts/build-static.sh"))
         .args(["--no-install", target])
@@ -361,15 +509,25 @@ impl Started {
         self.exchange(&req)
     }
 
+    /// Sends `sig` to ringhook itself (see `pid`).
+    fn signal(&self, sig: &str) {
+        let pid = self.pid();
+        let st = Command::new("kill")
+            .args([format!("-{sig}"), pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{sig} {pid}");
+    }
+
+    /// ringhook's pid: the spawned process, or its child when behind `unshare --fork`.
+    fn pid(&self) -> u32 {
+        child_of(self.child.id()).unwrap_or(self.child.id())
+    }
+
     /// SIGTERM to ringhook itself (the spawned process, or its child when behind
     /// `unshare --fork`), then its exit status as the spawned process reports it.
     fn stop(&mut self) -> ExitStatus {
-        let pid = child_of(self.child.id()).unwrap_or(self.child.id());
-        let st = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success(), "kill -TERM {pid}");
+        self.signal("TERM");
         self.wait_for("stopped: ");
         self.child.wait().unwrap()
     }
