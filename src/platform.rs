@@ -219,6 +219,12 @@ pub fn describe_transport(e: &ureq::Error) -> (String, bool) {
         ureq::Error::Tls(t) => (format!("TLS: {t}"), true),
         ureq::Error::Timeout(t) => (format!("timed out ({t})"), false),
         ureq::Error::HostNotFound => ("host not found".into(), false),
+        // rustls reports handshake and certificate failures through the stream as InvalidData.
+        ureq::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::InvalidData && io.get_ref().is_some() =>
+        {
+            (format!("TLS: {io}"), true)
+        }
         ureq::Error::Io(io) => (io.to_string(), false),
         other => (other.to_string(), false),
     }

@@ -3,6 +3,7 @@
 mod support;
 
 mod check;
+mod fake_platform;
 mod register;
 mod serve;
 mod static_binary;
