@@ -202,6 +202,20 @@ fn reconcile(
         warn!("the platform disabled the filter {f}: {reason}");
     }
 
+    if plan.action != Action::Nothing {
+        let granted = sub
+            .expires_at
+            .and_then(|e| e.duration_since(now).ok())
+            .map_or(0, |d| d.as_secs());
+        // Worth knowing: the renew threshold follows what was granted, not what was asked.
+        if granted + 60 < s.expires_in {
+            info!(
+                "the platform granted {} days of the {} asked; 'register' renews when a third is left",
+                granted / 86_400,
+                s.expires_in / 86_400
+            );
+        }
+    }
     let lifetime = match plan.action {
         Action::Nothing => owned
             .as_ref()
@@ -233,6 +247,14 @@ fn reconcile(
     })
 }
 
+fn filters_text(n: usize) -> String {
+    if n == 1 {
+        "1 filter".into()
+    } else {
+        format!("{n} filters")
+    }
+}
+
 fn print_json(value: &impl Serialize) {
     println!(
         "{}",
@@ -250,21 +272,18 @@ pub fn run_register(flags: &Flags, vars: &Vars) -> Result<(), Error> {
     })?;
     let id = outcome.id.as_deref().unwrap_or("-");
     let expires = outcome.expiration_time.as_deref().unwrap_or("-");
+    let filters = filters_text(outcome.filters);
     match (outcome.dry_run, outcome.action) {
-        (true, "nothing") => info!(
-            "dry run: nothing to do: {id} expires {expires}, {} filters",
-            outcome.filters
-        ),
+        (true, "nothing") => info!("dry run: nothing to do: {id} expires {expires}, {filters}"),
         (true, verb) => info!(
-            "dry run: would {verb} the subscription at {} with {} filters",
-            outcome.address, outcome.filters
+            "dry run: would {verb} the subscription at {} with {filters}",
+            outcome.address
         ),
         (false, "nothing") => info!(
-            "nothing to do: {id} {} expires {expires}, {} filters",
-            outcome.status.as_deref().unwrap_or("-"),
-            outcome.filters
+            "nothing to do: {id} {} expires {expires}, {filters}",
+            outcome.status.as_deref().unwrap_or("-")
         ),
-        (false, done) => info!("{done} {id} expires {expires}, {} filters", outcome.filters),
+        (false, done) => info!("{done} {id} expires {expires}, {filters}"),
     }
     if flags.switch("--json") {
         print_json(&outcome);
