@@ -178,3 +178,21 @@ fn a_bad_url_is_a_usage_error() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("URL"), "{}", r.stderr);
 }
+
+#[test]
+fn https_urls_are_probed_over_tls() {
+    // The fake platform serves TLS from a throwaway CA and has no webhook: a 404 proves the
+    // TLS session itself worked.
+    let fake = crate::fake_platform::FakePlatform::start_tls();
+    let url = format!("{}/webhook", fake.url);
+    let r = check(&[&url], &[]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("TLS failed"), "{}", r.stderr);
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, fake.ca_pem.as_deref().unwrap()).unwrap();
+    let r = check(&[&url], &[("RINGHOOK_CA_FILE", &ca.to_string_lossy())]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("status 404"), "{}", r.stderr);
+}
