@@ -19,8 +19,13 @@ SAMPLE=$PWD/../shared/reference/events/extension-presence.json
 if ! command -v wrk >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 fi
-cargo build --release --locked -q
-BIN=$PWD/target/release/ringhook
+# What users deploy: the static musl binary (falls back to the host build if that cannot be built).
+if bash scripts/build-static.sh x86_64 >/dev/null 2>&1; then
+  BIN=$PWD/target/static/x86_64-unknown-linux-musl/release/ringhook
+else
+  cargo build --release --locked -q
+  BIN=$PWD/target/release/ringhook
+fi
 HAVE_NODE=0
 command -v node >/dev/null && HAVE_NODE=1
 

@@ -4,6 +4,7 @@ mod support;
 
 mod check;
 mod fake_platform;
+mod faults;
 mod register;
 mod serve;
 mod static_binary;

@@ -42,6 +42,7 @@ pub struct Serve {
     pub dir: tempfile::TempDir,
     stdout_piped: bool,
     tmpfs: Option<(PathBuf, &'static str)>,
+    nofile: Option<u32>,
 }
 
 impl Serve {
@@ -55,7 +56,31 @@ impl Serve {
             dir,
             stdout_piped: false,
             tmpfs: None,
+            nofile: None,
         }
+    }
+
+    /// Runs the binary with at most `n` open file descriptors (`ulimit -n`).
+    pub fn max_fds(mut self, n: u32) -> Serve {
+        self.nofile = Some(n);
+        self
+    }
+
+    /// Replaces the command with `program args... <the command>`, same environment and directory.
+    fn wrap(&mut self, program: &str, args: &[&std::ffi::OsStr]) {
+        let mut wrapped = Command::new(program);
+        wrapped
+            .args(args)
+            .arg(self.cmd.get_program())
+            .args(self.cmd.get_args())
+            .env_clear()
+            .current_dir(self.dir.path());
+        for (k, v) in self.cmd.get_envs() {
+            if let Some(v) = v {
+                wrapped.env(k, v);
+            }
+        }
+        self.cmd = wrapped;
     }
 
     /// Runs the binary in its own mount namespace with a tmpfs of `size` (e.g. `64k`) mounted on
@@ -96,27 +121,24 @@ impl Serve {
 
     /// Starts the binary and waits until it listens.
     pub fn start(mut self) -> Running {
-        if let Some((disk, size)) = &self.tmpfs {
-            // unshare(1) execs in place, so the child's pid is ringhook's pid.
-            let mut wrapped = Command::new("unshare");
-            wrapped
-                .arg("--mount")
-                .arg("sh")
-                .arg("-c")
-                .arg(format!(
-                    "mount -t tmpfs -o size={size} ringhook-test \"$0\" && exec \"$@\""
-                ))
-                .arg(disk)
-                .arg(self.cmd.get_program())
-                .args(self.cmd.get_args())
-                .env_clear()
-                .current_dir(self.dir.path());
-            for (k, v) in self.cmd.get_envs() {
-                if let Some(v) = v {
-                    wrapped.env(k, v);
-                }
-            }
-            self.cmd = wrapped;
+        // Both wrappers exec in place, so the child's pid is ringhook's pid.
+        if let Some(n) = self.nofile {
+            let script = format!("ulimit -n {n} && exec \"$@\"");
+            self.wrap("sh", &["-c".as_ref(), script.as_ref(), "sh".as_ref()]);
+        }
+        if let Some((disk, size)) = self.tmpfs.clone() {
+            let script =
+                format!("mount -t tmpfs -o size={size} ringhook-test \"$0\" && exec \"$@\"");
+            self.wrap(
+                "unshare",
+                &[
+                    "--mount".as_ref(),
+                    "sh".as_ref(),
+                    "-c".as_ref(),
+                    script.as_ref(),
+                    disk.as_os_str(),
+                ],
+            );
         }
         self.cmd
             .stdin(Stdio::null())
