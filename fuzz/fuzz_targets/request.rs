@@ -1,0 +1,24 @@
+//! Bytes in → ureq-proto → the request policy → answer bytes, through the receiver's own
+//! `Exchange`. The first byte picks the policy (token or not) and the next four the read sizes;
+//! `check_invariants` panics on a hang, a malformed answer, an answer over 1024 bytes or a log
+//! record that is not one JSON line.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ringhook::http::Policy;
+use ringhook::secret::{Secret, VerificationToken};
+
+fuzz_target!(|data: &[u8]| {
+    ringhook::oplog::set_quiet(true);
+    if data.len() < 5 {
+        return;
+    }
+    let policy = Policy {
+        path: "/webhook".into(),
+        health_path: Some("/health".into()),
+        token: (data[0] & 1 == 1).then(|| VerificationToken::new(Secret::new("tok"))),
+        max_body: 4096,
+    };
+    let cuts: Vec<usize> = data[1..5].iter().map(|&b| b as usize).collect();
+    ringhook::exchange::check_invariants(&data[5..], &cuts, &policy);
+});
