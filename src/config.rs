@@ -40,7 +40,7 @@ impl Vars {
             None => (PathBuf::from(".env"), false),
         };
         let file = if explicit || path.is_file() {
-            read_env_file(&path)?
+            read_env_file(&path, explicit)?
         } else {
             HashMap::new()
         };
@@ -93,24 +93,19 @@ impl Vars {
     }
 }
 
-fn read_env_file(path: &Path) -> Result<HashMap<String, String>, Error> {
-    let iter = dotenvy::from_path_iter(path).map_err(|e| {
-        Error::Config(format!(
-            "--env-file {}: {}",
-            path.display(),
-            env_file_error(&e)
-        ))
-    })?;
+fn read_env_file(path: &Path, explicit: bool) -> Result<HashMap<String, String>, Error> {
+    let label = if explicit { "--env-file" } else { "env file" };
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::Config(format!("{label} {}: {e}", path.display())))?;
+    parse_env(file).map_err(|why| Error::Config(format!("{label} {}: {why}", path.display())))
+}
+
+/// Parses env-file text (`KEY=value`, comments, quotes, `export`). The error says where the
+/// parser stopped, never what it read: the line may hold a secret.
+pub fn parse_env(reader: impl std::io::Read) -> Result<HashMap<String, String>, String> {
     let mut map = HashMap::new();
-    for item in iter {
-        // The parser's error text quotes the line, which may hold a secret: give its number only.
-        let (k, v) = item.map_err(|e| {
-            Error::Config(format!(
-                "env file {}: {}",
-                path.display(),
-                env_file_error(&e)
-            ))
-        })?;
+    for item in dotenvy::from_read_iter(reader) {
+        let (k, v) = item.map_err(|e| env_file_error(&e))?;
         map.insert(k, v);
     }
     Ok(map)
@@ -196,6 +191,9 @@ fn parse_path(s: &Setting) -> Result<String, Error> {
     }
     Ok(t.to_string())
 }
+
+/// The longest timeout accepted.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Limits that protect the single-threaded receiver from slow or hostile clients.
 #[derive(Debug, Clone)]
@@ -305,10 +303,11 @@ impl ServeConfig {
             }
             limits.max_header = n as usize;
         }
+        // Bounded above too: a deadline is `Instant + timeout`, which must not overflow.
         let positive = |s: Setting| -> Result<Duration, Error> {
             let d = parse_duration(&s)?;
-            if d.is_zero() {
-                return Err(invalid(&s, "must be more than zero"));
+            if d.is_zero() || d > MAX_TIMEOUT {
+                return Err(invalid(&s, "must be more than zero and at most 1 day"));
             }
             Ok(d)
         };
@@ -320,6 +319,9 @@ impl ServeConfig {
         }
         if let Some(s) = vars.flag_or(flags, "--shutdown-grace", &["RINGHOOK_SHUTDOWN_GRACE"]) {
             limits.shutdown_grace = parse_duration(&s)?;
+            if limits.shutdown_grace > MAX_TIMEOUT {
+                return Err(invalid(&s, "must be at most 1 day"));
+            }
         }
         if let Some(s) = vars.flag_or(flags, "--max-connections", &["RINGHOOK_MAX_CONNECTIONS"]) {
             limits.max_connections = parse_count(&s, 1, 100_000)? as usize;
@@ -432,6 +434,96 @@ mod tests {
         let e = ServeConfig::resolve(&flags(&[]), &v).unwrap_err();
         assert!(e.to_string().contains("WEBHOOK_TOKEN"));
         assert!(!e.to_string().contains("has space"));
+    }
+
+    #[test]
+    fn arbitrary_values_never_panic() {
+        const NAMES: &[&str] = &[
+            "RINGHOOK_LISTEN",
+            "PORT",
+            "WEBHOOK_PATH",
+            "RINGHOOK_HEALTH_PATH",
+            "RINGHOOK_LOG_FILE",
+            "WEBHOOK_VERIFICATION_TOKEN",
+            "RINGHOOK_MAX_BODY",
+            "RINGHOOK_MAX_HEADER",
+            "RINGHOOK_REQUEST_TIMEOUT",
+            "RINGHOOK_IDLE_TIMEOUT",
+            "RINGHOOK_MAX_CONNECTIONS",
+            "RINGHOOK_DEDUPE_WINDOW",
+            "RINGHOOK_SHUTDOWN_GRACE",
+        ];
+        const PIECES: &[&str] = &[
+            "0",
+            "1",
+            "65535",
+            "65536",
+            "99999999999999999999",
+            "-1",
+            ":",
+            "::1",
+            "[::1]:80",
+            "10s",
+            "500ms",
+            "1000000000y",
+            "1h 30m",
+            "KiB",
+            "18446744073709551615",
+            "/",
+            "/a b",
+            "?",
+            " ",
+            "\u{0}",
+            "é",
+            "MiB",
+            "1.5",
+            "0x10",
+            "=",
+            "\"",
+            "#",
+        ];
+        let mut seed = 0x2545F4914F6CDD1Du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..3000 {
+            let values: Vec<String> = NAMES
+                .iter()
+                .map(|_| {
+                    (0..next() % 3)
+                        .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                        .collect()
+                })
+                .collect();
+            let env: Vec<(&str, &str)> = NAMES
+                .iter()
+                .zip(&values)
+                .filter(|_| next() % 3 == 0)
+                .map(|(n, v)| (*n, v.as_str()))
+                .collect();
+            let _ = ServeConfig::resolve(&flags(&[]), &Vars::from_maps(&env, &[]));
+            let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+            let _ = parse_env(text.as_bytes());
+        }
+    }
+
+    #[test]
+    fn env_file_errors_do_not_quote_the_line() {
+        let err = parse_env("GOOD=1\nSECRET='hunter2\n".as_bytes()).unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+        let ok = parse_env("# comment\nexport A=1\nB=\"two words\"\n".as_bytes()).unwrap();
+        assert_eq!(ok["A"], "1");
+        assert_eq!(ok["B"], "two words");
+    }
+
+    #[test]
+    fn huge_timeouts_are_refused_not_overflowed() {
+        let v = Vars::from_maps(&[("RINGHOOK_REQUEST_TIMEOUT", "1000000000y")], &[]);
+        let e = ServeConfig::resolve(&flags(&[]), &v).unwrap_err();
+        assert!(e.to_string().contains("RINGHOOK_REQUEST_TIMEOUT"), "{e}");
     }
 
     #[test]
