@@ -188,12 +188,10 @@ impl TrustRoots {
     fn root_certs(&self) -> RootCerts {
         match &self.extra {
             None => RootCerts::WebPki,
-            // ureq trusts either its built-in set or a given list; give it both.
-            Some(extra) => webpki_root_certs::TLS_SERVER_ROOT_CERTS
-                .iter()
-                .map(|der| Certificate::from_der(der.as_ref()))
-                .chain(extra.iter().cloned())
-                .into(),
+            // Like curl's --cacert: the file replaces the built-in roots. Behind a TLS-inspecting
+            // proxy its CA is the only one that can verify anything; adding Mozilla's set as
+            // whole certificates would cost ~200 KB of binary for no such user.
+            Some(extra) => RootCerts::Specific(extra.clone()),
         }
     }
 }

@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -353,17 +352,10 @@ impl Server {
             return;
         };
         let mut ctx = ctx!(self);
-        // Defence in depth: a bug met by one connection's bytes closes that connection, not the
-        // receiver (the panic message still goes to stderr).
-        let driven = catch_unwind(AssertUnwindSafe(|| conn.drive(&mut ctx)));
-        match driven {
-            Ok(Driven::Wait) => {}
-            Ok(Driven::Log(rec)) => self.pending.push((id, rec)),
-            Ok(Driven::Close) => self.close(id),
-            Err(_) => {
-                error!("internal error while serving a connection; closed it");
-                self.close(id);
-            }
+        match conn.drive(&mut ctx) {
+            Driven::Wait => {}
+            Driven::Log(rec) => self.pending.push((id, rec)),
+            Driven::Close => self.close(id),
         }
     }
 
