@@ -13,8 +13,8 @@
 # ordinary `cargo build` / `cargo test` artifacts in target/.
 #
 # What each target needs (installed here when missing, as root on Debian):
-#   x86_64-unknown-linux-musl   rustup target; musl-gcc (Debian musl-tools) compiles ring's C.
-#                               (On a non-x86_64 host: x86_64-linux-gnu-gcc and rust-lld, as below.)
+#   x86_64-unknown-linux-musl   rustup target; musl-gcc (Debian musl-tools) compiles ring's C
+#                               (on a non-x86_64 host: x86_64-linux-gnu-gcc); links as below.
 #   aarch64-unknown-linux-musl  rustup target; aarch64-linux-gnu-gcc (Debian gcc-aarch64-linux-gnu;
 #                               the native gcc on an arm64 host) compiles ring's C, which needs no
 #                               libc headers beyond memcpy-level declarations; Rust's bundled
@@ -81,8 +81,13 @@ need_cc() {
   fi
 }
 
-# rust-lld with Rust's self-contained musl CRT: no cross linker or musl sysroot needed.
-lld_flags="-Clinker=rust-lld -Clink-self-contained=yes"
+# rust-lld with Rust's self-contained musl CRT: no cross linker or musl sysroot needed. Used for
+# every target so all link alike. --icf=all folds identical functions (measured -16 KB on x86_64).
+lld_flags="-Clinker=rust-lld -Clink-self-contained=yes -Clink-arg=--icf=all"
+# x86_64 links as a static PIE (ASLR for the binary itself); RELR packs its ~75 KB of relative
+# relocations into ~2 KB (measured -70 KB). Rust's bundled musl (1.2.5) applies RELR at start-up;
+# tests/static_binary.rs runs the result.
+relr="-Clink-arg=--pack-dyn-relocs=relr"
 
 for t in "${targets[@]}"; do
   # The per-target variables below only affect that target, never the host build.
@@ -97,8 +102,8 @@ for t in "${targets[@]}"; do
         # Cross from another host (an arm64 Docker builder): same scheme as aarch64 below.
         need_cc x86_64-linux-gnu-gcc gcc-x86-64-linux-gnu
         export "CC_${cc_name}=x86_64-linux-gnu-gcc"
-        export "CARGO_TARGET_${env_name}_RUSTFLAGS=$lld_flags"
       fi
+      export "CARGO_TARGET_${env_name}_RUSTFLAGS=$lld_flags $relr"
       ;;
     aarch64-unknown-linux-musl)
       need_cc aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu
