@@ -114,6 +114,32 @@ const SERVE_FLAGS: &[FlagSpec] = &[
         "DURATION",
         "On SIGTERM, time given to requests in flight [env: RINGHOOK_SHUTDOWN_GRACE] [default: 5s]",
     ),
+    flag(
+        "--exec",
+        "COMMAND",
+        "Run COMMAND for each logged notification, JSON on stdin; no shell unless you write sh -c [env: RINGHOOK_EXEC]",
+    ),
+    FlagSpec {
+        name: "--exec-filter",
+        value: Some("PATTERN"),
+        help: "Only for events matching PATTERN (* wildcard, else prefix; ~ matches ids); repeatable [env: RINGHOOK_EXEC_FILTER, whitespace-separated]",
+        repeat: true,
+    },
+    flag(
+        "--exec-max",
+        "N",
+        "Commands running at once [env: RINGHOOK_EXEC_MAX] [default: 2]",
+    ),
+    flag(
+        "--exec-queue",
+        "N",
+        "Events waiting for a free slot; beyond it the command is skipped and logged [env: RINGHOOK_EXEC_QUEUE] [default: 100]",
+    ),
+    flag(
+        "--exec-timeout",
+        "DURATION",
+        "Kill a run (and its process group) after this [env: RINGHOOK_EXEC_TIMEOUT] [default: 30s]",
+    ),
 ];
 
 const REGISTER_FLAGS: &[FlagSpec] = &[

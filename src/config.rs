@@ -253,6 +253,8 @@ pub struct ServeConfig {
     pub dedupe_window: usize,
     /// Protective limits.
     pub limits: Limits,
+    /// The command to run per event, when `--exec` is given.
+    pub exec: Option<crate::exec::ExecConfig>,
 }
 
 impl ServeConfig {
@@ -331,7 +333,9 @@ impl ServeConfig {
                 Some(s) => parse_count(&s, 0, 10_000_000)? as usize,
                 None => 10_000,
             };
+        let exec = exec_config(flags, vars)?;
         Ok(ServeConfig {
+            exec,
             listen,
             path,
             health_path,
@@ -342,6 +346,57 @@ impl ServeConfig {
             limits,
         })
     }
+}
+
+fn exec_config(flags: &Flags, vars: &Vars) -> Result<Option<crate::exec::ExecConfig>, Error> {
+    use crate::exec::{EventPattern, ExecConfig, parse_command};
+    let Some(cmd) = vars.flag_or(flags, "--exec", &["RINGHOOK_EXEC"]) else {
+        for f in [
+            "--exec-filter",
+            "--exec-max",
+            "--exec-queue",
+            "--exec-timeout",
+        ] {
+            if flags.switch(f) {
+                return Err(Error::Config(format!("{f} needs --exec")));
+            }
+        }
+        return Ok(None);
+    };
+    let argv = parse_command(&cmd.text).map_err(|why| invalid(&cmd, why))?;
+    let given = flags.values("--exec-filter");
+    let filters = if given.is_empty() {
+        vars.get(&["RINGHOOK_EXEC_FILTER"])
+            .map(|s| s.text.split_whitespace().map(EventPattern::new).collect())
+            .unwrap_or_default()
+    } else {
+        given.into_iter().map(EventPattern::new).collect()
+    };
+    let max_running = match vars.flag_or(flags, "--exec-max", &["RINGHOOK_EXEC_MAX"]) {
+        Some(s) => parse_count(&s, 1, 64)? as usize,
+        None => 2,
+    };
+    let max_queued = match vars.flag_or(flags, "--exec-queue", &["RINGHOOK_EXEC_QUEUE"]) {
+        Some(s) => parse_count(&s, 0, 100_000)? as usize,
+        None => 100,
+    };
+    let timeout = match vars.flag_or(flags, "--exec-timeout", &["RINGHOOK_EXEC_TIMEOUT"]) {
+        Some(s) => {
+            let d = parse_duration(&s)?;
+            if d.is_zero() || d > MAX_TIMEOUT {
+                return Err(invalid(&s, "must be more than zero and at most 1 day"));
+            }
+            d
+        }
+        None => Duration::from_secs(30),
+    };
+    Ok(Some(ExecConfig {
+        argv,
+        filters,
+        max_running,
+        max_queued,
+        timeout,
+    }))
 }
 
 /// The verification token from `--verification-token-file`, `WEBHOOK_VERIFICATION_TOKEN` or the

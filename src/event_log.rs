@@ -27,16 +27,25 @@ use serde_json::value::RawValue;
 pub struct Record {
     /// The notification's `uuid`, when it has one (used to drop redeliveries).
     pub uuid: Option<String>,
-    /// The notification's `event` (filter), for the operational log.
+    /// The notification's `event` (the filter that matched).
     pub event: Option<String>,
+    /// The notification's `subscriptionId`.
+    pub subscription_id: Option<String>,
+    /// The notification's `timestamp`, as sent.
+    pub timestamp: Option<String>,
     /// The complete line, `\n` included.
     pub line: Vec<u8>,
+    /// Where the notification's JSON sits in `line` (none for bodies that are not JSON).
+    notification: Option<std::ops::Range<usize>>,
 }
 
 #[derive(Deserialize)]
 struct Envelope {
     uuid: Option<String>,
     event: Option<String>,
+    #[serde(rename = "subscriptionId")]
+    subscription_id: Option<String>,
+    timestamp: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -55,15 +64,16 @@ impl Record {
                 .as_bytes(),
         );
         line.extend_from_slice(b"\",");
-        let mut uuid = None;
-        let mut event = None;
+        let mut envelope = None;
+        let mut notification = None;
         if serde_json::from_slice::<&RawValue>(body).is_ok() {
-            if let Ok(env) = serde_json::from_slice::<Envelope>(body) {
-                uuid = env.uuid;
-                event = env.event;
-            }
+            // A notification that is not an object, or whose fields have other types, is logged
+            // all the same; it just has no uuid to deduplicate on.
+            envelope = serde_json::from_slice::<Envelope>(body).ok();
             line.extend_from_slice(b"\"notification\":");
+            let start = line.len();
             minify_into(body, &mut line);
+            notification = Some(start..line.len());
         } else if let Ok(text) = std::str::from_utf8(body) {
             line.extend_from_slice(b"\"invalidJson\":");
             serde_json::to_writer(&mut line, text).expect("writing to a Vec cannot fail");
@@ -77,7 +87,26 @@ impl Record {
             line.push(b'"');
         }
         line.extend_from_slice(b"}\n");
-        Record { uuid, event, line }
+        let env = envelope.unwrap_or(Envelope {
+            uuid: None,
+            event: None,
+            subscription_id: None,
+            timestamp: None,
+        });
+        Record {
+            uuid: env.uuid,
+            event: env.event,
+            subscription_id: env.subscription_id,
+            timestamp: env.timestamp,
+            line,
+            notification,
+        }
+    }
+
+    /// The notification's JSON exactly as logged (one line, no newline); `None` for a body that
+    /// is not JSON.
+    pub fn notification(&self) -> Option<&[u8]> {
+        self.notification.clone().map(|r| &self.line[r])
     }
 }
 

@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod event_log;
 pub mod exchange;
+pub mod exec;
 pub mod http;
 pub mod platform;
 pub mod receiver;

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::{Limits, LogTarget, ServeConfig};
 use crate::error::Error;
 use crate::event_log::{Commit, EventLog, Record};
 use crate::exchange::{Counters, Ctx, Exchange, Step};
+use crate::exec::Runner;
 use crate::http::Policy;
 
 /// The fields of `Server` an exchange may use, borrowed apart from `conns`.
@@ -81,6 +82,22 @@ pub fn serve(cfg: ServeConfig) -> Result<(), Error> {
     );
     if let Some(h) = &cfg.health_path {
         info!("health check at GET {h}");
+    }
+    if let Some(x) = &cfg.exec {
+        // The program only: arguments may carry credentials of the user's own.
+        let filters: Vec<&str> = x.filters.iter().map(|f| f.as_str()).collect();
+        info!(
+            "exec: {} per logged event{}; {} at once, {} queued at most, killed after {:?}",
+            x.argv[0],
+            if filters.is_empty() {
+                String::new()
+            } else {
+                format!(" matching {}", filters.join(" "))
+            },
+            x.max_running,
+            x.max_queued,
+            x.timeout
+        );
     }
 
     let mut server = Server::new(cfg, listener, log)
@@ -268,6 +285,8 @@ struct Server {
     accept_paused_until: Option<Instant>,
     /// Set by SIGTERM/SIGINT: the time by which in-flight requests must be done.
     shutdown_by: Option<Instant>,
+    /// `--exec`'s children.
+    exec: Option<Runner>,
 }
 
 impl Server {
@@ -275,7 +294,7 @@ impl Server {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         Ok(Server {
@@ -297,6 +316,7 @@ impl Server {
             pending: Vec::new(),
             accept_paused_until: None,
             shutdown_by: None,
+            exec: cfg.exec.map(Runner::new),
         })
     }
 
@@ -306,8 +326,21 @@ impl Server {
             let timeout = self.sweep(Instant::now());
             if let Some(by) = self.shutdown_by {
                 // Connections that only linger have had their last answer: don't wait for them.
-                let done = self.conns.values().all(|c| c.linger_until.is_some());
-                if done || Instant::now() >= by {
+                let done = self.conns.values().all(|c| c.linger_until.is_some())
+                    && self.exec.as_ref().is_none_or(Runner::is_idle);
+                if done {
+                    break;
+                }
+                if Instant::now() >= by {
+                    if let Some(r) = &mut self.exec {
+                        if r.running() > 0 {
+                            warn!(
+                                "shutdown grace over: killing {} running commands",
+                                r.running()
+                            );
+                        }
+                        r.kill_all();
+                    }
                     break;
                 }
             }
@@ -320,6 +353,11 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signals(),
+                    t if Runner::owns(t) => {
+                        if let Some(r) = &mut self.exec {
+                            r.on_ready(t, self.poll.registry());
+                        }
+                    }
                     Token(id) => self.drive(id),
                 }
             }
@@ -344,6 +382,13 @@ impl Server {
             c.timeouts,
             c.evicted
         );
+        if let Some(r) = &self.exec {
+            let e = r.counters;
+            info!(
+                "exec: {} started, {} succeeded, {} failed ({} killed), {} skipped",
+                e.started, e.succeeded, e.failed, e.killed, e.skipped
+            );
+        }
         Ok(())
     }
 
@@ -445,6 +490,11 @@ impl Server {
         let signals: Vec<i32> = self.signals.pending().collect();
         for sig in signals {
             match sig {
+                SIGCHLD => {
+                    if let Some(r) = &mut self.exec {
+                        r.reap(self.poll.registry());
+                    }
+                }
                 SIGHUP => match self.log.reopen() {
                     Ok(()) => info!("SIGHUP: event log reopened"),
                     Err(e) => error!(
@@ -465,6 +515,9 @@ impl Server {
                         let _ = self.poll.registry().deregister(&mut l);
                     }
                     self.shutdown_by = Some(Instant::now() + grace);
+                    if let Some(r) = &mut self.exec {
+                        r.drop_queue();
+                    }
                     let idle: Vec<usize> = self
                         .conns
                         .iter()
@@ -488,9 +541,15 @@ impl Server {
         let records: Vec<&Record> = batch.iter().map(|(_, r)| r).collect();
         let verdicts = self.log.commit(&records);
         self.counters.batches += 1;
+        let mut to_run = Vec::new();
         for ((id, rec), verdict) in batch.iter().zip(verdicts) {
             match verdict {
-                Commit::Written => self.counters.logged += 1,
+                Commit::Written => {
+                    self.counters.logged += 1;
+                    if self.exec.as_ref().is_some_and(|r| r.wants(rec)) {
+                        to_run.push(rec);
+                    }
+                }
                 Commit::Duplicate => {
                     self.counters.duplicates += 1;
                     info!(
@@ -507,6 +566,12 @@ impl Server {
             conn.exch.acknowledge(verdict != Commit::Failed, &mut ctx);
             self.drive(*id);
         }
+        // Commands start only once every answer of the batch is out.
+        if let Some(r) = &mut self.exec {
+            for rec in to_run {
+                r.submit(rec, self.poll.registry());
+            }
+        }
     }
 
     /// Handles expired deadlines; returns how long the next poll may sleep.
@@ -515,6 +580,16 @@ impl Server {
             return Some(Duration::ZERO);
         }
         let mut next: Option<Instant> = self.accept_paused_until;
+        if let Some(r) = &mut self.exec {
+            // SIGCHLD can coalesce; collecting here too costs one try_wait per running child.
+            r.reap(self.poll.registry());
+            next = r.sweep(now);
+            if next.is_none() {
+                next = self.accept_paused_until;
+            } else if let Some(a) = self.accept_paused_until {
+                next = next.map(|n| n.min(a));
+            }
+        }
         let mut expired = Vec::new();
         for (id, c) in &self.conns {
             if let Some(d) = c.deadline(&self.limits) {

@@ -3,6 +3,7 @@
 mod support;
 
 mod check;
+mod exec;
 mod fake_platform;
 mod faults;
 mod register;

@@ -208,6 +208,22 @@ impl Running {
         }
     }
 
+    /// Waits until everything written to stderr so far satisfies `done` (order-free waits).
+    pub fn wait_until(&mut self, what: &str, done: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !done(&self.stderr()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => panic!("not within {PATIENCE:?}: {what}"),
+                Err(RecvTimeoutError::Disconnected) => {
+                    assert!(done(&self.stderr()), "ringhook exited before: {what}");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Everything written to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
