@@ -6,7 +6,8 @@
 //! - x86_64, as the scratch image runs it: statically linked (no `PT_INTERP`, no `DT_NEEDED`),
 //!   within the 2 MiB budget, alone in an empty root with an empty environment — as root,
 //!   `chroot`ed as user 65534 and PID 1 of a new PID namespace, the closest thing to
-//!   `FROM scratch` + `USER` without a container engine. Handshake, notification logged, SIGTERM.
+//!   `FROM scratch` + `USER` without a container engine. Handshake, notification logged, the
+//!   image's HEALTHCHECK (`ringhook check`) healthy while up and failing once stopped, SIGTERM.
 //! - x86_64, as the systemd unit runs it: `ExecStart=` of `scripts/systemd/ringhook.service`
 //!   with `scripts/env.example` and a token file as its credentials; reload (SIGHUP) reopens.
 //! - aarch64 (Raspberry Pi): under `qemu-aarch64-static`; handshake, notification logged.
@@ -75,10 +76,24 @@ fn x86_64_binary_is_static_and_serves_from_an_empty_root() {
     assert_eq!(log.lines().count(), 1, "{log}");
     assert!(log.contains(r#""uuid":"scratch-event-1""#), "{log}");
 
+    // The image's HEALTHCHECK as Docker runs it: the same binary, root, user and environment.
+    let url = format!("http://{}{}", s.addr, s.path);
+    let healthcheck = || {
+        jail.command("/ringhook")
+            .args(["check", &url])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let hc = healthcheck();
+    assert!(hc.status.success(), "{hc:?}");
+
     // As root this is PID 1 of its namespace: the kernel drops signals PID 1 has no handler for,
     // so a clean exit here is the container's `docker stop` working without an init.
     let st = s.stop();
     assert_eq!(st.code(), Some(0), "{}", s.stderr());
+    let hc = healthcheck();
+    assert!(!hc.status.success(), "healthy after stop: {hc:?}");
 }
 
 #[test]
