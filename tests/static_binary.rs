@@ -8,8 +8,9 @@
 //!   `chroot`ed as user 65534 and PID 1 of a new PID namespace, the closest thing to
 //!   `FROM scratch` + `USER` without a container engine. Handshake, notification logged, the
 //!   image's HEALTHCHECK (`ringhook check`) healthy while up and failing once stopped, SIGTERM.
-//! - x86_64, as the systemd unit runs it: `ExecStart=` of `scripts/systemd/ringhook.service`
-//!   with `scripts/env.example` and a token file as its credentials; reload (SIGHUP) reopens.
+//! - x86_64, as the systemd units run it: `ExecStart=` of `scripts/systemd/ringhook.service`
+//!   with `scripts/env.example` and a token file as its credentials; reload (SIGHUP) reopens;
+//!   the register unit's command line reads both and asks only for the app's credentials.
 //! - aarch64 (Raspberry Pi): under `qemu-aarch64-static`; handshake, notification logged.
 //!
 //! A missing prerequisite (Rust target, cross compiler, qemu) skips loudly on a developer's
@@ -97,7 +98,7 @@ fn x86_64_binary_is_static_and_serves_from_an_empty_root() {
 }
 
 #[test]
-fn the_systemd_units_command_line_serves_with_env_example() {
+fn the_systemd_units_run_with_env_example() {
     let Some(bin) = build("x86_64-unknown-linux-musl") else {
         return;
     };
@@ -115,14 +116,18 @@ fn the_systemd_units_command_line_serves_with_env_example() {
     );
     jail.private_dir("/var/lib/ringhook");
 
-    let argv = unit_exec_start(
-        "scripts/systemd/ringhook.service",
-        &jail.arg(creds).to_string_lossy(),
-        &jail.arg("/var/lib").to_string_lossy(),
-    );
+    let unit = |name: &str| {
+        unit_exec(
+            &format!("scripts/systemd/{name}"),
+            &jail.arg(creds).to_string_lossy(),
+            &jail.arg("/var/lib").to_string_lossy(),
+        )
+    };
+    let (argv, env) = unit("ringhook.service");
     assert!(argv.iter().any(|a| a == "serve"), "{argv:?}");
     jail.install(&bin, &argv[0]);
     let mut cmd = jail.command(&argv[0]);
+    cmd.envs(env);
     // The one change: a free port instead of env.example's 127.0.0.1:3000 (a flag wins).
     cmd.args(&argv[1..]).args(["--listen", "127.0.0.1:0"]);
     let mut s = Started::spawn(cmd);
@@ -153,6 +158,25 @@ fn the_systemd_units_command_line_serves_with_env_example() {
     );
 
     assert_eq!(s.stop().code(), Some(0), "{}", s.stderr());
+
+    // The register unit with the same credentials: its flags parse, both files are read, and
+    // all it lacks is what env.example leaves for the user to fill in (no platform here).
+    let (argv, env) = unit("ringhook-register.service");
+    assert!(argv.iter().any(|a| a == "register"), "{argv:?}");
+    jail.private_dir("/var/lib/ringhook-register");
+    let out = jail
+        .command(&argv[0])
+        .args(&argv[1..])
+        .envs(env)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("missing RC_CLIENT_ID, RC_CLIENT_SECRET, RC_JWT:"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -217,20 +241,32 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A unit file's `ExecStart=` as arguments: continuation lines joined, `${CREDENTIALS_DIRECTORY}`
-/// and `%S` (the state directory root) replaced. The unit's line has no quoting to undo.
-fn unit_exec_start(unit: &str, credentials: &str, state_root: &str) -> Vec<String> {
+/// A unit file's `ExecStart=` as arguments and its `Environment=` settings: continuation lines
+/// joined, `${CREDENTIALS_DIRECTORY}` and `%S` (the state directory root) replaced. The units
+/// use no quoting, so there is none to undo.
+fn unit_exec(
+    unit: &str,
+    credentials: &str,
+    state_root: &str,
+) -> (Vec<String>, Vec<(String, String)>) {
     let text = std::fs::read_to_string(repo().join(unit)).unwrap();
-    let joined = text.replace("\\\n", " ");
-    let line = joined
+    let text = text
+        .replace("\\\n", " ")
+        .replace("${CREDENTIALS_DIRECTORY}", credentials)
+        .replace("%S", state_root);
+    let argv = text
         .lines()
         .find_map(|l| l.strip_prefix("ExecStart="))
-        .unwrap_or_else(|| panic!("no ExecStart= in {unit}"));
-    line.replace("${CREDENTIALS_DIRECTORY}", credentials)
-        .replace("%S", state_root)
+        .unwrap_or_else(|| panic!("no ExecStart= in {unit}"))
         .split_whitespace()
         .map(str::to_string)
-        .collect()
+        .collect();
+    let env = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("Environment=")?.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    (argv, env)
 }
 
 /// An empty directory standing in for a scratch image's root filesystem. As root, the binary is
