@@ -23,6 +23,6 @@ fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # The static release targets (tests/static_binary.rs, scripts/build-static.sh).
 for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
-  rustup target list --installed | grep -qx "$t" || rustup target add "$t" >/dev/null
+  rustup target list --installed | grep -qx "$t" || rustup --quiet target add "$t"
 done
 cargo fetch --locked >/dev/null
