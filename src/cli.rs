@@ -114,6 +114,29 @@ const SERVE_FLAGS: &[FlagSpec] = &[
         "DURATION",
         "On SIGTERM, time given to requests in flight [env: RINGHOOK_SHUTDOWN_GRACE] [default: 5s]",
     ),
+    switch(
+        "--register",
+        "Also keep the subscription alive: run 'register' beside the receiver (needs register's variables) [env: RINGHOOK_REGISTER=1]",
+    ),
+    flag(
+        "--register-every",
+        "DURATION",
+        "With --register: run it again this often [env: RINGHOOK_REGISTER_EVERY] [default: 12h]",
+    ),
+    flag(
+        "--register-quiet",
+        "DURATION",
+        "With --register: also run it when no notification came for this long [env: RINGHOOK_REGISTER_QUIET] [default: off]",
+    ),
+    flag(
+        "--register-retry",
+        "DURATION",
+        "With --register: first retry after a failed run, doubling up to 1h [env: RINGHOOK_REGISTER_RETRY] [default: 30s]",
+    ),
+    switch(
+        "--unregister-on-exit",
+        "With --register: delete the subscription at a clean stop (quick tunnels) [env: RINGHOOK_UNREGISTER_ON_EXIT=1]",
+    ),
     flag(
         "--exec",
         "COMMAND",

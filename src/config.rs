@@ -22,11 +22,15 @@ pub struct Setting {
 }
 
 /// The environment and the env file, looked up by variable name.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Vars {
     env: HashMap<String, String>,
     file: HashMap<String, String>,
     file_name: String,
+    /// `--env-file`, when given (a child `register` is pointed at the same file).
+    explicit_file: Option<PathBuf>,
+    /// Defaults chosen by a caller (`serve --register`), consulted last.
+    defaults: HashMap<String, String>,
 }
 
 impl Vars {
@@ -48,6 +52,8 @@ impl Vars {
             env,
             file,
             file_name: path.display().to_string(),
+            explicit_file: explicit.then_some(path),
+            defaults: HashMap::new(),
         })
     }
 
@@ -62,6 +68,8 @@ impl Vars {
             env: own(env),
             file: own(file),
             file_name: ".env".into(),
+            explicit_file: None,
+            defaults: HashMap::new(),
         }
     }
 
@@ -78,7 +86,31 @@ impl Vars {
                     })
             })
         };
-        pick(&self.env, "").or_else(|| pick(&self.file, &format!(" (in {})", self.file_name)))
+        pick(&self.env, "")
+            .or_else(|| pick(&self.file, &format!(" (in {})", self.file_name)))
+            .or_else(|| pick(&self.defaults, " (default)"))
+    }
+
+    /// Makes `value` the value of `name` when nothing else sets it.
+    pub fn set_default(&mut self, name: &str, value: impl Into<String>) {
+        self.defaults.insert(name.to_string(), value.into());
+    }
+
+    /// The defaults in force (not overridden), to hand to a child process.
+    pub fn defaults_in_force(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .defaults
+            .iter()
+            .filter(|(k, _)| !self.env.contains_key(*k) && !self.file.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The `--env-file` given, if any.
+    pub fn explicit_file(&self) -> Option<&Path> {
+        self.explicit_file.as_deref()
     }
 
     /// The flag's value if given, else the first variable set.
@@ -255,6 +287,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// The command to run per event, when `--exec` is given.
     pub exec: Option<crate::exec::ExecConfig>,
+    /// The reconcile to run beside the receiver, with `--register`.
+    pub register: Option<crate::registrar::RegistrarConfig>,
 }
 
 impl ServeConfig {
@@ -334,8 +368,10 @@ impl ServeConfig {
                 None => 10_000,
             };
         let exec = exec_config(flags, vars)?;
+        let register = registrar_config(flags, vars, &log, &path)?;
         Ok(ServeConfig {
             exec,
+            register,
             listen,
             path,
             health_path,
@@ -346,6 +382,118 @@ impl ServeConfig {
             limits,
         })
     }
+}
+
+/// The tutorial's filters: presence and SMS of every extension. `serve --register` uses them when
+/// none are configured, so the tutorial's `.env` alone brings a working webhook up.
+pub const TUTORIAL_FILTERS: &str = "/restapi/v1.0/account/~/extension/{extensionId}/presence?detailedTelephonyState=true&aggregated=true /restapi/v1.0/account/~/extension/{extensionId}/message-store/instant?type=SMS";
+
+fn parse_bool(s: &Setting) -> Result<bool, Error> {
+    match s.text.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(invalid(s, "expected 1 or 0 (true/false, yes/no, on/off)")),
+    }
+}
+
+fn switch_or_env(flags: &Flags, flag: &str, vars: &Vars, name: &str) -> Result<bool, Error> {
+    if flags.switch(flag) {
+        return Ok(true);
+    }
+    vars.get(&[name]).map_or(Ok(false), |s| parse_bool(&s))
+}
+
+fn registrar_config(
+    flags: &Flags,
+    vars: &Vars,
+    log: &LogTarget,
+    path: &str,
+) -> Result<Option<crate::registrar::RegistrarConfig>, Error> {
+    use crate::register::settings::RegisterSettings;
+    if !switch_or_env(flags, "--register", vars, "RINGHOOK_REGISTER")? {
+        for f in [
+            "--register-every",
+            "--register-quiet",
+            "--register-retry",
+            "--unregister-on-exit",
+        ] {
+            if flags.switch(f) {
+                return Err(Error::Config(format!("{f} needs --register")));
+            }
+        }
+        return Ok(None);
+    }
+    let mut vars = vars.clone();
+    vars.set_default("RINGHOOK_EVENT_FILTERS", TUTORIAL_FILTERS);
+    let home = |n: &str| vars.get(&[n]).map(|s| s.text);
+    if crate::register::state::default_path(
+        home("XDG_STATE_HOME").as_deref(),
+        home("HOME").as_deref(),
+    )
+    .is_none()
+    {
+        // A scratch container has neither: keep the state beside the event log.
+        let dir = match log {
+            LogTarget::File(f) => f.parent().map(Path::to_path_buf).unwrap_or_default(),
+            LogTarget::Stdout => PathBuf::new(),
+        };
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        vars.set_default(
+            "RINGHOOK_STATE",
+            dir.join("ringhook-state.json").display().to_string(),
+        );
+    }
+    // Everything `register` needs is checked now, all missing names in one message.
+    let settings = RegisterSettings::resolve(&Flags::default(), &vars)?;
+    if !settings.address.contains(path) {
+        warn!(
+            "WEBHOOK_ADDRESS {} does not end in --path {path}: the platform's handshake will get 403",
+            settings.address
+        );
+    }
+    let every = match vars.flag_or(flags, "--register-every", &["RINGHOOK_REGISTER_EVERY"]) {
+        Some(s) => {
+            let d = parse_duration(&s)?;
+            if d < Duration::from_secs(60) || d > MAX_TIMEOUT * 30 {
+                return Err(invalid(&s, "must be between 1 minute and 30 days"));
+            }
+            d
+        }
+        None => Duration::from_secs(12 * 3600),
+    };
+    let quiet = vars
+        .flag_or(flags, "--register-quiet", &["RINGHOOK_REGISTER_QUIET"])
+        .map(|s| {
+            let d = parse_duration(&s)?;
+            if d < Duration::from_secs(60) || d > MAX_TIMEOUT * 30 {
+                return Err(invalid(&s, "must be between 1 minute and 30 days"));
+            }
+            Ok(d)
+        })
+        .transpose()?;
+    let retry = match vars.flag_or(flags, "--register-retry", &["RINGHOOK_REGISTER_RETRY"]) {
+        Some(s) => {
+            let d = parse_duration(&s)?;
+            if d.is_zero() || d > Duration::from_secs(3600) {
+                return Err(invalid(&s, "must be more than zero and at most 1 hour"));
+            }
+            d
+        }
+        None => Duration::from_secs(30),
+    };
+    Ok(Some(crate::registrar::RegistrarConfig {
+        every,
+        quiet,
+        retry,
+        unregister_on_exit: switch_or_env(
+            flags,
+            "--unregister-on-exit",
+            &vars,
+            "RINGHOOK_UNREGISTER_ON_EXIT",
+        )?,
+        env_file: vars.explicit_file().map(Path::to_path_buf),
+        env: vars.defaults_in_force(),
+    }))
 }
 
 fn exec_config(flags: &Flags, vars: &Vars) -> Result<Option<crate::exec::ExecConfig>, Error> {

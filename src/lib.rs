@@ -19,6 +19,7 @@ pub mod http;
 pub mod platform;
 pub mod receiver;
 pub mod register;
+pub mod registrar;
 pub mod secret;
 
 use error::Error;

@@ -21,6 +21,7 @@ use crate::event_log::{Commit, EventLog, Record};
 use crate::exchange::{Counters, Ctx, Exchange, Step};
 use crate::exec::Runner;
 use crate::http::Policy;
+use crate::registrar::{self, Registrar};
 
 /// The fields of `Server` an exchange may use, borrowed apart from `conns`.
 macro_rules! ctx {
@@ -82,6 +83,20 @@ pub fn serve(cfg: ServeConfig) -> Result<(), Error> {
     );
     if let Some(h) = &cfg.health_path {
         info!("health check at GET {h}");
+    }
+    if let Some(r) = &cfg.register {
+        info!(
+            "register: now, then every {:?}{}{}",
+            r.every,
+            r.quiet
+                .map(|q| format!(", and after {q:?} without notifications"))
+                .unwrap_or_default(),
+            if r.unregister_on_exit {
+                "; unregister at a clean stop"
+            } else {
+                ""
+            }
+        );
     }
     if let Some(x) = &cfg.exec {
         // The program only: arguments may carry credentials of the user's own.
@@ -287,6 +302,8 @@ struct Server {
     shutdown_by: Option<Instant>,
     /// `--exec`'s children.
     exec: Option<Runner>,
+    /// `--register`'s child and schedule.
+    registrar: Option<Registrar>,
 }
 
 impl Server {
@@ -317,6 +334,7 @@ impl Server {
             accept_paused_until: None,
             shutdown_by: None,
             exec: cfg.exec.map(Runner::new),
+            registrar: cfg.register.map(|r| Registrar::new(r, Instant::now())),
         })
     }
 
@@ -353,6 +371,11 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signals(),
+                    registrar::TOKEN => {
+                        if let Some(r) = &mut self.registrar {
+                            r.on_ready(self.poll.registry());
+                        }
+                    }
                     t if Runner::owns(t) => {
                         if let Some(r) = &mut self.exec {
                             r.on_ready(t, self.poll.registry());
@@ -382,6 +405,9 @@ impl Server {
             c.timeouts,
             c.evicted
         );
+        if let Some(r) = &self.registrar {
+            r.unregister_on_exit();
+        }
         if let Some(r) = &self.exec {
             let e = r.counters;
             info!(
@@ -494,6 +520,9 @@ impl Server {
                     if let Some(r) = &mut self.exec {
                         r.reap(self.poll.registry());
                     }
+                    if let Some(r) = &mut self.registrar {
+                        r.reap(self.poll.registry());
+                    }
                 }
                 SIGHUP => match self.log.reopen() {
                     Ok(()) => info!("SIGHUP: event log reopened"),
@@ -517,6 +546,9 @@ impl Server {
                     self.shutdown_by = Some(Instant::now() + grace);
                     if let Some(r) = &mut self.exec {
                         r.drop_queue();
+                    }
+                    if let Some(r) = &mut self.registrar {
+                        r.stop();
                     }
                     let idle: Vec<usize> = self
                         .conns
@@ -546,6 +578,9 @@ impl Server {
             match verdict {
                 Commit::Written => {
                     self.counters.logged += 1;
+                    if let Some(r) = &mut self.registrar {
+                        r.on_event(rec, Instant::now());
+                    }
                     if self.exec.as_ref().is_some_and(|r| r.wants(rec)) {
                         to_run.push(rec);
                     }
@@ -605,6 +640,15 @@ impl Server {
         }
         if let Some(by) = self.shutdown_by {
             next = Some(next.map_or(by, |n| n.min(by)));
+        }
+        if let Some(r) = &mut self.registrar {
+            if self.shutdown_by.is_none() {
+                r.reap(self.poll.registry());
+                r.tick(now, self.poll.registry());
+                if let Some(d) = r.deadline() {
+                    next = Some(next.map_or(d, |n| n.min(d)));
+                }
+            }
         }
         if !self.pending.is_empty() {
             return Some(Duration::ZERO);

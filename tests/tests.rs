@@ -8,4 +8,5 @@ mod fake_platform;
 mod faults;
 mod register;
 mod serve;
+mod serve_register;
 mod static_binary;

@@ -48,9 +48,14 @@ pub struct Serve {
 impl Serve {
     /// `ringhook serve --listen 127.0.0.1:0` in a fresh temporary directory.
     pub fn new() -> Serve {
+        Serve::at("127.0.0.1:0")
+    }
+
+    /// `ringhook serve --listen ADDR` in a fresh temporary directory.
+    pub fn at(listen: &str) -> Serve {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = ringhook(dir.path());
-        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        cmd.args(["serve", "--listen", listen]);
         Serve {
             cmd,
             dir,
@@ -153,7 +158,7 @@ impl Serve {
         let (tx, rx) = channel();
         let all = Arc::new(Mutex::new(Vec::new()));
         let all2 = all.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 all2.lock().unwrap().push(line.clone());
@@ -169,6 +174,7 @@ impl Serve {
             stderr: all,
             dir: self.dir,
             path: "/webhook".into(),
+            reader: Some(reader),
         };
         let line = running.wait_for("listening on http://");
         let url = line.split("listening on http://").nth(1).unwrap();
@@ -187,6 +193,7 @@ pub struct Running {
     lines: Receiver<String>,
     stderr: Arc<Mutex<Vec<String>>>,
     pub dir: tempfile::TempDir,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -303,6 +310,11 @@ impl Running {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
+                // Let the reader take in the last lines before anyone looks at them.
+                while self.reader.as_ref().is_some_and(|r| !r.is_finished()) {
+                    assert!(Instant::now() < deadline, "stderr stayed open after exit");
+                    std::thread::sleep(Duration::from_millis(2));
+                }
                 return st;
             }
             assert!(Instant::now() < deadline, "ringhook did not exit");

@@ -1,0 +1,299 @@
+//! `serve --register`: the tutorial's one-command flow without blocking the loop.
+//!
+//! The receiver cannot call the platform and answer the platform's handshake on its one thread,
+//! so the reconcile runs beside it: the binary re-executes itself as `ringhook register --json`,
+//! the loop keeps answering (including the handshake the create triggers), and the child's JSON
+//! answer becomes one line on the operational log. It runs at start, every `--register-every`,
+//! at once when a subscription renewal reminder arrives, and (if asked) when notifications have
+//! been quiet for `--register-quiet`. Never two at once; failures retry with backoff.
+
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mio::unix::pipe::Receiver;
+use mio::{Interest, Registry, Token};
+
+use crate::event_log::Record;
+
+/// The child's stdout pipe; below `exec`'s tokens, far above any connection's.
+pub const TOKEN: Token = Token(usize::MAX / 2 - 1);
+/// Retries after failures double up to this.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// Notifications whose event starts so are the platform's renewal reminders.
+const REMINDER: &str = "/restapi/v1.0/subscription/";
+
+/// How `serve --register` keeps the subscription alive.
+#[derive(Debug, Clone)]
+pub struct RegistrarConfig {
+    /// Run the reconcile this often.
+    pub every: Duration,
+    /// Also run it when no notification came for this long.
+    pub quiet: Option<Duration>,
+    /// First retry after a failed run; doubles after each further failure, up to an hour.
+    pub retry: Duration,
+    /// Delete the subscription at a clean shutdown.
+    pub unregister_on_exit: bool,
+    /// `--env-file`, passed on to the child.
+    pub env_file: Option<PathBuf>,
+    /// Defaults chosen for the child (the tutorial's filters, a state file path).
+    pub env: Vec<(String, String)>,
+}
+
+struct Run {
+    child: Child,
+    stdout: Option<Receiver>,
+    out: Vec<u8>,
+    why: &'static str,
+}
+
+/// The reconcile child and its schedule.
+pub struct Registrar {
+    cfg: RegistrarConfig,
+    run: Option<Run>,
+    next: Instant,
+    why_next: &'static str,
+    failures: u32,
+    last_event: Instant,
+}
+
+impl Registrar {
+    /// A registrar whose first run is due now.
+    pub fn new(cfg: RegistrarConfig, now: Instant) -> Registrar {
+        Registrar {
+            cfg,
+            run: None,
+            next: now,
+            why_next: "start",
+            failures: 0,
+            last_event: now,
+        }
+    }
+
+    fn command(&self, subcommand: &str) -> Command {
+        // /proc/self/exe, so a relative argv[0] or a changed working directory cannot matter.
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ringhook"));
+        let mut cmd = Command::new(exe);
+        if let Some(f) = &self.cfg.env_file {
+            cmd.arg("--env-file").arg(f);
+        }
+        cmd.arg(subcommand).arg("--json");
+        for (k, v) in &self.cfg.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// When the loop must wake up for us next (`None` while a run is going on).
+    pub fn deadline(&self) -> Option<Instant> {
+        if self.run.is_some() {
+            return None;
+        }
+        let quiet = self.cfg.quiet.map(|q| self.last_event + q);
+        Some(quiet.map_or(self.next, |q| q.min(self.next)))
+    }
+
+    /// Starts a run when one is due.
+    pub fn tick(&mut self, now: Instant, registry: &Registry) {
+        if self.run.is_some() {
+            return;
+        }
+        let mut why = self.why_next;
+        if let Some(q) = self.cfg.quiet {
+            if now >= self.last_event + q && now < self.next {
+                why = "no notification for --register-quiet";
+                // Another quiet period before the next such run.
+                self.last_event = now;
+            } else if now < self.next {
+                return;
+            }
+        } else if now < self.next {
+            return;
+        }
+        let mut cmd = self.command("register");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        match cmd.spawn() {
+            Ok(mut child) => {
+                let stdout = child.stdout.take().and_then(|p| {
+                    let mut rx = Receiver::from(p);
+                    rx.set_nonblocking(true).ok()?;
+                    registry.register(&mut rx, TOKEN, Interest::READABLE).ok()?;
+                    Some(rx)
+                });
+                info!("registering ({why})");
+                self.run = Some(Run {
+                    child,
+                    stdout,
+                    out: Vec::new(),
+                    why,
+                });
+            }
+            Err(e) => {
+                error!("cannot start the register child: {e}");
+                self.failed(now);
+            }
+        }
+    }
+
+    /// A logged notification: reminders make the next run due now; any event resets the quiet
+    /// timer.
+    pub fn on_event(&mut self, rec: &Record, now: Instant) {
+        self.last_event = now;
+        if rec
+            .event
+            .as_deref()
+            .is_some_and(|e| e.starts_with(REMINDER))
+        {
+            info!("subscription renewal reminder received: registering now");
+            self.next = now;
+            self.why_next = "renewal reminder";
+        }
+    }
+
+    /// The child's stdout is readable.
+    pub fn on_ready(&mut self, registry: &Registry) {
+        if let Some(run) = &mut self.run {
+            read_out(run, registry);
+        }
+    }
+
+    /// Collects the child when it has exited (on SIGCHLD) and schedules the next run.
+    pub fn reap(&mut self, registry: &Registry) {
+        let Some(run) = &mut self.run else {
+            return;
+        };
+        let status = match run.child.try_wait() {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(e) => {
+                error!("cannot collect the register child: {e}");
+                return;
+            }
+        };
+        read_out(run, registry);
+        if let Some(mut rx) = run.stdout.take() {
+            let _ = registry.deregister(&mut rx);
+        }
+        let run = self.run.take().expect("checked above");
+        let now = Instant::now();
+        if status.success() {
+            self.failures = 0;
+            self.next = now + self.cfg.every;
+            self.why_next = "--register-every";
+            info!("{} ({})", summary(&run.out), run.why);
+        } else {
+            self.failed(now);
+        }
+    }
+
+    fn failed(&mut self, now: Instant) {
+        self.failures += 1;
+        let backoff = self
+            .cfg
+            .retry
+            .saturating_mul(1 << (self.failures - 1).min(7))
+            .min(MAX_BACKOFF);
+        self.next = now + backoff;
+        self.why_next = "retry";
+        warn!(
+            "registration failed ({} in a row; the reason is above); trying again in {backoff:?}",
+            self.failures
+        );
+    }
+
+    /// At shutdown: stops a run in progress.
+    pub fn stop(&mut self) {
+        if let Some(run) = &mut self.run {
+            let _ = run.child.kill();
+            let _ = run.child.wait();
+        }
+        self.run = None;
+    }
+
+    /// At a clean shutdown with `--unregister-on-exit`: deletes the subscription (blocking; the
+    /// receiver has stopped, and deleting triggers no handshake).
+    pub fn unregister_on_exit(&self) {
+        if !self.cfg.unregister_on_exit {
+            return;
+        }
+        let out = self
+            .command("unregister")
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => info!("--unregister-on-exit: subscription deleted"),
+            Ok(o) => warn!("--unregister-on-exit failed: {}", o.status),
+            Err(e) => error!("--unregister-on-exit: cannot start: {e}"),
+        }
+    }
+}
+
+fn read_out(run: &mut Run, registry: &Registry) {
+    let Some(rx) = &mut run.stdout else {
+        return;
+    };
+    let mut buf = [0u8; 4096];
+    let eof = loop {
+        match rx.read(&mut buf) {
+            Ok(0) => break true,
+            // One JSON object is expected; more than 64 KiB is not it.
+            Ok(n) if run.out.len() < 64 * 1024 => run.out.extend_from_slice(&buf[..n]),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+            Err(_) => break true,
+        }
+    };
+    if eof {
+        if let Some(mut rx) = run.stdout.take() {
+            let _ = registry.deregister(&mut rx);
+        }
+    }
+}
+
+/// One line from `register --json`'s answer: `subscription created 5f1c…, expires …, 2 filters`.
+fn summary(out: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Outcome {
+        action: Option<String>,
+        id: Option<String>,
+        expiration_time: Option<String>,
+        filters: Option<u64>,
+    }
+    match serde_json::from_slice::<Outcome>(out) {
+        Ok(o) => format!(
+            "subscription {} {}, expires {}, {} filters",
+            match o.action.as_deref() {
+                Some("nothing") => "unchanged",
+                Some(a) => a,
+                None => "?",
+            },
+            o.id.as_deref().unwrap_or("?"),
+            o.expiration_time.as_deref().unwrap_or("?"),
+            o.filters.unwrap_or(0)
+        ),
+        Err(_) => "registered".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_reads_registers_json() {
+        let line = summary(
+            br#"{"action":"created","dryRun":false,"id":"5f1c","status":"Active","expirationTime":"2036-01-01T00:00:00.000Z","filters":2,"deleted":[]}"#,
+        );
+        assert_eq!(
+            line,
+            "subscription created 5f1c, expires 2036-01-01T00:00:00.000Z, 2 filters"
+        );
+        assert_eq!(summary(b"garbage"), "registered");
+    }
+}
