@@ -5,7 +5,8 @@
 //! the extension list paged through `navigation.nextPage`, subscription CRUD and renew with the
 //! real JSON shapes, `~` rewritten to ids in the filters it returns, less lifetime granted than
 //! asked, the validation handshake against the address on create (really connecting to it),
-//! error bodies `{"errorCode","message","errors"}`, and scripted 429s and 5xx. Every request is
+//! error bodies `{"errorCode","message","errors"}`, and scripted faults: 429s and 5xx, raw answers
+//! (HTML with 200, broken JSON), silence and answers that stall mid-body. Every request is
 //! journaled for assertions. No sleeps: the listener is bound before the thread starts.
 #![allow(dead_code)]
 
@@ -63,10 +64,30 @@ struct Ext {
 struct Scripted {
     method: String,
     prefix: String,
-    status: u16,
-    retry_after: Option<u64>,
-    /// Carry the request out, then answer the error anyway (a lost answer).
+    reply: Reply,
+    /// Carry the request out, then answer as scripted anyway (a lost answer).
     after_processing: bool,
+}
+
+/// What a scripted request gets instead of its real answer.
+#[derive(Debug, Clone)]
+enum Reply {
+    /// The platform's error body for `status` (429 carries `Retry-After` when given).
+    Error {
+        status: u16,
+        retry_after: Option<u64>,
+    },
+    /// Exactly this status, content type and body.
+    Raw {
+        status: u16,
+        content_type: String,
+        body: Vec<u8>,
+    },
+    /// Nothing at all: the connection is held until the client hangs up.
+    Stall,
+    /// The status line, headers and half of the real body, then nothing until the client hangs
+    /// up.
+    StallBody,
 }
 
 #[derive(Default)]
@@ -362,23 +383,92 @@ impl FakePlatform {
     /// Answers the next `times` requests matching `method` and `prefix` with `status`
     /// (429 carries `Retry-After: retry_after`).
     pub fn script(&self, method: &str, prefix: &str, status: u16, retry_after: Option<u64>) {
-        self.lock().script.push_back(Scripted {
-            method: method.into(),
-            prefix: prefix.into(),
-            status,
-            retry_after,
-            after_processing: false,
-        });
+        self.push_script(
+            method,
+            prefix,
+            Reply::Error {
+                status,
+                retry_after,
+            },
+            false,
+        );
     }
 
     /// Carries out the next matching request but answers `status`: the answer is "lost".
     pub fn script_lost_answer(&self, method: &str, prefix: &str, status: u16) {
+        self.push_script(
+            method,
+            prefix,
+            Reply::Error {
+                status,
+                retry_after: None,
+            },
+            true,
+        );
+    }
+
+    /// Answers the next matching request with exactly `status`, `content_type` and `body`
+    /// (an HTML error page with 200, truncated JSON, wrong types...), without carrying it out.
+    pub fn script_raw(
+        &self,
+        method: &str,
+        prefix: &str,
+        status: u16,
+        content_type: &str,
+        body: &str,
+    ) {
+        self.push_script(
+            method,
+            prefix,
+            Reply::Raw {
+                status,
+                content_type: content_type.into(),
+                body: body.as_bytes().to_vec(),
+            },
+            false,
+        );
+    }
+
+    /// Carries out the next matching request, then answers it with exactly `status`,
+    /// `content_type` and `body`: the request succeeded, its answer is unreadable.
+    pub fn script_raw_after_processing(
+        &self,
+        method: &str,
+        prefix: &str,
+        status: u16,
+        content_type: &str,
+        body: &str,
+    ) {
+        self.push_script(
+            method,
+            prefix,
+            Reply::Raw {
+                status,
+                content_type: content_type.into(),
+                body: body.as_bytes().to_vec(),
+            },
+            true,
+        );
+    }
+
+    /// Accepts the next matching request and never answers it: the connection stays open, silent,
+    /// until the client gives up. With `processed`, the request is carried out first.
+    pub fn script_stall(&self, method: &str, prefix: &str, processed: bool) {
+        self.push_script(method, prefix, Reply::Stall, processed);
+    }
+
+    /// Carries out the next matching request and sends the status line, the headers and half of
+    /// the body, then nothing more until the client gives up.
+    pub fn script_stall_body(&self, method: &str, prefix: &str) {
+        self.push_script(method, prefix, Reply::StallBody, true);
+    }
+
+    fn push_script(&self, method: &str, prefix: &str, reply: Reply, after_processing: bool) {
         self.lock().script.push_back(Scripted {
             method: method.into(),
             prefix: prefix.into(),
-            status,
-            retry_after: None,
-            after_processing: true,
+            reply,
+            after_processing,
         });
     }
 
@@ -616,26 +706,49 @@ fn read_request<R: BufRead>(r: &mut R) -> Option<Recorded> {
     })
 }
 
+/// Holds a connection open without a word until the client hangs up (bounded by the read
+/// timeout set on accept).
+fn wait_for_hangup<S: Read>(stream: &mut S) {
+    let mut buf = [0u8; 1024];
+    while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+}
+
+fn head(answer: &Answer) -> Vec<u8> {
+    let reason = match answer.status {
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        _ => "Error",
+    };
+    let mut out = format!("HTTP/1.1 {} {reason}\r\n", answer.status);
+    for (k, v) in &answer.headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n", answer.body.len()));
+    out.into_bytes()
+}
+
 fn serve_conn<S: Read + Write>(stream: S, world: &Mutex<World>, base: &str) {
     let mut reader = BufReader::new(stream);
     while let Some(req) = read_request(&mut reader) {
-        let answer = handle(world, base, &req);
-        let reason = match answer.status {
-            200 => "OK",
-            204 => "No Content",
-            400 => "Bad Request",
-            401 => "Unauthorized",
-            404 => "Not Found",
-            429 => "Too Many Requests",
-            _ => "Error",
+        let answer = match handle(world, base, &req) {
+            Outcome::Answer(a) => a,
+            Outcome::Stall => return wait_for_hangup(reader.get_mut()),
+            Outcome::StallBody(a) => {
+                let s = reader.get_mut();
+                let mut bytes = head(&a);
+                bytes.extend_from_slice(&a.body[..a.body.len() / 2]);
+                if s.write_all(&bytes).and_then(|_| s.flush()).is_ok() {
+                    wait_for_hangup(s);
+                }
+                return;
+            }
         };
-        let mut out = format!("HTTP/1.1 {} {reason}\r\n", answer.status);
-        for (k, v) in &answer.headers {
-            out.push_str(&format!("{k}: {v}\r\n"));
-        }
-        out.push_str(&format!("Content-Length: {}\r\n\r\n", answer.body.len()));
         let s = reader.get_mut();
-        let mut bytes = out.into_bytes();
+        let mut bytes = head(&answer);
         bytes.extend_from_slice(&answer.body);
         if s.write_all(&bytes).and_then(|_| s.flush()).is_err() {
             return;
@@ -643,7 +756,14 @@ fn serve_conn<S: Read + Write>(stream: S, world: &Mutex<World>, base: &str) {
     }
 }
 
-fn handle(world: &Mutex<World>, base: &str, req: &Recorded) -> Answer {
+/// What the connection does with a request.
+enum Outcome {
+    Answer(Answer),
+    Stall,
+    StallBody(Answer),
+}
+
+fn handle(world: &Mutex<World>, base: &str, req: &Recorded) -> Outcome {
     let scripted = {
         let mut w = world.lock().unwrap();
         w.journal.push(req.clone());
@@ -653,27 +773,43 @@ fn handle(world: &Mutex<World>, base: &str, req: &Recorded) -> Answer {
             .position(|s| s.method == req.method && req.path.starts_with(&s.prefix));
         i.and_then(|i| w.script.remove(i))
     };
-    if let Some(s) = &scripted {
-        if s.after_processing {
-            let _ = route(world, base, req);
+    let Some(s) = scripted else {
+        return Outcome::Answer(route(world, base, req));
+    };
+    let real = s.after_processing.then(|| route(world, base, req));
+    match s.reply {
+        Reply::Error {
+            status,
+            retry_after,
+        } => {
+            let mut a = match status {
+                429 => Answer::error(429, "CMN-301", "Request rate exceeded"),
+                503 => Answer::error(503, "CMN-211", "Service Temporary Unavailable"),
+                st => Answer::error(st, "CMN-201", "Service Temporary Unavailable"),
+            };
+            if let Some(secs) = retry_after {
+                a.headers.push(("Retry-After".into(), secs.to_string()));
+                a.headers
+                    .push(("X-Rate-Limit-Group".into(), "Medium".into()));
+                a.headers.push(("X-Rate-Limit-Limit".into(), "40".into()));
+                a.headers
+                    .push(("X-Rate-Limit-Remaining".into(), "0".into()));
+                a.headers.push(("X-Rate-Limit-Window".into(), "60".into()));
+            }
+            Outcome::Answer(a)
         }
-        let mut a = match s.status {
-            429 => Answer::error(429, "CMN-301", "Request rate exceeded"),
-            503 => Answer::error(503, "CMN-211", "Service Temporary Unavailable"),
-            st => Answer::error(st, "CMN-201", "Service Temporary Unavailable"),
-        };
-        if let Some(secs) = s.retry_after {
-            a.headers.push(("Retry-After".into(), secs.to_string()));
-            a.headers
-                .push(("X-Rate-Limit-Group".into(), "Medium".into()));
-            a.headers.push(("X-Rate-Limit-Limit".into(), "40".into()));
-            a.headers
-                .push(("X-Rate-Limit-Remaining".into(), "0".into()));
-            a.headers.push(("X-Rate-Limit-Window".into(), "60".into()));
-        }
-        return a;
+        Reply::Raw {
+            status,
+            content_type,
+            body,
+        } => Outcome::Answer(Answer {
+            status,
+            headers: vec![("Content-Type".into(), content_type)],
+            body,
+        }),
+        Reply::Stall => Outcome::Stall,
+        Reply::StallBody => Outcome::StallBody(real.unwrap_or_else(|| route(world, base, req))),
     }
-    route(world, base, req)
 }
 
 fn basic_ok(req: &Recorded) -> bool {
