@@ -10,6 +10,7 @@ local template
 local counter = 0
 local token = os.getenv("BENCH_TOKEN") or "bench-token"
 local sample = os.getenv("BENCH_SAMPLE")
+local path = os.getenv("BENCH_PATH") or "/webhook"
 
 function init(args)
   local f = assert(io.open(sample, "r"))
@@ -21,7 +22,7 @@ function request()
   counter = counter + 1
   local uuid = string.format("bench-%d-%d", id, counter)
   local body = template:gsub("045b81dc%-9f73%-4864%-84de%-08aa6324a7f5", uuid)
-  return wrk.format("POST", "/webhook", {
+  return wrk.format("POST", path, {
     ["Content-Type"] = "application/json; charset=UTF-8",
     ["User-Agent"] = "RingCentral-Webhook/8.3",
     ["Verification-Token"] = token,
