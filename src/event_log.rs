@@ -64,12 +64,12 @@ impl Record {
                 .as_bytes(),
         );
         line.extend_from_slice(b"\",");
-        let mut envelope = None;
         let mut notification = None;
-        if serde_json::from_slice::<&RawValue>(body).is_ok() {
-            // A notification that is not an object, or whose fields have other types, is logged
-            // all the same; it just has no uuid to deduplicate on.
-            envelope = serde_json::from_slice::<Envelope>(body).ok();
+        // One pass for the usual notification: parsing the envelope validates the whole body.
+        // Valid JSON that is not an object, or whose fields have other types, is logged all the
+        // same; it just has no uuid to deduplicate on.
+        let envelope = serde_json::from_slice::<Envelope>(body).ok();
+        if envelope.is_some() || serde_json::from_slice::<&RawValue>(body).is_ok() {
             line.extend_from_slice(b"\"notification\":");
             let start = line.len();
             minify_into(body, &mut line);
@@ -113,11 +113,13 @@ impl Record {
 /// Copies valid JSON without its insignificant whitespace, so it fits on one line. Strings are
 /// copied byte for byte: JSON strings cannot hold a raw newline, so the result is one line.
 fn minify_into(json: &[u8], out: &mut Vec<u8>) {
+    out.reserve(json.len());
     let mut in_string = false;
     let mut escaped = false;
-    for &b in json {
+    // Bytes are copied in runs: from `run` up to the next whitespace outside a string.
+    let mut run = 0;
+    for (i, &b) in json.iter().enumerate() {
         if in_string {
-            out.push(b);
             if escaped {
                 escaped = false;
             } else if b == b'\\' {
@@ -127,15 +129,16 @@ fn minify_into(json: &[u8], out: &mut Vec<u8>) {
             }
         } else {
             match b {
-                b' ' | b'\t' | b'\n' | b'\r' => {}
-                b'"' => {
-                    in_string = true;
-                    out.push(b);
+                b' ' | b'\t' | b'\n' | b'\r' => {
+                    out.extend_from_slice(&json[run..i]);
+                    run = i + 1;
                 }
-                _ => out.push(b),
+                b'"' => in_string = true,
+                _ => {}
             }
         }
     }
+    out.extend_from_slice(&json[run..]);
 }
 
 /// Recently logged uuids, to acknowledge a redelivery without writing it again.

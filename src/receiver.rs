@@ -6,6 +6,7 @@
 //! notification completed in one loop turn is written and synced together, then acknowledged.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
@@ -289,7 +290,7 @@ struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
     signals: Signals,
-    conns: HashMap<usize, Conn>,
+    conns: HashMap<usize, Conn, BuildHasherDefault<IdHasher>>,
     next_id: usize,
     log: EventLog,
     policy: Policy,
@@ -318,7 +319,7 @@ impl Server {
             poll,
             listener: Some(listener),
             signals,
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             next_id: FIRST_CONN,
             log,
             policy: Policy {
@@ -669,6 +670,24 @@ impl Server {
             return;
         }
         self.close(id);
+    }
+}
+
+/// Connection ids are unique counters chosen by us: they need no hashing, let alone SipHash's.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = n as u64;
     }
 }
 
