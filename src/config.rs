@@ -184,6 +184,31 @@ pub fn parse_duration(s: &Setting) -> Result<Duration, Error> {
         .map_err(|_| invalid(s, "expected a duration such as 10s, 500ms or 12h"))
 }
 
+/// Parses a duration within `min..=max` (a deadline is `Instant + duration`: it must not
+/// overflow, and zero would mean "at once" where a wait is meant).
+pub fn parse_duration_in(s: &Setting, min: Duration, max: Duration) -> Result<Duration, Error> {
+    let d = parse_duration(s)?;
+    if d < min || d > max {
+        return Err(invalid(
+            s,
+            format!(
+                "must be between {} and {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+/// Refuses `dependents` given without the flag (or variable) they refine.
+fn refuse_without(flags: &Flags, main: &str, dependents: &[&str]) -> Result<(), Error> {
+    match dependents.iter().find(|f| flags.switch(f)) {
+        Some(f) => Err(Error::Config(format!("{f} needs {main}"))),
+        None => Ok(()),
+    }
+}
+
 /// Parses a whole number within `min..=max`.
 pub fn parse_count(s: &Setting, min: u64, max: u64) -> Result<u64, Error> {
     let n: u64 = s
@@ -223,6 +248,32 @@ fn parse_path(s: &Setting) -> Result<String, Error> {
     }
     Ok(t.to_string())
 }
+
+/// The variables `serve` reads (besides `--register`'s, which are `register`'s), for the
+/// property test and the fuzz target.
+#[doc(hidden)]
+pub const SERVE_VARIABLES: &[&str] = &[
+    "RINGHOOK_LISTEN",
+    "PORT",
+    "WEBHOOK_PATH",
+    "RINGHOOK_HEALTH_PATH",
+    "RINGHOOK_LOG_FILE",
+    "WEBHOOK_VERIFICATION_TOKEN",
+    "RINGHOOK_MAX_BODY",
+    "RINGHOOK_MAX_HEADER",
+    "RINGHOOK_REQUEST_TIMEOUT",
+    "RINGHOOK_IDLE_TIMEOUT",
+    "RINGHOOK_MAX_CONNECTIONS",
+    "RINGHOOK_DEDUPE_WINDOW",
+    "RINGHOOK_SHUTDOWN_GRACE",
+    "RINGHOOK_EXEC_MAX",
+    "RINGHOOK_EXEC_QUEUE",
+    "RINGHOOK_EXEC_TIMEOUT",
+    "RINGHOOK_EXEC_FILTER",
+    "RINGHOOK_REGISTER_EVERY",
+    "RINGHOOK_REGISTER_QUIET",
+    "RINGHOOK_REGISTER_RETRY",
+];
 
 /// The longest timeout accepted.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -339,14 +390,7 @@ impl ServeConfig {
             }
             limits.max_header = n as usize;
         }
-        // Bounded above too: a deadline is `Instant + timeout`, which must not overflow.
-        let positive = |s: Setting| -> Result<Duration, Error> {
-            let d = parse_duration(&s)?;
-            if d.is_zero() || d > MAX_TIMEOUT {
-                return Err(invalid(&s, "must be more than zero and at most 1 day"));
-            }
-            Ok(d)
-        };
+        let positive = |s: Setting| parse_duration_in(&s, Duration::from_millis(1), MAX_TIMEOUT);
         if let Some(s) = vars.flag_or(flags, "--request-timeout", &["RINGHOOK_REQUEST_TIMEOUT"]) {
             limits.request_timeout = positive(s)?;
         }
@@ -354,10 +398,7 @@ impl ServeConfig {
             limits.idle_timeout = positive(s)?;
         }
         if let Some(s) = vars.flag_or(flags, "--shutdown-grace", &["RINGHOOK_SHUTDOWN_GRACE"]) {
-            limits.shutdown_grace = parse_duration(&s)?;
-            if limits.shutdown_grace > MAX_TIMEOUT {
-                return Err(invalid(&s, "must be at most 1 day"));
-            }
+            limits.shutdown_grace = parse_duration_in(&s, Duration::ZERO, MAX_TIMEOUT)?;
         }
         if let Some(s) = vars.flag_or(flags, "--max-connections", &["RINGHOOK_MAX_CONNECTIONS"]) {
             limits.max_connections = parse_count(&s, 1, 100_000)? as usize;
@@ -411,16 +452,16 @@ fn registrar_config(
 ) -> Result<Option<crate::registrar::RegistrarConfig>, Error> {
     use crate::register::settings::RegisterSettings;
     if !switch_or_env(flags, "--register", vars, "RINGHOOK_REGISTER")? {
-        for f in [
-            "--register-every",
-            "--register-quiet",
-            "--register-retry",
-            "--unregister-on-exit",
-        ] {
-            if flags.switch(f) {
-                return Err(Error::Config(format!("{f} needs --register")));
-            }
-        }
+        refuse_without(
+            flags,
+            "--register",
+            &[
+                "--register-every",
+                "--register-quiet",
+                "--register-retry",
+                "--unregister-on-exit",
+            ],
+        )?;
         return Ok(None);
     }
     let mut vars = vars.clone();
@@ -451,34 +492,17 @@ fn registrar_config(
             settings.address
         );
     }
+    let (minute, month) = (Duration::from_secs(60), MAX_TIMEOUT * 30);
     let every = match vars.flag_or(flags, "--register-every", &["RINGHOOK_REGISTER_EVERY"]) {
-        Some(s) => {
-            let d = parse_duration(&s)?;
-            if d < Duration::from_secs(60) || d > MAX_TIMEOUT * 30 {
-                return Err(invalid(&s, "must be between 1 minute and 30 days"));
-            }
-            d
-        }
+        Some(s) => parse_duration_in(&s, minute, month)?,
         None => Duration::from_secs(12 * 3600),
     };
     let quiet = vars
         .flag_or(flags, "--register-quiet", &["RINGHOOK_REGISTER_QUIET"])
-        .map(|s| {
-            let d = parse_duration(&s)?;
-            if d < Duration::from_secs(60) || d > MAX_TIMEOUT * 30 {
-                return Err(invalid(&s, "must be between 1 minute and 30 days"));
-            }
-            Ok(d)
-        })
+        .map(|s| parse_duration_in(&s, minute, month))
         .transpose()?;
     let retry = match vars.flag_or(flags, "--register-retry", &["RINGHOOK_REGISTER_RETRY"]) {
-        Some(s) => {
-            let d = parse_duration(&s)?;
-            if d.is_zero() || d > Duration::from_secs(3600) {
-                return Err(invalid(&s, "must be more than zero and at most 1 hour"));
-            }
-            d
-        }
+        Some(s) => parse_duration_in(&s, Duration::from_millis(1), Duration::from_secs(3600))?,
         None => Duration::from_secs(30),
     };
     Ok(Some(crate::registrar::RegistrarConfig {
@@ -499,16 +523,16 @@ fn registrar_config(
 fn exec_config(flags: &Flags, vars: &Vars) -> Result<Option<crate::exec::ExecConfig>, Error> {
     use crate::exec::{EventPattern, ExecConfig, parse_command};
     let Some(cmd) = vars.flag_or(flags, "--exec", &["RINGHOOK_EXEC"]) else {
-        for f in [
-            "--exec-filter",
-            "--exec-max",
-            "--exec-queue",
-            "--exec-timeout",
-        ] {
-            if flags.switch(f) {
-                return Err(Error::Config(format!("{f} needs --exec")));
-            }
-        }
+        refuse_without(
+            flags,
+            "--exec",
+            &[
+                "--exec-filter",
+                "--exec-max",
+                "--exec-queue",
+                "--exec-timeout",
+            ],
+        )?;
         return Ok(None);
     };
     let argv = parse_command(&cmd.text).map_err(|why| invalid(&cmd, why))?;
@@ -529,13 +553,7 @@ fn exec_config(flags: &Flags, vars: &Vars) -> Result<Option<crate::exec::ExecCon
         None => 100,
     };
     let timeout = match vars.flag_or(flags, "--exec-timeout", &["RINGHOOK_EXEC_TIMEOUT"]) {
-        Some(s) => {
-            let d = parse_duration(&s)?;
-            if d.is_zero() || d > MAX_TIMEOUT {
-                return Err(invalid(&s, "must be more than zero and at most 1 day"));
-            }
-            d
-        }
+        Some(s) => parse_duration_in(&s, Duration::from_millis(1), MAX_TIMEOUT)?,
         None => Duration::from_secs(30),
     };
     Ok(Some(ExecConfig {
@@ -641,21 +659,7 @@ mod tests {
 
     #[test]
     fn arbitrary_values_never_panic() {
-        const NAMES: &[&str] = &[
-            "RINGHOOK_LISTEN",
-            "PORT",
-            "WEBHOOK_PATH",
-            "RINGHOOK_HEALTH_PATH",
-            "RINGHOOK_LOG_FILE",
-            "WEBHOOK_VERIFICATION_TOKEN",
-            "RINGHOOK_MAX_BODY",
-            "RINGHOOK_MAX_HEADER",
-            "RINGHOOK_REQUEST_TIMEOUT",
-            "RINGHOOK_IDLE_TIMEOUT",
-            "RINGHOOK_MAX_CONNECTIONS",
-            "RINGHOOK_DEDUPE_WINDOW",
-            "RINGHOOK_SHUTDOWN_GRACE",
-        ];
+        const NAMES: &[&str] = SERVE_VARIABLES;
         const PIECES: &[&str] = &[
             "0",
             "1",
