@@ -8,6 +8,8 @@
 //! waited stays within [`Policy::max_wait`]; 5xx answers and network failures are retried up to
 //! [`Policy::retries`] times with doubling backoff — except a create, which is never blindly
 //! resent: [`Session::create_subscription`] lists again and adopts what a lost answer created.
+//! A call that gets no whole answer within [`Policy::timeout`] is not retried at all: the platform
+//! had its chance, and the run (a cron job, `serve --register`) fails in bounded time.
 
 use std::fmt;
 use std::sync::Arc;
@@ -56,6 +58,13 @@ pub enum PlatformError {
         /// What the last `Retry-After` asked for.
         retry_after: Duration,
     },
+    /// No whole answer within [`Policy::timeout`].
+    Timeout {
+        /// The limit that passed.
+        after: Duration,
+        /// True when not even the connection was made in time.
+        connect: bool,
+    },
     /// An answer we could not understand (not JSON, missing fields, a foreign `nextPage`).
     BadAnswer {
         /// What was wrong with it.
@@ -86,7 +95,14 @@ impl PlatformError {
                         "the platform's handshake with the address failed: run 'ringhook check ADDRESS'"
                     }
                     "SUB-507" | "CMN-102" => "run 'ringhook register' again to create a new one",
-                    _ if *status == 401 => "the access was refused: check the credentials",
+                    // The platform's permission errors (403): the app's or the user's.
+                    "CMN-401" | "CMN-408" => {
+                        "a permission is missing: give the app WebHook Subscriptions and Read Accounts in the developer console (CMN-408: the user's role must allow reading the extensions)"
+                    }
+                    // Mostly after the token was granted: TokenInvalid, TokenExpired, AGW-401...
+                    _ if *status == 401 => {
+                        "the platform refused the access token: check that RC_CLIENT_ID, RC_CLIENT_SECRET and RC_JWT are the same app's and user's, and that the app has the WebHook Subscriptions and Read Accounts permissions"
+                    }
                     _ if *status == 403 => {
                         "the app lacks a permission: give it WebHook Subscriptions and Read Accounts"
                     }
@@ -103,6 +119,12 @@ impl PlatformError {
             PlatformError::RateLimited { .. } => {
                 "the app is over its API rate limit: run less often, or raise RINGHOOK_MAX_WAIT"
             }
+            PlatformError::Timeout { connect: true, .. } => {
+                "check RC_SERVER_URL, the network and any HTTPS_PROXY setting"
+            }
+            PlatformError::Timeout { .. } => {
+                "the platform took the connection but did not answer in time: try again later, or raise RINGHOOK_HTTP_TIMEOUT"
+            }
             PlatformError::BadAnswer { .. } => {
                 "is RC_SERVER_URL a RingCentral platform (https://platform.ringcentral.com)?"
             }
@@ -115,6 +137,7 @@ impl PlatformError {
         match self {
             PlatformError::Api { status, .. } => *status >= 500,
             PlatformError::Transport { tls, .. } => !tls,
+            PlatformError::Timeout { connect, .. } => !connect,
             _ => false,
         }
     }
@@ -147,6 +170,16 @@ impl fmt::Display for PlatformError {
                 "rate limited (HTTP 429): waited {} s in all, and the platform asks for {} s more",
                 waited.as_secs(),
                 retry_after.as_secs()
+            ),
+            PlatformError::Timeout { after, connect } => write!(
+                f,
+                "{} within {} (RINGHOOK_HTTP_TIMEOUT)",
+                if *connect {
+                    "could not connect"
+                } else {
+                    "no answer"
+                },
+                humantime::format_duration(*after)
             ),
             PlatformError::BadAnswer { detail } => write!(f, "unexpected answer: {detail}"),
         }
@@ -239,6 +272,9 @@ pub struct Policy {
     pub backoff: Duration,
     /// Wait on a 429 without `Retry-After` (the platform's docs: at least 30 s).
     pub default_retry_after: Duration,
+    /// Limit on one call, from connecting to the last byte of the answer
+    /// (`RINGHOOK_HTTP_TIMEOUT`); connecting alone gets at most [`CONNECT_TIMEOUT`].
+    pub timeout: Duration,
 }
 
 impl Default for Policy {
@@ -248,6 +284,7 @@ impl Default for Policy {
             retries: 3,
             backoff: Duration::from_millis(500),
             default_retry_after: Duration::from_secs(30),
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 }
@@ -573,7 +610,21 @@ fn bad(detail: impl Into<String>) -> PlatformError {
 }
 
 fn parse_json<T: for<'de> Deserialize<'de>>(what: &str, body: &[u8]) -> Result<T, PlatformError> {
-    serde_json::from_slice(body).map_err(|e| bad(format!("{what} is not the JSON expected: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        let start = body.trim_ascii_start();
+        if start.is_empty() {
+            bad(format!("{what} is empty"))
+        } else if start.starts_with(b"<") {
+            // A proxy's or load balancer's page; its text is not ours to print.
+            bad(format!("{what} is an HTML page, not JSON"))
+        } else {
+            // serde quotes offending strings whole: keep the line short.
+            bad(format!(
+                "{what} is not the JSON expected: {}",
+                truncate(&e.to_string(), 160)
+            ))
+        }
+    })
 }
 
 /// One answer, read whole.
@@ -610,7 +661,8 @@ impl Transport {
                     let status = resp.status().as_u16();
                     if status == 429 {
                         let wait = retry_after(&resp).unwrap_or(policy.default_retry_after);
-                        if waited + wait > policy.max_wait {
+                        // Saturating: a huge Retry-After must fail the call, not overflow.
+                        if waited.saturating_add(wait) > policy.max_wait {
                             return Err(PlatformError::RateLimited {
                                 waited,
                                 retry_after: wait,
@@ -621,7 +673,7 @@ impl Transport {
                             wait.as_secs()
                         );
                         std::thread::sleep(wait);
-                        waited += wait;
+                        waited = waited.saturating_add(wait);
                         continue;
                     }
                     let body = resp
@@ -629,10 +681,7 @@ impl Transport {
                         .with_config()
                         .limit(MAX_BODY)
                         .read_to_vec()
-                        .map_err(|e| {
-                            let (detail, tls) = describe_transport(&e);
-                            PlatformError::Transport { detail, tls }
-                        });
+                        .map_err(|e| self.failed(&e));
                     match body {
                         Ok(body) if status >= 500 => {
                             let e = api_error(status, &body);
@@ -642,14 +691,18 @@ impl Transport {
                             e
                         }
                         Ok(body) => return Ok(Answer { status, body }),
+                        Err(e @ PlatformError::Timeout { .. }) => return Err(e),
                         Err(e) if !idempotent || attempt >= policy.retries => return Err(e),
                         Err(e) => e,
                     }
                 }
                 Err(e) => {
-                    let (detail, tls) = describe_transport(&e);
-                    let e = PlatformError::Transport { detail, tls };
-                    if tls || !idempotent || attempt >= policy.retries {
+                    let e = self.failed(&e);
+                    let fatal = matches!(
+                        e,
+                        PlatformError::Transport { tls: true, .. } | PlatformError::Timeout { .. }
+                    );
+                    if fatal || !idempotent || attempt >= policy.retries {
                         return Err(e);
                     }
                     e
@@ -663,6 +716,31 @@ impl Transport {
                 pause.as_millis()
             );
             std::thread::sleep(pause);
+        }
+    }
+
+    /// A failed call of the HTTP client as a [`PlatformError`]: timeouts apart.
+    fn failed(&self, e: &ureq::Error) -> PlatformError {
+        let timed_out = match e {
+            ureq::Error::Timeout(t) => {
+                Some(matches!(t, ureq::Timeout::Connect | ureq::Timeout::Resolve))
+            }
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => Some(false),
+            _ => None,
+        };
+        match timed_out {
+            Some(connect) => PlatformError::Timeout {
+                after: if connect {
+                    CONNECT_TIMEOUT.min(self.endpoint.policy.timeout)
+                } else {
+                    self.endpoint.policy.timeout
+                },
+                connect,
+            },
+            None => {
+                let (detail, tls) = describe_transport(e);
+                PlatformError::Transport { detail, tls }
+            }
         }
     }
 
@@ -700,15 +778,16 @@ impl fmt::Debug for Session {
     }
 }
 
-/// Connect timeout for platform calls.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Whole-call timeout for platform calls (a 1000-record page included).
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connect timeout for platform calls (less when [`Policy::timeout`] is less).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default whole-call timeout for platform calls (a 1000-record page included).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Obtains an access token with Basic client authentication.
 pub fn login(endpoint: Endpoint, credentials: &Credentials) -> Result<Session, PlatformError> {
+    let overall = endpoint.policy.timeout;
     let http = Transport {
-        agent: agent(&endpoint.roots, CONNECT_TIMEOUT, CALL_TIMEOUT),
+        agent: agent(&endpoint.roots, CONNECT_TIMEOUT.min(overall), overall),
         endpoint,
     };
     let form: Vec<(&str, &str)> = match credentials {
@@ -845,9 +924,10 @@ impl Session {
         Ok(list.records.into_iter().map(Subscription::from).collect())
     }
 
-    /// Creates a subscription, never twice: when the answer is lost or a 5xx, lists again and
-    /// adopts a new active subscription at the address (one not among `known_ids`) before
-    /// trying again.
+    /// Creates a subscription, never twice: when the answer is lost, a 5xx or unreadable, lists
+    /// again and adopts a new active subscription at the address (one not among `known_ids`).
+    /// Only after a 5xx or a failed connection that created nothing is the create sent again; a
+    /// timed-out create may still complete on the platform, so it is not (the next run finds it).
     pub fn create_subscription(
         &self,
         new: &NewSubscription<'_>,
@@ -879,14 +959,24 @@ impl Session {
             let err = match result {
                 Ok(answer) => {
                     let body = Self::expect(answer, 200)?;
-                    let info: SubscriptionInfo = parse_json("the new subscription", &body)?;
-                    return Ok(info.into());
+                    match parse_json::<SubscriptionInfo>("the new subscription", &body) {
+                        Ok(info) => return Ok(info.into()),
+                        // Created, but we cannot tell its id: look it up, never send it again.
+                        Err(e) => e,
+                    }
                 }
-                Err(e) if e.maybe_done() && attempt < policy.retries => e,
+                Err(e) if e.maybe_done() => e,
                 Err(e) => return Err(e),
             };
+            let resend = matches!(
+                err,
+                PlatformError::Api { .. } | PlatformError::Transport { .. }
+            ) && attempt < policy.retries;
             // The platform may have created it before the answer was lost: look before resending.
-            let adopted = self.subscriptions()?.into_iter().find(|s| {
+            let listed = self.subscriptions().inspect_err(|_| {
+                warn!("create subscription: {err}; whether it was created cannot be told");
+            })?;
+            let adopted = listed.into_iter().find(|s| {
                 s.is_active()
                     && s.address.as_deref() == Some(new.address)
                     && !known_ids.contains(&s.id)
@@ -897,6 +987,10 @@ impl Session {
                     s.id
                 );
                 return Ok(s);
+            }
+            if !resend {
+                warn!("create subscription: {err}; the list shows none created; not sent again");
+                return Err(err);
             }
             let pause = policy.backoff * 2u32.pow(attempt);
             attempt += 1;
@@ -997,10 +1091,7 @@ impl Session {
                     Err(api_error(status, &body))
                 }
             }
-            Err(e) => {
-                let (detail, tls) = describe_transport(&e);
-                Err(PlatformError::Transport { detail, tls })
-            }
+            Err(e) => Err(self.http.failed(&e)),
         }
     }
 }

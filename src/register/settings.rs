@@ -190,6 +190,13 @@ fn platform(vars: &Vars, missing: &mut Missing) -> Result<Option<PlatformSetting
     if let Some(s) = vars.get(&["RINGHOOK_MAX_WAIT"]) {
         policy.max_wait = parse_duration(&s)?;
     }
+    if let Some(s) = vars.get(&["RINGHOOK_HTTP_TIMEOUT"]) {
+        policy.timeout = parse_duration(&s)?;
+        // Bounded: a deadline is `Instant + timeout`, which must not overflow.
+        if policy.timeout.is_zero() || policy.timeout > MAX_HTTP_TIMEOUT {
+            return Err(invalid(&s, "must be more than zero and at most 1 hour"));
+        }
+    }
     let client_id = missing.need(vars.get(CLIENT_ID), "RC_CLIENT_ID");
     let client_secret = missing.need(vars.get(CLIENT_SECRET), "RC_CLIENT_SECRET");
     let credentials = credentials(vars, missing);
@@ -369,6 +376,9 @@ impl ManageSettings {
     }
 }
 
+/// The longest `RINGHOOK_HTTP_TIMEOUT` accepted.
+const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// `RINGHOOK_MAX_WAIT` as documented, for the help text's sake.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
 
@@ -422,6 +432,10 @@ mod tests {
             PathBuf::from("/home/u/.local/state/ringhook/state.json")
         );
         assert_eq!(s.platform.endpoint.policy.max_wait, DEFAULT_MAX_WAIT);
+        assert_eq!(
+            s.platform.endpoint.policy.timeout,
+            crate::platform::DEFAULT_TIMEOUT
+        );
         let v = Vars::from_maps(
             &[
                 ("RC_APP_KEY", "id"),
@@ -475,6 +489,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("RINGHOOK_CA_FILE (in .env)"), "{e}");
+        for bad in ["0s", "2h", "soon"] {
+            let e = RegisterSettings::resolve(
+                &flags(&[]),
+                &Vars::from_maps(FULL, &[("RINGHOOK_HTTP_TIMEOUT", bad)]),
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("RINGHOOK_HTTP_TIMEOUT"), "{e}");
+            assert_eq!(e.exit_code(), 2);
+        }
+        let s = ManageSettings::resolve(
+            &flags(&[]),
+            &Vars::from_maps(FULL, &[("RINGHOOK_HTTP_TIMEOUT", "750ms")]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.platform.endpoint.policy.timeout,
+            Duration::from_millis(750)
+        );
     }
 
     #[test]
