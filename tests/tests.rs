@@ -7,6 +7,7 @@ mod exec;
 mod fake_platform;
 mod faults;
 mod register;
+mod register_faults;
 mod serve;
 mod serve_register;
 mod static_binary;
