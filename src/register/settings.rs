@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use crate::check;
 use crate::cli::Flags;
-use crate::config::{Setting, Vars, parse_count, parse_duration, verification_token};
+use crate::config::{
+    Setting, Vars, parse_count, parse_duration, parse_duration_in, verification_token,
+};
 use crate::error::Error;
 use crate::platform::{Credentials, Endpoint, Policy};
 use crate::secret::{Secret, VerificationToken};
@@ -191,11 +193,7 @@ fn platform(vars: &Vars, missing: &mut Missing) -> Result<Option<PlatformSetting
         policy.max_wait = parse_duration(&s)?;
     }
     if let Some(s) = vars.get(&["RINGHOOK_HTTP_TIMEOUT"]) {
-        policy.timeout = parse_duration(&s)?;
-        // Bounded: a deadline is `Instant + timeout`, which must not overflow.
-        if policy.timeout.is_zero() || policy.timeout > MAX_HTTP_TIMEOUT {
-            return Err(invalid(&s, "must be more than zero and at most 1 hour"));
-        }
+        policy.timeout = parse_duration_in(&s, Duration::from_millis(1), MAX_HTTP_TIMEOUT)?;
     }
     let client_id = missing.need(vars.get(CLIENT_ID), "RC_CLIENT_ID");
     let client_secret = missing.need(vars.get(CLIENT_SECRET), "RC_CLIENT_SECRET");
