@@ -1,19 +1,11 @@
 //! `register` against a misbehaving platform: calls that time out, answers that are not the JSON
 //! expected, a 401 after the token was granted, a `Retry-After` no one could wait for.
 //!
-//! Every run goes through [`Setup::run`], which checks that no secret shows in the output, that
+//! Every run goes through `install::Setup::run`, which checks that no secret shows in the output, that
 //! the error is one line (and a hint) without a panic, and that any session was revoked.
 
-use std::path::PathBuf;
+use crate::install::{PRESENCE, SMS, Setup};
 
-use serde_json::Value;
-
-use crate::fake_platform::{self as fake, FakePlatform};
-use crate::support::{self, Running, Serve};
-
-const TOKEN: &str = "verif-Token-9f8e7d6c";
-const SMS: &str = "/restapi/v1.0/account/~/extension/~/message-store/instant?type=SMS";
-const PRESENCE: &str = "/restapi/v1.0/account/~/extension/{extensionId}/presence?detailedTelephonyState=true&aggregated=true";
 const SUBSCRIPTION: &str = "/restapi/v1.0/subscription";
 const TOKEN_PATH: &str = "/restapi/oauth/token";
 /// An access token in a broken token answer: never issued by the fake, still never to be shown.
@@ -21,175 +13,20 @@ const HALF_TOKEN: &str = "U1BCMDFUMDRKV1MwMXxzLFSvXdw5PHMsVLEn-half";
 /// An HTML page with 200, as a captive portal or a misrouted load balancer sends.
 const HTML: &str = "<!DOCTYPE html>\n<html><head><title>Welcome</title></head>\n<body><h1>It works!</h1></body></html>\n";
 
-/// A fake platform, a running receiver, a scratch directory and the variables of one install;
-/// calls to the platform time out after one second.
-struct Setup {
-    fake: FakePlatform,
-    /// Kept running: the platform's handshake on create reaches it.
-    _serve: Running,
-    dir: tempfile::TempDir,
-    env: Vec<(String, String)>,
-}
-
-/// One finished run.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// The one `error:` line, checked to be the only one, with its hint.
-    fn error(&self) -> (&str, &str) {
-        let errors: Vec<&str> = self
-            .stderr
-            .lines()
-            .filter(|l| l.starts_with("ringhook: error: "))
-            .collect();
-        assert_eq!(errors.len(), 1, "one error line:\n{}", self.stderr);
-        // Whatever the platform sent, the line stays readable.
-        assert!(errors[0].len() < 400, "a long error line:\n{}", self.stderr);
-        let hint = self
-            .stderr
-            .lines()
-            .find_map(|l| l.strip_prefix("ringhook: hint: "))
-            .unwrap_or_else(|| panic!("no hint:\n{}", self.stderr));
-        (&errors[0]["ringhook: error: ".len()..], hint)
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim())
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
-    }
-}
-
-impl Setup {
-    fn new() -> Setup {
-        let fake = FakePlatform::start();
-        let serve = Serve::new()
-            .env("WEBHOOK_VERIFICATION_TOKEN", TOKEN)
-            .start();
-        let dir = tempfile::tempdir().unwrap();
-        let env = [
-            ("RC_SERVER_URL", fake.url.as_str()),
-            ("RC_CLIENT_ID", fake::CLIENT_ID),
-            ("RC_CLIENT_SECRET", fake::CLIENT_SECRET),
-            ("RC_JWT", fake::JWT),
-            (
-                "WEBHOOK_ADDRESS",
-                &format!("http://{}{}", serve.addr, serve.path),
-            ),
-            ("WEBHOOK_VERIFICATION_TOKEN", TOKEN),
-            ("RINGHOOK_EVENT_FILTERS", SMS),
-            ("RINGHOOK_HTTP_TIMEOUT", "1s"),
-            (
-                "RINGHOOK_STATE",
-                &dir.path().join("state.json").to_string_lossy(),
-            ),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        Setup {
-            fake,
-            _serve: serve,
-            dir,
-            env,
-        }
-    }
-
-    fn set(&mut self, k: &str, v: &str) {
-        self.env.retain(|(n, _)| n != k);
-        self.env.push((k.into(), v.into()));
-    }
-
-    fn state_path(&self) -> PathBuf {
-        self.dir.path().join("state.json")
-    }
-
-    /// The id the state file names, if there is one.
-    fn state_id(&self) -> Option<String> {
-        let raw = std::fs::read_to_string(self.state_path()).ok()?;
-        let v: Value = serde_json::from_str(&raw).unwrap();
-        v["id"].as_str().map(str::to_string)
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        let mut cmd = support::ringhook(self.dir.path());
-        cmd.args(args);
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().expect("run ringhook");
-        let run = Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        let mut secrets: Vec<String> = vec![
-            fake::CLIENT_SECRET.into(),
-            fake::JWT.into(),
-            TOKEN.into(),
-            HALF_TOKEN.into(),
-        ];
-        secrets.extend(self.fake.issued_tokens());
-        for s in &secrets {
-            assert!(
-                !run.stdout.contains(s.as_str()) && !run.stderr.contains(s.as_str()),
-                "a secret leaked into the output of {args:?}:\n{}\n{}",
-                run.stdout,
-                run.stderr
-            );
-        }
-        assert!(
-            !run.stderr.contains("panicked"),
-            "{args:?} panicked:\n{}",
-            run.stderr
-        );
-        assert!(
-            self.fake.live_tokens().is_empty(),
-            "the session was not revoked by {args:?}:\n{}",
-            run.stderr
-        );
-        run
-    }
-
-    /// Runs `register` and expects exit 1 with one error line containing every one of `says`;
-    /// returns the hint.
-    fn fails(&self, says: &[&str]) -> String {
-        let r = self.run(&["register"]);
-        assert_eq!(r.code, 1, "{}", r.stderr);
-        let (error, hint) = r.error();
-        for s in says {
-            assert!(error.contains(s), "{s:?} not in {error:?}:\n{}", r.stderr);
-        }
-        hint.to_string()
-    }
-
-    /// The paths of the journal, as `METHOD path`, in order.
-    fn calls(&self) -> Vec<String> {
-        self.fake
-            .journal()
-            .iter()
-            .map(|r| format!("{} {}", r.method, r.path))
-            .collect()
-    }
-
-    /// `register` once more succeeds with nothing to change, the subscription it names intact.
-    fn then_nothing_to_do(&self) {
-        self.fake.clear_journal();
-        let r = self.run(&["register", "--json"]);
-        assert_eq!(r.code, 0, "{}", r.stderr);
-        assert_eq!(r.json()["action"], "nothing", "{}", r.stderr);
-        assert_eq!(self.fake.changing_calls(), Vec::<String>::new());
-    }
+/// An install whose platform calls time out after one second, and which must never show the
+/// half token of a broken answer.
+fn setup() -> Setup {
+    let mut s = Setup::new();
+    s.set("RINGHOOK_HTTP_TIMEOUT", "1s");
+    s.secrets.push(HALF_TOKEN.into());
+    s
 }
 
 // ---- timeouts ---------------------------------------------------------------------------------
 
 #[test]
 fn a_silent_token_endpoint_times_out_once() {
-    let s = Setup::new();
+    let s = setup();
     s.fake.script_stall("POST", TOKEN_PATH, false);
     let hint = s.fails(&["cannot sign in to", "no answer within 1s"]);
     assert!(hint.contains("RINGHOOK_HTTP_TIMEOUT"), "{hint}");
@@ -200,7 +37,7 @@ fn a_silent_token_endpoint_times_out_once() {
 
 #[test]
 fn a_silent_or_stalling_subscription_list_times_out_and_the_session_is_revoked() {
-    let s = Setup::new();
+    let s = setup();
     s.fake.script_stall("GET", SUBSCRIPTION, false);
     s.fails(&["cannot list the subscriptions", "no answer within 1s"]);
     assert_eq!(s.fake.count("GET", SUBSCRIPTION), 1);
@@ -217,7 +54,7 @@ fn a_silent_or_stalling_subscription_list_times_out_and_the_session_is_revoked()
 
 #[test]
 fn a_create_that_times_out_after_creating_is_found_by_a_list_not_sent_again() {
-    let s = Setup::new();
+    let s = setup();
     s.fake.script_stall("POST", SUBSCRIPTION, true);
     let r = s.run(&["register", "--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -243,7 +80,7 @@ fn a_create_that_times_out_after_creating_is_found_by_a_list_not_sent_again() {
 
 #[test]
 fn a_create_whose_answer_stalls_mid_body_is_found_by_a_list() {
-    let s = Setup::new();
+    let s = setup();
     s.fake.script_stall_body("POST", SUBSCRIPTION);
     let r = s.run(&["register", "--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -259,7 +96,7 @@ fn a_create_whose_answer_stalls_mid_body_is_found_by_a_list() {
 
 #[test]
 fn a_create_that_times_out_without_creating_is_listed_then_given_up() {
-    let s = Setup::new();
+    let s = setup();
     s.fake.script_stall("POST", SUBSCRIPTION, false);
     let hint = s.fails(&["cannot create the subscription", "no answer within 1s"]);
     assert!(hint.contains("RINGHOOK_HTTP_TIMEOUT"), "{hint}");
@@ -300,7 +137,7 @@ fn junk(valid_start: &str) -> Vec<(&'static str, String)> {
 
 #[test]
 fn a_malformed_token_answer_fails_clearly() {
-    let s = Setup::new();
+    let s = setup();
     let truncated = format!("{{\"access_token\":\"{HALF_TOKEN}\",\"token_type\":\"bearer\",\"expi");
     let mut bodies = junk(&truncated);
     bodies.push((
@@ -320,7 +157,7 @@ fn a_malformed_token_answer_fails_clearly() {
 
 #[test]
 fn a_malformed_subscription_list_fails_clearly_and_changes_nothing() {
-    let s = Setup::new();
+    let s = setup();
     let mut bodies = junk("{\"uri\":\"x\",\"records\":[{\"id\":\"a1b2\",\"status\":\"Act");
     bodies.push((
         "application/json",
@@ -345,7 +182,7 @@ fn a_malformed_subscription_list_fails_clearly_and_changes_nothing() {
 
 #[test]
 fn a_malformed_extension_page_fails_before_any_change() {
-    let mut s = Setup::new();
+    let mut s = setup();
     s.set("RINGHOOK_EVENT_FILTERS", &format!("{SMS} {PRESENCE}"));
     s.set("EXTENSIONS_PER_PAGE", "3");
     let mut bodies = junk("{\"records\":[{\"id\":62000,\"type\":\"User\"},{\"id\":");
@@ -375,7 +212,7 @@ fn a_malformed_extension_page_fails_before_any_change() {
 
 #[test]
 fn an_unreadable_create_answer_is_adopted_through_a_list_not_sent_again() {
-    let s = Setup::new();
+    let s = setup();
     s.fake
         .script_raw_after_processing("POST", SUBSCRIPTION, 200, "text/html", HTML);
     let r = s.run(&["register", "--json"]);
@@ -390,7 +227,7 @@ fn an_unreadable_create_answer_is_adopted_through_a_list_not_sent_again() {
 
     // Wrong types, and a create that (despite its 200) made nothing: found in no list, so the
     // run fails, and the create is not sent twice.
-    let other = Setup::new();
+    let other = setup();
     other.fake.script_raw(
         "POST",
         SUBSCRIPTION,
@@ -417,7 +254,7 @@ fn error_body(code: &str, message: &str) -> String {
 
 #[test]
 fn a_401_in_the_middle_of_a_run_fails_with_a_hint_and_still_revokes() {
-    let mut s = Setup::new();
+    let mut s = setup();
     s.set("RINGHOOK_EVENT_FILTERS", &format!("{SMS} {PRESENCE}"));
     let cases = [
         (
@@ -450,7 +287,7 @@ fn a_401_in_the_middle_of_a_run_fails_with_a_hint_and_still_revokes() {
 
 #[test]
 fn a_missing_permission_is_named() {
-    let s = Setup::new();
+    let s = setup();
     let body = error_body(
         "CMN-401",
         "In order to call this API endpoint, application needs to have [WebhookSubscriptions] permission",
@@ -467,7 +304,7 @@ fn a_missing_permission_is_named() {
 
 #[test]
 fn a_huge_retry_after_fails_the_run_instead_of_overflowing() {
-    let s = Setup::new();
+    let s = setup();
     // Waiting a second first makes the sum of waits overflow a Duration.
     s.fake.script("GET", SUBSCRIPTION, 429, Some(1));
     s.fake.script("GET", SUBSCRIPTION, 429, Some(u64::MAX));

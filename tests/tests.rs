@@ -6,6 +6,7 @@ mod check;
 mod exec;
 mod fake_platform;
 mod faults;
+mod install;
 mod register;
 mod register_faults;
 mod serve;
