@@ -321,6 +321,15 @@ impl Flags {
             .collect()
     }
 
+    /// Flags from `(name, value)` pairs, as the parser would give them (tests).
+    #[cfg(test)]
+    pub fn from_pairs(pairs: &[(&'static str, &str)]) -> Flags {
+        Flags {
+            given: pairs.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            positional: vec![],
+        }
+    }
+
     /// True when the switch `name` was given.
     pub fn switch(&self, name: &str) -> bool {
         self.given.iter().any(|(n, _)| *n == name)

@@ -602,10 +602,7 @@ mod tests {
     use super::*;
 
     fn flags(pairs: &[(&'static str, &str)]) -> Flags {
-        Flags {
-            given: pairs.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-            positional: vec![],
-        }
+        Flags::from_pairs(pairs)
     }
 
     #[test]

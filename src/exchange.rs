@@ -545,7 +545,7 @@ fn check_answers(mut rest: &[u8]) {
                 .expect("a number")
         };
         assert!(
-            end + len <= crate::http::MAX_ANSWER,
+            end + len <= crate::platform::MAX_ANSWER_BYTES,
             "answer of {} bytes",
             end + len
         );
@@ -656,7 +656,7 @@ mod tests {
             "POST /webhook HTTP/1.1\r\nHost: x\r\nValidation-Token: {token}\r\nContent-Length: 0\r\n\r\n"
         );
         let out = check_invariants(req.as_bytes(), &[], &policy(false));
-        assert_eq!(out.len(), crate::http::MAX_ANSWER);
+        assert_eq!(out.len(), crate::platform::MAX_ANSWER_BYTES);
         let longer = req.replace(&token, &format!("{token}t"));
         let out = check_invariants(longer.as_bytes(), &[], &policy(false));
         assert!(out.starts_with(b"HTTP/1.1 400"));

@@ -17,10 +17,9 @@ pub const VALIDATION_TOKEN: HeaderName = HeaderName::from_static("validation-tok
 /// The header carrying the shared secret on every notification.
 pub const VERIFICATION_TOKEN: HeaderName = HeaderName::from_static("verification-token");
 
-/// The platform refuses answers over 1024 bytes (status line, headers and body together).
-pub const MAX_ANSWER: usize = 1024;
-/// The handshake answer is 90 bytes plus the echoed token; a longer token is refused (400).
-pub const MAX_ECHOED_TOKEN: usize = MAX_ANSWER - 90;
+/// The handshake answer is 90 bytes plus the echoed token; a token that would take it past the
+/// platform's limit ([`crate::platform::MAX_ANSWER_BYTES`]) is refused (400).
+pub const MAX_ECHOED_TOKEN: usize = crate::platform::MAX_ANSWER_BYTES - 90;
 
 /// What the receiver accepts.
 #[derive(Debug, Clone)]
