@@ -10,11 +10,9 @@ use serde::Serialize;
 use crate::cli::Flags;
 use crate::config::{self, Setting, Vars};
 use crate::error::Error;
-use crate::platform::{self, MAX_ANSWER_BYTES, TrustRoots};
+use crate::platform::{self, TrustRoots};
 use crate::secret::VerificationToken;
-
-/// The platform's time limit for the handshake (current docs; older ones say 1000 ms).
-pub const TIME_LIMIT: Duration = Duration::from_millis(3000);
+use crate::webhook::{MAX_ANSWER_BYTES, TIME_LIMIT};
 
 /// The most of an answer body we read; anything near this is far over the limit anyway.
 const READ_LIMIT: u64 = 1024 * 1024;
@@ -223,36 +221,9 @@ pub fn probe(
     report
 }
 
-/// The probe's address: an absolute http(s) URL.
-pub fn parse_url(s: &Setting) -> Result<String, Error> {
-    let t = s.text.trim();
-    let uri: http::Uri = t.parse().map_err(|_| {
-        Error::Config(format!(
-            "invalid {}: '{t}': expected a URL such as https://example.com/webhook",
-            s.origin
-        ))
-    })?;
-    match (uri.scheme_str(), uri.host()) {
-        (Some("http" | "https"), Some(h)) if !h.is_empty() => Ok(t.to_string()),
-        _ => Err(Error::Config(format!(
-            "invalid {}: '{t}': expected an http:// or https:// URL with a host",
-            s.origin
-        ))),
-    }
-}
-
-/// The extra roots from `RINGHOOK_CA_FILE`, validated at start-up.
-pub fn trust_roots(vars: &Vars) -> Result<TrustRoots, Error> {
-    match vars.get(&["RINGHOOK_CA_FILE"]) {
-        None => Ok(TrustRoots::default()),
-        Some(s) => TrustRoots::with_pem_file(std::path::Path::new(&s.text))
-            .map_err(|e| Error::Config(format!("invalid {}: '{}': {e}", s.origin, s.text))),
-    }
-}
-
 /// `ringhook check URL`.
 pub fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
-    let url = parse_url(&Setting {
+    let url = config::parse_url(&Setting {
         text: flags.positional.first().cloned().unwrap_or_default(),
         origin: "URL".into(),
     })?;
@@ -273,7 +244,7 @@ pub fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
         None => TIME_LIMIT,
     };
     let (token, _) = config::verification_token(flags, vars)?;
-    let roots = trust_roots(vars)?;
+    let roots = config::trust_roots(vars)?;
     let report = probe(&url, token.as_ref(), &roots, timeout);
     if flags.switch("--json") {
         println!(
@@ -340,17 +311,5 @@ mod tests {
     fn tokens_differ() {
         assert_ne!(fresh_token(), fresh_token());
         assert_eq!(fresh_token().len(), 36);
-    }
-
-    #[test]
-    fn urls_need_a_scheme_and_host() {
-        let s = |t: &str| Setting {
-            text: t.into(),
-            origin: "URL".into(),
-        };
-        assert!(parse_url(&s("http://localhost:3000/webhook")).is_ok());
-        assert!(parse_url(&s("https://x.ngrok.app/webhook")).is_ok());
-        assert!(parse_url(&s("localhost:3000")).is_err());
-        assert!(parse_url(&s("ftp://x/")).is_err());
     }
 }

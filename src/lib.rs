@@ -1,9 +1,11 @@
 //! ringhook: receive RingCentral webhooks and keep their subscriptions alive.
 //!
 //! See `README.md` ("Architecture") for the bird's-eye view. In short: `cli` turns arguments into
-//! typed flags, `config` validates them against the environment and the env file, and each
-//! subcommand lives in its own module. `http` and `register::plan` are pure; `receiver` owns the
-//! sockets, `event_log` owns the file, `platform` owns the RingCentral JSON.
+//! typed flags, `config` holds the shared parsers (environment, env file, values), and each
+//! subcommand lives in its own module or folder (`serve/`, `register/`, `check`). `webhook` is
+//! the wire contract both sides share; `serve::policy` and `register::plan` are pure;
+//! `serve::server` owns the sockets, `serve::event_log` owns the file, `platform` owns the
+//! RingCentral REST JSON.
 #![forbid(unsafe_code)]
 
 #[macro_use]
@@ -12,15 +14,11 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;
-pub mod event_log;
-pub mod exchange;
-pub mod exec;
-pub mod http;
 pub mod platform;
-pub mod receiver;
 pub mod register;
-pub mod registrar;
 pub mod secret;
+pub mod serve;
+pub mod webhook;
 
 use error::Error;
 
@@ -50,8 +48,8 @@ fn try_run(args: Vec<std::ffi::OsString>) -> Result<(), Error> {
         }
         cli::Command::Serve(global, flags) => {
             let vars = config::Vars::load(&global)?;
-            let cfg = config::ServeConfig::resolve(&flags, &vars)?;
-            receiver::serve(cfg)
+            let cfg = serve::ServeConfig::resolve(&flags, &vars)?;
+            serve::serve(cfg)
         }
         cli::Command::Register(global, flags) => {
             register::run_register(&flags, &config::Vars::load(&global)?)

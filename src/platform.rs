@@ -20,9 +20,6 @@ use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
 use crate::secret::Secret;
 
-/// The platform's limit on a handshake answer, status line, headers and body together.
-pub const MAX_ANSWER_BYTES: usize = 1024;
-
 /// Answers larger than this are not read whole (a page of 1000 extensions is about 2 MB).
 const MAX_BODY: u64 = 32 * 1024 * 1024;
 

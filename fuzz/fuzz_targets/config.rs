@@ -4,7 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use ringhook::cli::Flags;
-use ringhook::config::{SERVE_VARIABLES, ServeConfig, Vars, parse_env};
+use ringhook::config::{Vars, parse_env};
+use ringhook::serve::config::{SERVE_VARIABLES, ServeConfig};
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_env(data);

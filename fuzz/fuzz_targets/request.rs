@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringhook::http::Policy;
+use ringhook::serve::policy::Policy;
 use ringhook::secret::{Secret, VerificationToken};
 
 fuzz_target!(|data: &[u8]| {
@@ -20,5 +20,5 @@ fuzz_target!(|data: &[u8]| {
         max_body: 4096,
     };
     let cuts: Vec<usize> = data[1..5].iter().map(|&b| b as usize).collect();
-    ringhook::exchange::check_invariants(&data[5..], &cuts, &policy);
+    ringhook::serve::exchange::check_invariants(&data[5..], &cuts, &policy);
 });

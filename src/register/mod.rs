@@ -137,7 +137,7 @@ fn reconcile(
             &s.address,
             s.token.as_ref(),
             &s.platform.endpoint.roots,
-            check::TIME_LIMIT,
+            crate::webhook::TIME_LIMIT,
         );
         if !r.ok {
             let message = format!(

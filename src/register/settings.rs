@@ -6,7 +6,6 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::check;
 use crate::cli::Flags;
 use crate::config::{
     Setting, Vars, parse_count, parse_duration, parse_duration_in, verification_token,
@@ -187,7 +186,7 @@ fn credentials(vars: &Vars, missing: &mut Missing) -> Option<Credentials> {
 
 fn platform(vars: &Vars, missing: &mut Missing) -> Result<Option<PlatformSettings>, Error> {
     let server = server(vars)?;
-    let roots = check::trust_roots(vars)?;
+    let roots = crate::config::trust_roots(vars)?;
     let mut policy = Policy::default();
     if let Some(s) = vars.get(&["RINGHOOK_MAX_WAIT"]) {
         policy.max_wait = parse_duration(&s)?;
@@ -219,7 +218,7 @@ fn address(flags: &Flags, vars: &Vars) -> Result<Option<String>, Error> {
     let Some(s) = vars.flag_or(flags, "--address", ADDRESS) else {
         return Ok(None);
     };
-    let url = check::parse_url(&s)?;
+    let url = crate::config::parse_url(&s)?;
     let host = url
         .parse::<http::Uri>()
         .ok()

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use mio::unix::pipe::{Receiver, Sender};
 use mio::{Interest, Registry, Token};
 
-use crate::event_log::Record;
+use crate::serve::event_log::Record;
 
 /// Tokens from here up belong to children's pipes; connections count up from 2 and never get
 /// near (this is half the address space, on 32-bit boards too).

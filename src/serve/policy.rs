@@ -9,17 +9,13 @@ use std::time::SystemTime;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 
-use crate::event_log::Record;
 use crate::secret::VerificationToken;
-
-/// The header RingCentral sends when a subscription is created, to be echoed back.
-pub const VALIDATION_TOKEN: HeaderName = HeaderName::from_static("validation-token");
-/// The header carrying the shared secret on every notification.
-pub const VERIFICATION_TOKEN: HeaderName = HeaderName::from_static("verification-token");
+use crate::serve::event_log::Record;
+use crate::webhook::{MAX_ANSWER_BYTES, VALIDATION_TOKEN, VERIFICATION_TOKEN};
 
 /// The handshake answer is 90 bytes plus the echoed token; a token that would take it past the
-/// platform's limit ([`crate::platform::MAX_ANSWER_BYTES`]) is refused (400).
-pub const MAX_ECHOED_TOKEN: usize = crate::platform::MAX_ANSWER_BYTES - 90;
+/// platform's limit ([`crate::webhook::MAX_ANSWER_BYTES`]) is refused (400).
+pub const MAX_ECHOED_TOKEN: usize = MAX_ANSWER_BYTES - 90;
 
 /// What the receiver accepts.
 #[derive(Debug, Clone)]

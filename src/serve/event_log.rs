@@ -22,6 +22,8 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::webhook::Envelope;
+
 /// One notification, ready to be written.
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -37,15 +39,6 @@ pub struct Record {
     pub line: Vec<u8>,
     /// Where the notification's JSON sits in `line` (none for bodies that are not JSON).
     notification: Option<std::ops::Range<usize>>,
-}
-
-#[derive(Deserialize)]
-struct Envelope {
-    uuid: Option<String>,
-    event: Option<String>,
-    #[serde(rename = "subscriptionId")]
-    subscription_id: Option<String>,
-    timestamp: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -68,7 +61,7 @@ impl Record {
         // One pass for the usual notification: parsing the envelope validates the whole body.
         // Valid JSON that is not an object, or whose fields have other types, is logged all the
         // same; it just has no uuid to deduplicate on.
-        let envelope = serde_json::from_slice::<Envelope>(body).ok();
+        let envelope = Envelope::parse(body);
         if envelope.is_some() || serde_json::from_slice::<&RawValue>(body).is_ok() {
             line.extend_from_slice(b"\"notification\":");
             let start = line.len();
@@ -87,12 +80,7 @@ impl Record {
             line.push(b'"');
         }
         line.extend_from_slice(b"}\n");
-        let env = envelope.unwrap_or(Envelope {
-            uuid: None,
-            event: None,
-            subscription_id: None,
-            timestamp: None,
-        });
+        let env = envelope.unwrap_or_default();
         Record {
             uuid: env.uuid,
             event: env.event,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use mio::unix::pipe::Receiver;
 use mio::{Interest, Registry, Token};
 
-use crate::event_log::Record;
+use crate::serve::event_log::Record;
 
 /// The child's stdout pipe; below `exec`'s tokens, far above any connection's.
 pub const TOKEN: Token = Token(usize::MAX / 2 - 1);
@@ -26,7 +26,7 @@ const REMINDER: &str = "/restapi/v1.0/subscription/";
 
 /// How `serve --register` keeps the subscription alive.
 #[derive(Debug, Clone)]
-pub struct RegistrarConfig {
+pub struct ReconcileConfig {
     /// Run the reconcile this often.
     pub every: Duration,
     /// Also run it when no notification came for this long.
@@ -49,8 +49,8 @@ struct Run {
 }
 
 /// The reconcile child and its schedule.
-pub struct Registrar {
-    cfg: RegistrarConfig,
+pub struct Reconciler {
+    cfg: ReconcileConfig,
     run: Option<Run>,
     next: Instant,
     why_next: &'static str,
@@ -58,10 +58,10 @@ pub struct Registrar {
     last_event: Instant,
 }
 
-impl Registrar {
-    /// A registrar whose first run is due now.
-    pub fn new(cfg: RegistrarConfig, now: Instant) -> Registrar {
-        Registrar {
+impl Reconciler {
+    /// A reconciler whose first run is due now.
+    pub fn new(cfg: ReconcileConfig, now: Instant) -> Reconciler {
+        Reconciler {
             cfg,
             run: None,
             next: now,

@@ -2,7 +2,7 @@
 //!
 //! Each connection is a small state machine around ureq-proto's Sans-IO server (`Reply`): bytes
 //! in, request head out; body bytes in, body out; response head in, bytes out. The policy lives
-//! in [`crate::http`]; this module owns sockets, clocks, limits and the group commit: every
+//! in [`super::policy`]; this module owns sockets, clocks, limits and the group commit: every
 //! notification completed in one loop turn is written and synced together, then acknowledged.
 
 use std::collections::HashMap;
@@ -16,13 +16,13 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::config::{Limits, LogTarget, ServeConfig};
 use crate::error::Error;
-use crate::event_log::{Commit, EventLog, Record};
-use crate::exchange::{Counters, Ctx, Exchange, Step};
-use crate::exec::Runner;
-use crate::http::Policy;
-use crate::registrar::{self, Registrar};
+use crate::serve::config::{Limits, LogTarget, ServeConfig};
+use crate::serve::event_log::{Commit, EventLog, Record};
+use crate::serve::exchange::{Counters, Ctx, Exchange, Step};
+use crate::serve::exec::Runner;
+use crate::serve::policy::Policy;
+use crate::serve::reconcile::{self, Reconciler};
 
 /// The fields of `Server` an exchange may use, borrowed apart from `conns`.
 macro_rules! ctx {
@@ -304,7 +304,7 @@ struct Server {
     /// `--exec`'s children.
     exec: Option<Runner>,
     /// `--register`'s child and schedule.
-    registrar: Option<Registrar>,
+    reconciler: Option<Reconciler>,
 }
 
 impl Server {
@@ -335,7 +335,7 @@ impl Server {
             accept_paused_until: None,
             shutdown_by: None,
             exec: cfg.exec.map(Runner::new),
-            registrar: cfg.register.map(|r| Registrar::new(r, Instant::now())),
+            reconciler: cfg.register.map(|r| Reconciler::new(r, Instant::now())),
         })
     }
 
@@ -372,8 +372,8 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signals(),
-                    registrar::TOKEN => {
-                        if let Some(r) = &mut self.registrar {
+                    reconcile::TOKEN => {
+                        if let Some(r) = &mut self.reconciler {
                             r.on_ready(self.poll.registry());
                         }
                     }
@@ -406,7 +406,7 @@ impl Server {
             c.timeouts,
             c.evicted
         );
-        if let Some(r) = &self.registrar {
+        if let Some(r) = &self.reconciler {
             r.unregister_on_exit();
         }
         if let Some(r) = &self.exec {
@@ -521,7 +521,7 @@ impl Server {
                     if let Some(r) = &mut self.exec {
                         r.reap(self.poll.registry());
                     }
-                    if let Some(r) = &mut self.registrar {
+                    if let Some(r) = &mut self.reconciler {
                         r.reap(self.poll.registry());
                     }
                 }
@@ -548,7 +548,7 @@ impl Server {
                     if let Some(r) = &mut self.exec {
                         r.drop_queue();
                     }
-                    if let Some(r) = &mut self.registrar {
+                    if let Some(r) = &mut self.reconciler {
                         r.stop();
                     }
                     let idle: Vec<usize> = self
@@ -579,7 +579,7 @@ impl Server {
             match verdict {
                 Commit::Written => {
                     self.counters.logged += 1;
-                    if let Some(r) = &mut self.registrar {
+                    if let Some(r) = &mut self.reconciler {
                         r.on_event(rec, Instant::now());
                     }
                     if self.exec.as_ref().is_some_and(|r| r.wants(rec)) {
@@ -642,7 +642,7 @@ impl Server {
         if let Some(by) = self.shutdown_by {
             next = Some(next.map_or(by, |n| n.min(by)));
         }
-        if let Some(r) = &mut self.registrar {
+        if let Some(r) = &mut self.reconciler {
             if self.shutdown_by.is_none() {
                 r.reap(self.poll.registry());
                 r.tick(now, self.poll.registry());

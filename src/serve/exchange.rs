@@ -2,7 +2,7 @@
 //!
 //! The receiver pushes the bytes it read into [`Exchange::input`], calls [`Exchange::advance`],
 //! and writes out [`Exchange::output`]. `advance` moves through ureq-proto's states, asks
-//! [`crate::http`] what to answer, and stops when it needs more input, has output to flush, has a
+//! [`super::policy`] what to answer, and stops when it needs more input, has output to flush, has a
 //! record for the event log, or wants the connection closed. The fuzz target and the property
 //! tests drive this type directly with arbitrary bytes.
 
@@ -13,9 +13,9 @@ use http::StatusCode;
 use ureq_proto::server::state::{ProvideResponse, RecvBody, RecvRequest};
 use ureq_proto::server::{RecvRequestResult, Reply, SendResponseResult};
 
-use crate::config::Limits;
-use crate::event_log::Record;
-use crate::http::{self as policy, Answer, Head, Outcome, Policy, Route};
+use crate::serve::config::Limits;
+use crate::serve::event_log::Record;
+use crate::serve::policy::{self as policy, Answer, Head, Outcome, Policy, Route};
 
 /// A chunk-size line or trailer longer than this is refused rather than buffered.
 const MAX_FRAMING: usize = 64 * 1024;
@@ -545,7 +545,7 @@ fn check_answers(mut rest: &[u8]) {
                 .expect("a number")
         };
         assert!(
-            end + len <= crate::platform::MAX_ANSWER_BYTES,
+            end + len <= crate::webhook::MAX_ANSWER_BYTES,
             "answer of {} bytes",
             end + len
         );
@@ -651,12 +651,12 @@ mod tests {
 
     #[test]
     fn the_longest_echoable_token_fits_exactly() {
-        let token = "t".repeat(crate::http::MAX_ECHOED_TOKEN);
+        let token = "t".repeat(crate::serve::policy::MAX_ECHOED_TOKEN);
         let req = format!(
             "POST /webhook HTTP/1.1\r\nHost: x\r\nValidation-Token: {token}\r\nContent-Length: 0\r\n\r\n"
         );
         let out = check_invariants(req.as_bytes(), &[], &policy(false));
-        assert_eq!(out.len(), crate::platform::MAX_ANSWER_BYTES);
+        assert_eq!(out.len(), crate::webhook::MAX_ANSWER_BYTES);
         let longer = req.replace(&token, &format!("{token}t"));
         let out = check_invariants(longer.as_bytes(), &[], &policy(false));
         assert!(out.starts_with(b"HTTP/1.1 400"));

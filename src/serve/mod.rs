@@ -1,0 +1,24 @@
+//! `ringhook serve`: the receiver. Owns the listener, the connections, the event log and the
+//! children it runs beside the loop (`--exec` commands, the `--register` reconcile).
+//!
+//! - [`config`]: serve's settings, validated at start-up;
+//! - [`server`]: the one-threaded mio loop: sockets, clocks, limits, group commit;
+//! - [`exchange`]: one connection's HTTP/1.1, Sans-IO over ureq-proto;
+//! - [`policy`]: request → answer, pure;
+//! - [`event_log`]: the durable JSON-lines file and the dedupe window;
+//! - [`exec`]: `--exec`, a command per logged notification;
+//! - [`reconcile`]: `--register`, the reconcile child beside the loop.
+//!
+//! Never: an answer before the event is synced, a blocking call on the loop's thread, a second
+//! thread.
+
+pub mod config;
+pub mod event_log;
+pub mod exchange;
+pub mod exec;
+pub mod policy;
+pub mod reconcile;
+pub mod server;
+
+pub use config::ServeConfig;
+pub use server::serve;
