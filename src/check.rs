@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::cli::Flags;
+use crate::cli::{self, Flags};
 use crate::config::{self, Setting, Vars};
 use crate::error::Error;
 use crate::platform::{self, TrustRoots};
@@ -227,11 +227,11 @@ pub fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
         text: flags.positional.first().cloned().unwrap_or_default(),
         origin: "URL".into(),
     })?;
-    let timeout = match flags.value("--timeout") {
+    let timeout = match flags.value(&cli::TIMEOUT) {
         Some(t) => {
             let s = Setting {
                 text: t.into(),
-                origin: "--timeout".into(),
+                origin: cli::TIMEOUT.name.into(),
             };
             let d = config::parse_duration(&s)?;
             if d.is_zero() {
@@ -246,7 +246,7 @@ pub fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
     let (token, _) = config::verification_token(flags, vars)?;
     let roots = config::trust_roots(vars)?;
     let report = probe(&url, token.as_ref(), &roots, timeout);
-    if flags.switch("--json") {
+    if flags.switch(&cli::JSON) {
         println!(
             "{}",
             serde_json::to_string(&report).expect("plain struct serializes")

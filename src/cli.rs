@@ -1,7 +1,21 @@
 //! Command-line parsing, stage one: arguments into typed-as-the-CLI flags, no syscalls.
 //!
-//! Every flag is declared once, in the tables below, with its help line; the help screens are
-//! generated from the same tables. Values are validated in `config`, which knows the environment.
+//! Every setting is declared once, below, as a named [`Opt`] constant: its flag, value
+//! placeholder, the variables that may set it, its default and its help line. The per-command
+//! tables list those constants; `--help` is generated from the tables, the parser accepts only
+//! what they list, and settings are read through the same constants
+//! (`vars.flag_or(flags, &cli::MAX_BODY)`, `flags.switch(&cli::JSON)`), so a misspelt name does
+//! not compile. Values are validated in `config` and the commands' settings, which know the
+//! environment.
+//!
+//! To add a flag: declare `pub(crate) const NAME: Opt = Opt::flag(..)` (or `Opt::switch`) with its
+//! variables and default, list `&NAME` in its command's table, read it through `&cli::NAME`, and
+//! name its variables in README's reference table (a test checks both the help and the README).
+//! Where two commands word one flag differently, derive the second from the first
+//! (`ADDRESS.reworded(..)`), so the variables stay declared once.
+//!
+//! To add a command: a table `const SHIP: &[&Opt]`, a [`Cmd`] variant, one [`CommandSpec`] in
+//! [`COMMANDS`] (the order `--help` lists them), and its arm in `lib.rs`'s dispatch.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -10,271 +24,429 @@ use lexopt::prelude::*;
 
 use crate::error::Error;
 
-/// One flag a subcommand accepts.
-#[derive(Debug)]
-pub struct FlagSpec {
+/// What applies when neither the flag nor a variable sets a setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unset {
+    /// Nothing to say: the setting is simply absent (no `[default: …]` in the help).
+    Absent,
+    /// This text, parsed as if the user had given it (`1MiB`, `30s`); shown as the default.
+    Value(&'static str),
+    /// What absence means, in words (`off`, `stdout`); shown as the default, handled in code.
+    Means(&'static str),
+}
+
+/// One setting a command accepts: declared once, read through this declaration.
+#[derive(Debug, Clone, Copy)]
+pub struct Opt {
     /// Long name, with the dashes: `--listen`.
     pub name: &'static str,
     /// Placeholder for the value, or `None` for a switch.
     pub value: Option<&'static str>,
-    /// One line for `--help`, including the env var and the default.
+    /// Variables that set it when the flag is absent, first set wins.
+    pub env: &'static [&'static str],
+    /// Words after the variables inside the help's `[env: …]` (`, whitespace-separated`).
+    pub env_note: &'static str,
+    /// What applies when nothing sets it.
+    pub unset: Unset,
+    /// The help sentence, without the `[env: …]` and `[default: …]` that follow it.
     pub help: &'static str,
     /// True when the flag may be given more than once.
     pub repeat: bool,
 }
 
-const fn flag(name: &'static str, value: &'static str, help: &'static str) -> FlagSpec {
-    FlagSpec {
-        name,
-        value: Some(value),
-        help,
-        repeat: false,
+impl Opt {
+    /// A flag that takes a value, shown as `placeholder` in the help.
+    const fn flag(name: &'static str, placeholder: &'static str, help: &'static str) -> Opt {
+        Opt {
+            name,
+            value: Some(placeholder),
+            env: &[],
+            env_note: "",
+            unset: Unset::Absent,
+            help,
+            repeat: false,
+        }
+    }
+
+    /// A switch: present or not.
+    const fn switch(name: &'static str, help: &'static str) -> Opt {
+        Opt {
+            value: None,
+            ..Opt::flag(name, "", help)
+        }
+    }
+
+    /// Read from these variables when the flag is absent.
+    const fn env(self, env: &'static [&'static str]) -> Opt {
+        Opt { env, ..self }
+    }
+
+    /// Words appended to the variables in the help.
+    const fn env_note(self, env_note: &'static str) -> Opt {
+        Opt { env_note, ..self }
+    }
+
+    /// The default, parsed like user input.
+    const fn default(self, value: &'static str) -> Opt {
+        Opt {
+            unset: Unset::Value(value),
+            ..self
+        }
+    }
+
+    /// What absence means, in words.
+    const fn means(self, words: &'static str) -> Opt {
+        Opt {
+            unset: Unset::Means(words),
+            ..self
+        }
+    }
+
+    /// May be given more than once.
+    const fn repeatable(self) -> Opt {
+        Opt {
+            repeat: true,
+            ..self
+        }
+    }
+
+    /// The same setting, with another command's wording.
+    const fn reworded(self, help: &'static str) -> Opt {
+        Opt { help, ..self }
+    }
+
+    /// The same setting, without a default shown.
+    const fn without_default(self) -> Opt {
+        Opt {
+            unset: Unset::Absent,
+            ..self
+        }
+    }
+
+    /// The help line: the sentence, then `[env: …]` and `[default: …]` when there are any.
+    pub(crate) fn help_line(&self) -> String {
+        let mut line = self.help.to_string();
+        if !self.env.is_empty() || !self.env_note.is_empty() {
+            line.push_str(" [env: ");
+            line.push_str(&self.env.join(", "));
+            line.push_str(self.env_note);
+            line.push(']');
+        }
+        if let Unset::Value(d) | Unset::Means(d) = self.unset {
+            line.push_str(" [default: ");
+            line.push_str(d);
+            line.push(']');
+        }
+        line
     }
 }
 
-const fn switch(name: &'static str, help: &'static str) -> FlagSpec {
-    FlagSpec {
-        name,
-        value: None,
-        help,
-        repeat: false,
-    }
+// ---- serve ----
+
+pub(crate) const LISTEN: Opt = Opt::flag("--listen", "ADDR:PORT", "Address to listen on")
+    .env(&["RINGHOOK_LISTEN"])
+    .env_note(", or PORT alone")
+    .default("0.0.0.0:3000");
+/// The tutorial's variable: the port alone, on every interface, when `--listen` is not set.
+pub(crate) const PORT: &[&str] = &["PORT"];
+pub(crate) const PATH: Opt = Opt::flag("--path", "PATH", "Path RingCentral posts to")
+    .env(&["WEBHOOK_PATH"])
+    .default("/webhook");
+pub(crate) const LOG_FILE: Opt = Opt::flag(
+    "--log-file",
+    "FILE",
+    "Append events to FILE, fdatasync'd before each 200; '-' is stdout",
+)
+.env(&["RINGHOOK_LOG_FILE"])
+.means("stdout");
+pub(crate) const HEALTH_PATH: Opt = Opt::flag(
+    "--health-path",
+    "PATH",
+    "Answer GET PATH with 200 (503 while the log is unwritable)",
+)
+.env(&["RINGHOOK_HEALTH_PATH"])
+.means("off");
+/// The variables holding the verification token itself (the tutorial's name second).
+pub(crate) const TOKEN: &[&str] = &["WEBHOOK_VERIFICATION_TOKEN", "WEBHOOK_TOKEN"];
+pub(crate) const TOKEN_FILE: Opt = Opt::flag(
+    "--verification-token-file",
+    "FILE",
+    "Read the verification token from FILE (systemd credentials, Docker secrets)",
+)
+.env_note("WEBHOOK_VERIFICATION_TOKEN holds the token itself");
+pub(crate) const MAX_BODY: Opt = Opt::flag(
+    "--max-body",
+    "SIZE",
+    "Largest request body accepted; larger gets 413 unread",
+)
+.env(&["RINGHOOK_MAX_BODY"])
+.default("1MiB");
+pub(crate) const MAX_HEADER: Opt = Opt::flag(
+    "--max-header",
+    "SIZE",
+    "Largest request head accepted; larger gets 431",
+)
+.env(&["RINGHOOK_MAX_HEADER"])
+.default("16KiB");
+pub(crate) const REQUEST_TIMEOUT: Opt = Opt::flag(
+    "--request-timeout",
+    "DURATION",
+    "A request must arrive whole within this; else 408 and close",
+)
+.env(&["RINGHOOK_REQUEST_TIMEOUT"])
+.default("10s");
+pub(crate) const IDLE_TIMEOUT: Opt = Opt::flag(
+    "--idle-timeout",
+    "DURATION",
+    "Close a keep-alive connection idle this long",
+)
+.env(&["RINGHOOK_IDLE_TIMEOUT"])
+.default("60s");
+pub(crate) const MAX_CONNECTIONS: Opt = Opt::flag(
+    "--max-connections",
+    "N",
+    "Open connections at most; when full, the longest idle or stalled one is closed",
+)
+.env(&["RINGHOOK_MAX_CONNECTIONS"])
+.default("256");
+pub(crate) const DEDUPE_WINDOW: Opt = Opt::flag(
+    "--dedupe-window",
+    "N",
+    "Remember this many recent notification uuids to drop redeliveries",
+)
+.env(&["RINGHOOK_DEDUPE_WINDOW"])
+.default("10000");
+pub(crate) const SHUTDOWN_GRACE: Opt = Opt::flag(
+    "--shutdown-grace",
+    "DURATION",
+    "On SIGTERM, time given to requests in flight",
+)
+.env(&["RINGHOOK_SHUTDOWN_GRACE"])
+.default("5s");
+pub(crate) const REGISTER: Opt = Opt::switch(
+    "--register",
+    "Also keep the subscription alive: run 'register' beside the receiver (needs register's variables)",
+)
+.env(&["RINGHOOK_REGISTER"])
+.env_note("=1");
+pub(crate) const REGISTER_EVERY: Opt = Opt::flag(
+    "--register-every",
+    "DURATION",
+    "With --register: run it again this often",
+)
+.env(&["RINGHOOK_REGISTER_EVERY"])
+.default("12h");
+pub(crate) const REGISTER_QUIET: Opt = Opt::flag(
+    "--register-quiet",
+    "DURATION",
+    "With --register: also run it when no notification came for this long",
+)
+.env(&["RINGHOOK_REGISTER_QUIET"])
+.means("off");
+pub(crate) const REGISTER_RETRY: Opt = Opt::flag(
+    "--register-retry",
+    "DURATION",
+    "With --register: first retry after a failed run, doubling up to 1h",
+)
+.env(&["RINGHOOK_REGISTER_RETRY"])
+.default("30s");
+pub(crate) const UNREGISTER_ON_EXIT: Opt = Opt::switch(
+    "--unregister-on-exit",
+    "With --register: delete the subscription at a clean stop (quick tunnels)",
+)
+.env(&["RINGHOOK_UNREGISTER_ON_EXIT"])
+.env_note("=1");
+pub(crate) const EXEC: Opt = Opt::flag(
+    "--exec",
+    "COMMAND",
+    "Run COMMAND for each logged notification, JSON on stdin; no shell unless you write sh -c",
+)
+.env(&["RINGHOOK_EXEC"]);
+pub(crate) const EXEC_FILTER: Opt = Opt::flag(
+    "--exec-filter",
+    "PATTERN",
+    "Only for events matching PATTERN (* wildcard, else prefix; ~ matches ids); repeatable",
+)
+.env(&["RINGHOOK_EXEC_FILTER"])
+.env_note(", whitespace-separated")
+.repeatable();
+pub(crate) const EXEC_MAX: Opt = Opt::flag("--exec-max", "N", "Commands running at once")
+    .env(&["RINGHOOK_EXEC_MAX"])
+    .default("2");
+pub(crate) const EXEC_QUEUE: Opt = Opt::flag(
+    "--exec-queue",
+    "N",
+    "Events waiting for a free slot; beyond it the command is skipped and logged",
+)
+.env(&["RINGHOOK_EXEC_QUEUE"])
+.default("100");
+pub(crate) const EXEC_TIMEOUT: Opt = Opt::flag(
+    "--exec-timeout",
+    "DURATION",
+    "Kill a run (and its process group) after this",
+)
+.env(&["RINGHOOK_EXEC_TIMEOUT"])
+.default("30s");
+
+// ---- register, list, unregister ----
+
+pub(crate) const EVENT: Opt = Opt::flag(
+    "--event",
+    "FILTER",
+    "Event filter; repeat for more; {extensionId} expands per extension",
+)
+.env(&["RINGHOOK_EVENT_FILTERS"])
+.env_note(", whitespace-separated")
+.repeatable();
+pub(crate) const ADDRESS: Opt = Opt::flag("--address", "URL", "Public URL of the receiver").env(&[
+    "WEBHOOK_ADDRESS",
+    "DELIVERY_MODE_ADDRESS",
+    "WEBHOOK_DELIVERY_ADDRESS",
+]);
+pub(crate) const STATE: Opt = Opt::flag(
+    "--state",
+    "FILE",
+    "State file naming the subscription this installation owns",
+)
+.env(&["RINGHOOK_STATE"])
+.means("$XDG_STATE_HOME/ringhook/state.json, else ~/.local/state/ringhook/state.json");
+pub(crate) const DRY_RUN: Opt = Opt::switch(
+    "--dry-run",
+    "Show what would be done (the handshake probe included); change nothing",
+);
+pub(crate) const JSON: Opt =
+    Opt::switch("--json", "Print the outcome as one JSON object on stdout");
+pub(crate) const ID: Opt = Opt::flag(
+    "--id",
+    "ID",
+    "Delete this subscription instead of the one this installation owns",
+);
+
+// ---- check ----
+
+pub(crate) const TIMEOUT: Opt =
+    Opt::flag("--timeout", "DURATION", "Give up after this long").means("3s, the platform's limit");
+
+/// `serve`'s settings, in the order its `--help` lists them.
+const SERVE: &[&Opt] = &[
+    &LISTEN,
+    &PATH,
+    &LOG_FILE,
+    &HEALTH_PATH,
+    &TOKEN_FILE,
+    &MAX_BODY,
+    &MAX_HEADER,
+    &REQUEST_TIMEOUT,
+    &IDLE_TIMEOUT,
+    &MAX_CONNECTIONS,
+    &DEDUPE_WINDOW,
+    &SHUTDOWN_GRACE,
+    &REGISTER,
+    &REGISTER_EVERY,
+    &REGISTER_QUIET,
+    &REGISTER_RETRY,
+    &UNREGISTER_ON_EXIT,
+    &EXEC,
+    &EXEC_FILTER,
+    &EXEC_MAX,
+    &EXEC_QUEUE,
+    &EXEC_TIMEOUT,
+];
+
+const REGISTER_FLAGS: &[&Opt] = &[
+    &EVENT,
+    &ADDRESS,
+    &STATE,
+    &TOKEN_FILE.reworded("Read the verification token from FILE"),
+    &DRY_RUN,
+    &JSON,
+];
+
+const LIST: &[&Opt] = &[
+    &ADDRESS.reworded("Mark subscriptions at this address as ours"),
+    &STATE.without_default(),
+    &JSON.reworded("Print the subscriptions as a JSON array on stdout"),
+];
+
+const UNREGISTER: &[&Opt] = &[
+    &ID,
+    &ADDRESS.reworded("Without a state file, delete the subscriptions at this address"),
+    &STATE.without_default(),
+    &JSON,
+];
+
+const CHECK: &[&Opt] = &[
+    &TIMEOUT,
+    &TOKEN_FILE.reworded("Send the verification token from FILE, as the platform does"),
+    &JSON.reworded("Print the result as one JSON object on stdout"),
+];
+
+/// Which command runs; `lib.rs` dispatches on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmd {
+    /// `ringhook serve`.
+    Serve,
+    /// `ringhook register`.
+    Register,
+    /// `ringhook list`.
+    List,
+    /// `ringhook unregister`.
+    Unregister,
+    /// `ringhook check URL`.
+    Check,
 }
 
-/// The subcommands, their one-line descriptions, positional arguments and flags.
+/// A subcommand: its name, one-line description, positional argument and settings.
+#[derive(Debug)]
 pub struct CommandSpec {
+    /// What runs.
+    pub cmd: Cmd,
     /// Subcommand name.
     pub name: &'static str,
     /// One-line description.
     pub about: &'static str,
     /// Positional arguments, for the usage line (`URL`); empty when there are none.
     pub positional: &'static str,
-    /// Flags accepted after the subcommand.
-    pub flags: &'static [FlagSpec],
+    /// Settings accepted after the subcommand.
+    pub flags: &'static [&'static Opt],
 }
 
-const SERVE_FLAGS: &[FlagSpec] = &[
-    flag(
-        "--listen",
-        "ADDR:PORT",
-        "Address to listen on [env: RINGHOOK_LISTEN, or PORT alone] [default: 0.0.0.0:3000]",
-    ),
-    flag(
-        "--path",
-        "PATH",
-        "Path RingCentral posts to [env: WEBHOOK_PATH] [default: /webhook]",
-    ),
-    flag(
-        "--log-file",
-        "FILE",
-        "Append events to FILE, fdatasync'd before each 200; '-' is stdout [env: RINGHOOK_LOG_FILE] [default: stdout]",
-    ),
-    flag(
-        "--health-path",
-        "PATH",
-        "Answer GET PATH with 200 (503 while the log is unwritable) [env: RINGHOOK_HEALTH_PATH] [default: off]",
-    ),
-    flag(
-        "--verification-token-file",
-        "FILE",
-        "Read the verification token from FILE (systemd credentials, Docker secrets) [env: WEBHOOK_VERIFICATION_TOKEN holds the token itself]",
-    ),
-    flag(
-        "--max-body",
-        "SIZE",
-        "Largest request body accepted; larger gets 413 unread [env: RINGHOOK_MAX_BODY] [default: 1MiB]",
-    ),
-    flag(
-        "--max-header",
-        "SIZE",
-        "Largest request head accepted; larger gets 431 [env: RINGHOOK_MAX_HEADER] [default: 16KiB]",
-    ),
-    flag(
-        "--request-timeout",
-        "DURATION",
-        "A request must arrive whole within this; else 408 and close [env: RINGHOOK_REQUEST_TIMEOUT] [default: 10s]",
-    ),
-    flag(
-        "--idle-timeout",
-        "DURATION",
-        "Close a keep-alive connection idle this long [env: RINGHOOK_IDLE_TIMEOUT] [default: 60s]",
-    ),
-    flag(
-        "--max-connections",
-        "N",
-        "Open connections at most; when full, the longest idle or stalled one is closed [env: RINGHOOK_MAX_CONNECTIONS] [default: 256]",
-    ),
-    flag(
-        "--dedupe-window",
-        "N",
-        "Remember this many recent notification uuids to drop redeliveries [env: RINGHOOK_DEDUPE_WINDOW] [default: 10000]",
-    ),
-    flag(
-        "--shutdown-grace",
-        "DURATION",
-        "On SIGTERM, time given to requests in flight [env: RINGHOOK_SHUTDOWN_GRACE] [default: 5s]",
-    ),
-    switch(
-        "--register",
-        "Also keep the subscription alive: run 'register' beside the receiver (needs register's variables) [env: RINGHOOK_REGISTER=1]",
-    ),
-    flag(
-        "--register-every",
-        "DURATION",
-        "With --register: run it again this often [env: RINGHOOK_REGISTER_EVERY] [default: 12h]",
-    ),
-    flag(
-        "--register-quiet",
-        "DURATION",
-        "With --register: also run it when no notification came for this long [env: RINGHOOK_REGISTER_QUIET] [default: off]",
-    ),
-    flag(
-        "--register-retry",
-        "DURATION",
-        "With --register: first retry after a failed run, doubling up to 1h [env: RINGHOOK_REGISTER_RETRY] [default: 30s]",
-    ),
-    switch(
-        "--unregister-on-exit",
-        "With --register: delete the subscription at a clean stop (quick tunnels) [env: RINGHOOK_UNREGISTER_ON_EXIT=1]",
-    ),
-    flag(
-        "--exec",
-        "COMMAND",
-        "Run COMMAND for each logged notification, JSON on stdin; no shell unless you write sh -c [env: RINGHOOK_EXEC]",
-    ),
-    FlagSpec {
-        name: "--exec-filter",
-        value: Some("PATTERN"),
-        help: "Only for events matching PATTERN (* wildcard, else prefix; ~ matches ids); repeatable [env: RINGHOOK_EXEC_FILTER, whitespace-separated]",
-        repeat: true,
-    },
-    flag(
-        "--exec-max",
-        "N",
-        "Commands running at once [env: RINGHOOK_EXEC_MAX] [default: 2]",
-    ),
-    flag(
-        "--exec-queue",
-        "N",
-        "Events waiting for a free slot; beyond it the command is skipped and logged [env: RINGHOOK_EXEC_QUEUE] [default: 100]",
-    ),
-    flag(
-        "--exec-timeout",
-        "DURATION",
-        "Kill a run (and its process group) after this [env: RINGHOOK_EXEC_TIMEOUT] [default: 30s]",
-    ),
-];
-
-const REGISTER_FLAGS: &[FlagSpec] = &[
-    FlagSpec {
-        name: "--event",
-        value: Some("FILTER"),
-        help: "Event filter; repeat for more; {extensionId} expands per extension [env: RINGHOOK_EVENT_FILTERS, whitespace-separated]",
-        repeat: true,
-    },
-    flag(
-        "--address",
-        "URL",
-        "Public URL of the receiver [env: WEBHOOK_ADDRESS, DELIVERY_MODE_ADDRESS, WEBHOOK_DELIVERY_ADDRESS]",
-    ),
-    flag(
-        "--state",
-        "FILE",
-        "State file naming the subscription this installation owns [env: RINGHOOK_STATE] [default: $XDG_STATE_HOME/ringhook/state.json, else ~/.local/state/ringhook/state.json]",
-    ),
-    flag(
-        "--verification-token-file",
-        "FILE",
-        "Read the verification token from FILE [env: WEBHOOK_VERIFICATION_TOKEN holds the token itself]",
-    ),
-    switch(
-        "--dry-run",
-        "Show what would be done (the handshake probe included); change nothing",
-    ),
-    switch("--json", "Print the outcome as one JSON object on stdout"),
-];
-
-const LIST_FLAGS: &[FlagSpec] = &[
-    flag(
-        "--address",
-        "URL",
-        "Mark subscriptions at this address as ours [env: WEBHOOK_ADDRESS, DELIVERY_MODE_ADDRESS, WEBHOOK_DELIVERY_ADDRESS]",
-    ),
-    flag(
-        "--state",
-        "FILE",
-        "State file naming the subscription this installation owns [env: RINGHOOK_STATE]",
-    ),
-    switch(
-        "--json",
-        "Print the subscriptions as a JSON array on stdout",
-    ),
-];
-
-const UNREGISTER_FLAGS: &[FlagSpec] = &[
-    flag(
-        "--id",
-        "ID",
-        "Delete this subscription instead of the one this installation owns",
-    ),
-    flag(
-        "--address",
-        "URL",
-        "Without a state file, delete the subscriptions at this address [env: WEBHOOK_ADDRESS, DELIVERY_MODE_ADDRESS, WEBHOOK_DELIVERY_ADDRESS]",
-    ),
-    flag(
-        "--state",
-        "FILE",
-        "State file naming the subscription this installation owns [env: RINGHOOK_STATE]",
-    ),
-    switch("--json", "Print the outcome as one JSON object on stdout"),
-];
-
-const CHECK_FLAGS: &[FlagSpec] = &[
-    flag(
-        "--timeout",
-        "DURATION",
-        "Give up after this long [default: 3s, the platform's limit]",
-    ),
-    flag(
-        "--verification-token-file",
-        "FILE",
-        "Send the verification token from FILE, as the platform does [env: WEBHOOK_VERIFICATION_TOKEN holds the token itself]",
-    ),
-    switch("--json", "Print the result as one JSON object on stdout"),
-];
-
 /// Every subcommand, in the order `--help` lists them.
-pub const COMMANDS: &[CommandSpec] = &[
+pub(crate) const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
+        cmd: Cmd::Serve,
         name: "serve",
         about: "Receive webhooks: answer the handshake, verify, log each event durably",
         positional: "",
-        flags: SERVE_FLAGS,
+        flags: SERVE,
     },
     CommandSpec {
+        cmd: Cmd::Register,
         name: "register",
         about: "Make the subscription exist and stay alive (idempotent; run it from cron)",
         positional: "",
         flags: REGISTER_FLAGS,
     },
     CommandSpec {
+        cmd: Cmd::List,
         name: "list",
         about: "List this app's subscriptions",
         positional: "",
-        flags: LIST_FLAGS,
+        flags: LIST,
     },
     CommandSpec {
+        cmd: Cmd::Unregister,
         name: "unregister",
         about: "Delete the subscription this installation owns",
         positional: "",
-        flags: UNREGISTER_FLAGS,
+        flags: UNREGISTER,
     },
     CommandSpec {
+        cmd: Cmd::Check,
         name: "check",
         about: "Perform the validation handshake against URL and judge the answer",
         positional: "URL",
-        flags: CHECK_FLAGS,
+        flags: CHECK,
     },
 ];
 
@@ -297,42 +469,47 @@ pub struct Global {
 #[derive(Debug, Default, Clone)]
 pub struct Flags {
     /// `(flag name, value)` in the order given; switches have an empty value.
-    pub given: Vec<(&'static str, String)>,
+    given: Vec<(&'static str, String)>,
     /// Positional arguments.
     pub positional: Vec<String>,
 }
 
 impl Flags {
-    /// The last value of `name`, if given.
-    pub fn value(&self, name: &str) -> Option<&str> {
+    /// The last value of `opt`, if given.
+    pub fn value(&self, opt: &Opt) -> Option<&str> {
         self.given
             .iter()
             .rev()
-            .find(|(n, _)| *n == name)
+            .find(|(n, _)| *n == opt.name)
             .map(|(_, v)| v.as_str())
     }
 
     /// Every value of a repeatable flag, in order.
-    pub fn values(&self, name: &str) -> Vec<&str> {
+    pub fn values(&self, opt: &Opt) -> Vec<&str> {
         self.given
             .iter()
-            .filter(|(n, _)| *n == name)
+            .filter(|(n, _)| *n == opt.name)
             .map(|(_, v)| v.as_str())
             .collect()
     }
 
-    /// Flags from `(name, value)` pairs, as the parser would give them (tests).
-    #[cfg(test)]
-    pub fn from_pairs(pairs: &[(&'static str, &str)]) -> Flags {
-        Flags {
-            given: pairs.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-            positional: vec![],
-        }
+    /// True when `opt` was given (a switch, or a flag with any value).
+    pub fn switch(&self, opt: &Opt) -> bool {
+        self.given.iter().any(|(n, _)| *n == opt.name)
     }
 
-    /// True when the switch `name` was given.
-    pub fn switch(&self, name: &str) -> bool {
-        self.given.iter().any(|(n, _)| *n == name)
+    /// The first of `opts` that was given.
+    pub(crate) fn first_given(&self, opts: &[&'static Opt]) -> Option<&'static Opt> {
+        opts.iter().copied().find(|o| self.switch(o))
+    }
+
+    /// Flags from `(setting, value)` pairs, as the parser would give them (tests).
+    #[cfg(test)]
+    pub(crate) fn from_pairs(pairs: &[(&Opt, &str)]) -> Flags {
+        Flags {
+            given: pairs.iter().map(|(o, v)| (o.name, v.to_string())).collect(),
+            positional: vec![],
+        }
     }
 }
 
@@ -343,16 +520,8 @@ pub enum Command {
     Help(String),
     /// Print the version and exit 0.
     Version,
-    /// `ringhook serve`.
-    Serve(Global, Flags),
-    /// `ringhook register`.
-    Register(Global, Flags),
-    /// `ringhook list`.
-    List(Global, Flags),
-    /// `ringhook unregister`.
-    Unregister(Global, Flags),
-    /// `ringhook check URL`.
-    Check(Global, Flags),
+    /// Run a subcommand.
+    Run(Cmd, Global, Flags),
 }
 
 /// Parses the arguments (without the program name).
@@ -367,49 +536,26 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, Error> {
             Short('h') | Long("help") => return Ok(Command::Help(help(spec))),
             Short('V') | Long("version") => return Ok(Command::Version),
             Long("env-file") => global.env_file = Some(PathBuf::from(parser.value()?)),
-            Value(v) if spec.is_none() => {
-                let name = v.string()?;
-                spec = Some(
-                    COMMANDS
-                        .iter()
-                        .find(|c| c.name == name)
-                        .ok_or_else(|| Error::Usage(format!("unknown command '{name}'")))?,
-                );
-            }
-            Value(v) => {
-                let cmd = spec.expect("checked above");
-                if cmd.positional.is_empty() || !flags.positional.is_empty() {
-                    return Err(Error::Usage(format!(
-                        "unexpected argument '{}' for 'ringhook {}'",
-                        v.to_string_lossy(),
-                        cmd.name
-                    )));
-                }
-                flags.positional.push(v.string()?);
-            }
+            Value(v) if spec.is_none() => spec = Some(command(&v.string()?)?),
+            Value(v) => positional(spec.expect("checked above"), &mut flags, v)?,
             Long(name) => {
                 let Some(cmd) = spec else {
                     return Err(Error::Usage(format!(
                         "unknown option '--{name}' (options go after the command)"
                     )));
                 };
-                let Some(f) = cmd.flags.iter().find(|f| &f.name[2..] == name) else {
-                    return Err(Error::Usage(format!(
-                        "unknown option '--{name}' for 'ringhook {}'",
-                        cmd.name
-                    )));
-                };
-                if !f.repeat && flags.switch(f.name) {
-                    return Err(Error::Usage(format!("{} given more than once", f.name)));
-                }
-                let value = match f.value {
+                let opt = option(cmd, name)?;
+                let value = match opt.value {
                     Some(_) => parser
                         .value()?
                         .into_string()
-                        .map_err(|_| Error::Usage(format!("{} is not valid UTF-8", f.name)))?,
+                        .map_err(|_| Error::Usage(format!("{} is not valid UTF-8", opt.name)))?,
                     None => String::new(),
                 };
-                flags.given.push((f.name, value));
+                flags.given.push((opt.name, value));
+                if !opt.repeat && flags.values(opt).len() > 1 {
+                    return Err(Error::Usage(format!("{} given more than once", opt.name)));
+                }
             }
             other => return Err(other.unexpected().into()),
         }
@@ -424,18 +570,46 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, Error> {
             cmd.name, cmd.positional
         )));
     }
-    Ok(match cmd.name {
-        "serve" => Command::Serve(global, flags),
-        "register" => Command::Register(global, flags),
-        "list" => Command::List(global, flags),
-        "unregister" => Command::Unregister(global, flags),
-        "check" => Command::Check(global, flags),
-        _ => unreachable!("every CommandSpec is matched"),
-    })
+    Ok(Command::Run(cmd.cmd, global, flags))
+}
+
+/// The subcommand called `name`.
+fn command(name: &str) -> Result<&'static CommandSpec, Error> {
+    COMMANDS
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| Error::Usage(format!("unknown command '{name}'")))
+}
+
+/// The setting `--name` of `cmd`.
+fn option(cmd: &CommandSpec, name: &str) -> Result<&'static Opt, Error> {
+    cmd.flags
+        .iter()
+        .copied()
+        .find(|f| &f.name[2..] == name)
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "unknown option '--{name}' for 'ringhook {}'",
+                cmd.name
+            ))
+        })
+}
+
+/// Takes `v` as `cmd`'s positional argument, when it has one not yet given.
+fn positional(cmd: &CommandSpec, flags: &mut Flags, v: OsString) -> Result<(), Error> {
+    if cmd.positional.is_empty() || !flags.positional.is_empty() {
+        return Err(Error::Usage(format!(
+            "unexpected argument '{}' for 'ringhook {}'",
+            v.to_string_lossy(),
+            cmd.name
+        )));
+    }
+    flags.positional.push(v.string()?);
+    Ok(())
 }
 
 /// The help screen for `cmd`, or the overview when `None`.
-pub fn help(cmd: Option<&CommandSpec>) -> String {
+pub(crate) fn help(cmd: Option<&CommandSpec>) -> String {
     let mut out = String::new();
     match cmd {
         None => {
@@ -468,10 +642,11 @@ pub fn help(cmd: Option<&CommandSpec>) -> String {
                     Some(v) => format!("{} {v}", f.name),
                     None => f.name.to_string(),
                 };
+                let line = f.help_line();
                 if left.len() > 28 {
-                    out.push_str(&format!("      {left}\n      {:<28} {}\n", "", f.help));
+                    out.push_str(&format!("      {left}\n      {:<28} {line}\n", ""));
                 } else {
-                    out.push_str(&format!("      {left:<28} {}\n", f.help));
+                    out.push_str(&format!("      {left:<28} {line}\n"));
                 }
             }
             out.push('\n');
@@ -489,22 +664,28 @@ mod tests {
         parse(args.iter().map(OsString::from).collect())
     }
 
+    fn run(args: &[&str]) -> (Cmd, Global, Flags) {
+        match parse_strs(args).unwrap() {
+            Command::Run(c, g, f) => (c, g, f),
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
     #[test]
     fn serve_flags_are_collected() {
-        let Command::Serve(g, f) = parse_strs(&[
+        let (cmd, g, f) = run(&[
             "--env-file",
             "x.env",
             "serve",
             "--listen",
             "127.0.0.1:9",
             "--path=/hook",
-        ])
-        .unwrap() else {
-            panic!("not serve")
-        };
+        ]);
+        assert_eq!(cmd, Cmd::Serve);
         assert_eq!(g.env_file.unwrap(), PathBuf::from("x.env"));
-        assert_eq!(f.value("--listen"), Some("127.0.0.1:9"));
-        assert_eq!(f.value("--path"), Some("/hook"));
+        assert_eq!(f.value(&LISTEN), Some("127.0.0.1:9"));
+        assert_eq!(f.value(&PATH), Some("/hook"));
+        assert!(!f.switch(&REGISTER));
     }
 
     #[test]
@@ -512,6 +693,9 @@ mod tests {
         let err = parse_strs(&["serve", "--lisen", "x"]).unwrap_err();
         assert!(err.to_string().contains("--lisen"), "{err}");
         assert_eq!(err.exit_code(), 2);
+        // A flag of another command is unknown here.
+        let err = parse_strs(&["list", "--dry-run"]).unwrap_err();
+        assert!(err.to_string().contains("'ringhook list'"), "{err}");
     }
 
     #[test]
@@ -524,35 +708,96 @@ mod tests {
     #[test]
     fn repeated_single_flag_is_refused() {
         let err = parse_strs(&["serve", "--path", "/a", "--path", "/b"]).unwrap_err();
-        assert!(err.to_string().contains("--path"));
+        assert_eq!(err.to_string(), "--path given more than once");
+        let err = parse_strs(&["register", "--json", "--json"]).unwrap_err();
+        assert_eq!(err.to_string(), "--json given more than once");
     }
 
     #[test]
     fn repeatable_flag_keeps_every_value() {
-        let Command::Register(_, f) =
-            parse_strs(&["register", "--event", "/a", "--event", "/b"]).unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(f.values("--event"), vec!["/a", "/b"]);
+        let (cmd, _, f) = run(&["register", "--event", "/a", "--event", "/b"]);
+        assert_eq!(cmd, Cmd::Register);
+        assert_eq!(f.values(&EVENT), vec!["/a", "/b"]);
     }
 
     #[test]
     fn check_needs_url() {
         assert!(parse_strs(&["check"]).is_err());
-        let Command::Check(_, f) = parse_strs(&["check", "http://x/"]).unwrap() else {
-            panic!()
-        };
+        let (cmd, _, f) = run(&["check", "http://x/"]);
+        assert_eq!(cmd, Cmd::Check);
         assert_eq!(f.positional, vec!["http://x/"]);
+        assert!(parse_strs(&["check", "http://x/", "http://y/"]).is_err());
     }
 
     #[test]
-    fn help_lists_every_flag() {
+    fn every_command_parses_to_its_own_cmd() {
+        for c in COMMANDS {
+            let args: &[&str] = if c.positional.is_empty() {
+                &[c.name]
+            } else {
+                &[c.name, "x"]
+            };
+            assert_eq!(run(args).0, c.cmd, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn help_lists_every_flag_with_its_variables_and_default() {
         for c in COMMANDS {
             let h = help(Some(c));
             for f in c.flags {
                 assert!(h.contains(f.name), "{} help lacks {}", c.name, f.name);
+                for v in f.env {
+                    assert!(h.contains(v), "{} help lacks {v} of {}", c.name, f.name);
+                }
+                if let Unset::Value(d) | Unset::Means(d) = f.unset {
+                    assert!(h.contains(&format!("[default: {d}]")), "{}", f.name);
+                }
+                assert!(f.name.starts_with("--"), "{}", f.name);
+                assert_eq!(f.repeat, f.help.contains("repeat"), "{}", f.name);
             }
+            let mut names: Vec<_> = c.flags.iter().map(|f| f.name).collect();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), c.flags.len(), "{} lists a flag twice", c.name);
+        }
+    }
+
+    #[test]
+    fn declared_defaults_are_what_the_help_shows() {
+        assert_eq!(
+            MAX_BODY.help_line(),
+            "Largest request body accepted; larger gets 413 unread [env: RINGHOOK_MAX_BODY] [default: 1MiB]"
+        );
+        assert_eq!(
+            TOKEN_FILE.help_line(),
+            "Read the verification token from FILE (systemd credentials, Docker secrets) [env: WEBHOOK_VERIFICATION_TOKEN holds the token itself]"
+        );
+        assert_eq!(
+            ID.help_line(),
+            "Delete this subscription instead of the one this installation owns"
+        );
+    }
+
+    /// Every variable a flag reads is in the README's reference, where users look for it.
+    #[test]
+    fn every_variable_is_in_the_readme() {
+        let readme = include_str!("../README.md");
+        let mut names: Vec<&str> = COMMANDS
+            .iter()
+            .flat_map(|c| c.flags.iter())
+            .flat_map(|f| f.env.iter().copied())
+            .collect();
+        names.extend(PORT.iter().chain(TOKEN));
+        let tables: Vec<&str> = readme.lines().filter(|l| l.starts_with('|')).collect();
+        for name in names {
+            let (plain, set) = (format!("`{name}`"), format!("`{name}="));
+            assert!(
+                tables
+                    .iter()
+                    .any(|l| l.contains(&plain) || l.contains(&set)),
+                "README.md's tables do not name `{name}`"
+            );
         }
     }
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{Flags, Global};
+use crate::cli::{self, Flags, Global, Opt, Unset};
 use crate::error::Error;
 use crate::platform::TrustRoots;
 use crate::secret::{Secret, VerificationToken};
@@ -114,15 +114,33 @@ impl Vars {
         self.explicit_file.as_deref()
     }
 
-    /// The flag's value if given, else the first variable set.
-    pub fn flag_or(&self, flags: &Flags, flag: &'static str, names: &[&str]) -> Option<Setting> {
-        match flags.value(flag) {
+    /// The flag's value if given, else the first of its variables set.
+    pub fn flag_or(&self, flags: &Flags, opt: &Opt) -> Option<Setting> {
+        match flags.value(opt) {
             Some(v) => Some(Setting {
                 text: v.to_string(),
-                origin: flag.to_string(),
+                origin: opt.name.to_string(),
             }),
-            None => self.get(names),
+            None => self.get(opt.env),
         }
+    }
+
+    /// [`Vars::flag_or`], else the declared default ([`Unset::Value`]), parsed like user input.
+    pub(crate) fn flag_or_default(&self, flags: &Flags, opt: &Opt) -> Setting {
+        self.flag_or(flags, opt)
+            .unwrap_or_else(|| declared_default(opt))
+    }
+}
+
+/// `opt`'s declared default as a setting; a declaration without one is a programming error
+/// (the tests resolve every default).
+pub(crate) fn declared_default(opt: &Opt) -> Setting {
+    let Unset::Value(text) = opt.unset else {
+        panic!("{} declares no default value", opt.name)
+    };
+    Setting {
+        text: text.to_string(),
+        origin: format!("{} (default)", opt.name),
     }
 }
 
@@ -203,9 +221,13 @@ pub fn parse_duration_in(s: &Setting, min: Duration, max: Duration) -> Result<Du
 }
 
 /// Refuses `dependents` given without the flag (or variable) they refine.
-pub(crate) fn refuse_without(flags: &Flags, main: &str, dependents: &[&str]) -> Result<(), Error> {
-    match dependents.iter().find(|f| flags.switch(f)) {
-        Some(f) => Err(Error::Config(format!("{f} needs {main}"))),
+pub(crate) fn refuse_without(
+    flags: &Flags,
+    main: &Opt,
+    dependents: &[&'static Opt],
+) -> Result<(), Error> {
+    match flags.first_given(dependents) {
+        Some(f) => Err(Error::Config(format!("{} needs {}", f.name, main.name))),
         None => Ok(()),
     }
 }
@@ -283,15 +305,15 @@ pub fn verification_token(
     flags: &Flags,
     vars: &Vars,
 ) -> Result<(Option<VerificationToken>, Option<String>), Error> {
-    let file = flags.value("--verification-token-file").map(|f| Setting {
+    let file = flags.value(&cli::TOKEN_FILE).map(|f| Setting {
         text: f.to_string(),
-        origin: "--verification-token-file".into(),
+        origin: cli::TOKEN_FILE.name.into(),
     });
     let (text, origin) = if let Some(f) = file {
         let content = std::fs::read_to_string(&f.text)
-            .map_err(|e| Error::Config(format!("--verification-token-file {}: {e}", f.text)))?;
+            .map_err(|e| Error::Config(format!("{} {}: {e}", f.origin, f.text)))?;
         (content.trim().to_string(), f.origin)
-    } else if let Some(s) = vars.get(&["WEBHOOK_VERIFICATION_TOKEN", "WEBHOOK_TOKEN"]) {
+    } else if let Some(s) = vars.get(cli::TOKEN) {
         (s.text, s.origin)
     } else {
         return Ok((None, None));

@@ -46,20 +46,15 @@ fn try_run(args: Vec<std::ffi::OsString>) -> Result<(), Error> {
             println!("ringhook {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        cli::Command::Serve(global, flags) => {
+        cli::Command::Run(cmd, global, flags) => {
             let vars = config::Vars::load(&global)?;
-            let cfg = serve::ServeConfig::resolve(&flags, &vars)?;
-            serve::serve(cfg)
+            match cmd {
+                cli::Cmd::Serve => serve::serve(serve::ServeConfig::resolve(&flags, &vars)?),
+                cli::Cmd::Register => register::run_register(&flags, &vars),
+                cli::Cmd::List => register::run_list(&flags, &vars),
+                cli::Cmd::Unregister => register::run_unregister(&flags, &vars),
+                cli::Cmd::Check => check::run(&flags, &vars),
+            }
         }
-        cli::Command::Register(global, flags) => {
-            register::run_register(&flags, &config::Vars::load(&global)?)
-        }
-        cli::Command::List(global, flags) => {
-            register::run_list(&flags, &config::Vars::load(&global)?)
-        }
-        cli::Command::Unregister(global, flags) => {
-            register::run_unregister(&flags, &config::Vars::load(&global)?)
-        }
-        cli::Command::Check(global, flags) => check::run(&flags, &config::Vars::load(&global)?),
     }
 }

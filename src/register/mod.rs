@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::check;
-use crate::cli::Flags;
+use crate::cli::{self, Flags};
 use crate::config::Vars;
 use crate::error::Error;
 use crate::platform::{self, NewSubscription, PlatformError, Session, Subscription};
@@ -266,7 +266,7 @@ fn print_json(value: &impl Serialize) {
 pub fn run_register(flags: &Flags, vars: &Vars) -> Result<(), Error> {
     let s = RegisterSettings::resolve(flags, vars)?;
     let saved = state::load(&s.state_path)?.filter(|st| st.server == s.platform.endpoint.server);
-    let dry_run = flags.switch("--dry-run");
+    let dry_run = flags.switch(&cli::DRY_RUN);
     let outcome = with_session(&s.platform, |session| {
         reconcile(session, &s, saved.as_ref(), dry_run)
     })?;
@@ -285,7 +285,7 @@ pub fn run_register(flags: &Flags, vars: &Vars) -> Result<(), Error> {
         ),
         (false, done) => info!("{done} {id} expires {expires}, {filters}"),
     }
-    if flags.switch("--json") {
+    if flags.switch(&cli::JSON) {
         print_json(&outcome);
     }
     Ok(())
@@ -328,7 +328,7 @@ pub fn run_list(flags: &Flags, vars: &Vars) -> Result<(), Error> {
         saved.as_ref().is_some_and(|st| st.id == x.id)
             || (s.address.is_some() && x.address == s.address)
     };
-    if flags.switch("--json") {
+    if flags.switch(&cli::JSON) {
         let listed: Vec<Listed> = subs
             .iter()
             .map(|x| Listed {
@@ -385,7 +385,7 @@ struct Unregistered {
 pub fn run_unregister(flags: &Flags, vars: &Vars) -> Result<(), Error> {
     let s = ManageSettings::resolve(flags, vars)?;
     let saved = load_state(s.state_path.as_ref(), &s.platform.endpoint.server)?;
-    let id = flags.value("--id").map(str::to_string);
+    let id = flags.value(&cli::ID).map(str::to_string);
     if id.is_none() && saved.is_none() && s.address.is_none() {
         return Err(Error::Config(format!(
             "nothing names the subscription to delete: no state file{}; give --id ID, or set WEBHOOK_ADDRESS (or --address)",
@@ -443,7 +443,7 @@ pub fn run_unregister(flags: &Flags, vars: &Vars) -> Result<(), Error> {
             state::remove(path)?;
         }
     }
-    if flags.switch("--json") {
+    if flags.switch(&cli::JSON) {
         print_json(&Unregistered {
             action: if deleted.is_empty() {
                 "nothing"

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::Flags;
+use crate::cli::{self, Flags};
 use crate::config::{
     Setting, Vars, parse_count, parse_duration, parse_duration_in, verification_token,
 };
@@ -30,11 +30,6 @@ pub const EXTENSION_ID: &str = "{extensionId}";
 const CLIENT_ID: &[&str] = &["RC_CLIENT_ID", "RC_APP_KEY", "RC_APP_CLIENT_ID"];
 const CLIENT_SECRET: &[&str] = &["RC_CLIENT_SECRET", "RC_APP_SECRET", "RC_APP_CLIENT_SECRET"];
 const JWT: &[&str] = &["RC_JWT", "RC_USER_JWT"];
-const ADDRESS: &[&str] = &[
-    "WEBHOOK_ADDRESS",
-    "DELIVERY_MODE_ADDRESS",
-    "WEBHOOK_DELIVERY_ADDRESS",
-];
 
 /// How to reach the platform and as whom.
 #[derive(Debug, Clone)]
@@ -215,7 +210,7 @@ fn platform(vars: &Vars, missing: &mut Missing) -> Result<Option<PlatformSetting
 }
 
 fn address(flags: &Flags, vars: &Vars) -> Result<Option<String>, Error> {
-    let Some(s) = vars.flag_or(flags, "--address", ADDRESS) else {
+    let Some(s) = vars.flag_or(flags, &cli::ADDRESS) else {
         return Ok(None);
     };
     let url = crate::config::parse_url(&s)?;
@@ -233,7 +228,7 @@ fn address(flags: &Flags, vars: &Vars) -> Result<Option<String>, Error> {
 }
 
 fn state_path(flags: &Flags, vars: &Vars) -> Option<PathBuf> {
-    if let Some(s) = vars.flag_or(flags, "--state", &["RINGHOOK_STATE"]) {
+    if let Some(s) = vars.flag_or(flags, &cli::STATE) {
         return Some(PathBuf::from(s.text));
     }
     state::default_path(
@@ -266,13 +261,13 @@ fn words(vars: &Vars, name: &str, default: &str) -> Result<Vec<String>, Error> {
 }
 
 fn filters(flags: &Flags, vars: &Vars, missing: &mut Missing) -> Result<Vec<String>, Error> {
-    let given = flags.values("--event");
+    let given = flags.values(&cli::EVENT);
     let (list, origin): (Vec<String>, String) = if !given.is_empty() {
         (
             given.iter().map(|s| s.trim().to_string()).collect(),
-            "--event".into(),
+            cli::EVENT.name.into(),
         )
-    } else if let Some(s) = vars.get(&["RINGHOOK_EVENT_FILTERS"]) {
+    } else if let Some(s) = vars.get(cli::EVENT.env) {
         (
             s.text.split_whitespace().map(str::to_string).collect(),
             s.origin,
@@ -382,8 +377,9 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::Opt;
 
-    fn flags(pairs: &[(&'static str, &str)]) -> Flags {
+    fn flags(pairs: &[(&Opt, &str)]) -> Flags {
         Flags::from_pairs(pairs)
     }
 
@@ -440,8 +436,9 @@ mod tests {
             ],
             &[],
         );
-        let s = RegisterSettings::resolve(&flags(&[("--event", "/x"), ("--state", "s.json")]), &v)
-            .unwrap();
+        let s =
+            RegisterSettings::resolve(&flags(&[(&cli::EVENT, "/x"), (&cli::STATE, "s.json")]), &v)
+                .unwrap();
         assert_eq!(s.platform.endpoint.server, SANDBOX);
         assert_eq!(s.address, "https://y/webhook");
         assert_eq!(s.filters, ["/x"]);
@@ -473,9 +470,11 @@ mod tests {
         env.push(("EXTENSIONS_PER_PAGE", "5000"));
         let e = RegisterSettings::resolve(&flags(&[]), &Vars::from_maps(&env, &[])).unwrap_err();
         assert!(e.to_string().contains("EXTENSIONS_PER_PAGE"), "{e}");
-        let e =
-            RegisterSettings::resolve(&flags(&[("--event", "nope")]), &Vars::from_maps(FULL, &[]))
-                .unwrap_err();
+        let e = RegisterSettings::resolve(
+            &flags(&[(&cli::EVENT, "nope")]),
+            &Vars::from_maps(FULL, &[]),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("--event"), "{e}");
         let e = RegisterSettings::resolve(
             &flags(&[]),

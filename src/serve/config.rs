@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::Flags;
+use crate::cli::{self, Flags, Opt};
 use crate::config::*;
 use crate::error::Error;
 use crate::secret::VerificationToken;
@@ -58,15 +58,39 @@ pub struct Limits {
 }
 
 impl Default for Limits {
+    /// The declared defaults (`cli`), as `serve` applies them when nothing is set.
     fn default() -> Limits {
-        Limits {
-            max_body: 1024 * 1024,
-            max_header: 16 * 1024,
-            request_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 256,
-            shutdown_grace: Duration::from_secs(5),
+        Limits::resolve(&Flags::default(), &Vars::default()).expect("declared defaults are valid")
+    }
+}
+
+impl Limits {
+    /// Each limit from its flag, variable or declared default, within its bounds.
+    fn resolve(flags: &Flags, vars: &Vars) -> Result<Limits, Error> {
+        let value = |opt| vars.flag_or_default(flags, opt);
+        let s = value(&cli::MAX_BODY);
+        let max_body = parse_size(&s)?;
+        if max_body == 0 || max_body > 64 * 1024 * 1024 {
+            return Err(invalid(&s, "must be between 1 byte and 64MiB"));
         }
+        let s = value(&cli::MAX_HEADER);
+        let max_header = parse_size(&s)?;
+        if !(1024..=1024 * 1024).contains(&max_header) {
+            return Err(invalid(&s, "must be between 1KiB and 1MiB"));
+        }
+        let positive = |s: Setting| parse_duration_in(&s, Duration::from_millis(1), MAX_TIMEOUT);
+        Ok(Limits {
+            max_body,
+            max_header: max_header as usize,
+            request_timeout: positive(value(&cli::REQUEST_TIMEOUT))?,
+            idle_timeout: positive(value(&cli::IDLE_TIMEOUT))?,
+            shutdown_grace: parse_duration_in(
+                &value(&cli::SHUTDOWN_GRACE),
+                Duration::ZERO,
+                MAX_TIMEOUT,
+            )?,
+            max_connections: parse_count(&value(&cli::MAX_CONNECTIONS), 1, 100_000)? as usize,
+        })
     }
 }
 
@@ -107,22 +131,13 @@ pub struct ServeConfig {
 impl ServeConfig {
     /// Resolves and validates `serve`'s configuration.
     pub fn resolve(flags: &Flags, vars: &Vars) -> Result<ServeConfig, Error> {
-        let listen = match vars.flag_or(flags, "--listen", &["RINGHOOK_LISTEN"]) {
-            Some(s) => parse_listen(&s)?,
-            None => match vars.get(&["PORT"]) {
-                Some(p) => {
-                    let port = parse_count(&p, 0, 65535)? as u16;
-                    SocketAddr::from(([0, 0, 0, 0], port))
-                }
-                None => SocketAddr::from(([0, 0, 0, 0], 3000)),
-            },
+        let listen = match (vars.flag_or(flags, &cli::LISTEN), vars.get(cli::PORT)) {
+            (None, Some(p)) => SocketAddr::from(([0, 0, 0, 0], parse_count(&p, 0, 65535)? as u16)),
+            (given, _) => parse_listen(&given.unwrap_or_else(|| declared_default(&cli::LISTEN)))?,
         };
-        let path = match vars.flag_or(flags, "--path", &["WEBHOOK_PATH"]) {
-            Some(s) => parse_path(&s)?,
-            None => "/webhook".to_string(),
-        };
+        let path = parse_path(&vars.flag_or_default(flags, &cli::PATH))?;
         let health_path = vars
-            .flag_or(flags, "--health-path", &["RINGHOOK_HEALTH_PATH"])
+            .flag_or(flags, &cli::HEALTH_PATH)
             .map(|s| {
                 let p = parse_path(&s)?;
                 if p == path {
@@ -131,45 +146,18 @@ impl ServeConfig {
                 Ok(p)
             })
             .transpose()?;
-        let log = match vars.flag_or(flags, "--log-file", &["RINGHOOK_LOG_FILE"]) {
+        let log = match vars.flag_or(flags, &cli::LOG_FILE) {
             None => LogTarget::Stdout,
             Some(s) if s.text == "-" => LogTarget::Stdout,
             Some(s) => LogTarget::File(PathBuf::from(s.text)),
         };
         let (token, token_origin) = verification_token(flags, vars)?;
-
-        let mut limits = Limits::default();
-        if let Some(s) = vars.flag_or(flags, "--max-body", &["RINGHOOK_MAX_BODY"]) {
-            limits.max_body = parse_size(&s)?;
-            if limits.max_body == 0 || limits.max_body > 64 * 1024 * 1024 {
-                return Err(invalid(&s, "must be between 1 byte and 64MiB"));
-            }
-        }
-        if let Some(s) = vars.flag_or(flags, "--max-header", &["RINGHOOK_MAX_HEADER"]) {
-            let n = parse_size(&s)?;
-            if !(1024..=1024 * 1024).contains(&n) {
-                return Err(invalid(&s, "must be between 1KiB and 1MiB"));
-            }
-            limits.max_header = n as usize;
-        }
-        let positive = |s: Setting| parse_duration_in(&s, Duration::from_millis(1), MAX_TIMEOUT);
-        if let Some(s) = vars.flag_or(flags, "--request-timeout", &["RINGHOOK_REQUEST_TIMEOUT"]) {
-            limits.request_timeout = positive(s)?;
-        }
-        if let Some(s) = vars.flag_or(flags, "--idle-timeout", &["RINGHOOK_IDLE_TIMEOUT"]) {
-            limits.idle_timeout = positive(s)?;
-        }
-        if let Some(s) = vars.flag_or(flags, "--shutdown-grace", &["RINGHOOK_SHUTDOWN_GRACE"]) {
-            limits.shutdown_grace = parse_duration_in(&s, Duration::ZERO, MAX_TIMEOUT)?;
-        }
-        if let Some(s) = vars.flag_or(flags, "--max-connections", &["RINGHOOK_MAX_CONNECTIONS"]) {
-            limits.max_connections = parse_count(&s, 1, 100_000)? as usize;
-        }
-        let dedupe_window =
-            match vars.flag_or(flags, "--dedupe-window", &["RINGHOOK_DEDUPE_WINDOW"]) {
-                Some(s) => parse_count(&s, 0, 10_000_000)? as usize,
-                None => 10_000,
-            };
+        let limits = Limits::resolve(flags, vars)?;
+        let dedupe_window = parse_count(
+            &vars.flag_or_default(flags, &cli::DEDUPE_WINDOW),
+            0,
+            10_000_000,
+        )? as usize;
         let exec = exec_config(flags, vars)?;
         let register = reconcile_config(flags, vars, &log, &path)?;
         Ok(ServeConfig {
@@ -199,11 +187,12 @@ fn parse_bool(s: &Setting) -> Result<bool, Error> {
     }
 }
 
-fn switch_or_env(flags: &Flags, flag: &str, vars: &Vars, name: &str) -> Result<bool, Error> {
-    if flags.switch(flag) {
+/// A switch given, or set by its variable (`1`, `true`, …).
+fn switch_or_env(flags: &Flags, vars: &Vars, opt: &Opt) -> Result<bool, Error> {
+    if flags.switch(opt) {
         return Ok(true);
     }
-    vars.get(&[name]).map_or(Ok(false), |s| parse_bool(&s))
+    vars.get(opt.env).map_or(Ok(false), |s| parse_bool(&s))
 }
 
 fn reconcile_config(
@@ -213,15 +202,15 @@ fn reconcile_config(
     path: &str,
 ) -> Result<Option<crate::serve::reconcile::ReconcileConfig>, Error> {
     use crate::register::settings::RegisterSettings;
-    if !switch_or_env(flags, "--register", vars, "RINGHOOK_REGISTER")? {
+    if !switch_or_env(flags, vars, &cli::REGISTER)? {
         refuse_without(
             flags,
-            "--register",
+            &cli::REGISTER,
             &[
-                "--register-every",
-                "--register-quiet",
-                "--register-retry",
-                "--unregister-on-exit",
+                &cli::REGISTER_EVERY,
+                &cli::REGISTER_QUIET,
+                &cli::REGISTER_RETRY,
+                &cli::UNREGISTER_ON_EXIT,
             ],
         )?;
         return Ok(None);
@@ -255,28 +244,25 @@ fn reconcile_config(
         );
     }
     let (minute, month) = (Duration::from_secs(60), MAX_TIMEOUT * 30);
-    let every = match vars.flag_or(flags, "--register-every", &["RINGHOOK_REGISTER_EVERY"]) {
-        Some(s) => parse_duration_in(&s, minute, month)?,
-        None => Duration::from_secs(12 * 3600),
-    };
+    let every = parse_duration_in(
+        &vars.flag_or_default(flags, &cli::REGISTER_EVERY),
+        minute,
+        month,
+    )?;
     let quiet = vars
-        .flag_or(flags, "--register-quiet", &["RINGHOOK_REGISTER_QUIET"])
+        .flag_or(flags, &cli::REGISTER_QUIET)
         .map(|s| parse_duration_in(&s, minute, month))
         .transpose()?;
-    let retry = match vars.flag_or(flags, "--register-retry", &["RINGHOOK_REGISTER_RETRY"]) {
-        Some(s) => parse_duration_in(&s, Duration::from_millis(1), Duration::from_secs(3600))?,
-        None => Duration::from_secs(30),
-    };
+    let retry = parse_duration_in(
+        &vars.flag_or_default(flags, &cli::REGISTER_RETRY),
+        Duration::from_millis(1),
+        Duration::from_secs(3600),
+    )?;
     Ok(Some(crate::serve::reconcile::ReconcileConfig {
         every,
         quiet,
         retry,
-        unregister_on_exit: switch_or_env(
-            flags,
-            "--unregister-on-exit",
-            &vars,
-            "RINGHOOK_UNREGISTER_ON_EXIT",
-        )?,
+        unregister_on_exit: switch_or_env(flags, &vars, &cli::UNREGISTER_ON_EXIT)?,
         env_file: vars.explicit_file().map(Path::to_path_buf),
         env: vars.defaults_in_force(),
     }))
@@ -287,40 +273,36 @@ fn exec_config(
     vars: &Vars,
 ) -> Result<Option<crate::serve::exec::ExecConfig>, Error> {
     use crate::serve::exec::{EventPattern, ExecConfig, parse_command};
-    let Some(cmd) = vars.flag_or(flags, "--exec", &["RINGHOOK_EXEC"]) else {
+    let Some(cmd) = vars.flag_or(flags, &cli::EXEC) else {
         refuse_without(
             flags,
-            "--exec",
+            &cli::EXEC,
             &[
-                "--exec-filter",
-                "--exec-max",
-                "--exec-queue",
-                "--exec-timeout",
+                &cli::EXEC_FILTER,
+                &cli::EXEC_MAX,
+                &cli::EXEC_QUEUE,
+                &cli::EXEC_TIMEOUT,
             ],
         )?;
         return Ok(None);
     };
     let argv = parse_command(&cmd.text).map_err(|why| invalid(&cmd, why))?;
-    let given = flags.values("--exec-filter");
+    let given = flags.values(&cli::EXEC_FILTER);
     let filters = if given.is_empty() {
-        vars.get(&["RINGHOOK_EXEC_FILTER"])
+        vars.get(cli::EXEC_FILTER.env)
             .map(|s| s.text.split_whitespace().map(EventPattern::new).collect())
             .unwrap_or_default()
     } else {
         given.into_iter().map(EventPattern::new).collect()
     };
-    let max_running = match vars.flag_or(flags, "--exec-max", &["RINGHOOK_EXEC_MAX"]) {
-        Some(s) => parse_count(&s, 1, 64)? as usize,
-        None => 2,
-    };
-    let max_queued = match vars.flag_or(flags, "--exec-queue", &["RINGHOOK_EXEC_QUEUE"]) {
-        Some(s) => parse_count(&s, 0, 100_000)? as usize,
-        None => 100,
-    };
-    let timeout = match vars.flag_or(flags, "--exec-timeout", &["RINGHOOK_EXEC_TIMEOUT"]) {
-        Some(s) => parse_duration_in(&s, Duration::from_millis(1), MAX_TIMEOUT)?,
-        None => Duration::from_secs(30),
-    };
+    let value = |opt| vars.flag_or_default(flags, opt);
+    let max_running = parse_count(&value(&cli::EXEC_MAX), 1, 64)? as usize;
+    let max_queued = parse_count(&value(&cli::EXEC_QUEUE), 0, 100_000)? as usize;
+    let timeout = parse_duration_in(
+        &value(&cli::EXEC_TIMEOUT),
+        Duration::from_millis(1),
+        MAX_TIMEOUT,
+    )?;
     Ok(Some(ExecConfig {
         argv,
         filters,
@@ -334,7 +316,7 @@ fn exec_config(
 mod tests {
     use super::*;
 
-    fn flags(pairs: &[(&'static str, &str)]) -> Flags {
+    fn flags(pairs: &[(&Opt, &str)]) -> Flags {
         Flags::from_pairs(pairs)
     }
 
@@ -353,7 +335,7 @@ mod tests {
     #[test]
     fn precedence_flag_env_file_default() {
         let v = Vars::from_maps(&[("WEBHOOK_PATH", "/env")], &[("WEBHOOK_PATH", "/file")]);
-        let c = ServeConfig::resolve(&flags(&[("--path", "/flag")]), &v).unwrap();
+        let c = ServeConfig::resolve(&flags(&[(&cli::PATH, "/flag")]), &v).unwrap();
         assert_eq!(c.path, "/flag");
         let c = ServeConfig::resolve(&flags(&[]), &v).unwrap();
         assert_eq!(c.path, "/env");
@@ -373,8 +355,8 @@ mod tests {
         let v = Vars::from_maps(&[], &[("RINGHOOK_MAX_BODY", "lots")]);
         let e = ServeConfig::resolve(&flags(&[]), &v).unwrap_err();
         assert!(e.to_string().contains("RINGHOOK_MAX_BODY (in .env)"), "{e}");
-        let e =
-            ServeConfig::resolve(&flags(&[("--listen", "nowhere")]), &Vars::default()).unwrap_err();
+        let e = ServeConfig::resolve(&flags(&[(&cli::LISTEN, "nowhere")]), &Vars::default())
+            .unwrap_err();
         assert!(e.to_string().contains("--listen"), "{e}");
         assert_eq!(e.exit_code(), 2);
     }
