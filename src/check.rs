@@ -235,9 +235,7 @@ pub fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
             };
             let d = config::parse_duration(&s)?;
             if d.is_zero() {
-                return Err(Error::Config(format!(
-                    "invalid --timeout: '{t}': must be more than zero"
-                )));
+                return Err(config::invalid(&s, "must be more than zero"));
             }
             d
         }

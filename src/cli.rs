@@ -166,8 +166,8 @@ pub(crate) const HEALTH_PATH: Opt = Opt::flag(
 )
 .env(&["RINGHOOK_HEALTH_PATH"])
 .means("off");
-/// The variables holding the verification token itself (the tutorial's name second).
-pub(crate) const TOKEN: &[&str] = &["WEBHOOK_VERIFICATION_TOKEN", "WEBHOOK_TOKEN"];
+/// The variables holding the verification token itself.
+pub(crate) const TOKEN: &[&str] = crate::secret::VERIFICATION_TOKEN;
 pub(crate) const TOKEN_FILE: Opt = Opt::flag(
     "--verification-token-file",
     "FILE",
@@ -326,6 +326,57 @@ pub(crate) const ID: Opt = Opt::flag(
 
 pub(crate) const TIMEOUT: Opt =
     Opt::flag("--timeout", "DURATION", "Give up after this long").means("3s, the platform's limit");
+
+// ---- Variables without a flag (register, list, unregister; the CA file for check too) ----
+// Secrets are only ever variables; their names are in `secret`.
+
+/// The platform's server (origin only).
+pub(crate) const SERVER_URL: &[&str] = &["RC_SERVER_URL", "RC_SERVER"];
+/// `sandbox` or `production`, when no server URL is set.
+pub(crate) const RC_ENV: &[&str] = &["RC_ENV"];
+/// The app's client id, under its current and older names.
+pub(crate) const CLIENT_ID: &[&str] = &["RC_CLIENT_ID", "RC_APP_KEY", "RC_APP_CLIENT_ID"];
+/// The password grant's user name.
+pub(crate) const USERNAME: &[&str] = &["RC_USERNAME"];
+/// The password grant's extension.
+pub(crate) const EXTENSION: &[&str] = &["RC_EXTENSION"];
+/// Longest wait the platform may ask for (Retry-After, rate limits).
+pub(crate) const MAX_WAIT: &[&str] = &["RINGHOOK_MAX_WAIT"];
+/// One HTTP request's time limit.
+pub(crate) const HTTP_TIMEOUT: &[&str] = &["RINGHOOK_HTTP_TIMEOUT"];
+/// Page size of the extension list.
+pub(crate) const EXTENSIONS_PER_PAGE: &[&str] = &["EXTENSIONS_PER_PAGE"];
+/// Subscription lifetime asked for.
+pub(crate) const EXPIRES_IN: &[&str] = &["RINGHOOK_EXPIRES_IN"];
+/// Extension types `{extensionId}` expands over.
+pub(crate) const EXTENSION_TYPES: &[&str] = &["RINGHOOK_EXTENSION_TYPES"];
+/// Extension statuses `{extensionId}` expands over.
+pub(crate) const EXTENSION_STATUSES: &[&str] = &["RINGHOOK_EXTENSION_STATUSES"];
+/// Extra trusted roots (PEM) for outbound TLS.
+pub(crate) const CA_FILE: &[&str] = &["RINGHOOK_CA_FILE"];
+/// The system's state directory, for the default state file (not ours: not in README).
+pub(crate) const XDG_STATE_HOME: &[&str] = &["XDG_STATE_HOME"];
+/// The home directory, the default state file's last resort (not ours: not in README).
+pub(crate) const HOME: &[&str] = &["HOME"];
+
+/// The variables above that are ours, for the README check.
+#[cfg(test)]
+const VARIABLES: &[&[&str]] = &[
+    PORT,
+    TOKEN,
+    SERVER_URL,
+    RC_ENV,
+    CLIENT_ID,
+    USERNAME,
+    EXTENSION,
+    MAX_WAIT,
+    HTTP_TIMEOUT,
+    EXTENSIONS_PER_PAGE,
+    EXPIRES_IN,
+    EXTENSION_TYPES,
+    EXTENSION_STATUSES,
+    CA_FILE,
+];
 
 /// `serve`'s settings, in the order its `--help` lists them.
 const SERVE: &[&Opt] = &[
@@ -788,7 +839,8 @@ mod tests {
             .flat_map(|c| c.flags.iter())
             .flat_map(|f| f.env.iter().copied())
             .collect();
-        names.extend(PORT.iter().chain(TOKEN));
+        names.extend(VARIABLES.iter().copied().flatten());
+        names.extend(crate::secret::variables());
         let tables: Vec<&str> = readme.lines().filter(|l| l.starts_with('|')).collect();
         for name in names {
             let (plain, set) = (format!("`{name}`"), format!("`{name}="));

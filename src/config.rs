@@ -171,8 +171,14 @@ fn env_file_error(e: &dotenvy::Error) -> String {
     }
 }
 
+/// The one message for a malformed value: where it came from, what it was, why it is wrong.
 pub(crate) fn invalid(s: &Setting, why: impl std::fmt::Display) -> Error {
-    Error::Config(format!("invalid {}: '{}': {why}", s.origin, s.text))
+    invalid_text(&s.origin, &s.text, why)
+}
+
+/// [`invalid`] for a piece of a setting (one word of a list, the trimmed text).
+pub(crate) fn invalid_text(origin: &str, text: &str, why: impl std::fmt::Display) -> Error {
+    Error::Config(format!("invalid {origin}: '{text}': {why}"))
 }
 
 /// Parses a byte size: `1048576`, `512KiB`, `1MiB`, `16kb`.
@@ -276,26 +282,29 @@ pub(crate) fn parse_path(s: &Setting) -> Result<String, Error> {
 pub fn parse_url(s: &Setting) -> Result<String, Error> {
     let t = s.text.trim();
     let uri: http::Uri = t.parse().map_err(|_| {
-        Error::Config(format!(
-            "invalid {}: '{t}': expected a URL such as https://example.com/webhook",
-            s.origin
-        ))
+        invalid_text(
+            &s.origin,
+            t,
+            "expected a URL such as https://example.com/webhook",
+        )
     })?;
     match (uri.scheme_str(), uri.host()) {
         (Some("http" | "https"), Some(h)) if !h.is_empty() => Ok(t.to_string()),
-        _ => Err(Error::Config(format!(
-            "invalid {}: '{t}': expected an http:// or https:// URL with a host",
-            s.origin
-        ))),
+        _ => Err(invalid_text(
+            &s.origin,
+            t,
+            "expected an http:// or https:// URL with a host",
+        )),
     }
 }
 
 /// The extra roots from `RINGHOOK_CA_FILE`, validated at start-up.
 pub fn trust_roots(vars: &Vars) -> Result<TrustRoots, Error> {
-    match vars.get(&["RINGHOOK_CA_FILE"]) {
+    match vars.get(cli::CA_FILE) {
         None => Ok(TrustRoots::default()),
-        Some(s) => TrustRoots::with_pem_file(std::path::Path::new(&s.text))
-            .map_err(|e| Error::Config(format!("invalid {}: '{}': {e}", s.origin, s.text))),
+        Some(s) => {
+            TrustRoots::with_pem_file(std::path::Path::new(&s.text)).map_err(|e| invalid(&s, e))
+        }
     }
 }
 

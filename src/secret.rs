@@ -2,6 +2,25 @@
 
 use std::fmt;
 
+/// The variables holding the verification token itself (the tutorial's name second).
+pub(crate) const VERIFICATION_TOKEN: &[&str] = &["WEBHOOK_VERIFICATION_TOKEN", "WEBHOOK_TOKEN"];
+/// The app's client secret, under its current and older names.
+pub(crate) const CLIENT_SECRET: &[&str] =
+    &["RC_CLIENT_SECRET", "RC_APP_SECRET", "RC_APP_CLIENT_SECRET"];
+/// The user's JWT credential.
+pub(crate) const JWT: &[&str] = &["RC_JWT", "RC_USER_JWT"];
+/// The user's password (the ended password grant).
+pub(crate) const PASSWORD: &[&str] = &["RC_PASSWORD"];
+
+/// Every variable that holds a secret: a child that has no business with them (`--exec`) gets
+/// none of them.
+pub(crate) fn variables() -> impl Iterator<Item = &'static str> {
+    [VERIFICATION_TOKEN, CLIENT_SECRET, JWT, PASSWORD]
+        .into_iter()
+        .flatten()
+        .copied()
+}
+
 /// A secret string. `Debug` and `Display` print `(redacted)`; only [`Secret::expose`] reveals it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use crate::cli::{self, Flags};
 use crate::config::{
-    Setting, Vars, parse_count, parse_duration, parse_duration_in, verification_token,
+    Setting, Vars, invalid, invalid_text, parse_count, parse_duration, parse_duration_in,
+    verification_token,
 };
 use crate::error::Error;
 use crate::platform::{Credentials, Endpoint, Policy};
-use crate::secret::{Secret, VerificationToken};
+use crate::secret::{self, Secret, VerificationToken};
 
 use super::state;
 
@@ -26,10 +27,6 @@ pub const DEFAULT_EXPIRES_IN: u64 = 315_360_000;
 const MAX_EXPIRES_IN: u64 = 630_720_000;
 /// The placeholder that expands to one filter per extension.
 pub const EXTENSION_ID: &str = "{extensionId}";
-
-const CLIENT_ID: &[&str] = &["RC_CLIENT_ID", "RC_APP_KEY", "RC_APP_CLIENT_ID"];
-const CLIENT_SECRET: &[&str] = &["RC_CLIENT_SECRET", "RC_APP_SECRET", "RC_APP_CLIENT_SECRET"];
-const JWT: &[&str] = &["RC_JWT", "RC_USER_JWT"];
 
 /// How to reach the platform and as whom.
 #[derive(Debug, Clone)]
@@ -97,10 +94,6 @@ impl Missing {
     }
 }
 
-fn invalid(s: &Setting, why: impl std::fmt::Display) -> Error {
-    Error::Config(format!("invalid {}: '{}': {why}", s.origin, s.text))
-}
-
 fn is_loopback(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
@@ -134,10 +127,10 @@ fn parse_server(s: &Setting) -> Result<String, Error> {
 }
 
 fn server(vars: &Vars) -> Result<String, Error> {
-    if let Some(s) = vars.get(&["RC_SERVER_URL", "RC_SERVER"]) {
+    if let Some(s) = vars.get(cli::SERVER_URL) {
         return parse_server(&s);
     }
-    match vars.get(&["RC_ENV"]) {
+    match vars.get(cli::RC_ENV) {
         None => Ok(PRODUCTION.into()),
         Some(e) => match e.text.to_ascii_lowercase().as_str() {
             "production" => Ok(PRODUCTION.into()),
@@ -148,11 +141,11 @@ fn server(vars: &Vars) -> Result<String, Error> {
 }
 
 fn credentials(vars: &Vars, missing: &mut Missing) -> Option<Credentials> {
-    if let Some(jwt) = vars.get(JWT) {
+    if let Some(jwt) = vars.get(secret::JWT) {
         return Some(Credentials::Jwt(Secret::new(jwt.text)));
     }
-    let user = vars.get(&["RC_USERNAME"]);
-    let pass = vars.get(&["RC_PASSWORD"]);
+    let user = vars.get(cli::USERNAME);
+    let pass = vars.get(secret::PASSWORD);
     match (user, pass) {
         (Some(u), Some(p)) => {
             warn!(
@@ -161,7 +154,7 @@ fn credentials(vars: &Vars, missing: &mut Missing) -> Option<Credentials> {
             Some(Credentials::Password {
                 username: u.text,
                 password: Secret::new(p.text),
-                extension: vars.get(&["RC_EXTENSION"]).map(|e| e.text),
+                extension: vars.get(cli::EXTENSION).map(|e| e.text),
             })
         }
         (Some(_), None) => {
@@ -183,14 +176,14 @@ fn platform(vars: &Vars, missing: &mut Missing) -> Result<Option<PlatformSetting
     let server = server(vars)?;
     let roots = crate::config::trust_roots(vars)?;
     let mut policy = Policy::default();
-    if let Some(s) = vars.get(&["RINGHOOK_MAX_WAIT"]) {
+    if let Some(s) = vars.get(cli::MAX_WAIT) {
         policy.max_wait = parse_duration(&s)?;
     }
-    if let Some(s) = vars.get(&["RINGHOOK_HTTP_TIMEOUT"]) {
+    if let Some(s) = vars.get(cli::HTTP_TIMEOUT) {
         policy.timeout = parse_duration_in(&s, Duration::from_millis(1), MAX_HTTP_TIMEOUT)?;
     }
-    let client_id = missing.need(vars.get(CLIENT_ID), "RC_CLIENT_ID");
-    let client_secret = missing.need(vars.get(CLIENT_SECRET), "RC_CLIENT_SECRET");
+    let client_id = missing.need(vars.get(cli::CLIENT_ID), "RC_CLIENT_ID");
+    let client_secret = missing.need(vars.get(secret::CLIENT_SECRET), "RC_CLIENT_SECRET");
     let credentials = credentials(vars, missing);
     let (Some(client_id), Some(client_secret), Some(credentials)) =
         (client_id, client_secret, credentials)
@@ -232,13 +225,13 @@ fn state_path(flags: &Flags, vars: &Vars) -> Option<PathBuf> {
         return Some(PathBuf::from(s.text));
     }
     state::default_path(
-        vars.get(&["XDG_STATE_HOME"]).map(|s| s.text).as_deref(),
-        vars.get(&["HOME"]).map(|s| s.text).as_deref(),
+        vars.get(cli::XDG_STATE_HOME).map(|s| s.text).as_deref(),
+        vars.get(cli::HOME).map(|s| s.text).as_deref(),
     )
 }
 
-fn words(vars: &Vars, name: &str, default: &str) -> Result<Vec<String>, Error> {
-    let Some(s) = vars.get(&[name]) else {
+fn words(vars: &Vars, names: &[&str], default: &str) -> Result<Vec<String>, Error> {
+    let Some(s) = vars.get(names) else {
         return Ok(vec![default.to_string()]);
     };
     let list: Vec<String> = s
@@ -279,14 +272,18 @@ fn filters(flags: &Flags, vars: &Vars, missing: &mut Missing) -> Result<Vec<Stri
     let mut out: Vec<String> = Vec::new();
     for f in list {
         if !f.starts_with('/') || f.contains(char::is_whitespace) {
-            return Err(Error::Config(format!(
-                "invalid {origin}: '{f}': an event filter is a path such as /restapi/v1.0/account/~/extension/~/message-store"
-            )));
+            return Err(invalid_text(
+                &origin,
+                &f,
+                "an event filter is a path such as /restapi/v1.0/account/~/extension/~/message-store",
+            ));
         }
         if f.contains('{') && f.replace(EXTENSION_ID, "").contains('{') {
-            return Err(Error::Config(format!(
-                "invalid {origin}: '{f}': the only placeholder is {EXTENSION_ID}"
-            )));
+            return Err(invalid_text(
+                &origin,
+                &f,
+                format!("the only placeholder is {EXTENSION_ID}"),
+            ));
         }
         if !out.contains(&f) {
             out.push(f);
@@ -312,11 +309,11 @@ impl RegisterSettings {
                 .push("RINGHOOK_STATE (or --state; there is no XDG_STATE_HOME or HOME)".into());
         }
         let (token, _) = verification_token(flags, vars)?;
-        let per_page = match vars.get(&["EXTENSIONS_PER_PAGE"]) {
+        let per_page = match vars.get(cli::EXTENSIONS_PER_PAGE) {
             Some(s) => parse_count(&s, 1, 1000)? as u32,
             None => 500,
         };
-        let expires_in = match vars.get(&["RINGHOOK_EXPIRES_IN"]) {
+        let expires_in = match vars.get(cli::EXPIRES_IN) {
             Some(s) => {
                 let secs = parse_duration(&s)?.as_secs();
                 if !(1..=MAX_EXPIRES_IN).contains(&secs) {
@@ -329,8 +326,8 @@ impl RegisterSettings {
             }
             None => DEFAULT_EXPIRES_IN,
         };
-        let extension_types = words(vars, "RINGHOOK_EXTENSION_TYPES", "User")?;
-        let extension_statuses = words(vars, "RINGHOOK_EXTENSION_STATUSES", "Enabled")?;
+        let extension_types = words(vars, cli::EXTENSION_TYPES, "User")?;
+        let extension_statuses = words(vars, cli::EXTENSION_STATUSES, "Enabled")?;
         missing.check()?;
         if token.is_none() {
             warn!(

@@ -216,11 +216,11 @@ fn reconcile_config(
         return Ok(None);
     }
     let mut vars = vars.clone();
-    vars.set_default("RINGHOOK_EVENT_FILTERS", TUTORIAL_FILTERS);
-    let home = |n: &str| vars.get(&[n]).map(|s| s.text);
+    vars.set_default(cli::EVENT.env[0], TUTORIAL_FILTERS);
+    let home = |n| vars.get(n).map(|s| s.text);
     if crate::register::state::default_path(
-        home("XDG_STATE_HOME").as_deref(),
-        home("HOME").as_deref(),
+        home(cli::XDG_STATE_HOME).as_deref(),
+        home(cli::HOME).as_deref(),
     )
     .is_none()
     {
@@ -231,7 +231,7 @@ fn reconcile_config(
         };
         let dir = std::path::absolute(&dir).unwrap_or(dir);
         vars.set_default(
-            "RINGHOOK_STATE",
+            cli::STATE.env[0],
             dir.join("ringhook-state.json").display().to_string(),
         );
     }

@@ -24,17 +24,6 @@ use crate::serve::event_log::Record;
 const FIRST_TOKEN: usize = usize::MAX / 2;
 /// How much of a child's stderr is kept for the operational log.
 const TAIL: usize = 512;
-/// Variables that hold secrets: a command run per event has no business with them.
-const SECRET_VARS: &[&str] = &[
-    "WEBHOOK_VERIFICATION_TOKEN",
-    "WEBHOOK_TOKEN",
-    "RC_CLIENT_SECRET",
-    "RC_APP_SECRET",
-    "RC_APP_CLIENT_SECRET",
-    "RC_JWT",
-    "RC_USER_JWT",
-    "RC_PASSWORD",
-];
 
 /// What `--exec` runs, for which events, and how many at once.
 #[derive(Debug, Clone)]
@@ -250,7 +239,7 @@ impl Runner {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        for v in SECRET_VARS {
+        for v in crate::secret::variables() {
             cmd.env_remove(v);
         }
         // Its own process group, so a timeout kills whatever it started too.
