@@ -286,6 +286,36 @@ impl Default for Policy {
     }
 }
 
+/// Retries with doubling backoff: the one place that counts them, pauses and says so.
+struct Backoff<'a> {
+    policy: &'a Policy,
+    attempt: u32,
+}
+
+impl<'a> Backoff<'a> {
+    fn new(policy: &'a Policy) -> Backoff<'a> {
+        Backoff { policy, attempt: 0 }
+    }
+
+    /// True while the policy allows another retry.
+    fn left(&self) -> bool {
+        self.attempt < self.policy.retries
+    }
+
+    /// Logs `what: why; retry n of N in ms` and sleeps that long, doubling the next pause.
+    fn pause(&mut self, what: &str, why: impl fmt::Display) {
+        let pause = self.policy.backoff * 2u32.pow(self.attempt);
+        self.attempt += 1;
+        warn!(
+            "{what}: {why}; retry {} of {} in {} ms",
+            self.attempt,
+            self.policy.retries,
+            pause.as_millis()
+        );
+        std::thread::sleep(pause);
+    }
+}
+
 /// Where and as whom to talk to the platform.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -650,7 +680,7 @@ impl Transport {
     {
         let policy = &self.endpoint.policy;
         let mut waited = Duration::ZERO;
-        let mut attempt = 0u32;
+        let mut backoff = Backoff::new(policy);
         loop {
             let result = call(&self.agent);
             let retryable = match result {
@@ -682,14 +712,14 @@ impl Transport {
                     match body {
                         Ok(body) if status >= 500 => {
                             let e = api_error(status, &body);
-                            if !idempotent || attempt >= policy.retries {
+                            if !idempotent || !backoff.left() {
                                 return Err(e);
                             }
                             e
                         }
                         Ok(body) => return Ok(Answer { status, body }),
                         Err(e @ PlatformError::Timeout { .. }) => return Err(e),
-                        Err(e) if !idempotent || attempt >= policy.retries => return Err(e),
+                        Err(e) if !idempotent || !backoff.left() => return Err(e),
                         Err(e) => e,
                     }
                 }
@@ -699,20 +729,13 @@ impl Transport {
                         e,
                         PlatformError::Transport { tls: true, .. } | PlatformError::Timeout { .. }
                     );
-                    if fatal || !idempotent || attempt >= policy.retries {
+                    if fatal || !idempotent || !backoff.left() {
                         return Err(e);
                     }
                     e
                 }
             };
-            let pause = policy.backoff * 2u32.pow(attempt);
-            attempt += 1;
-            warn!(
-                "{what}: {retryable}; retry {attempt} of {} in {} ms",
-                policy.retries,
-                pause.as_millis()
-            );
-            std::thread::sleep(pause);
+            backoff.pause(what, retryable);
         }
     }
 
@@ -942,8 +965,7 @@ impl Session {
         })
         .expect("plain structs serialize");
         let auth = self.bearer();
-        let policy = self.http.endpoint.policy.clone();
-        let mut attempt = 0u32;
+        let mut backoff = Backoff::new(&self.http.endpoint.policy);
         loop {
             let result = self.http.send("create subscription", false, |agent| {
                 agent
@@ -968,7 +990,7 @@ impl Session {
             let resend = matches!(
                 err,
                 PlatformError::Api { .. } | PlatformError::Transport { .. }
-            ) && attempt < policy.retries;
+            ) && backoff.left();
             // The platform may have created it before the answer was lost: look before resending.
             let listed = self.subscriptions().inspect_err(|_| {
                 warn!("create subscription: {err}; whether it was created cannot be told");
@@ -989,14 +1011,10 @@ impl Session {
                 warn!("create subscription: {err}; the list shows none created; not sent again");
                 return Err(err);
             }
-            let pause = policy.backoff * 2u32.pow(attempt);
-            attempt += 1;
-            warn!(
-                "create subscription: {err}; none was created; retry {attempt} of {} in {} ms",
-                policy.retries,
-                pause.as_millis()
+            backoff.pause(
+                "create subscription",
+                format_args!("{err}; none was created"),
             );
-            std::thread::sleep(pause);
         }
     }
 

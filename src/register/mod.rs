@@ -324,10 +324,8 @@ pub fn run_list(flags: &Flags, vars: &Vars) -> Result<(), Error> {
             .subscriptions()
             .map_err(fail("cannot list the subscriptions"))
     })?;
-    let ours = |x: &Subscription| {
-        saved.as_ref().is_some_and(|st| st.id == x.id)
-            || (s.address.is_some() && x.address == s.address)
-    };
+    let owned_id = saved.as_ref().map(|st| st.id.as_str());
+    let ours = |x: &Subscription| plan::is_ours(x, owned_id, s.address.as_deref());
     if flags.switch(&cli::JSON) {
         let listed: Vec<Listed> = subs
             .iter()
@@ -410,15 +408,12 @@ pub fn run_unregister(flags: &Flags, vars: &Vars) -> Result<(), Error> {
                 }
                 found
             }
-            None => subs
-                .iter()
-                .filter(|x| {
-                    saved.as_ref().is_some_and(|st| st.id == x.id)
-                        || (s.address.is_some()
-                            && x.address == s.address
-                            && x.transport.eq_ignore_ascii_case("WebHook"))
-                })
-                .collect(),
+            None => {
+                let owned_id = saved.as_ref().map(|st| st.id.as_str());
+                subs.iter()
+                    .filter(|x| plan::is_ours(x, owned_id, s.address.as_deref()))
+                    .collect()
+            }
         };
         let mut deleted = Vec::new();
         for x in targets {

@@ -190,6 +190,19 @@ pub fn needs_renew(
     left < granted / 3
 }
 
+/// True when `sub` is a WebHook delivering to `address`.
+fn delivers_to(sub: &Subscription, address: Option<&str>) -> bool {
+    address.is_some()
+        && sub.address.as_deref() == address
+        && sub.transport.eq_ignore_ascii_case("WebHook")
+}
+
+/// True when `sub` belongs to this installation: the one the state file names (`owned_id`),
+/// wherever it points, or a WebHook at our `address`. Anything else is someone else's.
+pub(crate) fn is_ours(sub: &Subscription, owned_id: Option<&str>, address: Option<&str>) -> bool {
+    Some(sub.id.as_str()) == owned_id || delivers_to(sub, address)
+}
+
 /// Decides what to do. Pure: the same inputs give the same plan.
 pub fn plan(
     wanted: &Wanted<'_>,
@@ -199,16 +212,14 @@ pub fn plan(
     now: SystemTime,
 ) -> Plan {
     let owned_id = owned.map(|o| o.id.as_str());
+    let address = Some(wanted.address);
     let here: Vec<&Subscription> = existing
         .iter()
-        .filter(|s| {
-            s.transport.eq_ignore_ascii_case("WebHook")
-                && s.address.as_deref() == Some(wanted.address)
-        })
+        .filter(|s| delivers_to(s, address))
         .collect();
     let elsewhere = existing
         .iter()
-        .find(|s| Some(s.id.as_str()) == owned_id && s.address.as_deref() != Some(wanted.address));
+        .find(|s| is_ours(s, owned_id, address) && s.address.as_deref() != address);
 
     // The keeper: ours by the state file, else the right filters, else the longest-lived.
     let keeper = here.iter().filter(|s| s.is_active()).max_by_key(|s| {
@@ -499,6 +510,49 @@ mod tests {
             assert_eq!(p.keep.as_deref(), c.keep, "{}: {p:?}", c.name);
             let deleted: Vec<&str> = p.delete.iter().map(|(id, _)| id.as_str()).collect();
             assert_eq!(deleted, c.delete, "{}: {p:?}", c.name);
+        }
+    }
+
+    #[test]
+    fn ours_is_the_state_ones_or_a_webhook_at_our_address() {
+        let mut socket = sub("ws", "Active", ADDR, &["/a"], 100);
+        socket.transport = "WebSocket".into();
+        let cases: &[(&Subscription, Option<&str>, Option<&str>, bool)] = &[
+            (
+                &sub("a", "Active", ADDR, &["/a"], 100),
+                None,
+                Some(ADDR),
+                true,
+            ),
+            (&sub("a", "Active", ADDR, &["/a"], 100), None, None, false),
+            (
+                &sub("b", "Active", "https://other/", &[], 1),
+                Some("b"),
+                Some(ADDR),
+                true,
+            ),
+            (
+                &sub("b", "Active", "https://other/", &[], 1),
+                Some("c"),
+                Some(ADDR),
+                false,
+            ),
+            (
+                &sub("b", "Active", "https://other/", &[], 1),
+                None,
+                None,
+                false,
+            ),
+            (&socket, None, Some(ADDR), false),
+            (&socket, Some("ws"), None, true),
+        ];
+        for (s, owned_id, address, want) in cases {
+            assert_eq!(
+                is_ours(s, *owned_id, *address),
+                *want,
+                "{} {owned_id:?} {address:?}",
+                s.id
+            );
         }
     }
 
