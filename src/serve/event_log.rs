@@ -376,12 +376,21 @@ impl EventLog {
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .append(true)
         .create(true)
         .mode(0o600)
-        .open(path)
+        .open(path)?;
+    // A new file's name is durable only once its directory is synced: without this, a power cut
+    // takes a freshly created (or, after SIGHUP, re-created) log with every event acknowledged
+    // in it (tests/powercut.rs).
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()?;
+    Ok(file)
 }
 
 const BLOCK: u64 = 64 * 1024;
