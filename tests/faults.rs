@@ -2,14 +2,14 @@
 //! half-closed sockets and a closed stdout — against the real binary.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use crate::support::{Running, Serve, read_response};
+use crate::support::{Running, Serve, read_response, read_status};
 
 const TOKEN: &str = "crash-test-token";
 
@@ -113,31 +113,6 @@ fn acknowledged_events_survive_sigkill() {
     }
     assert!(counts.values().all(|&n| n == 1), "no event is logged twice");
     assert!(counts.len() <= total_sent);
-}
-
-/// Reads one response's status; `None` if the connection broke first.
-fn read_status(c: &mut TcpStream) -> Option<u16> {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match c.read(&mut b) {
-            Ok(1) => head.push(b[0]),
-            _ => return None,
-        }
-    }
-    let text = String::from_utf8_lossy(&head);
-    let status = text.get(9..12)?.parse().ok()?;
-    let len: usize = text
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length: ")
-                .map(|v| v.trim().parse().unwrap_or(0))
-        })
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    c.read_exact(&mut body).ok()?;
-    Some(status)
 }
 
 #[test]

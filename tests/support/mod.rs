@@ -414,3 +414,28 @@ pub fn closed_by_peer(s: &mut TcpStream) -> bool {
     let mut buf = [0u8; 64];
     matches!(s.read(&mut buf), Ok(0) | Err(_))
 }
+
+/// Reads one response's status; `None` if the connection broke first.
+pub fn read_status(c: &mut TcpStream) -> Option<u16> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match c.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => return None,
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let status = text.get(9..12)?.parse().ok()?;
+    let len: usize = text
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    c.read_exact(&mut body).ok()?;
+    Some(status)
+}
