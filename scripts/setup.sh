@@ -10,6 +10,9 @@ need_apt=()
 command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
 command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu)
 command -v qemu-aarch64-static >/dev/null || need_apt+=(qemu-user-static)
+# tests/powercut.rs mounts its FUSE file system itself (pure Rust, no libfuse) where root may;
+# elsewhere through the setuid fusermount3, which also unmounts what a failed test left.
+command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then

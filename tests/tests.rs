@@ -7,6 +7,7 @@ mod exec;
 mod fake_platform;
 mod faults;
 mod install;
+mod powercut;
 mod register;
 mod register_faults;
 mod serve;
