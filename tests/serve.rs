@@ -588,3 +588,131 @@ fn help_and_version() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--log-file"));
 }
+
+/// RFC 9112 §6.1/§6.3 through the socket: framing that leaves the body's end in doubt is refused
+/// and the connection closed, so nothing after it (here: a second request, a would-be smuggled
+/// handshake) is ever read under a guess, and no such body reaches the log.
+#[test]
+fn ambiguous_framing_is_refused_and_the_connection_closed() {
+    let s = with_token().log_file().start();
+    let body = br#"{"uuid":"f-1"}"#;
+    let chunked = format!(
+        "{:x}\r\n{}\r\n0\r\n\r\n",
+        body.len(),
+        std::str::from_utf8(body).unwrap()
+    );
+    let smuggled = "POST /webhook HTTP/1.1\r\nHost: x\r\nValidation-Token: SECOND\r\nContent-Length: 0\r\n\r\n";
+    let cases: &[(&str, &str, u16)] = &[
+        (
+            "HTTP/1.1",
+            "Host: x\r\nTransfer-Encoding: xchunked\r\n",
+            501,
+        ),
+        (
+            "HTTP/1.1",
+            "Host: x\r\nTransfer-Encoding: identity\r\n",
+            501,
+        ),
+        (
+            "HTTP/1.1",
+            "Host: x\r\nTransfer-Encoding: gzip, chunked\r\n",
+            501,
+        ),
+        (
+            "HTTP/1.1",
+            "Host: x\r\nTransfer-Encoding: chunked, identity\r\n",
+            501,
+        ),
+        (
+            "HTTP/1.1",
+            "Host: x\r\nTransfer-Encoding: chunked;q=1\r\n",
+            501,
+        ),
+        (
+            "HTTP/1.1",
+            "Host: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            400,
+        ),
+        ("HTTP/1.0", "Transfer-Encoding: chunked\r\n", 400),
+        (
+            "HTTP/1.1",
+            "Host: x\r\nContent-Length: 14\r\nContent-Length: 14\r\n",
+            400,
+        ),
+        ("HTTP/1.1", "Host: x\r\nContent-Length: 14, 14\r\n", 400),
+        ("HTTP/1.1", "Host: x\r\nContent-Length: +14\r\n", 400),
+        ("HTTP/1.1", "Transfer-Encoding: chunked\r\n", 400),
+        (
+            "HTTP/1.1",
+            "Host: a\r\nHost: b\r\nTransfer-Encoding: chunked\r\n",
+            400,
+        ),
+        (
+            "HTTP/1.1",
+            "Host: a/b\r\nTransfer-Encoding: chunked\r\n",
+            400,
+        ),
+    ];
+    for (version, headers, status) in cases {
+        let mut c = s.connect();
+        let req = format!(
+            "POST /webhook {version}\r\n{headers}Verification-Token: {TOKEN}\r\n\r\n{chunked}{smuggled}"
+        );
+        c.write_all(req.as_bytes()).unwrap();
+        let r = read_response(&mut c);
+        assert_eq!(r.status, *status, "{req:?}");
+        assert!(closed_by_peer(&mut c), "not closed after {req:?}");
+    }
+    // HTTP/1.0 without a Content-Length: its body cannot be delimited; never a 200 for it.
+    let mut c = s.connect();
+    c.write_all(
+        format!("POST /webhook HTTP/1.0\r\nConnection: keep-alive\r\nVerification-Token: {TOKEN}\r\n\r\n{}",
+            std::str::from_utf8(body).unwrap())
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut c).status, 411);
+    assert!(closed_by_peer(&mut c));
+    assert!(s.log_lines().is_empty(), "{:?}", s.log_lines());
+}
+
+/// `Content-Length` beside `Transfer-Encoding: chunked`: the chunked body is the event (it is
+/// logged byte-exact, then 200), and the connection is closed after the answer (RFC 9112 §6.1).
+/// The issue's reproduction: a second request behind it is never answered.
+#[test]
+fn chunked_beside_a_length_is_logged_then_the_connection_closed() {
+    let s = with_token().log_file().start();
+    let body = r#"{"uuid":"d1"}"#;
+    let mut c = s.connect();
+    let req = format!(
+        "POST /webhook HTTP/1.1\r\nHost: x\r\nVerification-Token: {TOKEN}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\nPOST /webhook HTTP/1.1\r\nHost: x\r\nValidation-Token: SECOND\r\nContent-Length: 0\r\n\r\n",
+        body.len()
+    );
+    c.write_all(req.as_bytes()).unwrap();
+    let r = read_response(&mut c);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(
+        closed_by_peer(&mut c),
+        "the second request must not be answered"
+    );
+    let lines = s.log_lines();
+    assert_eq!(lines.len(), 1);
+    let v: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(v["notification"]["uuid"], "d1");
+    // `Chunked` in any letter case is chunked, and keeps the connection.
+    let mut c = s.connect();
+    let req = format!(
+        "POST /webhook HTTP/1.1\r\nHost: x\r\nVerification-Token: {TOKEN}\r\nTransfer-Encoding: ChUnKeD\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+        body.len() + 2,
+        r#"{"uuid":"d2"}  "#
+    );
+    c.write_all(req.as_bytes()).unwrap();
+    assert_eq!(read_response(&mut c).status, 200);
+    c.write_all(&s.handshake_request("again")).unwrap();
+    assert_eq!(
+        read_response(&mut c).header("validation-token"),
+        Some("again")
+    );
+    assert_eq!(s.log_lines().len(), 2);
+}

@@ -15,7 +15,7 @@ use ureq_proto::server::{RecvRequestResult, Reply, SendResponseResult};
 
 use crate::serve::config::Limits;
 use crate::serve::event_log::Record;
-use crate::serve::policy::{self as policy, Answer, Head, Outcome, Policy, Route};
+use crate::serve::policy::{self as policy, Answer, Framing, Head, Outcome, Policy, Route};
 
 /// A chunk-size line or trailer longer than this is refused rather than buffered.
 const MAX_FRAMING: usize = 64 * 1024;
@@ -103,6 +103,8 @@ pub struct Exchange {
     pub eof: bool,
     /// When the current request's first byte arrived; `None` between requests.
     started: Option<Instant>,
+    /// The current request's framing was ambiguous: close after answering it.
+    close_after: bool,
 }
 
 impl Exchange {
@@ -115,6 +117,7 @@ impl Exchange {
             output: Vec::new(),
             eof: false,
             started: None,
+            close_after: false,
         }
     }
 
@@ -272,6 +275,11 @@ impl Exchange {
         req: &http::Request<()>,
         ctx: &mut Ctx,
     ) -> Option<Step> {
+        match policy::framing(req) {
+            Framing::Refuse(status, why) => return self.refuse(status, why, ctx),
+            Framing::CloseAfter => self.close_after = true,
+            Framing::Sound => {}
+        }
         let decision = policy::on_head(req, ctx.policy);
         let Some(mut next) = reply.proceed() else {
             return self.refuse(StatusCode::BAD_REQUEST, "request cannot proceed", ctx);
@@ -369,8 +377,15 @@ impl Exchange {
             ctx.counters.rejected += 1;
             info!("{} {}: {reason}", self.peer, answer.status.as_u16());
         }
+        let closing;
+        let answer = if self.close_after {
+            closing = answer.closing();
+            &closing
+        } else {
+            answer
+        };
         let close = match write_answer(reply, answer, &mut self.output, ctx.scratch) {
-            Ok(must_close) => must_close || force_close,
+            Ok(must_close) => must_close || force_close || self.close_after,
             Err(e) => {
                 error!("cannot encode an answer for {}: {e}", self.peer);
                 self.output.clear();
@@ -465,7 +480,10 @@ fn raw_answer(status: StatusCode) -> Vec<u8> {
 /// Feeds `input` to a fresh exchange in pieces whose sizes cycle through `cuts` (0 is read as 1),
 /// acknowledges every record (alternately as logged and as failed), and returns every byte the
 /// exchange answered. Panics when an invariant breaks: a hang (no progress), a malformed answer,
-/// an answer over the platform's 1024 bytes, or a log record that is not one JSON line.
+/// an answer over the platform's 1024 bytes, a log record that is not one JSON line, a 2xx to a
+/// notification whose exact body is not what was logged, a 2xx to bytes that frame no request,
+/// or an answer after ambiguous framing (the connection must close). What the input frames is
+/// read independently by [`expected_requests`].
 ///
 /// For the fuzz targets (`fuzz/`) and the property tests; not part of the receiver.
 #[doc(hidden)]
@@ -479,6 +497,8 @@ pub fn check_invariants(input: &[u8], cuts: &[usize], policy: &Policy) -> Vec<u8
     let mut counters = Counters::default();
     let mut ex = Exchange::new(SocketAddr::from(([127, 0, 0, 1], 9)));
     let mut answers = Vec::new();
+    // (index of the request, the record, acknowledged as logged)
+    let mut logged: Vec<(usize, Record, bool)> = Vec::new();
     let (mut pos, mut cut, mut steps, mut ok) = (0usize, 0usize, 0usize, true);
     let bound = 1000 + 8 * input.len();
     loop {
@@ -512,19 +532,200 @@ pub fn check_invariants(input: &[u8], cuts: &[usize], policy: &Policy) -> Vec<u8
                 serde_json::from_slice::<&serde_json::value::RawValue>(&rec.line)
                     .expect("a record is JSON");
                 ex.acknowledge(ok, &mut ctx);
+                logged.push((check_answers(&answers).len(), rec, ok));
                 ok = !ok;
             }
             Step::Wait => panic!("Wait without a record in flight"),
             Step::Close => break,
         }
     }
-    check_answers(&answers);
+    let statuses = check_answers(&answers);
+    let expected = expected_requests(input, policy);
+    for (k, rec, ok) in &logged {
+        let Some(Expected::Framed { body, .. }) = expected.get(*k) else {
+            panic!("request {k} was logged, but the input frames no such request");
+        };
+        // The line after `{"receivedAt":"…",`: what the body became.
+        let after_time =
+            |line: &[u8]| line[line.iter().position(|&b| b == b',').unwrap()..].to_vec();
+        let want = Record::new(body, SystemTime::UNIX_EPOCH).line;
+        assert_eq!(
+            String::from_utf8_lossy(&after_time(&rec.line)),
+            String::from_utf8_lossy(&after_time(&want)),
+            "request {k}: the record is not its body"
+        );
+        assert_eq!(statuses.get(*k), Some(&if *ok { 200 } else { 503 }));
+    }
+    for (k, &status) in statuses.iter().enumerate() {
+        let success = (200..300).contains(&status);
+        match expected.get(k) {
+            None => assert!(
+                !success,
+                "{status} to request {k}, which the input does not frame"
+            ),
+            Some(Expected::Refused) => {
+                assert!(
+                    !success,
+                    "{status} to request {k}, whose framing is ambiguous"
+                );
+                assert_eq!(statuses.len(), k + 1, "answers after ambiguous framing");
+            }
+            Some(Expected::Framed {
+                notification,
+                close,
+                ..
+            }) => {
+                if *close {
+                    assert_eq!(statuses.len(), k + 1, "answers after ambiguous framing");
+                }
+                if success && *notification {
+                    assert!(
+                        logged.iter().any(|(i, _, ok)| i == &k && *ok),
+                        "{status} to notification {k}, which was not logged"
+                    );
+                }
+            }
+        }
+    }
     answers
 }
 
+/// What the input holds at one request's place, by a strict reading of RFC 9112 §6.
+#[derive(Debug)]
+enum Expected {
+    /// A request whose body is certain.
+    Framed {
+        /// The body, de-chunked.
+        body: Vec<u8>,
+        /// A `POST` to the webhook path without `Validation-Token`.
+        notification: bool,
+        /// Chunked beside a `Content-Length`: the connection must close after the answer.
+        close: bool,
+    },
+    /// Framing that leaves the body's end in doubt: never a 2xx, and nothing after it.
+    Refused,
+}
+
+/// The requests `input` frames, read one after another without the receiver's code: heads by
+/// ureq-proto's parser (a head is a head), bodies by this function's own framing rules, up to
+/// the first request that is incomplete or refused.
+fn expected_requests(input: &[u8], policy: &Policy) -> Vec<Expected> {
+    use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+    let mut out = Vec::new();
+    let mut rest = input;
+    while let Ok(Some((used, req))) = ureq_proto::parser::try_parse_request::<128>(rest) {
+        rest = &rest[used..];
+        let h = req.headers();
+        let http10 = req.version() == http::Version::HTTP_10;
+        let method = req.method().clone();
+        let bodiless = method == http::Method::HEAD || method == http::Method::CONNECT;
+        let codings: Option<Vec<String>> = h
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .map(|v| v.to_str().ok().map(str::to_ascii_lowercase))
+            .collect();
+        let codings: Vec<String> = match codings {
+            Some(c) => c
+                .iter()
+                .flat_map(|v| v.split(',').map(|c| c.trim().to_string()))
+                .filter(|c| !c.is_empty())
+                .collect(),
+            None => vec!["?".into()],
+        };
+        let lengths: Vec<&[u8]> = h
+            .get_all(CONTENT_LENGTH)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        let length: Option<u64> = match lengths[..] {
+            [] => None,
+            [v] if !v.is_empty() && v.iter().all(u8::is_ascii_digit) => {
+                match std::str::from_utf8(v).ok().and_then(|v| v.parse().ok()) {
+                    Some(n) => Some(n),
+                    None => break, // too large to be taken: 413 or 400, never a 2xx
+                }
+            }
+            _ => {
+                out.push(Expected::Refused);
+                break;
+            }
+        };
+        let te = h.contains_key(TRANSFER_ENCODING);
+        let refused = (!http10 && h.get_all(HOST).iter().count() != 1)
+            || (te && (http10 || codings != ["chunked"]))
+            || (bodiless && (te || length.is_some_and(|n| n > 0)))
+            || (http10 && !te && length.is_none() && method == http::Method::POST);
+        if refused {
+            out.push(Expected::Refused);
+            break;
+        }
+        let body = if te {
+            match dechunk(rest) {
+                Some((body, n)) => {
+                    rest = &rest[n..];
+                    body
+                }
+                None => break,
+            }
+        } else {
+            let n = length.unwrap_or(0);
+            if n > rest.len() as u64 {
+                break;
+            }
+            let (body, tail) = rest.split_at(n as usize);
+            rest = tail;
+            body.to_vec()
+        };
+        let close = te && length.is_some();
+        out.push(Expected::Framed {
+            body,
+            notification: method == http::Method::POST
+                && req.uri().path() == policy.path
+                && !h.contains_key(crate::webhook::VALIDATION_TOKEN),
+            close,
+        });
+        if close {
+            break;
+        }
+    }
+    out
+}
+
+/// A chunked body and the bytes it took, or `None` when it is incomplete or malformed.
+fn dechunk(mut rest: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let start = rest.len();
+    let line = |r: &[u8]| r.windows(2).position(|w| w == b"\r\n");
+    let mut body = Vec::new();
+    loop {
+        let end = line(rest)?;
+        let size = &rest[..end];
+        let size = &size[..size.iter().position(|&b| b == b';').unwrap_or(size.len())];
+        let size = std::str::from_utf8(size).ok()?.trim();
+        let n = usize::from_str_radix(size, 16).ok()?;
+        rest = &rest[end + 2..];
+        if n == 0 {
+            break;
+        }
+        if rest.len() < n + 2 || &rest[n..n + 2] != b"\r\n" {
+            return None;
+        }
+        body.extend_from_slice(&rest[..n]);
+        rest = &rest[n + 2..];
+    }
+    // Trailer lines, then the empty line.
+    loop {
+        let end = line(rest)?;
+        rest = &rest[end + 2..];
+        if end == 0 {
+            return Some((body, start - rest.len()));
+        }
+    }
+}
+
 /// Every answer: `HTTP/1.1 NNN`, a head that ends, a `content-length` (but for 100 Continue), and
-/// at most 1024 bytes in all.
-fn check_answers(mut rest: &[u8]) {
+/// at most 1024 bytes in all. Returns the final answers' statuses, in order.
+fn check_answers(mut rest: &[u8]) -> Vec<u16> {
+    let mut statuses = Vec::new();
     while !rest.is_empty() {
         let end = rest
             .windows(4)
@@ -537,6 +738,7 @@ fn check_answers(mut rest: &[u8]) {
         let len = if status == 100 {
             0
         } else {
+            statuses.push(status);
             head.lines()
                 .find_map(|l| l.strip_prefix("content-length: "))
                 .expect("every answer has a content-length")
@@ -551,6 +753,7 @@ fn check_answers(mut rest: &[u8]) {
         );
         rest = &rest[(end + len).min(rest.len())..];
     }
+    statuses
 }
 
 #[cfg(test)]
@@ -590,6 +793,16 @@ mod tests {
         b"POST /webhook HTTP/1.0\r\nValidation-Token: v\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n",
+        // Framing that must be refused, or (chunked beside a length) answered and then closed.
+        b"POST /webhook HTTP/1.1\r\nHost: x\r\nVerification-Token: tok\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        b"POST /webhook HTTP/1.1\r\nHost: x\r\nVerification-Token: tok\r\nTransfer-Encoding: xchunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        b"POST /webhook HTTP/1.1\r\nHost: x\r\nVerification-Token: tok\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        b"POST /webhook HTTP/1.1\r\nHost: x\r\nVerification-Token: tok\r\nTransfer-Encoding: CHUNKED\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        b"POST /webhook HTTP/1.0\r\nVerification-Token: tok\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        b"POST /webhook HTTP/1.0\r\nConnection: keep-alive\r\nVerification-Token: tok\r\n\r\n{}",
+        b"POST /webhook HTTP/1.1\r\nHost: x\r\nVerification-Token: tok\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
+        b"POST /webhook HTTP/1.1\r\nVerification-Token: tok\r\nContent-Length: 2\r\n\r\n{}",
+        b"HEAD /health HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nGET /",
     ];
 
     fn case(rng: &mut Rng) -> Vec<u8> {

@@ -6,8 +6,8 @@
 
 use std::time::SystemTime;
 
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 
 use crate::secret::VerificationToken;
 use crate::serve::event_log::Record;
@@ -91,6 +91,14 @@ impl Answer {
         }
     }
 
+    /// The same answer with `Connection: close` (ureq-proto then closes after it).
+    pub fn closing(&self) -> Answer {
+        let mut a = self.clone();
+        a.headers
+            .push((CONNECTION, HeaderValue::from_static("close")));
+        a
+    }
+
     /// The answer as a response head for ureq-proto (which writes it).
     pub fn to_response(&self) -> Response<()> {
         let mut res = Response::builder().status(self.status);
@@ -101,6 +109,132 @@ impl Answer {
             .body(())
             .expect("status and headers are valid by construction")
     }
+}
+
+/// How a request's body is delimited, judged before ureq-proto reads it (ureq-proto 0.7 takes
+/// `chunked` anywhere in `Transfer-Encoding`, reads a bare HTTP/1.1 `POST` as chunked, ignores
+/// `Transfer-Encoding` in HTTP/1.0 and lets agreeing duplicate `Content-Length`s through).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Unambiguous: read the body, keep the connection.
+    Sound,
+    /// `Transfer-Encoding: chunked` beside a `Content-Length`: chunked wins, and the connection
+    /// closes after the answer (RFC 9112 §6.1), so nothing after it is read under a guess.
+    CloseAfter,
+    /// Refuse with this status, unread, and close (RFC 9112 §6.1, §6.3; RFC 9110 §7.2).
+    Refuse(StatusCode, &'static str),
+}
+
+/// Judges a request head's framing and `Host` by RFC 9112: where the body ends must not be a
+/// guess, or a 200 could be given for bytes that are not the event (or a second request could
+/// hide in a body).
+pub fn framing(req: &Request<()>) -> Framing {
+    use Framing::Refuse;
+    let h = req.headers();
+    let http10 = req.version() == Version::HTTP_10;
+    if !http10 {
+        let mut hosts = h.get_all(HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (None, _) => return Refuse(StatusCode::BAD_REQUEST, "HTTP/1.1 request without Host"),
+            (Some(_), Some(_)) => return Refuse(StatusCode::BAD_REQUEST, "more than one Host"),
+            (Some(v), None) if !valid_host(v.as_bytes()) => {
+                return Refuse(StatusCode::BAD_REQUEST, "malformed Host");
+            }
+            _ => {}
+        }
+    }
+    let mut lengths = h.get_all(CONTENT_LENGTH).iter();
+    let length = match (lengths.next(), lengths.next()) {
+        (Some(_), Some(_)) => {
+            return Refuse(StatusCode::BAD_REQUEST, "more than one Content-Length");
+        }
+        (Some(v), None) => {
+            let v = v.as_bytes();
+            if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+                return Refuse(StatusCode::BAD_REQUEST, "malformed Content-Length");
+            }
+            Some(v.iter().any(|&b| b != b'0'))
+        }
+        (None, _) => None,
+    };
+    let codings = h.get_all(TRANSFER_ENCODING);
+    let chunked = codings.iter().next().is_some();
+    // ureq-proto reads no body for these methods: a body would be parsed as the next request.
+    let bodiless = req.method() == Method::HEAD || req.method() == Method::CONNECT;
+    if bodiless && (chunked || length == Some(true)) {
+        return Refuse(StatusCode::BAD_REQUEST, "a body on HEAD or CONNECT");
+    }
+    if chunked {
+        if http10 {
+            return Refuse(
+                StatusCode::BAD_REQUEST,
+                "Transfer-Encoding in an HTTP/1.0 request",
+            );
+        }
+        let mut count = 0;
+        for value in codings {
+            let Ok(text) = value.to_str() else {
+                return Refuse(StatusCode::BAD_REQUEST, "malformed Transfer-Encoding");
+            };
+            // Empty list elements are allowed and ignored (RFC 9110 §5.6.1).
+            for coding in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                if !coding.eq_ignore_ascii_case("chunked") {
+                    return Refuse(StatusCode::NOT_IMPLEMENTED, "unsupported transfer coding");
+                }
+                count += 1;
+            }
+        }
+        if count != 1 {
+            return Refuse(
+                StatusCode::BAD_REQUEST,
+                "Transfer-Encoding must be chunked, once",
+            );
+        }
+        if length.is_some() {
+            return Framing::CloseAfter;
+        }
+    } else if http10
+        && length.is_none()
+        && matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
+    {
+        return Refuse(
+            StatusCode::LENGTH_REQUIRED,
+            "HTTP/1.0 POST without Content-Length",
+        );
+    }
+    Framing::Sound
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2; empty is allowed).
+fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = match v.first() {
+        Some(b'[') => match v.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let inner = &v[1..end];
+                let ok = !inner.is_empty()
+                    && inner
+                        .iter()
+                        .all(|b| b.is_ascii_alphanumeric() || b":.%-_~".contains(b));
+                match &v[end + 1..] {
+                    [] => return ok,
+                    [b':', port @ ..] => (ok, port),
+                    _ => return false,
+                }
+            }
+            None => return false,
+        },
+        _ => {
+            let (host, port) = match v.iter().rposition(|&b| b == b':') {
+                Some(i) => (&v[..i], &v[i + 1..]),
+                None => (v, &[][..]),
+            };
+            let ok = host
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(b));
+            (ok, port)
+        }
+    };
+    host && port.iter().all(u8::is_ascii_digit)
 }
 
 /// Decides on a request from its head alone.
@@ -357,5 +491,62 @@ mod tests {
         assert_eq!(acknowledge(true).status, 200);
         assert_eq!(acknowledge(true).body, "");
         assert_eq!(acknowledge(false).status, 503);
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        use Framing::*;
+        let (bad, unsupported, length) = (
+            StatusCode::BAD_REQUEST,
+            StatusCode::NOT_IMPLEMENTED,
+            StatusCode::LENGTH_REQUIRED,
+        );
+        let v10 = Version::HTTP_10;
+        let v11 = Version::HTTP_11;
+        #[rustfmt::skip]
+        let table: &[(Version, &str, &[(&str, &str)], Option<StatusCode>, bool)] = &[
+            // version, method, headers, refused with, close after
+            (v11, "POST", &[("host", "x"), ("content-length", "5")], None, false),
+            (v11, "POST", &[("host", "x")], None, false),
+            (v11, "POST", &[("host", "x"), ("transfer-encoding", "chunked")], None, false),
+            (v11, "POST", &[("host", "x"), ("transfer-encoding", "Chunked")], None, false),
+            (v11, "POST", &[("host", "x"), ("transfer-encoding", "chunked, ")], None, false),
+            (v11, "POST", &[("host", "x"), ("transfer-encoding", "chunked"), ("content-length", "5")], None, true),
+            (v11, "POST", &[("host", "x"), ("transfer-encoding", "xchunked")], Some(unsupported), false),
+            (v11, "POST", &[("host", "x"), ("transfer-encoding", "identity")], Some(unsupported), false),
+            (v11, "POST", &[("host", "x"), ("transfer-encoding", "gzip, chunked")], Some(unsupported), false),
+            (v11, "POST", &[("host", "x"), ("transfer-encoding", "chunked, identity")], Some(unsupported), false),
+            (v11, "POST", &[("host", "x"), ("transfer-encoding", "chunked;q=1")], Some(unsupported), false),
+            (v11, "POST", &[("host", "x"), ("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")], Some(bad), false),
+            (v11, "POST", &[("host", "x"), ("transfer-encoding", "")], Some(bad), false),
+            (v11, "POST", &[("host", "x"), ("content-length", "2"), ("content-length", "2")], Some(bad), false),
+            (v11, "POST", &[("host", "x"), ("content-length", "2, 2")], Some(bad), false),
+            (v11, "POST", &[], Some(bad), false),
+            (v11, "POST", &[("host", "a"), ("host", "b")], Some(bad), false),
+            (v11, "POST", &[("host", "a b")], Some(bad), false),
+            (v11, "POST", &[("host", "a:8o")], Some(bad), false),
+            (v11, "POST", &[("host", "[::1")], Some(bad), false),
+            (v11, "GET", &[("host", "")], None, false),
+            (v11, "GET", &[("host", "[::1]:3000")], None, false),
+            (v11, "GET", &[("host", "example.com:443")], None, false),
+            (v11, "HEAD", &[("host", "x"), ("content-length", "5")], Some(bad), false),
+            (v11, "HEAD", &[("host", "x"), ("content-length", "0")], None, false),
+            (v10, "POST", &[("content-length", "5")], None, false),
+            (v10, "POST", &[], Some(length), false),
+            (v10, "GET", &[], None, false),
+            (v10, "POST", &[("transfer-encoding", "chunked")], Some(bad), false),
+            (v10, "POST", &[("transfer-encoding", "chunked"), ("content-length", "5")], Some(bad), false),
+        ];
+        for (version, method, headers, refused, close) in table {
+            let mut r = req(method, "/webhook", headers);
+            *r.version_mut() = *version;
+            let got = framing(&r);
+            let want = match (refused, close) {
+                (Some(s), _) => matches!(got, Refuse(g, _) if g == *s),
+                (None, true) => got == CloseAfter,
+                (None, false) => got == Sound,
+            };
+            assert!(want, "{version:?} {method} {headers:?}: {got:?}");
+        }
     }
 }
