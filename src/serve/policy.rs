@@ -503,8 +503,15 @@ mod tests {
         );
         let v10 = Version::HTTP_10;
         let v11 = Version::HTTP_11;
+        type Case<'a> = (
+            Version,
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            Option<StatusCode>,
+            bool,
+        );
         #[rustfmt::skip]
-        let table: &[(Version, &str, &[(&str, &str)], Option<StatusCode>, bool)] = &[
+        let table: &[Case] = &[
             // version, method, headers, refused with, close after
             (v11, "POST", &[("host", "x"), ("content-length", "5")], None, false),
             (v11, "POST", &[("host", "x")], None, false),

@@ -118,6 +118,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), Error> {
 
     let mut server = Server::new(cfg, listener, log)
         .map_err(|e| Error::runtime(format!("cannot set up the event loop: {e}")))?;
+    descriptor_limit(server.limits.max_connections);
     // Tests and scripts wait for this exact line: it means the socket accepts.
     info!("listening on http://{local}{}", server.policy.path);
     server
@@ -299,6 +300,9 @@ struct Server {
     counters: Counters,
     pending: Vec<(usize, Record)>,
     accept_paused_until: Option<Instant>,
+    /// A descriptor held back for the moment the process runs out: closing it lets one waiting
+    /// client be accepted and turned away when no connection can be evicted for it.
+    reserve: Option<std::fs::File>,
     /// Set by SIGTERM/SIGINT: the time by which in-flight requests must be done.
     shutdown_by: Option<Instant>,
     /// `--exec`'s children.
@@ -333,6 +337,7 @@ impl Server {
             counters: Counters::default(),
             pending: Vec::new(),
             accept_paused_until: None,
+            reserve: std::fs::File::open("/dev/null").ok(),
             shutdown_by: None,
             exec: cfg.exec.map(Runner::new),
             reconciler: cfg.register.map(|r| Reconciler::new(r, Instant::now())),
@@ -442,7 +447,6 @@ impl Server {
         if self.accept_paused_until.is_some() {
             return;
         }
-        let mut evicted_for_fds = false;
         loop {
             let Some(listener) = &self.listener else {
                 return;
@@ -479,10 +483,20 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_out_of_fds(&e) => {
-                    // Free a descriptor so the next client (maybe the platform) gets in.
-                    if !evicted_for_fds && self.evict("out of file descriptors") {
-                        evicted_for_fds = true;
+                    // Free a descriptor per waiting client, oldest quiet connection first, so
+                    // what waits behind a flood of idle connections (maybe the platform) gets
+                    // in now, not one per pause.
+                    if self.evict("out of file descriptors") {
                         continue;
+                    }
+                    // Nothing to evict: turn one waiting client away with the reserve, rather
+                    // than leave it hanging in the backlog, and look again shortly.
+                    if self.reserve.take().is_some() {
+                        if let Some(Ok((stream, _))) = self.listener.as_ref().map(|l| l.accept()) {
+                            drop(stream);
+                            self.counters.rejected += 1;
+                        }
+                        self.reserve = std::fs::File::open("/dev/null").ok();
                     }
                     warn!("cannot accept: {e}; trying again in {ACCEPT_PAUSE:?}");
                     self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
@@ -688,6 +702,33 @@ impl Hasher for IdHasher {
     }
     fn write_usize(&mut self, n: usize) {
         self.0 = n as u64;
+    }
+}
+
+/// Raises the soft open-file limit to the hard one (as Go's runtime does), then warns when
+/// `max_connections` and what the process holds already do not fit under it.
+fn descriptor_limit(max_connections: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    // No hard limit: the kernel's ceiling (fs.nr_open, 1 Mi by default) still applies.
+    let hard = lim.maximum.unwrap_or(1 << 20);
+    let mut soft = lim.current.unwrap_or(u64::MAX);
+    if soft < hard {
+        let raised = Rlimit {
+            current: Some(hard),
+            maximum: lim.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            soft = hard;
+        }
+    }
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    // A few more for --exec's pipes and a SIGHUP reopen.
+    let need = max_connections as u64 + open + 8;
+    if need > soft {
+        warn!(
+            "--max-connections {max_connections} and the {open} descriptors open already exceed the open-file limit of {soft} (ulimit -n): when it is reached, the quietest connections are closed for new ones"
+        );
     }
 }
 
