@@ -20,8 +20,12 @@ pub fn emit(level: &str, args: std::fmt::Arguments<'_>) {
         return;
     }
     let now = humantime::format_rfc3339_millis(SystemTime::now());
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{now} {level} {args}");
+    // Stderr is unbuffered: formatting straight into it costs one write(2) per piece (8 for a
+    // duplicate's line). One buffer, one write; a line under PIPE_BUF also cannot interleave
+    // with the lines of `--exec` children sharing the pipe.
+    let mut line = Vec::with_capacity(128);
+    let _ = writeln!(line, "{now} {level} {args}");
+    let _ = std::io::stderr().lock().write_all(&line);
 }
 
 /// Logs an informational line.
