@@ -51,11 +51,9 @@ impl Record {
     pub fn new(body: &[u8], received_at: SystemTime) -> Record {
         let mut line = Vec::with_capacity(body.len() + 64);
         line.extend_from_slice(b"{\"receivedAt\":\"");
-        line.extend_from_slice(
-            humantime::format_rfc3339_millis(received_at)
-                .to_string()
-                .as_bytes(),
-        );
+        // Formatted in place: `to_string` would allocate and copy a String per event.
+        write!(line, "{}", humantime::format_rfc3339_millis(received_at))
+            .expect("writing to a Vec cannot fail");
         line.extend_from_slice(b"\",");
         let mut notification = None;
         // One pass for the usual notification: parsing the envelope validates the whole body.
@@ -101,32 +99,39 @@ impl Record {
 /// Copies valid JSON without its insignificant whitespace, so it fits on one line. Strings are
 /// copied byte for byte: JSON strings cannot hold a raw newline, so the result is one line.
 fn minify_into(json: &[u8], out: &mut Vec<u8>) {
-    out.reserve(json.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    // Bytes are copied in runs: from `run` up to the next whitespace outside a string.
-    let mut run = 0;
-    for (i, &b) in json.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else {
-            match b {
-                b' ' | b'\t' | b'\n' | b'\r' => {
-                    out.extend_from_slice(&json[run..i]);
-                    run = i + 1;
+    // One copy, then compaction in place: copying each run between whitespace with its own
+    // `extend_from_slice` cost about 100 calls (9,000 instructions) per pretty-printed event.
+    let start = out.len();
+    out.extend_from_slice(json);
+    let text = &mut out[start..];
+    let (mut read, mut kept) = (0, 0);
+    while read < text.len() {
+        let b = text[read];
+        read += 1;
+        if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            continue;
+        }
+        text[kept] = b;
+        kept += 1;
+        if b == b'"' {
+            // A string: kept whole, escapes and all, through its closing quote.
+            while read < text.len() {
+                let c = text[read];
+                text[kept] = c;
+                read += 1;
+                kept += 1;
+                if c == b'"' {
+                    break;
                 }
-                b'"' => in_string = true,
-                _ => {}
+                if c == b'\\' && read < text.len() {
+                    text[kept] = text[read];
+                    read += 1;
+                    kept += 1;
+                }
             }
         }
     }
-    out.extend_from_slice(&json[run..]);
+    out.truncate(start + kept);
 }
 
 /// Recently logged uuids, to acknowledge a redelivery without writing it again.
