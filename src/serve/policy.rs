@@ -101,13 +101,21 @@ impl Answer {
 
     /// The answer as a response head for ureq-proto (which writes it).
     pub fn to_response(&self) -> Response<()> {
-        let mut res = Response::builder().status(self.status);
+        // Filled in directly rather than through `Response::builder`, which re-validates every
+        // header and formats the length into a fresh allocation: one answer per notification.
+        let mut res = Response::new(());
+        *res.status_mut() = self.status;
+        let headers = res.headers_mut();
+        headers.reserve(self.headers.len() + 1);
         for (k, v) in &self.headers {
-            res = res.header(k, v);
+            headers.append(k.clone(), v.clone());
         }
-        res.header(CONTENT_LENGTH, self.body.len())
-            .body(())
-            .expect("status and headers are valid by construction")
+        let length = match self.body.len() {
+            0 => HeaderValue::from_static("0"),
+            n => HeaderValue::from(n),
+        };
+        headers.insert(CONTENT_LENGTH, length);
+        res
     }
 }
 
