@@ -12,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECS=${SOAK_SECONDS:-60}
-PORT=${SOAK_PORT:-38181}
+# Below the ephemeral range, so no client can self-connect on it (scripts/bench/freeport.py).
+PORT=${SOAK_PORT:-$(python3 scripts/bench/freeport.py)}
 SAMPLE=$PWD/../shared/reference/events/extension-presence.json
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 bash scripts/build-static.sh x86_64 >/dev/null
@@ -23,7 +24,8 @@ WEBHOOK_VERIFICATION_TOKEN=bench-token ./target/static/x86_64-unknown-linux-musl
   --listen 127.0.0.1:$PORT --log-file "$work/events.log" --request-timeout 2s --idle-timeout 5s \
   2>"$work/serve.err" &
 pid=$!
-for _ in $(seq 1 200); do grep -q "listening on" "$work/serve.err" && break; sleep 0.01; done
+for _ in $(seq 1 500); do grep -q "listening on" "$work/serve.err" && break; sleep 0.01; done
+grep -q "listening on" "$work/serve.err" || { echo "soak: ringhook did not start:" >&2; cat "$work/serve.err" >&2; exit 1; }
 
 sample() { echo "$(awk '$1 == "VmRSS:" { print $2 }' /proc/$pid/status) $(ls /proc/$pid/fd | wc -l)"; }
 # Warm up once so lazily-allocated state is in the baseline.
