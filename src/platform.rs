@@ -1111,6 +1111,34 @@ impl Session {
     }
 }
 
+// ---- Raw reads (catchup) ----------------------------------------------------------------------
+
+impl Session {
+    /// GETs `target` (a path, or an absolute URL on the configured server such as a
+    /// `navigation.nextPage`) under the retry policy, and hands back the status and the body as
+    /// sent: `catchup` keeps records byte for byte and reads error codes itself.
+    pub fn get_bytes(&self, what: &str, target: &str) -> Result<(u16, Vec<u8>), PlatformError> {
+        let url = if target.starts_with('/') {
+            self.http.url(target)
+        } else if target.starts_with(&format!("{}/", self.http.endpoint.server)) {
+            target.to_string()
+        } else {
+            // The bearer token goes only to the server we were configured with.
+            return Err(bad(format!(
+                "a link points away from {}: {}",
+                self.http.endpoint.server,
+                truncate(target, 200)
+            )));
+        };
+        self.get(what, &url).map(|a| (a.status, a.body))
+    }
+
+    /// The one-line error an error answer stands for.
+    pub fn error_of(status: u16, body: &[u8]) -> PlatformError {
+        api_error(status, body)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -231,6 +231,8 @@ fn reconcile(
         id: sub.id.clone(),
         address: s.address.clone(),
         lifetime,
+        // catchup's sync points outlive a replaced subscription: they follow the extensions.
+        sync: saved.map(|st| st.sync.clone()).unwrap_or_default(),
     };
     if saved != Some(&new_state) {
         state::save(&s.state_path, &new_state)?;

@@ -1,6 +1,8 @@
 //! The state file: which subscription this installation owns, so that a changed address (a new
-//! tunnel URL) still finds the old subscription to delete. Written atomically (temp + rename).
+//! tunnel URL) still finds the old subscription to delete, and where `catchup` left off (its sync
+//! tokens). Written atomically (temp + rename).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +23,45 @@ pub struct State {
     /// Lifetime the platform granted at the last create, renew or update, in seconds.
     #[serde(default)]
     pub lifetime: Option<u64>,
+    /// Where `catchup` left off; absent from files written before it existed.
+    #[serde(default, skip_serializing_if = "SyncState::is_empty")]
+    pub sync: SyncState,
+}
+
+/// `catchup`'s sync points: Message Sync per extension id, Call Log Sync for the account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncState {
+    /// Message Sync, by extension id (`~` for the token's owner).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub messages: BTreeMap<String, SyncPoint>,
+    /// Call Log Sync of the account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls: Option<SyncPoint>,
+}
+
+impl SyncState {
+    /// True when `catchup` never ran.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty() && self.calls.is_none()
+    }
+}
+
+/// One sync: the platform's token and how far it reaches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncPoint {
+    /// The last `syncInfo.syncToken`; `None` after the platform refused it (a full sync is due).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Everything up to this time (RFC 3339) is in the log: the next full sync starts here.
+    pub time: String,
+    /// What the token's frame covers (message types), so a changed filter forces a full sync.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub frame: String,
+    /// A full sync's older part not yet listed (`from…to`), left for the next run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<(String, String)>,
 }
 
 /// The default path: `$XDG_STATE_HOME/ringhook/state.json`, else
@@ -135,6 +176,7 @@ mod tests {
             id: "abc".into(),
             address: "https://x/webhook".into(),
             lifetime: Some(7),
+            sync: SyncState::default(),
         };
         save(&path, &s).unwrap();
         assert_eq!(load(&path).unwrap(), Some(s));
@@ -142,5 +184,23 @@ mod tests {
         assert_eq!(load(&path).unwrap(), None);
         remove(&path).unwrap();
         remove(&path).unwrap();
+    }
+
+    #[test]
+    fn files_from_before_catchup_still_load_and_round_trip() {
+        let old = br#"{"server":"s","id":"i","address":"a","lifetime":9}"#;
+        let s: State = serde_json::from_slice(old).unwrap();
+        assert!(s.sync.is_empty());
+        // Nothing new is written until catchup ran: the file stays as older versions wrote it.
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(!text.contains("sync"), "{text}");
+        let mut s = s;
+        s.sync.calls = Some(SyncPoint {
+            token: Some("t".into()),
+            time: "2026-01-01T00:00:00Z".into(),
+            ..Default::default()
+        });
+        let back: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
     }
 }
