@@ -327,6 +327,19 @@ pub(crate) const ID: Opt = Opt::flag(
 pub(crate) const TIMEOUT: Opt =
     Opt::flag("--timeout", "DURATION", "Give up after this long").means("3s, the platform's limit");
 
+// ---- catchup ----
+
+pub(crate) const SINCE: Opt = Opt::flag(
+    "--since",
+    "TIME",
+    "Full sync from TIME (RFC 3339), whatever the tokens",
+)
+.means("where the last run reached, else the last notification in the log");
+pub(crate) const EMIT: Opt = Opt::switch(
+    "--emit",
+    "Print the recovered lines on stdout instead, for serve --register to log; tokens move once it answers ok on stdin",
+);
+
 // ---- Variables without a flag (register, list, unregister; the CA file for check too) ----
 // Secrets are only ever variables; their names are in `secret`.
 
@@ -432,6 +445,17 @@ const CHECK: &[&Opt] = &[
     &JSON.reworded("Print the result as one JSON object on stdout"),
 ];
 
+const CATCHUP: &[&Opt] = &[
+    &SINCE,
+    &LOG_FILE
+        .reworded("The event log serve writes; recovered records are appended to it")
+        .without_default(),
+    &STATE.reworded("State file naming the subscription and holding the sync tokens"),
+    &DRY_RUN.reworded("Show what would be recovered; write nothing"),
+    &JSON.reworded("Print the counts as one JSON object on stdout"),
+    &EMIT,
+];
+
 /// Which command runs; `lib.rs` dispatches on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cmd {
@@ -445,6 +469,8 @@ pub enum Cmd {
     Unregister,
     /// `ringhook check URL`.
     Check,
+    /// `ringhook catchup`.
+    Catchup,
 }
 
 /// A subcommand: its name, one-line description, positional argument and settings.
@@ -498,6 +524,13 @@ pub(crate) const COMMANDS: &[CommandSpec] = &[
         about: "Perform the validation handshake against URL and judge the answer",
         positional: "URL",
         flags: CHECK,
+    },
+    CommandSpec {
+        cmd: Cmd::Catchup,
+        name: "catchup",
+        about: "Recover the messages and calls the receiver missed, into the event log",
+        positional: "",
+        flags: CATCHUP,
     },
 ];
 

@@ -10,6 +10,7 @@
 
 #[macro_use]
 pub mod oplog;
+pub mod catchup;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -54,6 +55,7 @@ fn try_run(args: Vec<std::ffi::OsString>) -> Result<(), Error> {
                 cli::Cmd::List => register::run_list(&flags, &vars),
                 cli::Cmd::Unregister => register::run_unregister(&flags, &vars),
                 cli::Cmd::Check => check::run(&flags, &vars),
+                cli::Cmd::Catchup => catchup::run(&flags, &vars),
             }
         }
     }

@@ -99,6 +99,8 @@ struct World {
     journal: Vec<Recorded>,
     script: VecDeque<Scripted>,
     next: u64,
+    /// Message store, call log and their sync tokens (`catchup`; see the section at the end).
+    sync: SyncWorld,
 }
 
 /// The running fake.
@@ -957,6 +959,9 @@ fn route(world: &Mutex<World>, base: &str, req: &Recorded) -> Answer {
     if !authorised {
         return Answer::error(401, "TokenInvalid", "Access token is invalid");
     }
+    if let Some(a) = sync_route(world, base, req) {
+        return a;
+    }
 
     let account = format!("/restapi/v1.0/account/{ACCOUNT_ID}/extension");
     if method == "GET" && (path == "/restapi/v1.0/account/~/extension" || path == account) {
@@ -1139,4 +1144,611 @@ fn create(world: &Mutex<World>, base: &str, req: &Recorded) -> Answer {
     let v = sub_json(base, &sub);
     w.subs.push(sub);
     Answer::json(200, v)
+}
+
+// ==== Message store, call log and their sync APIs (for `catchup`) ===============================
+//
+// Per `../shared/reference/sync/SYNC.md`: Message Sync per extension (FSync with
+// `olderRecordsExist`, ISync with a 5 s overlap, `MSG-333` for a token it no longer takes), the
+// message-store list and the account call log paged through `navigation.nextPage`, Call Log Sync
+// (FSync `recordCount` ≤ 250; ISync refused with `CLG-101` for an invalidated token and with
+// "max sync record number limit is exceeded" past 250 records), 403 `InsufficientPermissions` /
+// `CMN-401` naming the missing permission, message ids as JSON numbers and a 19-digit
+// `conversationId`, answers pretty-printed. Every query is checked against the OpenAPI subset
+// (names, repeats, enums, integers, dates): a violation is answered 400 and recorded.
+
+/// A message in the fake's store.
+#[derive(Debug, Clone)]
+pub struct FakeMessage {
+    pub id: u64,
+    pub ext: String,
+    pub kind: &'static str,
+    pub direction: &'static str,
+    pub created: SystemTime,
+    pub modified: SystemTime,
+}
+
+/// A record in the fake's call log.
+#[derive(Debug, Clone)]
+pub struct FakeCall {
+    pub id: String,
+    pub session_id: String,
+    pub telephony_session_id: String,
+    pub ext: String,
+    pub start: SystemTime,
+    /// When it reached the call log (the call's end).
+    pub logged: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+struct SyncToken {
+    /// `None` for the call log, else the extension and the message types of the frame.
+    messages: Option<(String, Vec<String>)>,
+    time: SystemTime,
+    valid: bool,
+}
+
+#[derive(Default)]
+struct SyncWorld {
+    messages: Vec<FakeMessage>,
+    calls: Vec<FakeCall>,
+    tokens: Vec<(String, SyncToken)>,
+    denied: Vec<String>,
+    violations: Vec<String>,
+    next: u64,
+    clock: Option<SystemTime>,
+}
+
+impl SyncWorld {
+    /// A strictly increasing "now" in whole milliseconds, as the platform's times are.
+    fn tick(&mut self) -> SystemTime {
+        let since = SystemTime::UNIX_EPOCH.elapsed().unwrap();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(since.as_millis() as u64);
+        let t = match self.clock {
+            Some(c) if c >= now => c + Duration::from_millis(1),
+            _ => now,
+        };
+        self.clock = Some(t);
+        t
+    }
+
+    fn token(&mut self, messages: Option<(String, Vec<String>)>, time: SystemTime) -> String {
+        self.next += 1;
+        let t = format!("AQEAAAAAAwAAAVxD+BXY/{:04}==", self.next);
+        self.tokens.push((
+            t.clone(),
+            SyncToken {
+                messages,
+                time,
+                valid: true,
+            },
+        ));
+        t
+    }
+}
+
+const BIG_CONVERSATION: u64 = 8_031_152_018_338_945_839;
+
+impl FakePlatform {
+    fn sync_world(&self) -> std::sync::MutexGuard<'_, World> {
+        self.lock()
+    }
+
+    /// A new message for extension `ext` (an id such as `OWNER_ID`), created now.
+    pub fn add_message(
+        &self,
+        ext: &str,
+        kind: &'static str,
+        direction: &'static str,
+    ) -> FakeMessage {
+        let mut w = self.sync_world();
+        let t = w.sync.tick();
+        w.sync.next += 1;
+        let m = FakeMessage {
+            id: 5_475_920_000 + w.sync.next,
+            ext: ext.into(),
+            kind,
+            direction,
+            created: t,
+            modified: t,
+        };
+        w.sync.messages.push(m.clone());
+        m
+    }
+
+    /// Marks a message read now: Message Sync's ISync returns it again.
+    pub fn touch_message(&self, id: u64) {
+        let mut w = self.sync_world();
+        let t = w.sync.tick();
+        let m = w.sync.messages.iter_mut().find(|m| m.id == id).unwrap();
+        m.modified = t;
+    }
+
+    /// A call of extension `ext` that ended now and is in the call log.
+    pub fn add_call(&self, ext: &str) -> FakeCall {
+        let mut w = self.sync_world();
+        let t = w.sync.tick();
+        w.sync.next += 1;
+        let n = w.sync.next;
+        let c = FakeCall {
+            id: format!("IVWtSyis{n:07}MEA"),
+            session_id: format!("{}", 425_008_160_000 + n),
+            telephony_session_id: format!("s-a6abd24ca677z{n:08x}"),
+            ext: ext.into(),
+            start: t - Duration::from_secs(30),
+            logged: t,
+        };
+        w.sync.calls.push(c.clone());
+        c
+    }
+
+    /// The platform forgets every sync token it gave (an expired token, a reset call log).
+    pub fn invalidate_sync_tokens(&self) {
+        for (_, t) in &mut self.sync_world().sync.tokens {
+            t.valid = false;
+        }
+    }
+
+    /// The app lacks `permission` (e.g. `ReadCallLog`) from now on.
+    pub fn deny(&self, permission: &str) {
+        self.sync_world().sync.denied.push(permission.into());
+    }
+
+    /// Requests that broke the OpenAPI subset.
+    pub fn sync_violations(&self) -> Vec<String> {
+        self.sync_world().sync.violations.clone()
+    }
+
+    /// The message record exactly as the message store sends it (compact).
+    pub fn message_json(&self, id: u64) -> String {
+        let w = self.sync_world();
+        let m = w.sync.messages.iter().find(|m| m.id == id).unwrap();
+        message_json(&self.url, m).to_string()
+    }
+
+    /// The call-log record exactly as the call log sends it (compact).
+    pub fn call_json(&self, id: &str) -> String {
+        let w = self.sync_world();
+        let c = w.sync.calls.iter().find(|c| c.id == id).unwrap();
+        call_json(&self.url, c).to_string()
+    }
+
+    /// Delivers a notification with `body` for `event`, as the platform does; the receiver's
+    /// status.
+    pub fn deliver_body(&self, id: &str, event: &str, body: Value) -> u16 {
+        let sub = self
+            .subscriptions()
+            .into_iter()
+            .find(|s| s.id == id)
+            .unwrap();
+        let n = {
+            let mut w = self.lock();
+            w.next += 1;
+            w.next
+        };
+        let raw = json!({
+            "uuid": format!("{id}-n{n}"),
+            "event": event,
+            "timestamp": rfc3339(SystemTime::now()),
+            "subscriptionId": id,
+            "ownerId": OWNER_ID,
+            "body": body,
+        })
+        .to_string();
+        let mut headers = vec![(
+            "Content-Type".to_string(),
+            "application/json; charset=UTF-8".to_string(),
+        )];
+        if let Some(t) = &sub.verification_token {
+            headers.push(("Verification-Token".into(), t.clone()));
+        }
+        post(
+            &sub.address,
+            &headers,
+            raw.as_bytes(),
+            Duration::from_secs(10),
+        )
+        .map(|r| r.status)
+        .unwrap_or(0)
+    }
+
+    /// The instant-SMS notification body for `m`, as the platform pushes it (id a string).
+    pub fn instant_body(m: &FakeMessage) -> Value {
+        json!({"id": m.id.to_string(), "type": m.kind, "direction": m.direction,
+               "creationTime": rfc3339(m.created), "lastModifiedTime": rfc3339(m.modified),
+               "from": {"phoneNumber": "+14155550123"}, "to": [{"phoneNumber": "+16505550100"}],
+               "readStatus": "Unread", "availability": "Alive", "messageStatus": "Received",
+               "conversationId": BIG_CONVERSATION.to_string()})
+    }
+
+    /// A telephony-session notification body for `c` (the call's end).
+    pub fn session_body(c: &FakeCall) -> Value {
+        json!({"sequence": 7, "sessionId": c.session_id, "telephonySessionId": c.telephony_session_id,
+               "serverId": "10.13.22.28.TAM", "eventTime": rfc3339(c.logged),
+               "parties": [{"extensionId": c.ext, "direction": "Inbound",
+                            "status": {"code": "Disconnected", "rcc": false}}],
+               "origin": {"type": "Call"}})
+    }
+}
+
+fn message_json(base: &str, m: &FakeMessage) -> Value {
+    let uri = format!(
+        "{base}/restapi/v1.0/account/{ACCOUNT_ID}/extension/{}/message-store/{}",
+        m.ext, m.id
+    );
+    let attachment = match m.kind {
+        "VoiceMail" => {
+            json!({"id": m.id, "uri": format!("{uri}/content/{}", m.id), "type": "AudioRecording",
+                             "contentType": "audio/x-wav", "vmDuration": 42})
+        }
+        "Fax" => {
+            json!({"id": m.id, "uri": format!("{uri}/content/{}", m.id), "type": "RenderedDocument",
+                       "contentType": "application/pdf"})
+        }
+        _ => json!({"id": m.id, "uri": format!("{uri}/content/{}", m.id), "type": "Text",
+                    "contentType": "text/plain"}),
+    };
+    json!({
+        "uri": uri,
+        "id": m.id,
+        "to": [{"phoneNumber": "+16505550100", "name": "Grüße ☎ \"Desk\""}],
+        "from": {"phoneNumber": "+14155550123", "location": "Oakdale, CA"},
+        "type": m.kind,
+        "creationTime": rfc3339(m.created),
+        "readStatus": if m.modified > m.created { "Read" } else { "Unread" },
+        "priority": "Normal",
+        "attachments": [attachment],
+        "direction": m.direction,
+        "availability": "Alive",
+        "subject": format!("missed {}\n line two", m.id),
+        "messageStatus": "Received",
+        "conversationId": BIG_CONVERSATION,
+        "conversation": {"id": BIG_CONVERSATION.to_string()},
+        "lastModifiedTime": rfc3339(m.modified),
+    })
+}
+
+fn call_json(base: &str, c: &FakeCall) -> Value {
+    json!({
+        "uri": format!("{base}/restapi/v1.0/account/{ACCOUNT_ID}/call-log/{}?view=Simple", c.id),
+        "id": c.id,
+        "sessionId": c.session_id,
+        "telephonySessionId": c.telephony_session_id,
+        "startTime": rfc3339(c.start),
+        "duration": 30,
+        "durationMs": 30_125,
+        "type": "Voice",
+        "direction": "Inbound",
+        "action": "Phone Call",
+        "result": "Missed",
+        "to": {"phoneNumber": "+16505550100", "name": "Front desk"},
+        "from": {"phoneNumber": "+14155550123", "location": "Oakdale, CA"},
+        "extension": {"uri": format!("{base}/restapi/v1.0/account/{ACCOUNT_ID}/extension/{}", c.ext),
+                      "id": c.ext.parse::<u64>().unwrap_or(0)},
+    })
+}
+
+fn pretty(status: u16, v: &Value) -> Answer {
+    Answer {
+        status,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: serde_json::to_vec_pretty(v).unwrap(),
+    }
+}
+
+/// The OpenAPI subset of the sync endpoints, loaded once.
+fn sync_spec() -> &'static Value {
+    static SPEC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    SPEC.get_or_init(|| {
+        let path = crate::support::reference().join("sync/ringcentral-openapi-sync-subset.json");
+        let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_slice(&raw).unwrap()
+    })
+}
+
+fn resolve<'a>(spec: &'a Value, v: &'a Value) -> &'a Value {
+    match v.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let mut at = spec;
+            for part in r.trim_start_matches("#/").split('/') {
+                at = &at[part];
+            }
+            resolve(spec, at)
+        }
+        None => v,
+    }
+}
+
+/// Checks a value against a parameter schema: enums, integers and their bounds, booleans, dates.
+fn value_ok(spec: &Value, schema: &Value, v: &str) -> bool {
+    let schema = resolve(spec, schema);
+    if let Some(alts) = schema.get("oneOf").and_then(Value::as_array) {
+        return alts.iter().any(|a| value_ok(spec, a, v));
+    }
+    if let Some(e) = schema.get("enum").and_then(Value::as_array) {
+        return e.iter().any(|x| x.as_str() == Some(v));
+    }
+    match schema["type"].as_str() {
+        Some("array") => value_ok(spec, &schema["items"], v),
+        Some("integer") => v.parse::<i64>().is_ok_and(|n| {
+            schema["minimum"].as_i64().is_none_or(|m| n >= m)
+                && schema["maximum"].as_i64().is_none_or(|m| n <= m)
+        }),
+        Some("boolean") => v == "true" || v == "false",
+        Some("string") if schema["format"] == "date-time" => {
+            humantime::parse_rfc3339_weak(v).is_ok()
+        }
+        _ => true,
+    }
+}
+
+/// What is wrong with `req` per the subset's operation at `template`, if anything.
+fn spec_violation(template: &str, req: &Recorded) -> Option<String> {
+    let spec = sync_spec();
+    let op = &spec["paths"][template]["get"];
+    let params: Vec<&Value> = op["parameters"]
+        .as_array()?
+        .iter()
+        .map(|p| resolve(spec, p))
+        .filter(|p| p["in"] == "query")
+        .collect();
+    let q = form(&req.query);
+    for (k, v) in &q {
+        let Some(p) = params.iter().find(|p| p["name"] == k.as_str()) else {
+            return Some(format!(
+                "{}: unknown query parameter {k}",
+                op["operationId"]
+            ));
+        };
+        let schema = resolve(spec, &p["schema"]);
+        if q.iter().filter(|(n, _)| n == k).count() > 1 && schema["type"] != "array" {
+            return Some(format!("{}: {k} given twice", op["operationId"]));
+        }
+        if !value_ok(spec, schema, v) {
+            return Some(format!(
+                "{}: {k}={v} does not fit the schema",
+                op["operationId"]
+            ));
+        }
+    }
+    None
+}
+
+fn in_window(t: SystemTime, from: Option<SystemTime>, to: Option<SystemTime>) -> bool {
+    from.is_none_or(|f| t >= f) && to.is_none_or(|x| t <= x)
+}
+
+fn param_time(q: &[(String, String)], k: &str) -> Option<SystemTime> {
+    get(q, k).and_then(|v| humantime::parse_rfc3339_weak(v).ok())
+}
+
+/// One page of `all` (newest first) with the platform's `navigation` and `paging`.
+fn page_of(base: &str, req: &Recorded, all: Vec<Value>) -> Value {
+    let q = form(&req.query);
+    let page: usize = get(&q, "page").and_then(|p| p.parse().ok()).unwrap_or(1);
+    let per_page: usize = get(&q, "perPage")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(100);
+    let start = (page - 1) * per_page;
+    let records: Vec<Value> = all.iter().skip(start).take(per_page).cloned().collect();
+    let link = |n: usize| {
+        let mut parts: Vec<String> = q
+            .iter()
+            .filter(|(k, _)| k != "page")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        parts.push(format!("page={n}"));
+        json!({"uri": format!("{base}{}?{}", req.path, parts.join("&"))})
+    };
+    let mut navigation = json!({"firstPage": link(1)});
+    if start + per_page < all.len() {
+        navigation["nextPage"] = link(page + 1);
+    }
+    json!({"uri": format!("{base}{}?{}", req.path, req.query), "records": records,
+           "navigation": navigation, "paging": {"page": page, "perPage": per_page}})
+}
+
+fn sync_route(world: &Mutex<World>, base: &str, req: &Recorded) -> Option<Answer> {
+    let rest = req.path.strip_prefix("/restapi/v1.0/account/")?;
+    let (account, rest) = rest.split_once('/')?;
+    if req.method != "GET" || (account != ACCOUNT_ID && account != "~") {
+        return None;
+    }
+    let (template, ext, what) = match rest.strip_prefix("extension/") {
+        Some(r) => {
+            let (ext, what) = r.split_once('/')?;
+            let ext = if ext == "~" { OWNER_ID } else { ext };
+            let t = match what {
+                "message-sync" => {
+                    "/restapi/v1.0/account/{accountId}/extension/{extensionId}/message-sync"
+                }
+                "message-store" => {
+                    "/restapi/v1.0/account/{accountId}/extension/{extensionId}/message-store"
+                }
+                _ => return None,
+            };
+            (t, Some(ext.to_string()), what)
+        }
+        None => match rest {
+            "call-log-sync" => (
+                "/restapi/v1.0/account/{accountId}/call-log-sync",
+                None,
+                rest,
+            ),
+            "call-log" => ("/restapi/v1.0/account/{accountId}/call-log", None, rest),
+            _ => return None,
+        },
+    };
+    let mut w = world.lock().unwrap();
+    if let Some(v) = spec_violation(template, req) {
+        w.sync.violations.push(v.clone());
+        return Some(Answer::error(400, "CMN-101", &v));
+    }
+    let permission = if ext.is_some() {
+        "ReadMessages"
+    } else {
+        "ReadCallLog"
+    };
+    if w.sync.denied.iter().any(|d| d == permission) {
+        let message = format!(
+            "In order to call this API endpoint, application needs to have [{permission}] permission"
+        );
+        return Some(Answer::json(
+            403,
+            json!({"errorCode": "InsufficientPermissions", "message": message,
+                   "errors": [{"errorCode": "CMN-401", "message": message, "permissionName": permission}]}),
+        ));
+    }
+    let q = form(&req.query);
+    let now = w.sync.tick();
+    let (from, to) = (param_time(&q, "dateFrom"), param_time(&q, "dateTo"));
+    let types: Vec<String> = q
+        .iter()
+        .filter(|(k, _)| k == "messageType")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let sync_type = get(&q, "syncType").unwrap_or("FSync").to_string();
+    let token = get(&q, "syncToken").map(str::to_string);
+    let count: Option<usize> = get(&q, "recordCount").and_then(|c| c.parse().ok());
+    let overlap = Duration::from_secs(5);
+    let answer = match (what, ext) {
+        ("message-sync", Some(ext)) => {
+            let mut msgs: Vec<FakeMessage> = w
+                .sync
+                .messages
+                .iter()
+                .filter(|m| m.ext == ext)
+                .cloned()
+                .collect();
+            msgs.sort_by_key(|m| std::cmp::Reverse(m.created));
+            if sync_type == "ISync" {
+                let t = token.and_then(|t| {
+                    w.sync
+                        .tokens
+                        .iter()
+                        .find(|(x, _)| *x == t)
+                        .map(|(_, v)| v.clone())
+                });
+                let Some(t) =
+                    t.filter(|t| t.valid && t.messages.as_ref().is_some_and(|(e, _)| *e == ext))
+                else {
+                    return Some(Answer::error(
+                        400,
+                        "MSG-333",
+                        "Invalid message synchronisation request: full synchronization is required",
+                    ));
+                };
+                let kinds = t.messages.clone().unwrap().1;
+                let records: Vec<Value> = msgs
+                    .iter()
+                    .filter(|m| kinds.is_empty() || kinds.iter().any(|k| k == m.kind))
+                    .filter(|m| m.modified + overlap >= t.time)
+                    .map(|m| message_json(base, m))
+                    .collect();
+                let tok = w.sync.token(Some((ext, kinds)), now);
+                json!({"uri": format!("{base}{}?{}", req.path, req.query), "records": records,
+                       "syncInfo": {"syncType": "ISync", "syncToken": tok, "syncTime": rfc3339(now)}})
+            } else {
+                let from = from.or(Some(now - Duration::from_secs(86_400)));
+                let all: Vec<&FakeMessage> = msgs
+                    .iter()
+                    .filter(|m| types.is_empty() || types.iter().any(|k| k == m.kind))
+                    .filter(|m| in_window(m.created, from, to))
+                    .collect();
+                let n = count.unwrap_or(250);
+                let records: Vec<Value> =
+                    all.iter().take(n).map(|m| message_json(base, m)).collect();
+                let tok = w.sync.token(Some((ext, types)), now);
+                json!({"uri": format!("{base}{}?{}", req.path, req.query), "records": records,
+                       "syncInfo": {"syncType": "FSync", "syncToken": tok, "syncTime": rfc3339(now),
+                                    "olderRecordsExist": all.len() > n}})
+            }
+        }
+        ("message-store", Some(ext)) => {
+            let from = from.or(Some(now - Duration::from_secs(86_400)));
+            let mut msgs: Vec<&FakeMessage> = w
+                .sync
+                .messages
+                .iter()
+                .filter(|m| m.ext == ext && (types.is_empty() || types.iter().any(|k| k == m.kind)))
+                .filter(|m| in_window(m.created, from, to))
+                .collect();
+            msgs.sort_by_key(|m| std::cmp::Reverse(m.created));
+            page_of(
+                base,
+                req,
+                msgs.iter().map(|m| message_json(base, m)).collect(),
+            )
+        }
+        ("call-log-sync", None) => {
+            let mut calls: Vec<FakeCall> = w.sync.calls.clone();
+            calls.sort_by_key(|c| std::cmp::Reverse(c.start));
+            if sync_type == "ISync" {
+                let t = token.and_then(|t| {
+                    w.sync
+                        .tokens
+                        .iter()
+                        .find(|(x, _)| *x == t)
+                        .map(|(_, v)| v.clone())
+                });
+                let Some(t) = t.filter(|t| t.valid && t.messages.is_none()) else {
+                    return Some(Answer::error(
+                        400,
+                        "CLG-101",
+                        "Parameter [syncToken] is invalid [Sync token expired, call log was reset]",
+                    ));
+                };
+                let records: Vec<Value> = calls
+                    .iter()
+                    .filter(|c| c.logged + overlap >= t.time)
+                    .map(|c| call_json(base, c))
+                    .collect();
+                if records.len() > 250 {
+                    let message = "Parameter [syncToken] is invalid [max sync record number limit is exceeded]";
+                    return Some(Answer::json(
+                        400,
+                        json!({"errorCode": "CMN-101", "message": message,
+                               "errors": [{"errorCode": "CMN-101", "message": message, "parameterName": "syncToken"}]}),
+                    ));
+                }
+                let tok = w.sync.token(None, now);
+                json!({"uri": format!("{base}{}?{}", req.path, req.query), "records": records,
+                       "syncInfo": {"syncType": "ISync", "syncToken": tok, "syncTime": rfc3339(now)}})
+            } else {
+                let Some(n) = count.filter(|n| *n <= 250) else {
+                    return Some(Answer::error(
+                        400,
+                        "CMN-101",
+                        "Parameter [recordCount] value is invalid",
+                    ));
+                };
+                let records: Vec<Value> = calls
+                    .iter()
+                    .filter(|c| in_window(c.start, from, None))
+                    .take(n)
+                    .map(|c| call_json(base, c))
+                    .collect();
+                let tok = w.sync.token(None, now);
+                json!({"uri": format!("{base}{}?{}", req.path, req.query), "records": records,
+                       "syncInfo": {"syncType": "FSync", "syncToken": tok, "syncTime": rfc3339(now)}})
+            }
+        }
+        ("call-log", None) => {
+            let from = from.or(Some(now - Duration::from_secs(86_400)));
+            let mut calls: Vec<&FakeCall> = w
+                .sync
+                .calls
+                .iter()
+                .filter(|c| in_window(c.start, from, to))
+                .collect();
+            calls.sort_by_key(|c| std::cmp::Reverse(c.start));
+            page_of(
+                base,
+                req,
+                calls.iter().map(|c| call_json(base, c)).collect(),
+            )
+        }
+        _ => return None,
+    };
+    Some(pretty(200, &answer))
 }

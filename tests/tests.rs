@@ -2,6 +2,7 @@
 
 mod support;
 
+mod catchup;
 mod check;
 mod exec;
 mod fake_platform;
