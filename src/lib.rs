@@ -10,6 +10,7 @@
 
 #[macro_use]
 pub mod oplog;
+#[cfg(any(feature = "catchup", test))]
 pub mod catchup;
 pub mod check;
 pub mod cli;
@@ -55,7 +56,12 @@ fn try_run(args: Vec<std::ffi::OsString>) -> Result<(), Error> {
                 cli::Cmd::List => register::run_list(&flags, &vars),
                 cli::Cmd::Unregister => register::run_unregister(&flags, &vars),
                 cli::Cmd::Check => check::run(&flags, &vars),
+                #[cfg(feature = "catchup")]
                 cli::Cmd::Catchup => catchup::run(&flags, &vars),
+                #[cfg(not(feature = "catchup"))]
+                cli::Cmd::Catchup => Err(error::Error::Usage(
+                    "this build has no catchup: build with --features catchup".into(),
+                )),
             }
         }
     }

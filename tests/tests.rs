@@ -2,6 +2,7 @@
 
 mod support;
 
+#[cfg(feature = "catchup")]
 mod catchup;
 mod check;
 mod exec;
