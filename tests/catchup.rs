@@ -411,3 +411,79 @@ fn emit_hands_the_lines_over_and_moves_the_tokens_only_on_ok() {
     // Nothing was appended by the child itself: serve owns the log.
     assert!(recovered(&s).is_empty());
 }
+
+/// `serve --register` with a log file in `dir`, listening on `addr`.
+fn serve_register(
+    fake: &FakePlatform,
+    addr: &str,
+    dir: &std::path::Path,
+) -> crate::support::Running {
+    use crate::fake_platform as fake;
+    crate::support::Serve::at(addr)
+        .env("RC_SERVER_URL", &fake.url)
+        .env("RC_CLIENT_ID", fake::CLIENT_ID)
+        .env("RC_CLIENT_SECRET", fake::CLIENT_SECRET)
+        .env("RC_JWT", fake::JWT)
+        .env("WEBHOOK_ADDRESS", &format!("http://{addr}/webhook"))
+        .env("WEBHOOK_VERIFICATION_TOKEN", crate::install::TOKEN)
+        .env("RINGHOOK_EVENT_FILTERS", FILTERS)
+        .env("RINGHOOK_STATE", &dir.join("state.json").to_string_lossy())
+        .args(["--register", "--log-file"])
+        .args([dir.join("events.log")])
+        .start()
+}
+
+#[test]
+fn serve_register_catches_up_after_a_restart_through_its_own_log() {
+    let fake = FakePlatform::start();
+    let dir = tempfile::tempdir().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut s = serve_register(&fake, &addr, dir.path());
+    s.wait_for("subscription created");
+    s.wait_for("INFO recovered 0 messages and 0 calls");
+    // While it runs, catchup by itself refuses to write into its log.
+    let mut cmd = crate::support::ringhook(dir.path());
+    cmd.args(["catchup", "--log-file"])
+        .arg(dir.path().join("events.log"));
+    for (k, v) in [
+        ("RC_SERVER_URL", fake.url.as_str()),
+        ("RC_CLIENT_ID", crate::fake_platform::CLIENT_ID),
+        ("RC_CLIENT_SECRET", crate::fake_platform::CLIENT_SECRET),
+        ("RC_JWT", crate::fake_platform::JWT),
+        (
+            "RINGHOOK_STATE",
+            &dir.path().join("state.json").to_string_lossy(),
+        ),
+    ] {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("in use by a running receiver"), "{err}");
+    s.stop();
+    drop(s);
+
+    // Down: an SMS and a call arrive. Back up: the catch-up child finds them, serve logs them.
+    let m1 = fake.add_message(OWNER_ID, "SMS", "Inbound");
+    let c1 = fake.add_call(OWNER_ID);
+    let mut s = serve_register(&fake, &addr, dir.path());
+    s.wait_for("subscription unchanged");
+    s.wait_for("INFO recovered 1 message (1 SMS) and 1 call");
+    let log = std::fs::read_to_string(dir.path().join("events.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let rec: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("\"recovered\":"))
+        .collect();
+    // The child exits only after serve answered ok, that is after the lines were synced.
+    assert_eq!(rec.len(), 2, "{lines:#?}");
+    assert!(rec.iter().any(|l| l.contains(&fake.message_json(m1.id))));
+    assert!(rec.iter().any(|l| l.contains(&fake.call_json(&c1.id))));
+    assert_eq!(fake.sync_violations(), Vec::<String>::new());
+    s.stop();
+}

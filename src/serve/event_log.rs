@@ -89,6 +89,21 @@ impl Record {
         }
     }
 
+    /// A line `catchup --emit` recovered (already whole JSON, one line, no newline): logged as
+    /// is; `--exec` without filters gets the whole line.
+    pub fn recovered(mut line: Vec<u8>) -> Record {
+        let end = line.len();
+        line.push(b'\n');
+        Record {
+            uuid: None,
+            event: None,
+            subscription_id: None,
+            timestamp: None,
+            line,
+            notification: Some(0..end),
+        }
+    }
+
     /// The notification's JSON exactly as logged (one line, no newline); `None` for a body that
     /// is not JSON.
     pub fn notification(&self) -> Option<&[u8]> {
@@ -387,6 +402,18 @@ fn open_append(path: &Path) -> io::Result<File> {
         .create(true)
         .mode(0o600)
         .open(path)?;
+    // The only writer: `catchup` appends only when it gets this lock, so it cannot be cut away
+    // by a failed batch's cut-back or the torn-tail repair.
+    use rustix::fs::{FlockOperation, flock};
+    flock(&file, FlockOperation::NonBlockingLockExclusive).map_err(|e| {
+        if e == rustix::io::Errno::WOULDBLOCK {
+            io::Error::other(
+                "in use by another ringhook (a second serve, or a catchup run: try again in a moment)",
+            )
+        } else {
+            e.into()
+        }
+    })?;
     // A new file's name is durable only once its directory is synced: without this, a power cut
     // takes a freshly created (or, after SIGHUP, re-created) log with every event acknowledged
     // in it (tests/powercut.rs).

@@ -7,7 +7,8 @@
 //! - [`policy`]: request → answer, pure;
 //! - [`event_log`]: the durable JSON-lines file and the dedupe window;
 //! - [`exec`]: `--exec`, a command per logged notification;
-//! - [`reconcile`]: `--register`, the reconcile child beside the loop.
+//! - [`reconcile`]: `--register`, the reconcile child beside the loop;
+//! - [`recover`]: `--register`'s catch-up child, whose recovered lines the loop logs.
 //!
 //! Never: an answer before the event is synced, a blocking call on the loop's thread, a second
 //! thread.
@@ -18,6 +19,7 @@ pub mod exchange;
 pub mod exec;
 pub mod policy;
 pub mod reconcile;
+pub mod recover;
 pub mod server;
 
 pub use config::ServeConfig;

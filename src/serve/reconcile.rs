@@ -56,6 +56,8 @@ pub struct Reconciler {
     why_next: &'static str,
     failures: u32,
     last_event: Instant,
+    /// A run succeeded since the last look (the catch-up follows it).
+    succeeded: bool,
 }
 
 impl Reconciler {
@@ -68,7 +70,18 @@ impl Reconciler {
             why_next: "start",
             failures: 0,
             last_event: now,
+            succeeded: false,
         }
+    }
+
+    /// True while a register run is going on.
+    pub fn is_running(&self) -> bool {
+        self.run.is_some()
+    }
+
+    /// True once after each successful run.
+    pub fn take_succeeded(&mut self) -> bool {
+        std::mem::take(&mut self.succeeded)
     }
 
     fn command(&self, subcommand: &str) -> Command {
@@ -180,6 +193,7 @@ impl Reconciler {
         let run = self.run.take().expect("checked above");
         let now = Instant::now();
         if status.success() {
+            self.succeeded = true;
             self.failures = 0;
             self.next = now + self.cfg.every;
             self.why_next = "--register-every";

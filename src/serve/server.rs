@@ -23,6 +23,7 @@ use crate::serve::exchange::{Counters, Ctx, Exchange, Step};
 use crate::serve::exec::Runner;
 use crate::serve::policy::Policy;
 use crate::serve::reconcile::{self, Reconciler};
+use crate::serve::recover::{self, RecoverConfig, Recoverer};
 
 /// The fields of `Server` an exchange may use, borrowed apart from `conns`.
 macro_rules! ctx {
@@ -41,6 +42,8 @@ macro_rules! ctx {
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const FIRST_CONN: usize = 2;
+/// The "connection" of records the catch-up child recovered: no socket waits for them.
+const RECOVERED: usize = usize::MAX;
 /// Shared read/write scratch; also bounds how much one read takes from a socket.
 const SCRATCH: usize = 32 * 1024;
 /// How long a closing connection may keep sending before it is dropped.
@@ -316,6 +319,8 @@ struct Server {
     exec: Option<Runner>,
     /// `--register`'s child and schedule.
     reconciler: Option<Reconciler>,
+    /// `--register`'s catch-up child (with a log file).
+    recoverer: Option<Recoverer>,
 }
 
 impl Server {
@@ -326,7 +331,19 @@ impl Server {
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let recoverer = match (&cfg.register, &cfg.log) {
+            // Only a build with `catchup` can run the child.
+            (Some(r), LogTarget::File(log)) if cfg!(feature = "catchup") => {
+                Some(Recoverer::new(RecoverConfig {
+                    log: log.clone(),
+                    env_file: r.env_file.clone(),
+                    env: r.env.clone(),
+                }))
+            }
+            _ => None,
+        };
         Ok(Server {
+            recoverer,
             poll,
             listener: Some(listener),
             signals,
@@ -392,6 +409,13 @@ impl Server {
                             r.on_ready(self.poll.registry());
                         }
                     }
+                    recover::TOKEN => {
+                        if let Some(r) = &mut self.recoverer {
+                            for line in r.on_ready(self.poll.registry()) {
+                                self.pending.push((RECOVERED, Record::recovered(line)));
+                            }
+                        }
+                    }
                     t if Runner::owns(t) => {
                         if let Some(r) = &mut self.exec {
                             r.on_ready(t, self.poll.registry());
@@ -408,6 +432,9 @@ impl Server {
             }
             if self.commit_due(Instant::now()) {
                 self.commit();
+            }
+            if let Some(r) = &mut self.recoverer {
+                r.after_commit();
             }
         }
         let c = &self.counters;
@@ -550,6 +577,9 @@ impl Server {
                     if let Some(r) = &mut self.reconciler {
                         r.reap(self.poll.registry());
                     }
+                    if let Some(r) = &mut self.recoverer {
+                        r.reap(self.poll.registry());
+                    }
                 }
                 SIGHUP => match self.log.reopen() {
                     Ok(()) => info!("SIGHUP: event log reopened"),
@@ -575,6 +605,9 @@ impl Server {
                         r.drop_queue();
                     }
                     if let Some(r) = &mut self.reconciler {
+                        r.stop();
+                    }
+                    if let Some(r) = &mut self.recoverer {
                         r.stop();
                     }
                     let idle: Vec<usize> = self
@@ -622,9 +655,15 @@ impl Server {
         let batch = std::mem::take(&mut self.pending);
         let records: Vec<&Record> = batch.iter().map(|(_, r)| r).collect();
         let started = Instant::now();
+        let was_healthy = self.log.is_healthy();
         let verdicts = self.log.commit(&records);
         self.last_sync = started.elapsed();
         self.last_batch = batch.len();
+        if let Some(r) = &mut self.recoverer {
+            if !was_healthy && self.log.is_healthy() {
+                r.due("the event log is writable again");
+            }
+        }
         self.counters.batches += 1;
         let mut to_run = Vec::new();
         for ((id, rec), verdict) in batch.iter().zip(verdicts) {
@@ -646,6 +685,11 @@ impl Server {
                     );
                 }
                 Commit::Failed => self.counters.unavailable += 1,
+            }
+            if *id == RECOVERED {
+                if let Some(r) = &mut self.recoverer {
+                    r.logged(verdict != Commit::Failed);
+                }
             }
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
@@ -701,9 +745,22 @@ impl Server {
         if let Some(r) = &mut self.reconciler {
             if self.shutdown_by.is_none() {
                 r.reap(self.poll.registry());
-                r.tick(now, self.poll.registry());
-                if let Some(d) = r.deadline() {
-                    next = Some(next.map_or(d, |n| n.min(d)));
+                // Never beside a catch-up run: its end (SIGCHLD) wakes the loop again.
+                let catching_up = self.recoverer.as_ref().is_some_and(|c| !c.is_idle());
+                if !catching_up {
+                    r.tick(now, self.poll.registry());
+                    if let Some(d) = r.deadline() {
+                        next = Some(next.map_or(d, |n| n.min(d)));
+                    }
+                }
+                if let Some(c) = &mut self.recoverer {
+                    if r.take_succeeded() {
+                        c.due("after register");
+                    }
+                    c.reap(self.poll.registry());
+                    if !r.is_running() {
+                        c.tick(self.poll.registry());
+                    }
                 }
             }
         }
