@@ -1,6 +1,7 @@
 //! The one error type every subcommand returns, and the one place that prints it.
 
 use std::fmt;
+use std::io::Write;
 
 /// What went wrong, classified by the exit code it maps to.
 #[derive(Debug)]
@@ -17,6 +18,8 @@ pub enum Error {
         /// What the user can do about it, when we know.
         hint: Option<String>,
     },
+    /// Whoever read stdout went away (`| head`): the command stops quietly. Exit 0.
+    StdoutClosed,
 }
 
 impl Error {
@@ -41,19 +44,25 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Config(_) => 2,
             Error::Runtime { .. } => 1,
+            Error::StdoutClosed => 0,
         }
     }
 
     /// Prints the error (and hint) to stderr, once.
     pub fn report(&self) {
-        eprintln!("ringhook: error: {self}");
-        match self {
+        if let Error::StdoutClosed = self {
+            return;
+        }
+        // A closed stderr is ignored, as in `oplog`: there is no one left to tell.
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "ringhook: error: {self}");
+        let _ = match self {
             Error::Runtime {
                 hint: Some(hint), ..
-            } => eprintln!("ringhook: hint: {hint}"),
-            Error::Usage(_) => eprintln!("ringhook: try 'ringhook --help'"),
-            _ => {}
-        }
+            } => writeln!(err, "ringhook: hint: {hint}"),
+            Error::Usage(_) => writeln!(err, "ringhook: try 'ringhook --help'"),
+            _ => Ok(()),
+        };
     }
 }
 
@@ -62,6 +71,7 @@ impl fmt::Display for Error {
         match self {
             Error::Usage(m) | Error::Config(m) => f.write_str(m),
             Error::Runtime { message, .. } => f.write_str(message),
+            Error::StdoutClosed => f.write_str("stdout closed"),
         }
     }
 }

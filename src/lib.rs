@@ -16,6 +16,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;
+mod output;
 pub mod platform;
 pub mod register;
 pub mod secret;
@@ -40,13 +41,9 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
 fn try_run(args: Vec<std::ffi::OsString>) -> Result<(), Error> {
     let command = cli::parse(args)?;
     match command {
-        cli::Command::Help(text) => {
-            print!("{text}");
-            Ok(())
-        }
+        cli::Command::Help(text) => output::print(&text),
         cli::Command::Version => {
-            println!("ringhook {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
+            output::print(concat!("ringhook ", env!("CARGO_PKG_VERSION"), "\n"))
         }
         cli::Command::Run(cmd, global, flags) => {
             let vars = config::Vars::load(&global)?;

@@ -9,6 +9,7 @@ pub mod plan;
 pub mod settings;
 pub mod state;
 
+use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -17,6 +18,7 @@ use crate::check;
 use crate::cli::{self, Flags};
 use crate::config::Vars;
 use crate::error::Error;
+use crate::output;
 use crate::platform::{self, NewSubscription, PlatformError, Session, Subscription};
 
 use plan::{Action, Owned, Wanted};
@@ -132,25 +134,7 @@ fn reconcile(
         .cloned();
 
     if plan.action.creates() {
-        // The platform would refuse the create with a vague SUB-525; say precisely why now.
-        let r = check::probe(
-            &s.address,
-            s.token.as_ref(),
-            &s.platform.endpoint.roots,
-            crate::webhook::TIME_LIMIT,
-        );
-        if !r.ok {
-            let message = format!(
-                "the address {} fails the handshake, so no subscription was {}: {}",
-                s.address,
-                if dry_run { "planned" } else { "created" },
-                r.summary()
-            );
-            return Err(Error::Runtime {
-                message,
-                hint: r.hint,
-            });
-        }
+        probe_before_create(s, dry_run)?;
     }
 
     if dry_run {
@@ -169,26 +153,76 @@ fn reconcile(
         });
     }
 
+    let sub = carry_out(session, s, &plan, kept, &filters, &existing)?;
+    for (f, reason) in &sub.disabled {
+        warn!("the platform disabled the filter {f}: {reason}");
+    }
+    record(s, saved, owned.as_ref(), plan.action, &sub, now)?;
+    Ok(Outcome {
+        action: plan.action.done(),
+        dry_run: false,
+        id: Some(sub.id.clone()),
+        status: Some(sub.status.clone()),
+        address: s.address.clone(),
+        expiration_time: Some(time(sub.expires_at)),
+        filters: filters.len(),
+        deleted: plan.delete.iter().map(|(id, _)| id.clone()).collect(),
+    })
+}
+
+/// Probes the address the create would name: the platform would refuse it with a vague
+/// SUB-525; this says precisely why, before anything changes.
+fn probe_before_create(s: &RegisterSettings, dry_run: bool) -> Result<(), Error> {
+    let r = check::probe(
+        &s.address,
+        s.token.as_ref(),
+        &s.platform.endpoint.roots,
+        crate::webhook::TIME_LIMIT,
+    );
+    if r.ok {
+        return Ok(());
+    }
+    let message = format!(
+        "the address {} fails the handshake, so no subscription was {}: {}",
+        s.address,
+        if dry_run { "planned" } else { "created" },
+        r.summary()
+    );
+    Err(Error::Runtime {
+        message,
+        hint: r.hint,
+    })
+}
+
+/// Deletes what the plan deletes, then does its one action; the subscription we then own.
+fn carry_out(
+    session: &Session,
+    s: &RegisterSettings,
+    plan: &plan::Plan,
+    kept: Option<Subscription>,
+    filters: &[String],
+    existing: &[Subscription],
+) -> Result<Subscription, Error> {
     for (id, why) in &plan.delete {
         session
             .delete_subscription(id)
             .map_err(fail(&format!("cannot delete subscription {id}")))?;
         info!("deleted {id}: {why}");
     }
-    let sub: Subscription = match (plan.action, kept) {
+    Ok(match (plan.action, kept) {
         (Action::Nothing, Some(k)) => k,
         (Action::Renew, Some(k)) => session
             .renew_subscription(&k.id)
             .map_err(fail(&format!("cannot renew subscription {}", k.id)))?,
         (Action::Update, Some(k)) => session
-            .update_subscription(&k.id, &filters, s.expires_in)
+            .update_subscription(&k.id, filters, s.expires_in)
             .map_err(fail(&format!("cannot update subscription {}", k.id)))?,
         _ => {
             let known: Vec<String> = existing.iter().map(|x| x.id.clone()).collect();
             session
                 .create_subscription(
                     &NewSubscription {
-                        filters: &filters,
+                        filters,
                         address: &s.address,
                         verification_token: s.token.as_ref().map(|t| t.expose()),
                         expires_in: s.expires_in,
@@ -197,12 +231,19 @@ fn reconcile(
                 )
                 .map_err(fail("cannot create the subscription"))?
         }
-    };
-    for (f, reason) in &sub.disabled {
-        warn!("the platform disabled the filter {f}: {reason}");
-    }
+    })
+}
 
-    if plan.action != Action::Nothing {
+/// Records `sub` as ours in the state file (when anything changed), with the lifetime granted.
+fn record(
+    s: &RegisterSettings,
+    saved: Option<&State>,
+    owned: Option<&Owned>,
+    action: Action,
+    sub: &Subscription,
+    now: SystemTime,
+) -> Result<(), Error> {
+    if action != Action::Nothing {
         let granted = sub
             .expires_at
             .and_then(|e| e.duration_since(now).ok())
@@ -216,11 +257,8 @@ fn reconcile(
             );
         }
     }
-    let lifetime = match plan.action {
-        Action::Nothing => owned
-            .as_ref()
-            .filter(|o| o.id == sub.id)
-            .and_then(|o| o.lifetime),
+    let lifetime = match action {
+        Action::Nothing => owned.filter(|o| o.id == sub.id).and_then(|o| o.lifetime),
         _ => sub
             .expires_at
             .and_then(|e| e.duration_since(now).ok())
@@ -237,16 +275,7 @@ fn reconcile(
     if saved != Some(&new_state) {
         state::save(&s.state_path, &new_state)?;
     }
-    Ok(Outcome {
-        action: plan.action.done(),
-        dry_run: false,
-        id: Some(sub.id.clone()),
-        status: Some(sub.status.clone()),
-        address: s.address.clone(),
-        expiration_time: Some(time(sub.expires_at)),
-        filters: filters.len(),
-        deleted: plan.delete.iter().map(|(id, _)| id.clone()).collect(),
-    })
+    Ok(())
 }
 
 fn filters_text(n: usize) -> String {
@@ -255,13 +284,6 @@ fn filters_text(n: usize) -> String {
     } else {
         format!("{n} filters")
     }
-}
-
-fn print_json(value: &impl Serialize) {
-    println!(
-        "{}",
-        serde_json::to_string(value).expect("plain structs serialize")
-    );
 }
 
 /// `ringhook register`.
@@ -288,7 +310,7 @@ pub fn run_register(flags: &Flags, vars: &Vars) -> Result<(), Error> {
         (false, done) => info!("{done} {id} expires {expires}, {filters}"),
     }
     if flags.switch(&cli::JSON) {
-        print_json(&outcome);
+        output::print_json(&outcome)?;
     }
     Ok(())
 }
@@ -344,19 +366,18 @@ pub fn run_list(flags: &Flags, vars: &Vars) -> Result<(), Error> {
                 ours: ours(x),
             })
             .collect();
-        print_json(&listed);
-        return Ok(());
+        return output::print_json(&listed);
     }
     if subs.is_empty() {
-        println!("no subscriptions");
-        return Ok(());
+        return output::print("no subscriptions\n");
     }
-    println!(
-        "{:<38} {:<12} {:<21} {:>7}  ADDRESS",
+    let mut text = format!(
+        "{:<38} {:<12} {:<21} {:>7}  ADDRESS\n",
         "ID", "STATUS", "EXPIRES", "FILTERS"
     );
     for x in &subs {
-        println!(
+        let _ = writeln!(
+            text,
             "{:<38} {:<12} {:<21} {:>7}  {}{}",
             x.id,
             x.status,
@@ -366,13 +387,13 @@ pub fn run_list(flags: &Flags, vars: &Vars) -> Result<(), Error> {
             if ours(x) { "  (this installation)" } else { "" }
         );
         if let Some(r) = &x.blacklist_reason {
-            println!("    blacklisted: {r}");
+            let _ = writeln!(text, "    blacklisted: {r}");
         }
         for f in &x.filters {
-            println!("    {f}");
+            let _ = writeln!(text, "    {f}");
         }
     }
-    Ok(())
+    output::print(&text)
 }
 
 #[derive(Serialize)]
@@ -441,14 +462,14 @@ pub fn run_unregister(flags: &Flags, vars: &Vars) -> Result<(), Error> {
         }
     }
     if flags.switch(&cli::JSON) {
-        print_json(&Unregistered {
+        output::print_json(&Unregistered {
             action: if deleted.is_empty() {
                 "nothing"
             } else {
                 "deleted"
             },
             deleted,
-        });
+        })?;
     }
     Ok(())
 }
