@@ -665,6 +665,14 @@ fn retry_after(resp: &ureq::http::Response<ureq::Body>) -> Option<Duration> {
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
+/// What one try of a call came to.
+enum Try {
+    /// Hand this back: an answer, or a failure not worth another try.
+    Done(Result<Answer, PlatformError>),
+    /// Failed in a way another try may cure.
+    Again(PlatformError),
+}
+
 /// The HTTP side shared by the login and the session.
 struct Transport {
     agent: ureq::Agent,
@@ -678,64 +686,86 @@ impl Transport {
     where
         F: Fn(&ureq::Agent) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     {
-        let policy = &self.endpoint.policy;
         let mut waited = Duration::ZERO;
-        let mut backoff = Backoff::new(policy);
+        let mut backoff = Backoff::new(&self.endpoint.policy);
         loop {
             let result = call(&self.agent);
-            let retryable = match result {
-                Ok(mut resp) => {
-                    let status = resp.status().as_u16();
-                    if status == 429 {
-                        let wait = retry_after(&resp).unwrap_or(policy.default_retry_after);
-                        // Saturating: a huge Retry-After must fail the call, not overflow.
-                        if waited.saturating_add(wait) > policy.max_wait {
-                            return Err(PlatformError::RateLimited {
-                                waited,
-                                retry_after: wait,
-                            });
-                        }
-                        warn!(
-                            "{what}: rate limited (HTTP 429); waiting {} s as the platform asks",
-                            wait.as_secs()
-                        );
-                        std::thread::sleep(wait);
-                        waited = waited.saturating_add(wait);
-                        continue;
-                    }
-                    let body = resp
-                        .body_mut()
-                        .with_config()
-                        .limit(MAX_BODY)
-                        .read_to_vec()
-                        .map_err(|e| self.failed(&e));
-                    match body {
-                        Ok(body) if status >= 500 => {
-                            let e = api_error(status, &body);
-                            if !idempotent || !backoff.left() {
-                                return Err(e);
-                            }
-                            e
-                        }
-                        Ok(body) => return Ok(Answer { status, body }),
-                        Err(e @ PlatformError::Timeout { .. }) => return Err(e),
-                        Err(e) if !idempotent || !backoff.left() => return Err(e),
-                        Err(e) => e,
-                    }
+            if let Ok(resp) = &result {
+                if resp.status().as_u16() == 429 {
+                    self.wait_out_rate_limit(what, resp, &mut waited)?;
+                    continue;
                 }
-                Err(e) => {
-                    let e = self.failed(&e);
-                    let fatal = matches!(
-                        e,
-                        PlatformError::Transport { tls: true, .. } | PlatformError::Timeout { .. }
-                    );
-                    if fatal || !idempotent || !backoff.left() {
-                        return Err(e);
-                    }
-                    e
+            }
+            match self.outcome(result, idempotent && backoff.left()) {
+                Try::Done(answer) => return answer,
+                Try::Again(e) => backoff.pause(what, e),
+            }
+        }
+    }
+
+    /// A 429: waits what the platform asks (`Retry-After`), unless the run's total wait would
+    /// then exceed [`Policy::max_wait`].
+    fn wait_out_rate_limit(
+        &self,
+        what: &str,
+        resp: &ureq::http::Response<ureq::Body>,
+        waited: &mut Duration,
+    ) -> Result<(), PlatformError> {
+        let policy = &self.endpoint.policy;
+        let wait = retry_after(resp).unwrap_or(policy.default_retry_after);
+        // Saturating: a huge Retry-After must fail the call, not overflow.
+        if waited.saturating_add(wait) > policy.max_wait {
+            return Err(PlatformError::RateLimited {
+                waited: *waited,
+                retry_after: wait,
+            });
+        }
+        warn!(
+            "{what}: rate limited (HTTP 429); waiting {} s as the platform asks",
+            wait.as_secs()
+        );
+        std::thread::sleep(wait);
+        *waited = waited.saturating_add(wait);
+        Ok(())
+    }
+
+    /// What one try came to. `resend` says whether a retry is allowed at all; a timeout or a TLS
+    /// failure is final regardless (the platform had its chance; the roots will not change).
+    fn outcome(
+        &self,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        resend: bool,
+    ) -> Try {
+        let again = |e: PlatformError| {
+            if resend {
+                Try::Again(e)
+            } else {
+                Try::Done(Err(e))
+            }
+        };
+        match result {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                let body = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(MAX_BODY)
+                    .read_to_vec()
+                    .map_err(|e| self.failed(&e));
+                match body {
+                    Ok(body) if status >= 500 => again(api_error(status, &body)),
+                    Ok(body) => Try::Done(Ok(Answer { status, body })),
+                    Err(e @ PlatformError::Timeout { .. }) => Try::Done(Err(e)),
+                    Err(e) => again(e),
                 }
-            };
-            backoff.pause(what, retryable);
+            }
+            Err(e) => {
+                match self.failed(&e) {
+                    e @ (PlatformError::Transport { tls: true, .. }
+                    | PlatformError::Timeout { .. }) => Try::Done(Err(e)),
+                    e => again(e),
+                }
+            }
         }
     }
 
@@ -992,14 +1022,11 @@ impl Session {
                 PlatformError::Api { .. } | PlatformError::Transport { .. }
             ) && backoff.left();
             // The platform may have created it before the answer was lost: look before resending.
-            let listed = self.subscriptions().inspect_err(|_| {
-                warn!("create subscription: {err}; whether it was created cannot be told");
-            })?;
-            let adopted = listed.into_iter().find(|s| {
-                s.is_active()
-                    && s.address.as_deref() == Some(new.address)
-                    && !known_ids.contains(&s.id)
-            });
+            let adopted = self
+                .created_meanwhile(new.address, known_ids)
+                .inspect_err(|_| {
+                    warn!("create subscription: {err}; whether it was created cannot be told");
+                })?;
             if let Some(s) = adopted {
                 warn!(
                     "create subscription: {err}; but it was created ({}), so it is not sent again",
@@ -1016,6 +1043,18 @@ impl Session {
                 format_args!("{err}; none was created"),
             );
         }
+    }
+
+    /// A new active subscription at `address` (one not among `known_ids`): what a create whose
+    /// answer was lost made.
+    fn created_meanwhile(
+        &self,
+        address: &str,
+        known_ids: &[String],
+    ) -> Result<Option<Subscription>, PlatformError> {
+        Ok(self.subscriptions()?.into_iter().find(|s| {
+            s.is_active() && s.address.as_deref() == Some(address) && !known_ids.contains(&s.id)
+        }))
     }
 
     /// Replaces the filters (and asks for a new lifetime) of a subscription, keeping its id.

@@ -396,6 +396,46 @@ pub fn run_list(flags: &Flags, vars: &Vars) -> Result<(), Error> {
     output::print(&text)
 }
 
+/// What `unregister` deletes: the subscription `id` names (which must exist), else ours.
+fn to_delete<'a>(
+    subs: &'a [Subscription],
+    id: Option<&str>,
+    owned_id: Option<&str>,
+    address: Option<&str>,
+) -> Result<Vec<&'a Subscription>, Error> {
+    let Some(id) = id else {
+        return Ok(subs
+            .iter()
+            .filter(|x| plan::is_ours(x, owned_id, address))
+            .collect());
+    };
+    let found: Vec<&Subscription> = subs.iter().filter(|x| x.id == id).collect();
+    if found.is_empty() {
+        return Err(Error::runtime_hint(
+            format!("no subscription {id} among this app's subscriptions"),
+            "see 'ringhook list'",
+        ));
+    }
+    Ok(found)
+}
+
+/// Deletes each of `targets`, logging each; the ids deleted.
+fn delete_all(session: &Session, targets: &[&Subscription]) -> Result<Vec<String>, Error> {
+    let mut deleted = Vec::new();
+    for x in targets {
+        session
+            .delete_subscription(&x.id)
+            .map_err(fail(&format!("cannot delete subscription {}", x.id)))?;
+        info!(
+            "deleted {} ({})",
+            x.id,
+            x.address.as_deref().unwrap_or(&x.transport)
+        );
+        deleted.push(x.id.clone());
+    }
+    Ok(deleted)
+}
+
 #[derive(Serialize)]
 struct Unregistered {
     action: &'static str,
@@ -416,41 +456,13 @@ pub fn run_unregister(flags: &Flags, vars: &Vars) -> Result<(), Error> {
                 .unwrap_or_default()
         )));
     }
+    let owned_id = saved.as_ref().map(|st| st.id.as_str());
     let deleted = with_session(&s.platform, |session| {
         let subs = session
             .subscriptions()
             .map_err(fail("cannot list the subscriptions"))?;
-        let targets: Vec<&Subscription> = match &id {
-            Some(id) => {
-                let found: Vec<&Subscription> = subs.iter().filter(|x| &x.id == id).collect();
-                if found.is_empty() {
-                    return Err(Error::runtime_hint(
-                        format!("no subscription {id} among this app's subscriptions"),
-                        "see 'ringhook list'",
-                    ));
-                }
-                found
-            }
-            None => {
-                let owned_id = saved.as_ref().map(|st| st.id.as_str());
-                subs.iter()
-                    .filter(|x| plan::is_ours(x, owned_id, s.address.as_deref()))
-                    .collect()
-            }
-        };
-        let mut deleted = Vec::new();
-        for x in targets {
-            session
-                .delete_subscription(&x.id)
-                .map_err(fail(&format!("cannot delete subscription {}", x.id)))?;
-            info!(
-                "deleted {} ({})",
-                x.id,
-                x.address.as_deref().unwrap_or(&x.transport)
-            );
-            deleted.push(x.id.clone());
-        }
-        Ok(deleted)
+        let targets = to_delete(&subs, id.as_deref(), owned_id, s.address.as_deref())?;
+        delete_all(session, &targets)
     })?;
     if deleted.is_empty() {
         info!("nothing to unregister: no subscription of this installation exists");
