@@ -209,6 +209,13 @@ pub(crate) const MAX_CONNECTIONS: Opt = Opt::flag(
 )
 .env(&["RINGHOOK_MAX_CONNECTIONS"])
 .default("256");
+pub(crate) const MAX_BUFFERED: Opt = Opt::flag(
+    "--max-buffered",
+    "SIZE",
+    "Notification bodies held in memory at once, all connections together; beyond it, bodies wait unread (at least --max-body)",
+)
+.env(&["RINGHOOK_MAX_BUFFERED"])
+.default("8MiB");
 pub(crate) const DEDUPE_WINDOW: Opt = Opt::flag(
     "--dedupe-window",
     "N",
@@ -403,6 +410,7 @@ const SERVE: &[&Opt] = &[
     &REQUEST_TIMEOUT,
     &IDLE_TIMEOUT,
     &MAX_CONNECTIONS,
+    &MAX_BUFFERED,
     &DEDUPE_WINDOW,
     &SHUTDOWN_GRACE,
     &REGISTER,

@@ -26,6 +26,7 @@ pub const SERVE_VARIABLES: &[&str] = &[
     "RINGHOOK_REQUEST_TIMEOUT",
     "RINGHOOK_IDLE_TIMEOUT",
     "RINGHOOK_MAX_CONNECTIONS",
+    "RINGHOOK_MAX_BUFFERED",
     "RINGHOOK_DEDUPE_WINDOW",
     "RINGHOOK_SHUTDOWN_GRACE",
     "RINGHOOK_EXEC_MAX",
@@ -53,6 +54,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Open connections at most; when full, the longest idle or stalled one is closed.
     pub max_connections: usize,
+    /// Notification bodies held in memory at once, across connections; beyond it, bodies wait
+    /// unread (TCP holds their senders back). At least `max_body`.
+    pub max_buffered: u64,
     /// On SIGTERM, time given to requests in flight before exit.
     pub shutdown_grace: Duration,
 }
@@ -78,8 +82,20 @@ impl Limits {
         if !(1024..=1024 * 1024).contains(&max_header) {
             return Err(invalid(&s, "must be between 1KiB and 1MiB"));
         }
+        // The default grows with a larger --max-body: one body always fits.
+        let max_buffered = match vars.flag_or(flags, &cli::MAX_BUFFERED) {
+            Some(s) => {
+                let n = parse_size(&s)?;
+                if n < max_body || n > 1 << 40 {
+                    return Err(invalid(&s, "must be at least --max-body and at most 1TiB"));
+                }
+                n
+            }
+            None => parse_size(&declared_default(&cli::MAX_BUFFERED))?.max(max_body),
+        };
         let positive = |s: Setting| parse_duration_in(&s, Duration::from_millis(1), MAX_TIMEOUT);
         Ok(Limits {
+            max_buffered,
             max_body,
             max_header: max_header as usize,
             request_timeout: positive(value(&cli::REQUEST_TIMEOUT))?,

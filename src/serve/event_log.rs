@@ -290,11 +290,13 @@ impl EventLog {
         self.healthy
     }
 
-    /// Writes every record that is not a recent duplicate with one write and one sync.
+    /// Writes every record that is not a recent duplicate with one write and one sync (large
+    /// records are written from where they are, not copied into the batch: memory stays at what
+    /// the body budget allows).
     pub fn commit(&mut self, records: &[&Record]) -> Vec<Commit> {
         let mut verdicts = Vec::with_capacity(records.len());
         let mut batch_uuids: Vec<&str> = Vec::new();
-        self.buf.clear();
+        let mut lines: Vec<&[u8]> = Vec::with_capacity(records.len());
         for r in records {
             let dup = r
                 .uuid
@@ -306,14 +308,14 @@ impl EventLog {
                 if let Some(u) = r.uuid.as_deref() {
                     batch_uuids.push(u);
                 }
-                self.buf.extend_from_slice(&r.line);
+                lines.push(&r.line);
                 verdicts.push(Commit::Written);
             }
         }
-        if self.buf.is_empty() {
+        if lines.is_empty() {
             return verdicts;
         }
-        match self.write_batch() {
+        match self.write_batch(&lines) {
             Ok(()) => {
                 self.healthy = true;
                 for u in batch_uuids {
@@ -341,20 +343,37 @@ impl EventLog {
         verdicts
     }
 
-    fn write_batch(&mut self) -> io::Result<()> {
+    fn write_batch(&mut self, lines: &[&[u8]]) -> io::Result<()> {
+        let buf = &mut self.buf;
+        let mut written = 0u64;
+        // Small lines are gathered into one write; a large one goes out as it is.
+        let mut write = |out: &mut dyn Write| -> io::Result<()> {
+            buf.clear();
+            for line in lines {
+                if line.len() > BIG_LINE {
+                    out.write_all(buf)?;
+                    buf.clear();
+                    out.write_all(line)?;
+                } else {
+                    buf.extend_from_slice(line);
+                }
+                written += line.len() as u64;
+            }
+            out.write_all(buf)
+        };
         match &mut self.sink {
             Sink::Stdout => {
                 let mut out = io::stdout().lock();
-                out.write_all(&self.buf)?;
+                write(&mut out)?;
                 out.flush()
             }
             Sink::File {
                 file, synced_len, ..
             } => {
-                let result = file.write_all(&self.buf).and_then(|()| file.sync_data());
+                let result = write(file).and_then(|()| file.sync_data());
                 match result {
                     Ok(()) => {
-                        *synced_len += self.buf.len() as u64;
+                        *synced_len += written;
                         Ok(())
                     }
                     Err(e) => {
@@ -426,6 +445,8 @@ fn open_append(path: &Path) -> io::Result<File> {
 }
 
 const BLOCK: u64 = 64 * 1024;
+/// A line longer than this is written on its own rather than copied into the batch.
+const BIG_LINE: usize = 64 * 1024;
 
 /// The offset just past the last `\n` at or before `len` (0 when there is none).
 fn end_of_last_line(mut file: &File, len: u64) -> io::Result<u64> {

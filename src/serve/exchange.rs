@@ -43,6 +43,25 @@ pub struct Counters {
     pub batches: u64,
 }
 
+/// Bytes of notification bodies held in memory across all connections: a body is read only
+/// once its whole size (its `Content-Length`, or `--max-body` when chunked) fits, and holds it
+/// until answered. All or nothing per body, so bodies never wait on each other in a circle; the
+/// first always fits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BodyBudget {
+    /// Bytes granted to bodies being read or logged.
+    pub held: u64,
+    /// The most that may be granted at once (`--max-buffered`).
+    pub max: u64,
+}
+
+impl BodyBudget {
+    /// True when `n` more bytes may be granted now.
+    pub fn fits(&self, n: u64) -> bool {
+        self.held == 0 || self.held.saturating_add(n) <= self.max
+    }
+}
+
 /// What an exchange may use while it advances.
 pub struct Ctx<'a> {
     /// The request policy.
@@ -57,6 +76,8 @@ pub struct Ctx<'a> {
     pub scratch: &'a mut [u8],
     /// Counters to bump.
     pub counters: &'a mut Counters,
+    /// The budget for bodies held in memory.
+    pub budget: &'a mut BodyBudget,
 }
 
 /// What the connection needs next.
@@ -70,6 +91,9 @@ pub enum Step {
     Log(Record),
     /// Nothing to do until the record is acknowledged.
     Wait,
+    /// A body waits for [`BodyBudget`]: advance again once some is given back (the socket is
+    /// not read meanwhile, so TCP holds the sender back).
+    Held,
     /// Close the connection (after flushing `output`).
     Close,
 }
@@ -105,6 +129,12 @@ pub struct Exchange {
     started: Option<Instant>,
     /// The current request's framing was ambiguous: close after answering it.
     close_after: bool,
+    /// The most the current body may take: what it is granted from the [`BodyBudget`].
+    body_need: u64,
+    /// Bytes of the budget this connection holds.
+    granted: u64,
+    /// Body bytes received for the current request.
+    received: u64,
 }
 
 impl Exchange {
@@ -118,12 +148,26 @@ impl Exchange {
             eof: false,
             started: None,
             close_after: false,
+            body_need: 0,
+            granted: 0,
+            received: 0,
         }
     }
 
     /// When the request in progress started, if one is.
     pub fn started(&self) -> Option<Instant> {
         self.started
+    }
+
+    /// The budget a held body waits for.
+    pub fn body_need(&self) -> u64 {
+        self.body_need
+    }
+
+    /// Gives back the budget this connection holds (its answer is out, or it is closing).
+    pub fn release(&mut self, budget: &mut BodyBudget) {
+        budget.held -= self.granted;
+        self.granted = 0;
     }
 
     /// True while a record is with the event log.
@@ -227,10 +271,27 @@ impl Exchange {
         mut body: Vec<u8>,
         ctx: &mut Ctx,
     ) -> Option<Step> {
+        // Only a notification's body is kept; the others are read through the scratch and
+        // dropped, so they need no budget.
+        let keep = route == Route::Notification;
+        if keep && self.granted == 0 {
+            if !ctx.budget.fits(self.body_need) {
+                self.phase = Phase::Body { reply, route, body };
+                return Some(Step::Held);
+            }
+            ctx.budget.held += self.body_need;
+            self.granted = self.body_need;
+            body.reserve_exact(self.body_need.min(64 * 1024 * 1024) as usize);
+        }
         if !self.input.is_empty() {
             let start = body.len();
-            body.resize(start + self.input.len(), 0);
-            match reply.read(&self.input, &mut body[start..]) {
+            let dst: &mut [u8] = if keep {
+                body.resize(start + self.input.len(), 0);
+                &mut body[start..]
+            } else {
+                ctx.scratch
+            };
+            match reply.read(&self.input, dst) {
                 Err(e) => {
                     return self.refuse(
                         StatusCode::BAD_REQUEST,
@@ -239,11 +300,14 @@ impl Exchange {
                     );
                 }
                 Ok((used_in, used_out)) => {
-                    body.truncate(start + used_out);
+                    if keep {
+                        body.truncate(start + used_out);
+                    }
+                    self.received += used_out as u64;
                     self.input.drain(..used_in);
                 }
             }
-            if body.len() as u64 > ctx.policy.max_body {
+            if self.received > ctx.policy.max_body {
                 return self.refuse(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "chunked body exceeds --max-body",
@@ -280,6 +344,8 @@ impl Exchange {
             Framing::CloseAfter => self.close_after = true,
             Framing::Sound => {}
         }
+        self.received = 0;
+        self.body_need = policy::declared_length(req).unwrap_or(ctx.policy.max_body);
         let decision = policy::on_head(req, ctx.policy);
         let Some(mut next) = reply.proceed() else {
             return self.refuse(StatusCode::BAD_REQUEST, "request cannot proceed", ctx);
@@ -377,6 +443,7 @@ impl Exchange {
             ctx.counters.rejected += 1;
             info!("{} {}: {reason}", self.peer, answer.status.as_u16());
         }
+        self.release(ctx.budget);
         let closing;
         let answer = if self.close_after {
             closing = answer.closing();
@@ -399,6 +466,7 @@ impl Exchange {
 
     /// Answers outside ureq-proto's states (malformed or abandoned requests), then closes.
     fn refuse(&mut self, status: StatusCode, why: &str, ctx: &mut Ctx) -> Option<Step> {
+        self.release(ctx.budget);
         ctx.counters.rejected += 1;
         info!("{} {}: {why}", self.peer, status.as_u16());
         self.output.extend_from_slice(&raw_answer(status));
@@ -495,6 +563,10 @@ pub fn check_invariants(input: &[u8], cuts: &[usize], policy: &Policy) -> Vec<u8
     };
     let mut scratch = vec![0u8; 32 * 1024];
     let mut counters = Counters::default();
+    let mut budget = BodyBudget {
+        held: 0,
+        max: policy.max_body,
+    };
     let mut ex = Exchange::new(SocketAddr::from(([127, 0, 0, 1], 9)));
     let mut answers = Vec::new();
     // (index of the request, the record, acknowledged as logged)
@@ -511,6 +583,7 @@ pub fn check_invariants(input: &[u8], cuts: &[usize], policy: &Policy) -> Vec<u8
             draining: false,
             scratch: &mut scratch,
             counters: &mut counters,
+            budget: &mut budget,
         };
         match ex.advance(&mut ctx) {
             Step::Flush => answers.append(&mut ex.output),
@@ -536,9 +609,12 @@ pub fn check_invariants(input: &[u8], cuts: &[usize], policy: &Policy) -> Vec<u8
                 ok = !ok;
             }
             Step::Wait => panic!("Wait without a record in flight"),
+            Step::Held => panic!("a body held back with no other body holding the budget"),
             Step::Close => break,
         }
     }
+    ex.release(&mut budget);
+    assert_eq!(budget.held, 0, "the budget is given back");
     let statuses = check_answers(&answers);
     let expected = expected_requests(input, policy);
     for (k, rec, ok) in &logged {

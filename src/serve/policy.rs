@@ -338,7 +338,8 @@ pub fn acknowledge(logged: bool) -> Answer {
     if logged {
         Answer::empty(StatusCode::OK)
     } else {
-        // 503 tells the platform the event was not taken, so it may deliver it again.
+        // The truth: the event was not taken. RingCentral documents no redelivery, so it is
+        // likely lost at the platform; the operational log and the health check say so.
         Answer::reject(
             StatusCode::SERVICE_UNAVAILABLE,
             "event log unwritable".into(),
@@ -346,7 +347,8 @@ pub fn acknowledge(logged: bool) -> Answer {
     }
 }
 
-fn declared_length(req: &Request<()>) -> Option<u64> {
+/// The request's `Content-Length`, when it has a valid one.
+pub fn declared_length(req: &Request<()>) -> Option<u64> {
     req.headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

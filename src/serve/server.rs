@@ -19,7 +19,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::error::Error;
 use crate::serve::config::{Limits, LogTarget, ServeConfig};
 use crate::serve::event_log::{Commit, EventLog, Record};
-use crate::serve::exchange::{Counters, Ctx, Exchange, Step};
+use crate::serve::exchange::{BodyBudget, Counters, Ctx, Exchange, Step};
 use crate::serve::exec::Runner;
 use crate::serve::policy::Policy;
 use crate::serve::reconcile::{self, Reconciler};
@@ -35,6 +35,7 @@ macro_rules! ctx {
             draining: $s.shutdown_by.is_some(),
             scratch: &mut $s.scratch,
             counters: &mut $s.counters,
+            budget: &mut $s.budget,
         }
     };
 }
@@ -171,6 +172,8 @@ struct Conn {
     /// so that closing with unread input does not reset the connection before the client has
     /// read our last answer (the "lingering close" of nginx and Apache).
     linger_until: Option<Instant>,
+    /// Waiting in `Server::held` for body budget.
+    held: bool,
 }
 
 /// What a connection needs from the server after being driven.
@@ -181,6 +184,8 @@ enum Driven {
     Close,
     /// Add this record to the batch.
     Log(Record),
+    /// Its body waits for budget: queue it.
+    Held,
 }
 
 impl Conn {
@@ -204,6 +209,7 @@ impl Conn {
                 },
                 Step::Log(rec) => return Driven::Log(rec),
                 Step::Wait => return Driven::Wait,
+                Step::Held => return Driven::Held,
                 Step::Close if self.exch.eof => return Driven::Close,
                 Step::Close => {
                     if self.stream.shutdown(Shutdown::Write).is_err() {
@@ -310,6 +316,10 @@ struct Server {
     last_batch: usize,
     gather_until: Option<Instant>,
     accept_paused_until: Option<Instant>,
+    /// Bytes of bodies held in memory, across connections.
+    budget: BodyBudget,
+    /// Connections whose body waits for budget, first come first served.
+    held: std::collections::VecDeque<usize>,
     /// A descriptor held back for the moment the process runs out: closing it lets one waiting
     /// client be accepted and turned away when no connection can be evicted for it.
     reserve: Option<std::fs::File>,
@@ -325,6 +335,7 @@ struct Server {
 
 impl Server {
     fn new(cfg: ServeConfig, mut listener: TcpListener, log: EventLog) -> io::Result<Server> {
+        let max_buffered = cfg.limits.max_buffered;
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -364,6 +375,11 @@ impl Server {
             last_batch: 0,
             gather_until: None,
             accept_paused_until: None,
+            budget: BodyBudget {
+                held: 0,
+                max: max_buffered,
+            },
+            held: Default::default(),
             reserve: std::fs::File::open("/dev/null").ok(),
             shutdown_by: None,
             exec: cfg.exec.map(Runner::new),
@@ -436,6 +452,7 @@ impl Server {
             if let Some(r) = &mut self.recoverer {
                 r.after_commit();
             }
+            self.wake_held();
         }
         let c = &self.counters;
         info!(
@@ -471,12 +488,34 @@ impl Server {
         match conn.drive(&mut ctx) {
             Driven::Wait => {}
             Driven::Log(rec) => self.pending.push((id, rec)),
+            Driven::Held if conn.held => {}
+            Driven::Held => {
+                conn.held = true;
+                self.held.push_back(id);
+            }
             Driven::Close => self.close(id),
+        }
+    }
+
+    /// Drives held bodies, oldest first, while the budget has room for them.
+    fn wake_held(&mut self) {
+        while let Some(&id) = self.held.front() {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                self.held.pop_front();
+                continue;
+            };
+            if !self.budget.fits(conn.exch.body_need()) {
+                return;
+            }
+            self.held.pop_front();
+            conn.held = false;
+            self.drive(id);
         }
     }
 
     fn close(&mut self, id: usize) {
         if let Some(mut conn) = self.conns.remove(&id) {
+            conn.exch.release(&mut self.budget);
             let _ = self.poll.registry().deregister(&mut conn.stream);
             let _ = conn.stream.shutdown(Shutdown::Both);
         }
@@ -515,6 +554,7 @@ impl Server {
                             exch: Exchange::new(peer),
                             last_activity: Instant::now(),
                             linger_until: None,
+                            held: false,
                         },
                     );
                     self.drive(id);
