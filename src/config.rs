@@ -319,11 +319,30 @@ pub fn verification_token(
         origin: cli::TOKEN_FILE.name.into(),
     });
     let (text, origin) = if let Some(f) = file {
-        let content = std::fs::read_to_string(&f.text)
+        // Bounded: `/dev/zero` must be an error, not the end of memory.
+        let mut content = String::new();
+        std::fs::File::open(&f.text)
+            .and_then(|file| {
+                std::io::Read::read_to_string(&mut std::io::Read::take(file, 4097), &mut content)
+            })
             .map_err(|e| Error::Config(format!("{} {}: {e}", f.origin, f.text)))?;
+        if content.len() > 4096 {
+            return Err(Error::Config(format!(
+                "{} {}: larger than 4 KiB, not a token file",
+                f.origin, f.text
+            )));
+        }
         (content.trim().to_string(), f.origin)
     } else if let Some(s) = vars.get(cli::TOKEN) {
         (s.text, s.origin)
+    } else if let Some(name) = cli::TOKEN
+        .iter()
+        .find(|n| vars.env.get(**n).is_some_and(|v| v.trim().is_empty()))
+    {
+        // `-e WEBHOOK_VERIFICATION_TOKEN=$UNSET` must not turn verification off silently.
+        return Err(Error::Config(format!(
+            "{name} is set but empty: give the token, or unset it to run without one"
+        )));
     } else {
         return Ok((None, None));
     };

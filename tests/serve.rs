@@ -785,3 +785,32 @@ fn bodies_beyond_the_buffer_budget_wait_in_tcp_not_in_memory() {
     eprintln!("peak RSS grew by {grown} B for {CLIENTS} concurrent 256 KiB bodies");
     assert!(grown <= 4 << 20, "peak RSS grew by {grown} B");
 }
+
+/// `WEBHOOK_VERIFICATION_TOKEN=` (set, empty) is a usage error naming it, not "no token"; a
+/// token file is read with a bound, so `/dev/zero` is an error naming the file.
+#[test]
+fn an_empty_token_variable_and_an_endless_token_file_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ringhook(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("WEBHOOK_VERIFICATION_TOKEN", "")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("WEBHOOK_VERIFICATION_TOKEN is set but empty")
+    );
+    let out = ringhook(dir.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--verification-token-file",
+            "/dev/zero",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/dev/zero: larger than 4 KiB"));
+}
