@@ -148,8 +148,21 @@ fn read_env_file(path: &Path, explicit: bool) -> Result<HashMap<String, String>,
     let label = if explicit { "--env-file" } else { "env file" };
     let file = std::fs::File::open(path)
         .map_err(|e| Error::Config(format!("{label} {}: {e}", path.display())))?;
-    parse_env(file).map_err(|why| Error::Config(format!("{label} {}: {why}", path.display())))
+    // Read with a bound: `--env-file /dev/zero` must be an error, not an endless read.
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_ENV_FILE + 1), &mut text)
+        .map_err(|e| Error::Config(format!("{label} {}: {e}", path.display())))?;
+    if text.len() as u64 > MAX_ENV_FILE {
+        return Err(Error::Config(format!(
+            "{label} {}: larger than 1 MiB, not an env file",
+            path.display()
+        )));
+    }
+    parse_env(&text[..]).map_err(|why| Error::Config(format!("{label} {}: {why}", path.display())))
 }
+
+/// The largest env file read; a real one is a few hundred bytes.
+const MAX_ENV_FILE: u64 = 1024 * 1024;
 
 /// Parses env-file text (`KEY=value`, comments, quotes, `export`). The error says where the
 /// parser stopped, never what it read: the line may hold a secret.

@@ -813,4 +813,19 @@ fn an_empty_token_variable_and_an_endless_token_file_are_usage_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/dev/zero: larger than 4 KiB"));
+    let out = ringhook(dir.path())
+        .args([
+            "--env-file",
+            "/dev/zero",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--env-file /dev/zero: larger than 1 MiB, not an env file")
+    );
 }
