@@ -166,6 +166,13 @@ pub(crate) const HEALTH_PATH: Opt = Opt::flag(
 )
 .env(&["RINGHOOK_HEALTH_PATH"])
 .means("off");
+pub(crate) const METRICS_PATH: Opt = Opt::flag(
+    "--metrics-path",
+    "PATH",
+    "Answer GET PATH with Prometheus metrics (text format 0.0.4)",
+)
+.env(&["RINGHOOK_METRICS_PATH"])
+.means("off");
 /// The variables holding the verification token itself.
 pub(crate) const TOKEN: &[&str] = crate::secret::VERIFICATION_TOKEN;
 pub(crate) const TOKEN_FILE: Opt = Opt::flag(
@@ -397,6 +404,7 @@ const SERVE: &[&Opt] = &[
     &PATH,
     &LOG_FILE,
     &HEALTH_PATH,
+    &METRICS_PATH,
     &TOKEN_FILE,
     &MAX_BODY,
     &MAX_HEADER,

@@ -16,6 +16,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod platform;
 pub mod register;
 pub mod secret;

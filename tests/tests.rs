@@ -9,6 +9,7 @@ mod exec;
 mod fake_platform;
 mod faults;
 mod install;
+mod metrics;
 mod powercut;
 mod register;
 mod register_faults;
