@@ -113,6 +113,8 @@ pub struct RegisterStatus {
     pub ok: u64,
     /// Runs that failed (or could not start).
     pub failed: u64,
+    /// Runs that failed since the last success (what `RinghookRegisterFailing` watches).
+    pub failed_in_a_row: u64,
     /// When a run last succeeded.
     pub last_success: Option<SystemTime>,
     /// The subscription's expiry, as the last successful run reported it.
@@ -122,7 +124,7 @@ pub struct RegisterStatus {
 }
 
 /// What `serve --ship` reports about its shipper.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct ShipStatus {
     /// Events delivered to the sink.
     pub delivered: u64,
@@ -132,6 +134,33 @@ pub struct ShipStatus {
     pub lag_events: u64,
     /// Age of the oldest event not yet delivered (0 when caught up).
     pub lag: Duration,
+}
+
+impl ShipStatus {
+    /// Reads one of the status lines `ship` prints on stdout for a supervisor:
+    /// `{"ship":{"delivered":N,"deadLettered":N,"lagEvents":N,"lagSeconds":S,"failing":bool}}`.
+    /// `None` for any other line.
+    pub fn from_status_line(line: &[u8]) -> Option<ShipStatus> {
+        #[derive(serde::Deserialize)]
+        struct Line {
+            ship: Status,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Status {
+            delivered: u64,
+            dead_lettered: u64,
+            lag_events: u64,
+            lag_seconds: f64,
+        }
+        let s = serde_json::from_slice::<Line>(line).ok()?.ship;
+        Some(ShipStatus {
+            delivered: s.delivered,
+            dead_lettered: s.dead_lettered,
+            lag_events: s.lag_events,
+            lag: Duration::try_from_secs_f64(s.lag_seconds).unwrap_or_default(),
+        })
+    }
 }
 
 /// `--exec` outcomes: exited 0, failed, killed after the timeout, skipped (queue full).
@@ -329,6 +358,12 @@ pub fn render(s: &Scrape, out: &mut Vec<u8>) {
         );
         w.labelled("ringhook_register_runs_total", "result", "ok", r.ok);
         w.labelled("ringhook_register_runs_total", "result", "failed", r.failed);
+        w.head(
+            "ringhook_register_consecutive_failures",
+            "gauge",
+            "Reconcile runs failed since the last success.",
+        );
+        w.int("ringhook_register_consecutive_failures", r.failed_in_a_row);
         w.head(
             "ringhook_register_last_success_timestamp_seconds",
             "gauge",
@@ -647,6 +682,23 @@ mod tests {
             started <= now + Duration::from_secs(1),
             "{started:?} {now:?}"
         );
+    }
+
+    #[test]
+    fn ship_status_lines_are_read() {
+        let line = br#"{"ship":{"delivered":12,"deadLettered":1,"lagEvents":3,"lagSeconds":4.25,"failing":false}}"#;
+        assert_eq!(
+            ShipStatus::from_status_line(line),
+            Some(ShipStatus {
+                delivered: 12,
+                dead_lettered: 1,
+                lag_events: 3,
+                lag: Duration::from_millis(4250),
+            })
+        );
+        for other in [&b"shipped"[..], br#"{"ship":{"delivered":-1}}"#, b""] {
+            assert_eq!(ShipStatus::from_status_line(other), None);
+        }
     }
 
     #[test]

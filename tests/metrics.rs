@@ -287,6 +287,7 @@ fn register_runs_and_the_subscription_show() {
         1.0
     );
     assert_eq!(m.get("ringhook_register_runs_total{result=\"ok\"}"), 0.0);
+    assert_eq!(m.get("ringhook_register_consecutive_failures"), 1.0);
     assert_eq!(
         m.get("ringhook_register_last_success_timestamp_seconds"),
         0.0
@@ -303,6 +304,7 @@ fn register_runs_and_the_subscription_show() {
         1.0
     );
     assert_eq!(m.get("ringhook_register_runs_total{result=\"ok\"}"), 1.0);
+    assert_eq!(m.get("ringhook_register_consecutive_failures"), 0.0);
     assert_eq!(m.get("ringhook_subscription_active"), 1.0);
     let subs = fake.subscriptions();
     let expires = subs[0].expires.duration_since(UNIX_EPOCH).unwrap();
@@ -326,6 +328,7 @@ fn every_family_passes_promtool_even_those_of_optional_features() {
     let r = RegisterStatus {
         ok: 3,
         failed: 1,
+        failed_in_a_row: 1,
         last_success: Some(SystemTime::now()),
         expiry: Some(SystemTime::now() + Duration::from_secs(86400)),
         active: Some(true),

@@ -3,6 +3,7 @@
 mod support;
 
 #[cfg(feature = "catchup")]
+mod alerts;
 mod catchup;
 mod check;
 mod exec;

@@ -212,6 +212,7 @@ impl Reconciler {
     fn failed(&mut self, now: Instant) {
         self.failures += 1;
         self.status.failed += 1;
+        self.status.failed_in_a_row += 1;
         let backoff = self
             .cfg
             .retry
@@ -294,6 +295,7 @@ fn read_outcome(out: &[u8]) -> Option<Outcome> {
 /// A run succeeded with `outcome`: what the metrics show of the subscription.
 fn learn(status: &mut RegisterStatus, outcome: Option<&Outcome>, now: SystemTime) {
     status.ok += 1;
+    status.failed_in_a_row = 0;
     status.last_success = Some(now);
     let Some(o) = outcome else {
         return;

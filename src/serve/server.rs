@@ -513,6 +513,8 @@ impl Server {
             log_sync: &self.log.sync_seconds,
             exec,
             register: self.reconciler.as_ref().map(|r| &r.status),
+            // `serve --ship` (its own issue) fills this from the shipper's status lines
+            // (`ShipStatus::from_status_line`); the families appear once it does.
             ship: None,
             process: metrics::Process::read(),
         };
