@@ -268,7 +268,7 @@ pub fn render(s: &Scrape, out: &mut Vec<u8>) {
     w.head(
         "ringhook_notifications_total",
         "counter",
-        "Notifications by what became of them: logged, duplicate (acknowledged, not logged again), rejected (refused before the log), unwritable (answered 503).",
+        "Notifications by outcome.",
     );
     for (result, n) in [
         ("logged", c.logged),
@@ -281,14 +281,10 @@ pub fn render(s: &Scrape, out: &mut Vec<u8>) {
     w.head(
         "ringhook_handshakes_total",
         "counter",
-        "Validation handshakes answered.",
+        "Handshakes answered.",
     );
     w.int("ringhook_handshakes_total", c.handshakes);
-    w.head(
-        "ringhook_responses_total",
-        "counter",
-        "HTTP answers by status code.",
-    );
+    w.head("ringhook_responses_total", "counter", "Answers by code.");
     for &(code, n) in &c.responses.0 {
         w.0.extend_from_slice(b"ringhook_responses_total{code=\"");
         uint(w.0, u64::from(code));
@@ -296,39 +292,31 @@ pub fn render(s: &Scrape, out: &mut Vec<u8>) {
         uint(w.0, n);
         w.0.push(b'\n');
     }
-    w.head(
-        "ringhook_connections_open",
-        "gauge",
-        "Client connections open now.",
-    );
+    w.head("ringhook_connections_open", "gauge", "Connections open.");
     w.int("ringhook_connections_open", s.connections_open as u64);
     w.head(
         "ringhook_connections_evicted_total",
         "counter",
-        "Connections closed to make room (connection cap or out of descriptors).",
+        "Connections closed to make room.",
     );
     w.int("ringhook_connections_evicted_total", c.evicted);
     w.head(
         "ringhook_log_syncs_total",
         "counter",
-        "fdatasync calls on the event log (one per batch; none with the stdout sink).",
+        "fdatasync calls on the event log.",
     );
     w.int("ringhook_log_syncs_total", s.log_sync.count);
-    w.histogram(
-        "ringhook_log_sync_seconds",
-        "Time one fdatasync of the event log took.",
-        s.log_sync,
-    );
+    w.histogram("ringhook_log_sync_seconds", "fdatasync time.", s.log_sync);
     w.head(
         "ringhook_log_writable",
         "gauge",
-        "1 while the event log takes writes, 0 while notifications are answered 503.",
+        "1 while the event log takes writes.",
     );
     w.int("ringhook_log_writable", u64::from(s.log_writable));
     w.head(
         "ringhook_last_notification_timestamp_seconds",
         "gauge",
-        "When the last notification was logged (0: none since start).",
+        "When the last notification was logged.",
     );
     w.time(
         "ringhook_last_notification_timestamp_seconds",
@@ -339,7 +327,7 @@ pub fn render(s: &Scrape, out: &mut Vec<u8>) {
         w.head(
             "ringhook_exec_total",
             "counter",
-            "--exec commands by outcome: ok (exit 0), failed, timeout (killed), skipped (queue full).",
+            "--exec commands by outcome.",
         );
         for (outcome, n) in [
             ("ok", x.ok),
@@ -351,23 +339,19 @@ pub fn render(s: &Scrape, out: &mut Vec<u8>) {
         }
     }
     if let Some(r) = s.register {
-        w.head(
-            "ringhook_register_runs_total",
-            "counter",
-            "--register reconcile runs by result.",
-        );
+        w.head("ringhook_register_runs_total", "counter", "Reconcile runs.");
         w.labelled("ringhook_register_runs_total", "result", "ok", r.ok);
         w.labelled("ringhook_register_runs_total", "result", "failed", r.failed);
         w.head(
             "ringhook_register_consecutive_failures",
             "gauge",
-            "Reconcile runs failed since the last success.",
+            "Reconcile runs failed in a row.",
         );
         w.int("ringhook_register_consecutive_failures", r.failed_in_a_row);
         w.head(
             "ringhook_register_last_success_timestamp_seconds",
             "gauge",
-            "When a reconcile run last succeeded (0: not yet).",
+            "When a reconcile run last succeeded.",
         );
         w.time(
             "ringhook_register_last_success_timestamp_seconds",
@@ -377,7 +361,7 @@ pub fn render(s: &Scrape, out: &mut Vec<u8>) {
         w.head(
             "ringhook_subscription_expiry_timestamp_seconds",
             "gauge",
-            "When the subscription expires, as the last successful run reported it.",
+            "When the subscription expires.",
         );
         if r.expiry.is_some() {
             w.time("ringhook_subscription_expiry_timestamp_seconds", r.expiry);
@@ -385,7 +369,7 @@ pub fn render(s: &Scrape, out: &mut Vec<u8>) {
         w.head(
             "ringhook_subscription_active",
             "gauge",
-            "1 when the platform reports the subscription Active, 0 when Blacklisted or Suspended.",
+            "1 while the subscription is Active.",
         );
         if let Some(a) = r.active {
             w.int("ringhook_subscription_active", u64::from(a));
@@ -395,34 +379,30 @@ pub fn render(s: &Scrape, out: &mut Vec<u8>) {
         w.head(
             "ringhook_ship_delivered_total",
             "counter",
-            "Events the shipper delivered.",
+            "Events shipped.",
         );
         w.int("ringhook_ship_delivered_total", sh.delivered);
         w.head(
             "ringhook_ship_dead_lettered_total",
             "counter",
-            "Events the shipper gave up on (written to the dead-letter file).",
+            "Events dead-lettered by the shipper.",
         );
         w.int("ringhook_ship_dead_lettered_total", sh.dead_lettered);
         w.head(
             "ringhook_ship_lag_events",
             "gauge",
-            "Events in the log not yet delivered.",
+            "Events not yet shipped.",
         );
         w.int("ringhook_ship_lag_events", sh.lag_events);
         w.head(
             "ringhook_ship_lag_seconds",
             "gauge",
-            "Age of the oldest event not yet delivered (0 when caught up).",
+            "Age of the oldest undelivered event.",
         );
         w.secs("ringhook_ship_lag_seconds", sh.lag);
     }
 
-    w.head(
-        "ringhook_build_info",
-        "gauge",
-        "Always 1; the version is in the label.",
-    );
+    w.head("ringhook_build_info", "gauge", "Build version.");
     w.0.extend_from_slice(b"ringhook_build_info{version=\"");
     escape_label(env!("CARGO_PKG_VERSION"), w.0);
     w.0.extend_from_slice(b"\"} 1\n");
@@ -431,24 +411,16 @@ pub fn render(s: &Scrape, out: &mut Vec<u8>) {
         w.head(
             "process_start_time_seconds",
             "gauge",
-            "Start time of the process since unix epoch in seconds.",
+            "Start time since the epoch.",
         );
         w.secs("process_start_time_seconds", Duration::from_millis(ms));
     }
     if let Some(b) = p.resident_bytes {
-        w.head(
-            "process_resident_memory_bytes",
-            "gauge",
-            "Resident memory size in bytes.",
-        );
+        w.head("process_resident_memory_bytes", "gauge", "Resident memory.");
         w.int("process_resident_memory_bytes", b);
     }
     if let Some(n) = p.open_fds {
-        w.head(
-            "process_open_fds",
-            "gauge",
-            "Number of open file descriptors.",
-        );
+        w.head("process_open_fds", "gauge", "Open descriptors.");
         w.int("process_open_fds", n);
     }
 }
