@@ -17,3 +17,4 @@ mod register_faults;
 mod serve;
 mod serve_register;
 mod static_binary;
+mod tail;
