@@ -13,13 +13,30 @@ command -v qemu-aarch64-static >/dev/null || need_apt+=(qemu-user-static)
 # tests/powercut.rs mounts its FUSE file system itself (pure Rust, no libfuse) where root may;
 # elsewhere through the setuid fusermount3, which also unmounts what a failed test left.
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
+# tests/metrics.rs, tests/alerts.rs: promtool (Debian's prometheus package) checks every scrape
+# and the alert rules. Installed without recommends (node-exporter, another daemon).
+need_bare=()
+command -v promtool >/dev/null || need_bare+=(prometheus)
 
-if ((${#need_apt[@]})); then
+if ((${#need_apt[@]} + ${#need_bare[@]})); then
   if [ "$(id -u)" = 0 ]; then
+    # Some packages (prometheus) start their daemon on install; the suite needs their tools only.
+    # A policy-rc.d answering 101 makes invoke-rc.d and deb-systemd-invoke start nothing.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+      chmod +x /usr/sbin/policy-rc.d
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    if ((${#need_apt[@]})); then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    fi
+    if ((${#need_bare[@]})); then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${need_bare[@]}" >/dev/null
+    fi
   else
-    echo "setup: please install: ${need_apt[*]}" >&2
+    echo "setup: please install: ${need_apt[*]} ${need_bare[*]}" >&2
   fi
 fi
 

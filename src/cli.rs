@@ -52,6 +52,8 @@ pub struct Opt {
     pub help: &'static str,
     /// True when the flag may be given more than once.
     pub repeat: bool,
+    /// A one-letter form (`-f`), for the few flags people type all day.
+    pub short: Option<char>,
 }
 
 impl Opt {
@@ -65,6 +67,7 @@ impl Opt {
             unset: Unset::Absent,
             help,
             repeat: false,
+            short: None,
         }
     }
 
@@ -98,6 +101,14 @@ impl Opt {
     const fn means(self, words: &'static str) -> Opt {
         Opt {
             unset: Unset::Means(words),
+            ..self
+        }
+    }
+
+    /// Also accepted as `-c`.
+    const fn short(self, c: char) -> Opt {
+        Opt {
+            short: Some(c),
             ..self
         }
     }
@@ -165,6 +176,13 @@ pub(crate) const HEALTH_PATH: Opt = Opt::flag(
     "Answer GET PATH with 200 (503 while the log is unwritable)",
 )
 .env(&["RINGHOOK_HEALTH_PATH"])
+.means("off");
+pub(crate) const METRICS_PATH: Opt = Opt::flag(
+    "--metrics-path",
+    "PATH",
+    "Answer GET PATH with Prometheus metrics (text format 0.0.4)",
+)
+.env(&["RINGHOOK_METRICS_PATH"])
 .means("off");
 /// The variables holding the verification token itself.
 pub(crate) const TOKEN: &[&str] = crate::secret::VERIFICATION_TOKEN;
@@ -398,12 +416,30 @@ const VARIABLES: &[&[&str]] = &[
     CA_FILE,
 ];
 
+// ---- tail ----
+
+pub(crate) const FOLLOW: Opt = Opt::switch(
+    "--follow",
+    "Keep printing events as they are appended, across logrotate",
+)
+.short('f');
+pub(crate) const LINES: Opt = Opt::flag("--lines", "N", "Show the last N events first")
+    .short('n')
+    .default("10");
+pub(crate) const FILTER: Opt = Opt::flag(
+    "--filter",
+    "PATTERN",
+    "Only events matching PATTERN (as --exec-filter: * wildcard, else prefix; ~ matches ids); repeatable",
+)
+.repeatable();
+
 /// `serve`'s settings, in the order its `--help` lists them.
 const SERVE: &[&Opt] = &[
     &LISTEN,
     &PATH,
     &LOG_FILE,
     &HEALTH_PATH,
+    &METRICS_PATH,
     &TOKEN_FILE,
     &MAX_BODY,
     &MAX_HEADER,
@@ -464,6 +500,16 @@ const CATCHUP: &[&Opt] = &[
     &EMIT,
 ];
 
+const TAIL: &[&Opt] = &[
+    &LOG_FILE
+        .reworded("The event log serve writes")
+        .without_default(),
+    &FOLLOW,
+    &LINES,
+    &FILTER,
+    &JSON.reworded("Print the records exactly as logged, one per line"),
+];
+
 /// Which command runs; `lib.rs` dispatches on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cmd {
@@ -479,6 +525,8 @@ pub enum Cmd {
     Check,
     /// `ringhook catchup`.
     Catchup,
+    /// `ringhook tail`.
+    Tail,
 }
 
 /// A subcommand: its name, one-line description, positional argument and settings.
@@ -532,6 +580,13 @@ pub(crate) const COMMANDS: &[CommandSpec] = &[
         about: "Perform the validation handshake against URL and judge the answer",
         positional: "URL",
         flags: CHECK,
+    },
+    CommandSpec {
+        cmd: Cmd::Tail,
+        name: "tail",
+        about: "Show the event log one readable line per event; -f follows it",
+        positional: "",
+        flags: TAIL,
     },
     CommandSpec {
         cmd: Cmd::Catchup,
@@ -636,18 +691,19 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, Error> {
                         "unknown option '--{name}' (options go after the command)"
                     )));
                 };
-                let opt = option(cmd, name)?;
-                let value = match opt.value {
-                    Some(_) => parser
-                        .value()?
-                        .into_string()
-                        .map_err(|_| Error::Usage(format!("{} is not valid UTF-8", opt.name)))?,
-                    None => String::new(),
-                };
-                flags.given.push((opt.name, value));
-                if !opt.repeat && flags.values(opt).len() > 1 {
-                    return Err(Error::Usage(format!("{} given more than once", opt.name)));
-                }
+                given(option(cmd, name)?, &mut parser, &mut flags)?;
+            }
+            Short(c) if spec.is_some() => {
+                let cmd = spec.expect("checked above");
+                let opt = cmd
+                    .flags
+                    .iter()
+                    .copied()
+                    .find(|f| f.short == Some(c))
+                    .ok_or_else(|| {
+                        Error::Usage(format!("unknown option '-{c}' for 'ringhook {}'", cmd.name))
+                    })?;
+                given(opt, &mut parser, &mut flags)?;
             }
             other => return Err(other.unexpected().into()),
         }
@@ -663,6 +719,22 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, Error> {
         )));
     }
     Ok(Command::Run(cmd.cmd, global, flags))
+}
+
+/// Records `opt` (and its value, when it takes one).
+fn given(opt: &'static Opt, parser: &mut lexopt::Parser, flags: &mut Flags) -> Result<(), Error> {
+    let value = match opt.value {
+        Some(_) => parser
+            .value()?
+            .into_string()
+            .map_err(|_| Error::Usage(format!("{} is not valid UTF-8", opt.name)))?,
+        None => String::new(),
+    };
+    flags.given.push((opt.name, value));
+    if !opt.repeat && flags.values(opt).len() > 1 {
+        return Err(Error::Usage(format!("{} given more than once", opt.name)));
+    }
+    Ok(())
 }
 
 /// The subcommand called `name`.
@@ -735,10 +807,14 @@ pub(crate) fn help(cmd: Option<&CommandSpec>) -> String {
                     None => f.name.to_string(),
                 };
                 let line = f.help_line();
+                let lead = match f.short {
+                    Some(c) => format!("  -{c}, "),
+                    None => "      ".to_string(),
+                };
                 if left.len() > 28 {
-                    out.push_str(&format!("      {left}\n      {:<28} {line}\n", ""));
+                    out.push_str(&format!("{lead}{left}\n      {:<28} {line}\n", ""));
                 } else {
-                    out.push_str(&format!("      {left:<28} {line}\n"));
+                    out.push_str(&format!("{lead}{left:<28} {line}\n"));
                 }
             }
             out.push('\n');

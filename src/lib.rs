@@ -17,10 +17,12 @@ pub mod cli;
 pub mod config;
 pub mod error;
 mod output;
+pub mod metrics;
 pub mod platform;
 pub mod register;
 pub mod secret;
 pub mod serve;
+pub mod tail;
 pub mod webhook;
 
 use error::Error;
@@ -53,6 +55,7 @@ fn try_run(args: Vec<std::ffi::OsString>) -> Result<(), Error> {
                 cli::Cmd::List => register::run_list(&flags, &vars),
                 cli::Cmd::Unregister => register::run_unregister(&flags, &vars),
                 cli::Cmd::Check => check::run(&flags, &vars),
+                cli::Cmd::Tail => tail::run_command(&flags, &vars),
                 #[cfg(feature = "catchup")]
                 cli::Cmd::Catchup => catchup::run(&flags, &vars),
                 #[cfg(not(feature = "catchup"))]

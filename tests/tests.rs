@@ -3,6 +3,7 @@
 mod support;
 
 #[cfg(feature = "catchup")]
+mod alerts;
 mod catchup;
 mod check;
 mod exec;
@@ -10,9 +11,11 @@ mod fake_platform;
 mod faults;
 mod install;
 mod output;
+mod metrics;
 mod powercut;
 mod register;
 mod register_faults;
 mod serve;
 mod serve_register;
 mod static_binary;
+mod tail;

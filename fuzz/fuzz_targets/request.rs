@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let policy = Policy {
         path: "/webhook".into(),
         health_path: Some("/health".into()),
+        metrics_path: Some("/metrics".into()),
         token: (data[0] & 1 == 1).then(|| VerificationToken::new(Secret::new("tok"))),
         max_body: 4096,
     };

@@ -19,6 +19,7 @@ pub const SERVE_VARIABLES: &[&str] = &[
     "PORT",
     "WEBHOOK_PATH",
     "RINGHOOK_HEALTH_PATH",
+    "RINGHOOK_METRICS_PATH",
     "RINGHOOK_LOG_FILE",
     "WEBHOOK_VERIFICATION_TOKEN",
     "RINGHOOK_MAX_BODY",
@@ -128,6 +129,8 @@ pub struct ServeConfig {
     pub path: String,
     /// Path answering GET with health, if enabled.
     pub health_path: Option<String>,
+    /// Path answering GET with the Prometheus metrics, if enabled.
+    pub metrics_path: Option<String>,
     /// Event log target.
     pub log: LogTarget,
     /// Token every notification must carry, if configured.
@@ -162,6 +165,16 @@ impl ServeConfig {
                 Ok(p)
             })
             .transpose()?;
+        let metrics_path = vars
+            .flag_or(flags, &cli::METRICS_PATH)
+            .map(|s| {
+                let p = parse_path(&s)?;
+                if p == path || health_path.as_ref() == Some(&p) {
+                    return Err(invalid(&s, "must differ from the webhook and health paths"));
+                }
+                Ok(p)
+            })
+            .transpose()?;
         let log = match vars.flag_or(flags, &cli::LOG_FILE) {
             None => LogTarget::Stdout,
             Some(s) if s.text == "-" => LogTarget::Stdout,
@@ -182,6 +195,7 @@ impl ServeConfig {
             listen,
             path,
             health_path,
+            metrics_path,
             log,
             token,
             token_origin,
@@ -375,6 +389,23 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("--listen"), "{e}");
         assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn the_metrics_path_is_off_by_default_and_must_be_its_own() {
+        let c = ServeConfig::resolve(&flags(&[]), &Vars::default()).unwrap();
+        assert_eq!(c.metrics_path, None);
+        let v = Vars::from_maps(&[("RINGHOOK_METRICS_PATH", "/metrics")], &[]);
+        let c = ServeConfig::resolve(&flags(&[]), &v).unwrap();
+        assert_eq!(c.metrics_path.as_deref(), Some("/metrics"));
+        for clash in [
+            &[(&cli::METRICS_PATH, "/webhook")][..],
+            &[(&cli::HEALTH_PATH, "/m"), (&cli::METRICS_PATH, "/m")],
+        ] {
+            let e = ServeConfig::resolve(&flags(clash), &Vars::default()).unwrap_err();
+            assert!(e.to_string().contains("--metrics-path"), "{e}");
+            assert_eq!(e.exit_code(), 2);
+        }
     }
 
     #[test]

@@ -16,12 +16,13 @@ use std::hash::BuildHasher;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::metrics::Histogram;
 use crate::webhook::Envelope;
 
 /// One notification, ready to be written.
@@ -234,6 +235,8 @@ pub struct EventLog {
     dedupe: Dedupe,
     healthy: bool,
     buf: Vec<u8>,
+    /// How long each `fdatasync` took (for `ringhook_log_sync_seconds`).
+    pub sync_seconds: Histogram,
 }
 
 /// What opening the log found, for the start-up line.
@@ -253,6 +256,7 @@ impl EventLog {
             dedupe: Dedupe::new(dedupe_window),
             healthy: true,
             buf: Vec::new(),
+            sync_seconds: Histogram::default(),
         }
     }
 
@@ -280,6 +284,7 @@ impl EventLog {
                 dedupe,
                 healthy: true,
                 buf: Vec::new(),
+                sync_seconds: Histogram::default(),
             },
             recovery,
         ))
@@ -370,7 +375,12 @@ impl EventLog {
             Sink::File {
                 file, synced_len, ..
             } => {
-                let result = write(file).and_then(|()| file.sync_data());
+                let result = write(file).and_then(|()| {
+                    let start = Instant::now();
+                    let synced = file.sync_data();
+                    self.sync_seconds.observe(start.elapsed());
+                    synced
+                });
                 match result {
                     Ok(()) => {
                         *synced_len += written;
@@ -650,6 +660,7 @@ mod tests {
             dedupe: Dedupe::new(10),
             healthy: true,
             buf: Vec::new(),
+            sync_seconds: Histogram::default(),
         };
         let r = Record::new(br#"{"uuid":"x"}"#, at());
         assert_eq!(log.commit(&[&r]), vec![Commit::Failed]);

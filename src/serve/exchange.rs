@@ -13,35 +13,13 @@ use http::StatusCode;
 use ureq_proto::server::state::{ProvideResponse, RecvBody, RecvRequest};
 use ureq_proto::server::{RecvRequestResult, Reply, SendResponseResult};
 
+use crate::metrics::{self, Counters};
 use crate::serve::config::Limits;
 use crate::serve::event_log::Record;
 use crate::serve::policy::{self as policy, Answer, Framing, Head, Outcome, Policy, Route};
 
 /// A chunk-size line or trailer longer than this is refused rather than buffered.
 const MAX_FRAMING: usize = 64 * 1024;
-
-/// What the loop counts, reported at shutdown.
-#[derive(Debug, Default, Clone)]
-pub struct Counters {
-    /// Connections accepted.
-    pub connections: u64,
-    /// Handshakes answered.
-    pub handshakes: u64,
-    /// Events written to the log.
-    pub logged: u64,
-    /// Redeliveries acknowledged without writing.
-    pub duplicates: u64,
-    /// Requests answered 4xx.
-    pub rejected: u64,
-    /// Notifications answered 503 because the log was unwritable.
-    pub unavailable: u64,
-    /// Requests that did not complete in time.
-    pub timeouts: u64,
-    /// Connections closed to make room.
-    pub evicted: u64,
-    /// Group commits (one write and one sync each).
-    pub batches: u64,
-}
 
 /// Bytes of notification bodies held in memory across all connections: a body is read only
 /// once its whole size (its `Content-Length`, or `--max-body` when chunked) fits, and holds it
@@ -89,6 +67,8 @@ pub enum Step {
     Flush,
     /// Write this record to the event log, then call [`Exchange::acknowledge`].
     Log(Record),
+    /// Render the metrics, then call [`Exchange::provide_metrics`].
+    Metrics,
     /// Nothing to do until the record is acknowledged.
     Wait,
     /// A body waits for [`BodyBudget`]: advance again once some is given back (the socket is
@@ -109,6 +89,8 @@ enum Phase {
     },
     /// The record is with the event log; the answer waits for the commit.
     Logging(Reply<ProvideResponse>),
+    /// A scrape of `--metrics-path`: the answer waits for the loop to render it.
+    Metrics(Reply<ProvideResponse>),
     /// The answer is in `output`; then the next request, or close.
     Answered { close: bool },
     /// Transient, while a phase is being replaced.
@@ -199,6 +181,10 @@ impl Exchange {
                 Phase::Logging(r) => {
                     self.phase = Phase::Logging(r);
                     return Step::Wait;
+                }
+                Phase::Metrics(r) => {
+                    self.phase = Phase::Metrics(r);
+                    return Step::Metrics;
                 }
                 Phase::Answered { close } => {
                     if close || ctx.draining {
@@ -293,6 +279,7 @@ impl Exchange {
             };
             match reply.read(&self.input, dst) {
                 Err(e) => {
+                    ctx.counters.notifications_rejected += u64::from(route == Route::Notification);
                     return self.refuse(
                         StatusCode::BAD_REQUEST,
                         &format!("malformed body: {e}"),
@@ -308,6 +295,7 @@ impl Exchange {
                 }
             }
             if self.received > ctx.policy.max_body {
+                ctx.counters.notifications_rejected += u64::from(route == Route::Notification);
                 return self.refuse(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "chunked body exceeds --max-body",
@@ -347,6 +335,9 @@ impl Exchange {
         self.received = 0;
         self.body_need = policy::declared_length(req).unwrap_or(ctx.policy.max_body);
         let decision = policy::on_head(req, ctx.policy);
+        if matches!(decision, Head::Answer(_)) && policy::is_notification(req, ctx.policy) {
+            ctx.counters.notifications_rejected += 1;
+        }
         let Some(mut next) = reply.proceed() else {
             return self.refuse(StatusCode::BAD_REQUEST, "request cannot proceed", ctx);
         };
@@ -415,7 +406,26 @@ impl Exchange {
                 self.phase = Phase::Logging(reply);
                 Some(Step::Log(rec))
             }
+            Outcome::Metrics => {
+                self.phase = Phase::Metrics(reply);
+                Some(Step::Metrics)
+            }
         }
+    }
+
+    /// Answers the scrape handed out by [`Step::Metrics`] with `body`.
+    pub fn provide_metrics(&mut self, body: &[u8], ctx: &mut Ctx) {
+        let Phase::Metrics(reply) = std::mem::replace(&mut self.phase, Phase::Taken) else {
+            unreachable!("provide_metrics only after Step::Metrics");
+        };
+        let mut res = http::Response::builder()
+            .header(http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)
+            .header(http::header::CONTENT_LENGTH, body.len());
+        if self.close_after {
+            res = res.header(http::header::CONNECTION, "close");
+        }
+        let res = res.body(()).expect("valid by construction");
+        self.encode(reply, res, body, ctx, false);
     }
 
     /// Answers the record handed out by [`Step::Log`]: 200 when `logged`, else 503.
@@ -451,10 +461,27 @@ impl Exchange {
         } else {
             answer
         };
-        let close = match write_answer(reply, answer, &mut self.output, ctx.scratch) {
-            Ok(must_close) => must_close || force_close || self.close_after,
+        let body = answer.body.as_bytes();
+        self.encode(reply, answer.to_response(), body, ctx, force_close);
+    }
+
+    fn encode(
+        &mut self,
+        reply: Reply<ProvideResponse>,
+        res: http::Response<()>,
+        body: &[u8],
+        ctx: &mut Ctx,
+        force_close: bool,
+    ) {
+        let status = res.status();
+        let close = match write_answer(reply, res, body, &mut self.output, ctx.scratch) {
+            Ok(must_close) => {
+                ctx.counters.responses.count(status.as_u16());
+                must_close || force_close || self.close_after
+            }
             Err(e) => {
                 error!("cannot encode an answer for {}: {e}", self.peer);
+                ctx.counters.responses.count(500);
                 self.output.clear();
                 self.output
                     .extend_from_slice(&raw_answer(StatusCode::INTERNAL_SERVER_ERROR));
@@ -468,6 +495,7 @@ impl Exchange {
     fn refuse(&mut self, status: StatusCode, why: &str, ctx: &mut Ctx) -> Option<Step> {
         self.release(ctx.budget);
         ctx.counters.rejected += 1;
+        ctx.counters.responses.count(status.as_u16());
         info!("{} {}: {why}", self.peer, status.as_u16());
         self.output.extend_from_slice(&raw_answer(status));
         self.phase = Phase::Answered { close: true };
@@ -505,14 +533,15 @@ fn new_reply() -> Reply<RecvRequest> {
     Reply::new().expect("a new Reply cannot fail")
 }
 
-/// Encodes `answer` with ureq-proto into `out`; returns whether the connection must close.
+/// Encodes `res` and `body` with ureq-proto into `out`; returns whether the connection must close.
 fn write_answer(
     reply: Reply<ProvideResponse>,
-    answer: &Answer,
+    res: http::Response<()>,
+    mut body: &[u8],
     out: &mut Vec<u8>,
     scratch: &mut [u8],
 ) -> Result<bool, ureq_proto::Error> {
-    let mut reply = reply.provide(answer.to_response())?;
+    let mut reply = reply.provide(res)?;
     while !reply.is_finished() {
         let n = reply.write(scratch)?;
         out.extend_from_slice(&scratch[..n]);
@@ -520,7 +549,6 @@ fn write_answer(
     let cleanup = match reply.proceed() {
         SendResponseResult::Cleanup(c) => c,
         SendResponseResult::SendBody(mut b) => {
-            let mut body = answer.body.as_bytes();
             while !b.is_finished() {
                 let (used, n) = b.write(body, scratch)?;
                 out.extend_from_slice(&scratch[..n]);
@@ -608,6 +636,7 @@ pub fn check_invariants(input: &[u8], cuts: &[usize], policy: &Policy) -> Vec<u8
                 logged.push((check_answers(&answers).len(), rec, ok));
                 ok = !ok;
             }
+            Step::Metrics => ex.provide_metrics(b"m 1\n", &mut ctx),
             Step::Wait => panic!("Wait without a record in flight"),
             Step::Held => panic!("a body held back with no other body holding the budget"),
             Step::Close => break,
@@ -841,6 +870,7 @@ mod tests {
         Policy {
             path: "/webhook".into(),
             health_path: Some("/health".into()),
+            metrics_path: Some("/metrics".into()),
             token: token.then(|| VerificationToken::new(Secret::new("tok"))),
             max_body: 2048,
         }
@@ -879,6 +909,7 @@ mod tests {
         b"POST /webhook HTTP/1.1\r\nHost: x\r\nVerification-Token: tok\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
         b"POST /webhook HTTP/1.1\r\nVerification-Token: tok\r\nContent-Length: 2\r\n\r\n{}",
         b"HEAD /health HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nGET /",
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
     ];
 
     fn case(rng: &mut Rng) -> Vec<u8> {

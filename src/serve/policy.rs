@@ -24,6 +24,8 @@ pub struct Policy {
     pub path: String,
     /// Path answering `GET` with the receiver's health, when enabled.
     pub health_path: Option<String>,
+    /// Path answering `GET` with the Prometheus metrics, when enabled.
+    pub metrics_path: Option<String>,
     /// Token every notification must carry, when configured.
     pub token: Option<VerificationToken>,
     /// Largest body accepted.
@@ -39,6 +41,8 @@ pub enum Route {
     Notification,
     /// The health check.
     Health,
+    /// A Prometheus scrape.
+    Metrics,
 }
 
 /// The decision taken on a request head.
@@ -57,6 +61,8 @@ pub enum Outcome {
     Answer(Answer),
     /// Write this record to the event log, then [`acknowledge`] the outcome.
     Record(Record),
+    /// Answer with the metrics (the loop renders them: they are its state).
+    Metrics,
 }
 
 /// What the receiver answers, and why (for the operational log).
@@ -258,8 +264,13 @@ pub fn on_head(req: &Request<()>, policy: &Policy) -> Head {
             ));
         }
     }
-    if policy.health_path.as_deref() == Some(path) && method == Method::GET {
-        return Head::Read(Route::Health);
+    if method == Method::GET {
+        if policy.health_path.as_deref() == Some(path) {
+            return Head::Read(Route::Health);
+        }
+        if policy.metrics_path.as_deref() == Some(path) {
+            return Head::Read(Route::Metrics);
+        }
     }
     if method != Method::POST || path != policy.path {
         return Head::Answer(Answer::reject(
@@ -330,7 +341,16 @@ pub fn on_body(route: Route, body: &[u8], received_at: SystemTime, log_healthy: 
             }
         }),
         Route::Notification => Outcome::Record(Record::new(body, received_at)),
+        Route::Metrics => Outcome::Metrics,
     }
+}
+
+/// True for a request that presents itself as a notification (a `POST` to the webhook path that
+/// is not a handshake), for `ringhook_notifications_total{result="rejected"}`.
+pub fn is_notification(req: &Request<()>, policy: &Policy) -> bool {
+    req.method() == Method::POST
+        && req.uri().path() == policy.path
+        && !req.headers().contains_key(VALIDATION_TOKEN)
 }
 
 /// The answer to a notification once the event log has (or has not) taken it.
@@ -372,6 +392,7 @@ mod tests {
         Policy {
             path: "/webhook".into(),
             health_path: Some("/health".into()),
+            metrics_path: Some("/metrics".into()),
             token: token.map(|t| VerificationToken::new(Secret::new(t))),
             max_body: 1000,
         }
@@ -485,6 +506,28 @@ mod tests {
             panic!()
         };
         assert_eq!(bad.status, 503);
+    }
+
+    #[test]
+    fn metrics_are_get_only_and_notifications_are_recognised() {
+        let get = req("GET", "/metrics", &[]);
+        assert!(matches!(
+            on_head(&get, &policy(None)),
+            Head::Read(Route::Metrics)
+        ));
+        assert_eq!(
+            status_of(on_head(&req("POST", "/metrics", &[]), &policy(None))),
+            403
+        );
+        let mut off = policy(None);
+        off.metrics_path = None;
+        assert_eq!(status_of(on_head(&get, &off)), 403);
+        let p = policy(None);
+        assert!(is_notification(&req("POST", "/webhook", &[]), &p));
+        let handshake = req("POST", "/webhook", &[("Validation-Token", "v")]);
+        assert!(!is_notification(&handshake, &p));
+        assert!(!is_notification(&req("POST", "/other", &[]), &p));
+        assert!(!is_notification(&get, &p));
     }
 
     #[test]

@@ -10,11 +10,12 @@
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::unix::pipe::Receiver;
 use mio::{Interest, Registry, Token};
 
+use crate::metrics::RegisterStatus;
 use crate::serve::event_log::Record;
 
 /// The child's stdout pipe; below `exec`'s tokens, far above any connection's.
@@ -58,6 +59,8 @@ pub struct Reconciler {
     last_event: Instant,
     /// A run succeeded since the last look (the catch-up follows it).
     succeeded: bool,
+    /// What the runs reported, for the metrics.
+    pub status: RegisterStatus,
 }
 
 impl Reconciler {
@@ -71,6 +74,7 @@ impl Reconciler {
             failures: 0,
             last_event: now,
             succeeded: false,
+            status: RegisterStatus::default(),
         }
     }
 
@@ -197,7 +201,9 @@ impl Reconciler {
             self.failures = 0;
             self.next = now + self.cfg.every;
             self.why_next = "--register-every";
-            info!("{} ({})", summary(&run.out), run.why);
+            let outcome = read_outcome(&run.out);
+            learn(&mut self.status, outcome.as_ref(), SystemTime::now());
+            info!("{} ({})", summary(outcome.as_ref()), run.why);
         } else {
             self.failed(now);
         }
@@ -205,6 +211,8 @@ impl Reconciler {
 
     fn failed(&mut self, now: Instant) {
         self.failures += 1;
+        self.status.failed += 1;
+        self.status.failed_in_a_row += 1;
         let backoff = self
             .cfg
             .retry
@@ -269,18 +277,42 @@ fn read_out(run: &mut Run, registry: &Registry) {
     }
 }
 
-/// One line from `register --json`'s answer: `subscription created 5f1c…, expires …, 2 filters`.
-fn summary(out: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Outcome {
-        action: Option<String>,
-        id: Option<String>,
-        expiration_time: Option<String>,
-        filters: Option<u64>,
+/// What `register --json` answers (the fields used here).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Outcome {
+    action: Option<String>,
+    id: Option<String>,
+    status: Option<String>,
+    expiration_time: Option<String>,
+    filters: Option<u64>,
+}
+
+fn read_outcome(out: &[u8]) -> Option<Outcome> {
+    serde_json::from_slice(out).ok()
+}
+
+/// A run succeeded with `outcome`: what the metrics show of the subscription.
+fn learn(status: &mut RegisterStatus, outcome: Option<&Outcome>, now: SystemTime) {
+    status.ok += 1;
+    status.failed_in_a_row = 0;
+    status.last_success = Some(now);
+    let Some(o) = outcome else {
+        return;
+    };
+    if let Some(t) = o.expiration_time.as_deref() {
+        status.expiry = humantime::parse_rfc3339_weak(t).ok();
     }
-    match serde_json::from_slice::<Outcome>(out) {
-        Ok(o) => format!(
+    if let Some(s) = o.status.as_deref() {
+        // Blacklisted, Suspended (older docs) or anything new: not delivering.
+        status.active = Some(s == "Active");
+    }
+}
+
+/// One line from `register --json`'s answer: `subscription created 5f1c…, expires …, 2 filters`.
+fn summary(outcome: Option<&Outcome>) -> String {
+    match outcome {
+        Some(o) => format!(
             "subscription {} {}, expires {}, {} filters",
             match o.action.as_deref() {
                 Some("nothing") => "unchanged",
@@ -291,7 +323,7 @@ fn summary(out: &[u8]) -> String {
             o.expiration_time.as_deref().unwrap_or("?"),
             o.filters.unwrap_or(0)
         ),
-        Err(_) => "registered".to_string(),
+        None => "registered".to_string(),
     }
 }
 
@@ -301,13 +333,41 @@ mod tests {
 
     #[test]
     fn the_summary_reads_registers_json() {
-        let line = summary(
+        let outcome = read_outcome(
             br#"{"action":"created","dryRun":false,"id":"5f1c","status":"Active","expirationTime":"2036-01-01T00:00:00.000Z","filters":2,"deleted":[]}"#,
         );
+        let line = summary(outcome.as_ref());
         assert_eq!(
             line,
             "subscription created 5f1c, expires 2036-01-01T00:00:00.000Z, 2 filters"
         );
-        assert_eq!(summary(b"garbage"), "registered");
+        assert_eq!(summary(read_outcome(b"garbage").as_ref()), "registered");
+    }
+
+    #[test]
+    fn a_run_teaches_the_metrics_expiry_and_status() {
+        let mut st = RegisterStatus::default();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(7);
+        let o = read_outcome(br#"{"status":"Active","expirationTime":"2036-01-01T00:00:00.250Z"}"#);
+        learn(&mut st, o.as_ref(), now);
+        assert_eq!(
+            (st.ok, st.active, st.last_success),
+            (1, Some(true), Some(now))
+        );
+        let expiry = st
+            .expiry
+            .unwrap()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap();
+        assert_eq!(expiry.as_millis(), 2_082_758_400_250);
+        for status in ["Blacklisted", "Suspended"] {
+            let json = format!(r#"{{"status":"{status}"}}"#);
+            learn(&mut st, read_outcome(json.as_bytes()).as_ref(), now);
+            assert_eq!(st.active, Some(false), "{status}");
+        }
+        // An answer that cannot be read changes what is known of the subscription not at all.
+        learn(&mut st, None, now);
+        assert_eq!((st.ok, st.active), (4, Some(false)));
+        assert!(st.expiry.is_some());
     }
 }

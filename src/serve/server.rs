@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -17,9 +17,10 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::error::Error;
+use crate::metrics::{self, Counters, ExecOutcomes, Scrape};
 use crate::serve::config::{Limits, LogTarget, ServeConfig};
 use crate::serve::event_log::{Commit, EventLog, Record};
-use crate::serve::exchange::{BodyBudget, Counters, Ctx, Exchange, Step};
+use crate::serve::exchange::{BodyBudget, Ctx, Exchange, Step};
 use crate::serve::exec::Runner;
 use crate::serve::policy::Policy;
 use crate::serve::reconcile::{self, Reconciler};
@@ -90,6 +91,9 @@ pub fn serve(cfg: ServeConfig) -> Result<(), Error> {
     );
     if let Some(h) = &cfg.health_path {
         info!("health check at GET {h}");
+    }
+    if let Some(m) = &cfg.metrics_path {
+        info!("Prometheus metrics at GET {m}");
     }
     if let Some(r) = &cfg.register {
         info!(
@@ -186,6 +190,8 @@ enum Driven {
     Log(Record),
     /// Its body waits for budget: queue it.
     Held,
+    /// Render the metrics for it.
+    Metrics,
 }
 
 impl Conn {
@@ -208,6 +214,7 @@ impl Conn {
                     Err(_) => return Driven::Close,
                 },
                 Step::Log(rec) => return Driven::Log(rec),
+                Step::Metrics => return Driven::Metrics,
                 Step::Wait => return Driven::Wait,
                 Step::Held => return Driven::Held,
                 Step::Close if self.exch.eof => return Driven::Close,
@@ -309,6 +316,8 @@ struct Server {
     limits: Limits,
     scratch: Vec<u8>,
     counters: Counters,
+    /// Where a scrape is rendered; kept, so a scrape costs no allocation once warm.
+    scrape: Vec<u8>,
     pending: Vec<(usize, Record)>,
     /// Group commit on a slow disk: how long the last sync took and how many records it held,
     /// and until when the batch being gathered may wait for more (see [`Server::commit_due`]).
@@ -364,12 +373,14 @@ impl Server {
             policy: Policy {
                 path: cfg.path,
                 health_path: cfg.health_path,
+                metrics_path: cfg.metrics_path,
                 token: cfg.token,
                 max_body: cfg.limits.max_body,
             },
             limits: cfg.limits,
             scratch: vec![0; SCRATCH],
             counters: Counters::default(),
+            scrape: Vec::new(),
             pending: Vec::new(),
             last_sync: Duration::ZERO,
             last_batch: 0,
@@ -493,6 +504,15 @@ impl Server {
                 conn.held = true;
                 self.held.push_back(id);
             }
+            Driven::Metrics => {
+                self.render_metrics();
+                let body = std::mem::take(&mut self.scrape);
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.exch.provide_metrics(&body, &mut ctx!(self));
+                }
+                self.scrape = body;
+                self.drive(id);
+            }
             Driven::Close => self.close(id),
         }
     }
@@ -511,6 +531,33 @@ impl Server {
             conn.held = false;
             self.drive(id);
         }
+    }
+
+    /// Renders the metrics into `self.scrape`.
+    fn render_metrics(&mut self) {
+        let exec = self.exec.as_ref().map(|r| {
+            let c = r.counters;
+            ExecOutcomes {
+                ok: c.succeeded,
+                failed: c.failed.saturating_sub(c.killed),
+                timeout: c.killed,
+                skipped: c.skipped,
+            }
+        });
+        let scrape = Scrape {
+            counters: &self.counters,
+            connections_open: self.conns.len(),
+            log_writable: self.log.is_healthy(),
+            log_sync: &self.log.sync_seconds,
+            exec,
+            register: self.reconciler.as_ref().map(|r| &r.status),
+            // `serve --ship` (its own issue) fills this from the shipper's status lines
+            // (`ShipStatus::from_status_line`); the families appear once it does.
+            ship: None,
+            process: metrics::Process::read(),
+        };
+        self.scrape.clear();
+        metrics::render(&scrape, &mut self.scrape);
     }
 
     fn close(&mut self, id: usize) {
@@ -705,6 +752,9 @@ impl Server {
             }
         }
         self.counters.batches += 1;
+        if verdicts.contains(&Commit::Written) {
+            self.counters.last_notification = Some(SystemTime::now());
+        }
         let mut to_run = Vec::new();
         for ((id, rec), verdict) in batch.iter().zip(verdicts) {
             match verdict {

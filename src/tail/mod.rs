@@ -1,0 +1,320 @@
+//! `ringhook tail`: the event log, one readable line per event, newest last.
+//!
+//! This folder owns reading the log backwards for the last `-n` events, following it (`-f`),
+//! the filter, colour and the output; [`format`] turns a line into text, purely. It never writes
+//! the log. A closed stdout (`| head`) ends it quietly, as with `tail` itself.
+
+pub mod format;
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cli::{self, Flags};
+use crate::config::{Vars, parse_count};
+use crate::error::Error;
+use crate::serve::exec::EventPattern;
+use format::Entry;
+
+/// Bytes read per step when reading the log backwards.
+const BLOCK: u64 = 64 * 1024;
+/// A line longer than this is not the event log's (`serve --max-body` is at most 64 MiB).
+const MAX_LINE: usize = 65 << 20;
+/// How often `-f` looks for more: one `fstat` and one `stat`.
+const POLL: Duration = Duration::from_millis(200);
+
+/// What `ringhook tail` was asked for.
+#[derive(Debug, Clone)]
+pub struct TailConfig {
+    /// The event log.
+    pub log: PathBuf,
+    /// Keep printing what is appended (across logrotate).
+    pub follow: bool,
+    /// Events to show from the end before following.
+    pub lines: usize,
+    /// Show only events matching one of these (`--exec-filter`'s patterns); none: every event.
+    pub filters: Vec<EventPattern>,
+    /// Print the records as logged instead of readable lines.
+    pub json: bool,
+    /// ANSI colours (stdout is a terminal and `NO_COLOR` is not set).
+    pub colour: bool,
+}
+
+impl TailConfig {
+    /// Resolves `tail`'s flags and variables.
+    pub fn resolve(flags: &Flags, vars: &Vars) -> Result<TailConfig, Error> {
+        let log = vars.flag_or(flags, &cli::LOG_FILE).ok_or_else(|| {
+            Error::Usage(
+                "tail needs the event log: --log-file FILE or RINGHOOK_LOG_FILE (as for serve)"
+                    .into(),
+            )
+        })?;
+        let lines = parse_count(&vars.flag_or_default(flags, &cli::LINES), 0, 100_000_000)?;
+        let json = flags.switch(&cli::JSON);
+        let no_color = std::env::var("NO_COLOR").ok();
+        Ok(TailConfig {
+            log: PathBuf::from(log.text),
+            follow: flags.switch(&cli::FOLLOW),
+            lines: lines as usize,
+            filters: flags
+                .values(&cli::FILTER)
+                .into_iter()
+                .map(EventPattern::new)
+                .collect(),
+            json,
+            colour: !json && colour_wanted(no_color.as_deref()),
+        })
+    }
+}
+
+/// `ringhook tail`.
+pub fn run_command(flags: &Flags, vars: &Vars) -> Result<(), Error> {
+    run(&TailConfig::resolve(flags, vars)?)
+}
+
+/// True when colours suit stdout: a terminal, and no `NO_COLOR` (<https://no-color.org>).
+pub fn colour_wanted(no_color: Option<&str>) -> bool {
+    no_color.is_none_or(str::is_empty) && io::stdout().is_terminal()
+}
+
+struct Printer<'a> {
+    cfg: &'a TailConfig,
+    text: String,
+}
+
+impl Printer<'_> {
+    fn wants(&self, line: &[u8]) -> bool {
+        self.cfg.filters.is_empty()
+            || Entry::parse(line)
+                .event()
+                .is_some_and(|e| self.cfg.filters.iter().any(|f| f.matches(e)))
+    }
+
+    fn print(&mut self, line: &[u8], out: &mut impl Write) -> io::Result<()> {
+        if !self.wants(line) {
+            return Ok(());
+        }
+        if self.cfg.json {
+            out.write_all(line)?;
+            return out.write_all(b"\n");
+        }
+        self.text.clear();
+        format::render(&Entry::parse(line), self.cfg.colour, &mut self.text);
+        self.text.push('\n');
+        out.write_all(self.text.as_bytes())
+    }
+}
+
+/// Runs `tail` to the end of the log (or forever, with `follow`).
+pub fn run(cfg: &TailConfig) -> Result<(), Error> {
+    let label = cfg.log.display();
+    let file = File::open(&cfg.log).map_err(|e| Error::runtime(format!("{label}: {e}")))?;
+    let end = file
+        .metadata()
+        .map_err(|e| Error::runtime(format!("{label}: {e}")))?
+        .len();
+    let mut printer = Printer {
+        cfg,
+        text: String::new(),
+    };
+    let recent = last_lines(&file, end, cfg.lines, &mut |l| printer.wants(l))
+        .map_err(|e| Error::runtime(format!("reading {label}: {e}")))?;
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let mut written = recent
+        .iter()
+        .try_for_each(|l| printer.print(l, &mut out))
+        .and_then(|()| out.flush());
+    if cfg.follow && written.is_ok() {
+        written = follow(&cfg.log, file, end, &mut printer, &mut out);
+    }
+    match written {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::runtime(format!("writing to stdout: {e}"))),
+        Ok(()) => Ok(()),
+    }
+}
+
+/// Prints what is appended to `path` from `offset` on, forever: finishes a file logrotate moved
+/// away before taking the new one at the path, and starts again at 0 when the file shrinks below
+/// what was read (truncated in place). A minimal follower: `ship` brings its own, with a cursor.
+fn follow(
+    path: &Path,
+    mut file: File,
+    mut offset: u64,
+    printer: &mut Printer,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; BLOCK as usize];
+    loop {
+        let n = file.read_at(&mut chunk, offset)?;
+        if n > 0 {
+            offset += n as u64;
+            pending.extend_from_slice(&chunk[..n]);
+            if let Some(end) = pending.iter().rposition(|&b| b == b'\n') {
+                for line in pending[..end]
+                    .split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                {
+                    printer.print(line, out)?;
+                }
+                pending.drain(..=end);
+            } else if pending.len() > MAX_LINE {
+                return Err(io::Error::other(
+                    "a line longer than 65 MiB: not an event log",
+                ));
+            }
+            continue;
+        }
+        out.flush()?;
+        let now = file.metadata()?;
+        if now.len() < offset {
+            // Truncated in place: its lines are new.
+            offset = 0;
+            pending.clear();
+            continue;
+        }
+        let moved = std::fs::metadata(path)
+            .is_ok_and(|m| (m.dev(), m.ino()) != (now.dev(), now.ino()) && m.len() > 0);
+        if moved {
+            // The writer has moved on (the new file has bytes): what the old file got before that
+            // is read first, then the new one from its start.
+            if let Ok(f) = File::open(path) {
+                loop {
+                    let n = file.read_at(&mut chunk, offset)?;
+                    if n == 0 {
+                        break;
+                    }
+                    offset += n as u64;
+                    pending.extend_from_slice(&chunk[..n]);
+                }
+                for line in pending.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                    printer.print(line, out)?;
+                }
+                file = f;
+                offset = 0;
+                pending.clear();
+                continue;
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The last `n` complete lines of `file` before `end` that `keep` accepts, oldest first. A last
+/// line without its `\n` (being written) is not complete.
+fn last_lines(
+    file: &File,
+    end: u64,
+    n: usize,
+    keep: &mut dyn FnMut(&[u8]) -> bool,
+) -> io::Result<Vec<Vec<u8>>> {
+    let mut found = Vec::new();
+    let mut pos = end;
+    // The start of a line whose rest is in `carry`, read in an earlier (later in the file) step.
+    let mut carry: Vec<u8> = Vec::new();
+    let mut at_end = true;
+    while pos > 0 && found.len() < n {
+        let start = pos.saturating_sub(BLOCK);
+        let mut chunk = vec![0; (pos - start) as usize];
+        file.read_exact_at(&mut chunk, start)?;
+        chunk.extend_from_slice(&carry);
+        pos = start;
+        if at_end {
+            // Bytes after the last newline are a line still being written.
+            match chunk.iter().rposition(|&b| b == b'\n') {
+                Some(i) => {
+                    chunk.truncate(i + 1);
+                    at_end = false;
+                }
+                None => {
+                    carry.clear();
+                    continue;
+                }
+            }
+        }
+        // Whole lines follow the first newline, unless this block starts the file.
+        let whole_from = match (pos, chunk.iter().position(|&b| b == b'\n')) {
+            (0, _) => 0,
+            (_, Some(i)) => i + 1,
+            (_, None) => chunk.len(),
+        };
+        for line in chunk[whole_from..].split(|&b| b == b'\n').rev() {
+            if !line.is_empty() && keep(line) {
+                found.push(line.to_vec());
+                if found.len() == n {
+                    break;
+                }
+            }
+        }
+        chunk.truncate(whole_from);
+        if chunk.len() > MAX_LINE {
+            return Err(io::Error::other(
+                "a line longer than 65 MiB: not an event log",
+            ));
+        }
+        carry = chunk;
+    }
+    found.reverse();
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(content: &[u8], n: usize, every: usize) -> Vec<String> {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(content).unwrap();
+        let mut i = 0;
+        let mut keep = |_: &[u8]| {
+            i += 1;
+            (i - 1) % every == 0
+        };
+        last_lines(&f, content.len() as u64, n, &mut keep)
+            .unwrap()
+            .into_iter()
+            .map(|l| String::from_utf8(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_last_lines_are_found_across_blocks() {
+        let long: String = (0..30_000).map(|i| format!("line {i}\n")).collect();
+        assert!(long.len() as u64 > 3 * BLOCK);
+        assert_eq!(
+            lines_of(long.as_bytes(), 3, 1),
+            ["line 29997", "line 29998", "line 29999"]
+        );
+        // Every other line (counted from the end), across block boundaries.
+        let got = lines_of(long.as_bytes(), 20_000, 2);
+        assert_eq!(got.len(), 15_000);
+        assert_eq!(got[0], "line 1");
+        assert_eq!(got[14_999], "line 29999");
+        assert_eq!(lines_of(long.as_bytes(), 0, 1), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_line_being_written_and_empty_lines_are_skipped() {
+        assert_eq!(lines_of(b"a\n\nb\nhalf a li", 10, 1), ["a", "b"]);
+        assert_eq!(lines_of(b"no newline yet", 10, 1), Vec::<String>::new());
+        assert_eq!(lines_of(b"", 10, 1), Vec::<String>::new());
+        // A line longer than a block.
+        let big = format!("{}\nz\n", "y".repeat(3 * BLOCK as usize));
+        let got = lines_of(big.as_bytes(), 10, 1);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].len(), 3 * BLOCK as usize);
+    }
+
+    #[test]
+    fn no_color_and_pipes_mean_no_colour() {
+        assert!(!colour_wanted(Some("1")));
+        // Under `cargo test` stdout is captured: not a terminal.
+        if !io::stdout().is_terminal() {
+            assert!(!colour_wanted(None));
+        }
+    }
+}
