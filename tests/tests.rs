@@ -15,4 +15,6 @@ mod register;
 mod register_faults;
 mod serve;
 mod serve_register;
+#[cfg(feature = "ship")]
+mod ship;
 mod static_binary;
