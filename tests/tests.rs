@@ -9,6 +9,7 @@ mod exec;
 mod fake_platform;
 mod faults;
 mod install;
+mod nats;
 mod output;
 mod powercut;
 mod register;
@@ -18,3 +19,4 @@ mod serve_register;
 #[cfg(feature = "ship")]
 mod ship;
 mod static_binary;
+mod topology;
