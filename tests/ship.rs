@@ -559,3 +559,54 @@ fn bad_settings_are_usage_errors_naming_them() {
         assert!(!stderr(&out).contains(":p@"), "{}", stderr(&out));
     }
 }
+
+#[test]
+fn serve_ship_runs_the_shipper_beside_the_loop_and_restarts_it() {
+    use crate::support::Serve;
+    let sink = HttpSink::start(|_, key: &str| {
+        if key.starts_with("stall") {
+            Act::Stall(Duration::from_secs(30))
+        } else {
+            Act::Answer(200, None)
+        }
+    });
+    let token = "serve-ship-token";
+    let mut s = Serve::new()
+        .env("WEBHOOK_VERIFICATION_TOKEN", token)
+        .log_file()
+        .args(["--ship", &sink.url])
+        .start();
+    let post = |s: &crate::support::Running, uuid: &str| {
+        let (_, n) = line(uuid, 1);
+        s.exchange(&s.notification_request(n.as_bytes(), Some(token)))
+            .status
+    };
+    for i in 0..5 {
+        assert_eq!(post(&s, &format!("s-{i}")), 200);
+    }
+    sink.wait_delivered(5);
+    // SIGKILL the shipper: serve starts another, which resumes from the cursor.
+    let started = s.wait_for("shipper started (pid ");
+    let pid = started.split("(pid ").nth(1).unwrap().trim_end_matches(')');
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    s.wait_for("starting the shipper again");
+    for i in 5..8 {
+        assert_eq!(post(&s, &format!("s-{i}")), 200);
+    }
+    sink.wait_delivered(8);
+    let keys: Vec<String> = (0..8).map(|i| format!("s-{i}")).collect();
+    assert_eq!(dedup_keys(&sink.delivered()), keys);
+    // A sink that never answers does not hold up the receiver.
+    for i in 0..3 {
+        assert_eq!(post(&s, &format!("stall-{i}")), 200);
+    }
+    assert_eq!(post(&s, "after-stall"), 200);
+    assert!(s.stop().success());
+    assert!(s.stderr().contains("--ship"), "{}", s.stderr());
+}

@@ -99,7 +99,8 @@ fn siblings(path: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return vec![];
     };
-    let mut out: Vec<PathBuf> = entries
+    // No order needed: at most one file can match the cursor's device, inode and fingerprint.
+    entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| {
@@ -112,9 +113,7 @@ fn siblings(path: &Path) -> Vec<PathBuf> {
                         .any(|s| n.ends_with(s))
             })
         })
-        .collect();
-    out.sort();
-    out
+        .collect()
 }
 
 impl Follower {

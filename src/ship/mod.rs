@@ -315,20 +315,32 @@ pub trait Sink {
 }
 
 /// The wait before retry number `failures` (1, 2, …): the sink's `Retry-After` when it gave one,
-/// else doubling from 200 ms up to 30 s, scaled by `jitter` in `0.0..1.0` to 50–100 %.
-pub fn backoff(failures: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+/// else doubling from 200 ms up to 30 s, scaled by `jitter` in `0..1024` to 50–100 %.
+/// (Integers only: float formatting and arithmetic would cost the binary ~15 KB.)
+pub fn backoff(failures: u32, retry_after: Option<Duration>, jitter: u32) -> Duration {
     if let Some(a) = retry_after {
         return a;
     }
     let exp = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16));
-    exp.min(MAX_BACKOFF)
-        .mul_f64(0.5 + jitter.clamp(0.0, 1.0) / 2.0)
+    exp.min(MAX_BACKOFF) * (1024 + jitter.min(1023)) / 2048
 }
 
-fn jitter() -> f64 {
+/// A random number (std's hasher keys are random per process and call).
+fn random() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(0);
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+    h.finish()
+}
+
+/// A random number in `0..1024`.
+fn jitter() -> u32 {
+    (random() >> 54) as u32
+}
+
+/// Milliseconds as seconds with three decimals, without float formatting.
+fn secs(d: Duration) -> String {
+    let ms = d.as_millis();
+    format!("{}.{:03}", ms / 1000, ms % 1000)
 }
 
 /// The subject for `item`: `{event}` replaced by its event's name.
@@ -561,14 +573,15 @@ impl Driver<'_> {
             .and_then(|i| i.ship.as_ref().ok())
             .and_then(|s| humantime::parse_rfc3339_weak(&s.received_at).ok())
             .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .map_or(0.0, |d| d.as_secs_f64());
+            .unwrap_or_default();
+        let lag_secs = secs(lag_secs);
         if log && behind > 0 {
-            info!("lag: {behind} events, {lag_secs:.1}s");
+            info!("lag: {behind} events, {lag_secs}s");
         }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "{{\"ship\":{{\"delivered\":{},\"deadLettered\":{},\"lagEvents\":{behind},\"lagSeconds\":{lag_secs:.3},\"failing\":{failing}}}}}",
+            "{{\"ship\":{{\"delivered\":{},\"deadLettered\":{},\"lagEvents\":{behind},\"lagSeconds\":{lag_secs},\"failing\":{failing}}}}}",
             self.stats.delivered, self.stats.dead_lettered
         );
         let _ = out.flush();
@@ -707,9 +720,9 @@ impl Driver<'_> {
             if caught_up {
                 if let Some((t, n)) = batch_start.take() {
                     info!(
-                        "caught up: {} events in {:.3}s",
+                        "caught up: {} events in {}s",
                         self.stats.delivered - n,
-                        t.elapsed().as_secs_f64()
+                        secs(t.elapsed())
                     );
                 }
             }
@@ -740,14 +753,14 @@ mod tests {
     fn backoff_doubles_jitters_and_caps() {
         let ms = Duration::from_millis;
         for (failures, after, jitter, want) in [
-            (1, None, 1.0, ms(200)),
-            (1, None, 0.0, ms(100)),
-            (2, None, 1.0, ms(400)),
-            (5, None, 1.0, ms(3200)),
-            (9, None, 1.0, MAX_BACKOFF),
-            (u32::MAX, None, 0.0, MAX_BACKOFF / 2),
-            (3, Some(ms(7000)), 0.3, ms(7000)),
-            (3, Some(Duration::ZERO), 0.3, Duration::ZERO),
+            (1, None, 1024, ms(200) * 2047 / 2048),
+            (1, None, 0, ms(100)),
+            (2, None, 512, ms(300)),
+            (5, None, 0, ms(1600)),
+            (9, None, 0, MAX_BACKOFF / 2),
+            (u32::MAX, None, 0, MAX_BACKOFF / 2),
+            (3, Some(ms(7000)), 300, ms(7000)),
+            (3, Some(Duration::ZERO), 300, Duration::ZERO),
         ] {
             assert_eq!(
                 backoff(failures, after, jitter),
@@ -755,8 +768,8 @@ mod tests {
                 "{failures} {after:?}"
             );
         }
-        let j = jitter();
-        assert!((0.0..1.0).contains(&j));
+        assert!(jitter() < 1024);
+        assert_eq!(secs(ms(61_005)), "61.005");
     }
 
     #[test]

@@ -82,7 +82,7 @@ impl NatsSink {
         if self.conn.is_none() {
             let mut c = Conn::connect(&self.addr, self.tls, &self.auth, &self.roots, self.timeout)?;
             // A fresh inbox per connection: an acknowledgement can only answer this connection.
-            let r = super::jitter().to_bits() ^ u64::from(std::process::id());
+            let r = super::random();
             self.inbox = format!("_INBOX.ringhook{r:x}");
             c.subscribe(&format!("{}.*", self.inbox), 1)?;
             c.flush()?;
