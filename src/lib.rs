@@ -16,10 +16,10 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;
-mod output;
 /// Public: `tests/nats.rs` drives a real nats-server through this client.
 #[cfg(any(feature = "ship", test))]
 pub mod nats;
+mod output;
 pub mod platform;
 pub mod register;
 pub mod secret;

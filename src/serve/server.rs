@@ -24,6 +24,7 @@ use crate::serve::exec::Runner;
 use crate::serve::policy::Policy;
 use crate::serve::reconcile::{self, Reconciler};
 use crate::serve::recover::{self, RecoverConfig, Recoverer};
+use crate::serve::shipper::{self, Shipper};
 
 /// The fields of `Server` an exchange may use, borrowed apart from `conns`.
 macro_rules! ctx {
@@ -331,6 +332,8 @@ struct Server {
     reconciler: Option<Reconciler>,
     /// `--register`'s catch-up child (with a log file).
     recoverer: Option<Recoverer>,
+    /// `--ship`'s child.
+    shipper: Option<Shipper>,
 }
 
 impl Server {
@@ -384,6 +387,7 @@ impl Server {
             shutdown_by: None,
             exec: cfg.exec.map(Runner::new),
             reconciler: cfg.register.map(|r| Reconciler::new(r, Instant::now())),
+            shipper: cfg.ship.map(|s| Shipper::new(s, Instant::now())),
         })
     }
 
@@ -432,6 +436,11 @@ impl Server {
                             }
                         }
                     }
+                    shipper::TOKEN => {
+                        if let Some(s) = &mut self.shipper {
+                            s.on_ready(self.poll.registry());
+                        }
+                    }
                     t if Runner::owns(t) => {
                         if let Some(r) = &mut self.exec {
                             r.on_ready(t, self.poll.registry());
@@ -469,6 +478,9 @@ impl Server {
         );
         if let Some(r) = &self.reconciler {
             r.unregister_on_exit();
+        }
+        if let Some(s) = &mut self.shipper {
+            s.finish();
         }
         if let Some(r) = &self.exec {
             let e = r.counters;
@@ -620,6 +632,9 @@ impl Server {
                     if let Some(r) = &mut self.recoverer {
                         r.reap(self.poll.registry());
                     }
+                    if let Some(s) = &mut self.shipper {
+                        s.reap(self.poll.registry());
+                    }
                 }
                 SIGHUP => match self.log.reopen() {
                     Ok(()) => info!("SIGHUP: event log reopened"),
@@ -649,6 +664,9 @@ impl Server {
                     }
                     if let Some(r) = &mut self.recoverer {
                         r.stop();
+                    }
+                    if let Some(s) = &mut self.shipper {
+                        s.terminate();
                     }
                     let idle: Vec<usize> = self
                         .conns
@@ -801,6 +819,15 @@ impl Server {
                     if !r.is_running() {
                         c.tick(self.poll.registry());
                     }
+                }
+            }
+        }
+        if let Some(s) = &mut self.shipper {
+            if self.shutdown_by.is_none() {
+                s.reap(self.poll.registry());
+                s.tick(now, self.poll.registry());
+                if let Some(d) = s.deadline() {
+                    next = Some(next.map_or(d, |n| n.min(d)));
                 }
             }
         }
