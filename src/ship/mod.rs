@@ -361,12 +361,15 @@ struct Stats {
 /// Runs `ringhook ship`.
 pub fn run(cfg: ShipConfig) -> Result<(), Error> {
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
+    // SIGHUP (logrotate's habit, or a `kill -HUP` meant for serve) is ignored: rotation is
+    // followed without it.
+    let hup = Arc::new(AtomicBool::new(false));
+    for (sig, flag) in [
+        (signal_hook::consts::SIGTERM, &stop),
+        (signal_hook::consts::SIGINT, &stop),
+        (signal_hook::consts::SIGHUP, &hup),
     ] {
-        signal_hook::flag::register(sig, stop.clone())
+        signal_hook::flag::register(sig, flag.clone())
             .map_err(|e| Error::runtime(format!("signal handler: {e}")))?;
     }
     let start = start_point(&cfg)?;
