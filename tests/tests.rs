@@ -9,6 +9,7 @@ mod exec;
 mod fake_platform;
 mod faults;
 mod install;
+#[cfg(feature = "ship")]
 mod nats;
 mod output;
 mod powercut;
@@ -19,4 +20,5 @@ mod serve_register;
 #[cfg(feature = "ship")]
 mod ship;
 mod static_binary;
+#[cfg(feature = "ship")]
 mod topology;

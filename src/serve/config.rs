@@ -181,7 +181,7 @@ impl ServeConfig {
         let ship = match (vars.flag_or(flags, &cli::SERVE_SHIP), &log) {
             (None, _) => None,
             (Some(s), LogTarget::File(f)) => {
-                crate::ship::parse_target(&s)?;
+                check_ship_url(&s)?;
                 Some(crate::serve::shipper::ShipperConfig {
                     to: s.text.trim().to_string(),
                     log_file: f.clone(),
@@ -208,6 +208,20 @@ impl ServeConfig {
             limits,
         })
     }
+}
+
+/// `--ship URL` is checked as `ship --to` would check it.
+#[cfg(feature = "ship")]
+fn check_ship_url(s: &Setting) -> Result<(), Error> {
+    crate::ship::parse_target(s).map(|_| ())
+}
+
+/// Without the `ship` feature there is nothing to run.
+#[cfg(not(feature = "ship"))]
+fn check_ship_url(_: &Setting) -> Result<(), Error> {
+    Err(Error::Usage(
+        "this build has no ship: build with --features ship".into(),
+    ))
 }
 
 /// The tutorial's filters: presence and SMS of every extension. `serve --register` uses them when
