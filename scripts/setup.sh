@@ -37,4 +37,7 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
   rustup target list --installed | grep -qx "$t" || rustup --quiet target add "$t"
 done
+# build-static.sh compiles the standard library from source (-Z build-std) for a smaller binary.
+[ -f "$(rustc --print sysroot)/lib/rustlib/src/rust/library/Cargo.lock" ] ||
+  rustup --quiet component add rust-src
 cargo fetch --locked >/dev/null
