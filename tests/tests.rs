@@ -11,11 +11,17 @@ mod fake_platform;
 mod faults;
 mod install;
 mod metrics;
+#[cfg(feature = "ship")]
+mod nats;
 mod output;
 mod powercut;
 mod register;
 mod register_faults;
 mod serve;
 mod serve_register;
+#[cfg(feature = "ship")]
+mod ship;
 mod static_binary;
 mod tail;
+#[cfg(feature = "ship")]
+mod topology;

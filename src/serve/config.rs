@@ -145,6 +145,8 @@ pub struct ServeConfig {
     pub exec: Option<crate::serve::exec::ExecConfig>,
     /// The reconcile to run beside the receiver, with `--register`.
     pub register: Option<crate::serve::reconcile::ReconcileConfig>,
+    /// The shipper to run beside the receiver, with `--ship`.
+    pub ship: Option<crate::serve::shipper::ShipperConfig>,
 }
 
 impl ServeConfig {
@@ -189,9 +191,26 @@ impl ServeConfig {
         )? as usize;
         let exec = exec_config(flags, vars)?;
         let register = reconcile_config(flags, vars, &log, &path)?;
+        let ship = match (vars.flag_or(flags, &cli::SERVE_SHIP), &log) {
+            (None, _) => None,
+            (Some(s), LogTarget::File(f)) => {
+                check_ship_url(&s)?;
+                Some(crate::serve::shipper::ShipperConfig {
+                    to: s.text.trim().to_string(),
+                    log_file: f.clone(),
+                    env_file: vars.explicit_file().map(Path::to_path_buf),
+                })
+            }
+            (Some(_), LogTarget::Stdout) => {
+                return Err(Error::Config(
+                    "--ship needs --log-file FILE: the shipper follows the file".into(),
+                ));
+            }
+        };
         Ok(ServeConfig {
             exec,
             register,
+            ship,
             listen,
             path,
             health_path,
@@ -203,6 +222,20 @@ impl ServeConfig {
             limits,
         })
     }
+}
+
+/// `--ship URL` is checked as `ship --to` would check it.
+#[cfg(feature = "ship")]
+fn check_ship_url(s: &Setting) -> Result<(), Error> {
+    crate::ship::parse_target(s).map(|_| ())
+}
+
+/// Without the `ship` feature there is nothing to run.
+#[cfg(not(feature = "ship"))]
+fn check_ship_url(_: &Setting) -> Result<(), Error> {
+    Err(Error::Usage(
+        "this build has no ship: build with --features ship".into(),
+    ))
 }
 
 /// The tutorial's filters: presence and SMS of every extension. `serve --register` uses them when

@@ -1,5 +1,6 @@
 //! `ringhook serve`: the receiver. Owns the listener, the connections, the event log and the
-//! children it runs beside the loop (`--exec` commands, the `--register` reconcile).
+//! children it runs beside the loop (`--exec` commands, the `--register` reconcile, the `--ship`
+//! shipper).
 //!
 //! - [`config`]: serve's settings, validated at start-up;
 //! - [`server`]: the one-threaded mio loop: sockets, clocks, limits, group commit;
@@ -8,7 +9,8 @@
 //! - [`event_log`]: the durable JSON-lines file and the dedupe window;
 //! - [`exec`]: `--exec`, a command per logged notification;
 //! - [`reconcile`]: `--register`, the reconcile child beside the loop;
-//! - [`recover`]: `--register`'s catch-up child, whose recovered lines the loop logs.
+//! - [`recover`]: `--register`'s catch-up child, whose recovered lines the loop logs;
+//! - [`shipper`]: `--ship`, `ringhook ship` as a child beside the loop.
 //!
 //! Never: an answer before the event is synced, a blocking call on the loop's thread, a second
 //! thread.
@@ -21,6 +23,7 @@ pub mod policy;
 pub mod reconcile;
 pub mod recover;
 pub mod server;
+pub mod shipper;
 
 pub use config::ServeConfig;
 pub use server::serve;

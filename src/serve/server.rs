@@ -25,6 +25,7 @@ use crate::serve::exec::Runner;
 use crate::serve::policy::Policy;
 use crate::serve::reconcile::{self, Reconciler};
 use crate::serve::recover::{self, RecoverConfig, Recoverer};
+use crate::serve::shipper::{self, Shipper};
 
 /// The fields of `Server` an exchange may use, borrowed apart from `conns`.
 macro_rules! ctx {
@@ -340,6 +341,8 @@ struct Server {
     reconciler: Option<Reconciler>,
     /// `--register`'s catch-up child (with a log file).
     recoverer: Option<Recoverer>,
+    /// `--ship`'s child.
+    shipper: Option<Shipper>,
 }
 
 impl Server {
@@ -395,6 +398,7 @@ impl Server {
             shutdown_by: None,
             exec: cfg.exec.map(Runner::new),
             reconciler: cfg.register.map(|r| Reconciler::new(r, Instant::now())),
+            shipper: cfg.ship.map(|s| Shipper::new(s, Instant::now())),
         })
     }
 
@@ -443,6 +447,11 @@ impl Server {
                             }
                         }
                     }
+                    shipper::TOKEN => {
+                        if let Some(s) = &mut self.shipper {
+                            s.on_ready(self.poll.registry());
+                        }
+                    }
                     t if Runner::owns(t) => {
                         if let Some(r) = &mut self.exec {
                             r.on_ready(t, self.poll.registry());
@@ -480,6 +489,9 @@ impl Server {
         );
         if let Some(r) = &self.reconciler {
             r.unregister_on_exit();
+        }
+        if let Some(s) = &mut self.shipper {
+            s.finish();
         }
         if let Some(r) = &self.exec {
             let e = r.counters;
@@ -667,6 +679,9 @@ impl Server {
                     if let Some(r) = &mut self.recoverer {
                         r.reap(self.poll.registry());
                     }
+                    if let Some(s) = &mut self.shipper {
+                        s.reap(self.poll.registry());
+                    }
                 }
                 SIGHUP => match self.log.reopen() {
                     Ok(()) => info!("SIGHUP: event log reopened"),
@@ -696,6 +711,9 @@ impl Server {
                     }
                     if let Some(r) = &mut self.recoverer {
                         r.stop();
+                    }
+                    if let Some(s) = &mut self.shipper {
+                        s.terminate();
                     }
                     let idle: Vec<usize> = self
                         .conns
@@ -851,6 +869,15 @@ impl Server {
                     if !r.is_running() {
                         c.tick(self.poll.registry());
                     }
+                }
+            }
+        }
+        if let Some(s) = &mut self.shipper {
+            if self.shutdown_by.is_none() {
+                s.reap(self.poll.registry());
+                s.tick(now, self.poll.registry());
+                if let Some(d) = s.deadline() {
+                    next = Some(next.map_or(d, |n| n.min(d)));
                 }
             }
         }

@@ -1,0 +1,284 @@
+//! `serve --ship URL`: `ringhook ship` as a child process beside the loop, as `--register` runs
+//! `register`. The receiver never waits on the sink: the child follows the log file on its own,
+//! with its own cursor. If it dies it is started again, after 1 s doubling to a minute (reset
+//! once it has run a minute); at shutdown it gets SIGTERM (it writes its cursor and exits) and,
+//! after 5 s, SIGKILL. Its stdout is its status line, kept here for the metrics
+//! ([`ShipStatus`]); its stderr is the operational log's, shared.
+
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mio::unix::pipe::Receiver;
+use mio::{Interest, Registry, Token};
+
+/// The child's stdout pipe; beside reconcile's and recover's tokens.
+pub const TOKEN: Token = Token(usize::MAX / 2 - 3);
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A child that ran this long was healthy: the next failure starts the backoff again.
+const HEALTHY: Duration = Duration::from_secs(60);
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// What `serve --ship` runs.
+#[derive(Debug, Clone)]
+pub struct ShipperConfig {
+    /// `--ship`: the sink URL, validated as `ship --to` would.
+    pub to: String,
+    /// `--log-file`: the file the child follows.
+    pub log_file: PathBuf,
+    /// `--env-file`, passed on (the sink's secrets may be there).
+    pub env_file: Option<PathBuf>,
+}
+
+/// The child's last status line: `{"ship":{"delivered":…}}`, counters since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShipStatus {
+    /// Records the sink confirmed.
+    pub delivered: u64,
+    /// Records written to the dead-letter file.
+    pub dead_lettered: u64,
+    /// Complete lines after the cursor.
+    pub lag_events: u64,
+    /// Age of the oldest undelivered record, in milliseconds.
+    pub lag_millis: u64,
+    /// True while the sink is failing.
+    pub failing: bool,
+}
+
+impl ShipStatus {
+    /// Parses one status line; `None` for anything else.
+    pub fn parse(line: &[u8]) -> Option<ShipStatus> {
+        let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+        let s = v.get("ship")?;
+        let n = |k| s.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        // `lagSeconds` is written as seconds with three decimals; read it without floats.
+        let lag = s
+            .get("lagSeconds")
+            .map(|l| l.to_string())
+            .unwrap_or_default();
+        let (whole, frac) = lag.split_once('.').unwrap_or((&lag, "0"));
+        let frac: String = frac.chars().chain("000".chars()).take(3).collect();
+        Some(ShipStatus {
+            delivered: n("delivered"),
+            dead_lettered: n("deadLettered"),
+            lag_events: n("lagEvents"),
+            lag_millis: whole.parse::<u64>().unwrap_or(0) * 1000 + frac.parse::<u64>().unwrap_or(0),
+            failing: s.get("failing").and_then(serde_json::Value::as_bool) == Some(true),
+        })
+    }
+}
+
+struct Run {
+    child: Child,
+    stdout: Option<Receiver>,
+    partial: Vec<u8>,
+    started: Instant,
+}
+
+/// The shipper child and its restarts.
+pub struct Shipper {
+    cfg: ShipperConfig,
+    run: Option<Run>,
+    next: Instant,
+    failures: u32,
+    /// The last status line the child printed.
+    pub status: Option<ShipStatus>,
+    /// Children started (1 + restarts).
+    pub starts: u64,
+}
+
+impl Shipper {
+    /// A shipper whose child starts at once.
+    pub fn new(cfg: ShipperConfig, now: Instant) -> Shipper {
+        Shipper {
+            cfg,
+            run: None,
+            next: now,
+            failures: 0,
+            status: None,
+            starts: 0,
+        }
+    }
+
+    /// When the loop must wake up for us (`None` while the child runs).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.run.is_none().then_some(self.next)
+    }
+
+    /// Starts the child when it is due.
+    pub fn tick(&mut self, now: Instant, registry: &Registry) {
+        if self.run.is_some() || now < self.next {
+            return;
+        }
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ringhook"));
+        let mut cmd = Command::new(exe);
+        if let Some(f) = &self.cfg.env_file {
+            cmd.arg("--env-file").arg(f);
+        }
+        cmd.arg("ship")
+            .arg("--log-file")
+            .arg(&self.cfg.log_file)
+            .arg("--to")
+            .arg(&self.cfg.to)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        match cmd.spawn() {
+            Ok(mut child) => {
+                let stdout = child.stdout.take().and_then(|p| {
+                    let mut rx = Receiver::from(p);
+                    rx.set_nonblocking(true).ok()?;
+                    registry.register(&mut rx, TOKEN, Interest::READABLE).ok()?;
+                    Some(rx)
+                });
+                self.starts += 1;
+                info!("--ship: shipper started (pid {})", child.id());
+                self.run = Some(Run {
+                    child,
+                    stdout,
+                    partial: Vec::new(),
+                    started: now,
+                });
+            }
+            Err(e) => {
+                error!("--ship: cannot start the shipper: {e}");
+                self.failed(now);
+            }
+        }
+    }
+
+    /// The child's stdout is readable: take its status lines.
+    pub fn on_ready(&mut self, registry: &Registry) {
+        let Some(run) = &mut self.run else { return };
+        if let Some(status) = read_status(run, registry) {
+            self.status = Some(status);
+        }
+    }
+
+    /// Collects the child when it has exited (on SIGCHLD) and schedules a restart.
+    pub fn reap(&mut self, registry: &Registry) {
+        let Some(run) = &mut self.run else { return };
+        let status = match run.child.try_wait() {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(e) => {
+                error!("--ship: cannot collect the shipper: {e}");
+                return;
+            }
+        };
+        if let Some(s) = read_status(run, registry) {
+            self.status = Some(s);
+        }
+        if let Some(mut rx) = run.stdout.take() {
+            let _ = registry.deregister(&mut rx);
+        }
+        let run = self.run.take().expect("checked above");
+        let now = Instant::now();
+        if now.duration_since(run.started) >= HEALTHY {
+            self.failures = 0;
+        }
+        warn!("--ship: the shipper exited ({status})");
+        self.failed(now);
+    }
+
+    fn failed(&mut self, now: Instant) {
+        self.failures += 1;
+        let wait = FIRST_BACKOFF
+            .saturating_mul(1 << (self.failures - 1).min(6))
+            .min(MAX_BACKOFF);
+        self.next = now + wait;
+        info!("--ship: starting the shipper again in {wait:?}");
+    }
+
+    /// At a stop signal: SIGTERM to the child (it writes its cursor and exits); no restart.
+    pub fn terminate(&mut self) {
+        self.next = Instant::now() + Duration::from_secs(86400 * 365);
+        if let Some(run) = &self.run {
+            if let Some(pid) = rustix::process::Pid::from_raw(run.child.id() as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
+    }
+
+    /// After the loop: waits for the child a few seconds, then SIGKILL (at least once holds:
+    /// its cursor only lags).
+    pub fn finish(&mut self) {
+        let Some(mut run) = self.run.take() else {
+            return;
+        };
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = run.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        warn!("--ship: the shipper did not stop within {STOP_GRACE:?}; killing it");
+        let _ = run.child.kill();
+        let _ = run.child.wait();
+    }
+}
+
+/// Reads what the pipe holds; returns the last complete status line's status.
+fn read_status(run: &mut Run, registry: &Registry) -> Option<ShipStatus> {
+    let rx = run.stdout.as_mut()?;
+    let mut buf = [0u8; 4096];
+    let mut last = None;
+    let eof = loop {
+        match rx.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => {
+                run.partial.extend_from_slice(&buf[..n]);
+                while let Some(i) = run.partial.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = run.partial.drain(..=i).collect();
+                    if let Some(s) = ShipStatus::parse(&line) {
+                        last = Some(s);
+                    }
+                }
+                // A status line is short; more without a newline is not one.
+                if run.partial.len() > 4096 {
+                    run.partial.clear();
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+            Err(_) => break true,
+        }
+    };
+    if eof {
+        if let Some(mut rx) = run.stdout.take() {
+            let _ = registry.deregister(&mut rx);
+        }
+    }
+    last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        let s = ShipStatus::parse(
+            br#"{"ship":{"delivered":7,"deadLettered":1,"lagEvents":3,"lagSeconds":12.05,"failing":true}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            ShipStatus {
+                delivered: 7,
+                dead_lettered: 1,
+                lag_events: 3,
+                lag_millis: 12_050,
+                failing: true
+            }
+        );
+        assert_eq!(
+            ShipStatus::parse(br#"{"ship":{"lagSeconds":0}}"#).map(|s| s.lag_millis),
+            Some(0)
+        );
+        assert_eq!(ShipStatus::parse(b"send x to y"), None);
+    }
+}

@@ -1,0 +1,377 @@
+//! The log follower: complete lines of the event log, in order, like `tail -F`.
+//!
+//! Open it at a [`Cursor`] (or the start or end of the file), then call [`Follower::next_line`]
+//! until it says there is nothing more for now, and [`Follower::wait`] before asking again. It
+//! never returns a line without its final `\n` (a line still being written), finishes a file
+//! that logrotate renamed before it takes the new file at the path (once the writer has moved
+//! on: the new file has bytes), and starts a file again from its beginning when it shrinks
+//! (copytruncate), saying so on the operational log. No inotify: std has none, and a 200 ms poll
+//! costs one `fstat` and one `stat` per interval.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::cursor::Cursor;
+
+/// How often a caught-up follower looks for more.
+pub const POLL: Duration = Duration::from_millis(200);
+/// Longest line accepted; `serve --max-body` stays far below (a longer line is not a log's).
+const MAX_LINE: usize = 64 << 20;
+const CHUNK: usize = 64 << 10;
+
+/// Where to start reading.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// The first byte of the file at the path.
+    Beginning,
+    /// After the last complete line now in the file at the path.
+    End,
+    /// Where a cursor points: the path or a rotated sibling (`FILE.1`, `FILE-20261202`).
+    At(Cursor),
+}
+
+/// One complete line and the cursor just after it.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// The bytes, `\n` excluded.
+    pub bytes: Vec<u8>,
+    /// Where reading resumes after this line.
+    pub after: Cursor,
+}
+
+/// Follows one log path across rotations.
+pub struct Follower {
+    path: PathBuf,
+    file: File,
+    dev: u64,
+    ino: u64,
+    fingerprint: Option<u64>,
+    /// File offset of `buf[0]`.
+    base: u64,
+    buf: Vec<u8>,
+    /// Bytes of `buf` already returned.
+    used: usize,
+    /// Set when the path names another file: finish this one, then switch.
+    rotated: bool,
+}
+
+/// FNV-1a, 64 bits: stable across releases (std's hasher is not), enough to tell files apart.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The fingerprint of `file`: the hash of its first complete line, `None` before there is one.
+fn fingerprint_of(file: &File) -> io::Result<Option<u64>> {
+    let mut line = Vec::new();
+    let mut chunk = vec![0; 4096];
+    loop {
+        let n = file.read_at(&mut chunk, line.len() as u64)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if let Some(i) = chunk[..n].iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(&chunk[..=i]);
+            return Ok(Some(fnv1a(&line)));
+        }
+        line.extend_from_slice(&chunk[..n]);
+        if line.len() > MAX_LINE {
+            return Err(io::Error::other("first line longer than 64 MiB"));
+        }
+    }
+}
+
+/// Files in the path's folder whose name extends the path's (`events.log.1`, `events.log-2026`).
+fn siblings(path: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return vec![];
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let name = name.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    // No order needed: at most one file can match the cursor's device, inode and fingerprint.
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.len() > name.len()
+                    && n.starts_with(&name)
+                    && ![".cursor", ".tmp", ".dead-letter"]
+                        .iter()
+                        .any(|s| n.ends_with(s))
+            })
+        })
+        .collect()
+}
+
+impl Follower {
+    /// Opens `path` at `start`. A cursor that matches no file (device, inode and first line) is
+    /// an error naming the cursor: replaying from zero is a decision for `--from`, not a guess.
+    pub fn open(path: &Path, start: &Start) -> Result<Follower, String> {
+        let label = path.display();
+        let (file, offset) = match start {
+            Start::Beginning | Start::End => {
+                let file = File::open(path).map_err(|e| format!("{label}: {e}"))?;
+                (file, 0)
+            }
+            Start::At(c) => {
+                let mut candidates = vec![path.to_path_buf()];
+                candidates.extend(siblings(path));
+                let found = candidates.into_iter().find_map(|p| {
+                    let f = File::open(&p).ok()?;
+                    let m = f.metadata().ok()?;
+                    let fp = fingerprint_of(&f).ok()?;
+                    (m.dev() == c.dev
+                        && m.ino() == c.ino
+                        && fp == Some(c.fingerprint)
+                        && m.len() >= c.offset)
+                        .then_some(f)
+                });
+                let file = found.ok_or_else(|| {
+                    format!(
+                        "the cursor (file {}:{}, offset {}) matches neither {label} nor a rotated \
+                         copy beside it; choose where to start with --from start, end, a time or a uuid",
+                        c.dev, c.ino, c.offset
+                    )
+                })?;
+                (file, c.offset)
+            }
+        };
+        let m = file.metadata().map_err(|e| format!("{label}: {e}"))?;
+        let mut f = Follower {
+            path: path.to_path_buf(),
+            fingerprint: fingerprint_of(&file).map_err(|e| format!("{label}: {e}"))?,
+            file,
+            dev: m.dev(),
+            ino: m.ino(),
+            base: offset,
+            buf: Vec::new(),
+            used: 0,
+            rotated: false,
+        };
+        f.file
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| format!("{label}: {e}"))?;
+        if let Start::End = start {
+            while f
+                .next_line()
+                .map_err(|e| format!("{label}: {e}"))?
+                .is_some()
+            {}
+        }
+        Ok(f)
+    }
+
+    /// Where reading resumes: just after the last line returned.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            dev: self.dev,
+            ino: self.ino,
+            fingerprint: self.fingerprint.unwrap_or(0),
+            offset: self.base + self.used as u64,
+        }
+    }
+
+    /// The next complete line, or `None` when there is none yet (call [`Follower::wait`]).
+    pub fn next_line(&mut self) -> io::Result<Option<Line>> {
+        loop {
+            if let Some(i) = self.buf[self.used..].iter().position(|&b| b == b'\n') {
+                let bytes = self.buf[self.used..self.used + i].to_vec();
+                self.used += i + 1;
+                if self.fingerprint.is_none() {
+                    self.fingerprint = fingerprint_of(&self.file)?;
+                }
+                return Ok(Some(Line {
+                    bytes,
+                    after: self.cursor(),
+                }));
+            }
+            // Keep the partial line, drop what was returned, read more.
+            self.buf.drain(..self.used);
+            self.base += self.used as u64;
+            self.used = 0;
+            if self.buf.len() > MAX_LINE {
+                return Err(io::Error::other(format!(
+                    "a line longer than 64 MiB at byte {} of {}",
+                    self.base,
+                    self.path.display()
+                )));
+            }
+            let len = self.buf.len();
+            self.buf.resize(len + CHUNK, 0);
+            let n = self.file.read(&mut self.buf[len..])?;
+            self.buf.truncate(len + n);
+            if n > 0 {
+                continue;
+            }
+            // At the end of this file: has it shrunk, or been replaced at the path?
+            let size = self.file.metadata()?.len();
+            let end = self.base + self.buf.len() as u64;
+            // Shrunk, or cut and written again before this poll: its first line changed.
+            if size < end || (end > 0 && fingerprint_of(&self.file)? != self.fingerprint) {
+                warn!(
+                    "{} was truncated (copytruncate?): reading it again from its start",
+                    self.path.display()
+                );
+                self.restart(None)?;
+                continue;
+            }
+            match std::fs::metadata(&self.path) {
+                Ok(m) if m.dev() != self.dev || m.ino() != self.ino => {
+                    // The writer moves on only after a reopen; until the new file has bytes,
+                    // this one may still grow.
+                    if m.len() > 0 && self.rotated {
+                        if !self.buf.is_empty() {
+                            warn!(
+                                "{} was rotated with a torn last line of {} bytes; skipped",
+                                self.path.display(),
+                                self.buf.len()
+                            );
+                        }
+                        let file = File::open(&self.path)?;
+                        info!(
+                            "{} was rotated: following the new file",
+                            self.path.display()
+                        );
+                        self.restart(Some(file))?;
+                        continue;
+                    }
+                    // One more read of the old file after seeing the new one has bytes.
+                    self.rotated = m.len() > 0;
+                    if self.rotated {
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            return Ok(None);
+        }
+    }
+
+    fn restart(&mut self, file: Option<File>) -> io::Result<()> {
+        if let Some(f) = file {
+            let m = f.metadata()?;
+            self.dev = m.dev();
+            self.ino = m.ino();
+            self.file = f;
+        }
+        self.file.seek(SeekFrom::Start(0))?;
+        self.fingerprint = fingerprint_of(&self.file)?;
+        self.base = 0;
+        self.buf.clear();
+        self.used = 0;
+        self.rotated = false;
+        Ok(())
+    }
+
+    /// Sleeps one poll interval (call after `next_line` returned `None`).
+    pub fn wait(&self) {
+        std::thread::sleep(POLL);
+    }
+
+    /// Complete lines after the cursor in the current file (the lag, counted on a schedule).
+    pub fn lines_behind(&self, cursor: &Cursor) -> io::Result<u64> {
+        if cursor.ino != self.ino || cursor.dev != self.dev {
+            return Ok(0);
+        }
+        let mut pos = cursor.offset;
+        let mut n = 0;
+        let mut chunk = vec![0; CHUNK];
+        loop {
+            let got = self.file.read_at(&mut chunk, pos)?;
+            if got == 0 {
+                return Ok(n);
+            }
+            n += chunk[..got].iter().filter(|&&b| b == b'\n').count() as u64;
+            pos += got as u64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn lines(f: &mut Follower) -> Vec<String> {
+        let mut out = vec![];
+        while let Some(l) = f.next_line().unwrap() {
+            out.push(String::from_utf8(l.bytes).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn torn_tail_waits_for_its_newline_and_cursor_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.log");
+        let mut w = File::create(&p).unwrap();
+        w.write_all(b"a\nb\nc").unwrap();
+        let mut f = Follower::open(&p, &Start::Beginning).unwrap();
+        assert_eq!(lines(&mut f), ["a", "b"]);
+        w.write_all(b"c\n").unwrap();
+        assert_eq!(lines(&mut f), ["cc"]);
+        let c = f.cursor();
+        assert_eq!(c.offset, 7);
+        w.write_all(b"d\n").unwrap();
+        let mut g = Follower::open(&p, &Start::At(c.clone())).unwrap();
+        assert_eq!(lines(&mut g), ["d"]);
+        let mut e = Follower::open(&p, &Start::End).unwrap();
+        assert_eq!(lines(&mut e), Vec::<String>::new());
+        // Another file with another first line does not match the cursor.
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, "x\ny\nz\nw\n").unwrap();
+        assert!(Follower::open(&p, &Start::At(c)).is_err());
+    }
+
+    #[test]
+    fn rotation_is_finished_then_the_new_file_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.log");
+        let mut w = File::create(&p).unwrap();
+        w.write_all(b"1\n").unwrap();
+        let mut f = Follower::open(&p, &Start::Beginning).unwrap();
+        assert_eq!(lines(&mut f), ["1"]);
+        std::fs::rename(&p, dir.path().join("e.log.1")).unwrap();
+        w.write_all(b"2\n").unwrap();
+        // The new file is empty: the old one may still grow.
+        std::fs::write(&p, "").unwrap();
+        assert_eq!(lines(&mut f), ["2"]);
+        w.write_all(b"3\n").unwrap();
+        std::fs::write(&p, "4\n").unwrap();
+        assert_eq!(lines(&mut f), ["3", "4"]);
+        // Copytruncate, even refilled to the same size: read again from its start.
+        std::fs::write(&p, "5\n").unwrap();
+        assert_eq!(lines(&mut f), ["5"]);
+        std::fs::write(&p, "").unwrap();
+        assert_eq!(lines(&mut f), Vec::<String>::new());
+        std::fs::write(&p, "6\n7\n").unwrap();
+        assert_eq!(lines(&mut f), ["6", "7"]);
+    }
+
+    #[test]
+    fn a_cursor_finds_the_rotated_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.log");
+        std::fs::write(&p, "1\n2\n").unwrap();
+        let mut f = Follower::open(&p, &Start::Beginning).unwrap();
+        f.next_line().unwrap().unwrap();
+        let c = f.cursor();
+        std::fs::rename(&p, dir.path().join("e.log-2026")).unwrap();
+        std::fs::write(&p, "3\n").unwrap();
+        let mut g = Follower::open(&p, &Start::At(c)).unwrap();
+        assert_eq!(lines(&mut g), ["2", "3"]);
+    }
+}

@@ -1,0 +1,143 @@
+//! The HTTP sink: POST each notification, byte for byte as logged, one at a time (head-of-line
+//! order), with `Idempotency-Key` and `Ringhook-Received-At`. Which answers count as delivered,
+//! retried or dead-lettered is [`judge`], a pure function.
+
+use std::io::Read;
+use std::time::Duration;
+
+use super::{Item, Sink, Verdict};
+use crate::platform::TrustRoots;
+use crate::secret::Secret;
+
+/// Longest `Retry-After` honoured; a sink asking for more is asked again after this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// What one POST's answer means.
+pub fn judge(status: u16, retry_after: Option<&str>) -> Verdict {
+    let after = retry_after
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+    match status {
+        200..=299 => Verdict::Delivered,
+        429 | 503 => Verdict::Retry {
+            after,
+            reason: format!("HTTP {status}"),
+        },
+        // 408: the sink timed out reading us; it is the sink's trouble, not the record's.
+        408 | 500..=599 => Verdict::Retry {
+            after: None,
+            reason: format!("HTTP {status}"),
+        },
+        _ => Verdict::DeadLetter {
+            status,
+            reason: format!("the sink refused it with HTTP {status}"),
+        },
+    }
+}
+
+/// POSTs to one URL.
+pub struct HttpSink {
+    agent: ureq::Agent,
+    url: String,
+    token: Option<Secret>,
+    done: Vec<(u64, Verdict)>,
+}
+
+impl HttpSink {
+    /// A sink for `url` with an optional bearer token.
+    pub fn new(url: String, token: Option<Secret>, roots: &TrustRoots, timeout: Duration) -> Self {
+        HttpSink {
+            agent: crate::platform::agent(roots, timeout, timeout),
+            url,
+            token,
+            done: Vec::new(),
+        }
+    }
+}
+
+impl Sink for HttpSink {
+    fn window(&self) -> usize {
+        1
+    }
+
+    fn submit(&mut self, slot: u64, item: &Item, _subject: &str) -> Result<(), String> {
+        let ship = item
+            .ship
+            .as_ref()
+            .expect("only shippable items are submitted");
+        let mut req = self
+            .agent
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("idempotency-key", &ship.key)
+            .header("ringhook-received-at", &ship.received_at);
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {}", t.expose()));
+        }
+        let resp = req
+            .send(&item.line[ship.payload.clone()])
+            .map_err(|e| crate::platform::describe_transport(&e).0)?;
+        let verdict = judge(
+            resp.status().as_u16(),
+            resp.headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+        );
+        // Drain a bounded body so the connection can be reused.
+        let mut body = resp.into_body();
+        let _ = std::io::copy(&mut body.as_reader().take(64 << 10), &mut std::io::sink());
+        self.done.push((slot, verdict));
+        Ok(())
+    }
+
+    fn poll(&mut self, _wait: Duration, out: &mut Vec<(u64, Verdict)>) -> Result<(), String> {
+        out.append(&mut self.done);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.done.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_and_verdicts() {
+        let s = Duration::from_secs;
+        let retry = |after| Verdict::Retry {
+            after,
+            reason: String::new(),
+        };
+        let dead = Verdict::DeadLetter {
+            status: 0,
+            reason: String::new(),
+        };
+        let cases = [
+            (200, None, Verdict::Delivered),
+            (204, None, Verdict::Delivered),
+            (429, Some("7"), retry(Some(s(7)))),
+            (503, Some(" 2 "), retry(Some(s(2)))),
+            (503, Some("Wed, 21 Oct 2026 07:28:00 GMT"), retry(None)),
+            (429, Some("99999999"), retry(Some(MAX_RETRY_AFTER))),
+            (500, Some("5"), retry(None)),
+            (502, None, retry(None)),
+            (408, None, retry(None)),
+            (400, None, dead.clone()),
+            (404, None, dead.clone()),
+            (413, None, dead.clone()),
+            (301, None, dead),
+        ];
+        for (status, after, want) in cases {
+            let got = judge(status, after);
+            let same = match (&got, &want) {
+                (Verdict::Retry { after: a, .. }, Verdict::Retry { after: b, .. }) => a == b,
+                (Verdict::DeadLetter { status: s, .. }, Verdict::DeadLetter { .. }) => *s == status,
+                (a, b) => a == b,
+            };
+            assert!(same, "{status} {after:?}: {got:?}");
+        }
+    }
+}

