@@ -574,7 +574,8 @@ fn serve_ship_runs_the_shipper_beside_the_loop_and_restarts_it() {
     let mut s = Serve::new()
         .env("WEBHOOK_VERIFICATION_TOKEN", token)
         .log_file()
-        .args(["--ship", &sink.url])
+        .env("RINGHOOK_SHIP_STATUS_EVERY", "50ms")
+        .args(["--ship", &sink.url, "--metrics-path", "/metrics"])
         .start();
     let post = |s: &crate::support::Running, uuid: &str| {
         let (_, n) = line(uuid, 1);
@@ -585,6 +586,25 @@ fn serve_ship_runs_the_shipper_beside_the_loop_and_restarts_it() {
         assert_eq!(post(&s, &format!("s-{i}")), 200);
     }
     sink.wait_delivered(5);
+    // The shipper's status lines reach serve's /metrics.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let r = s.exchange(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(r.status, 200);
+        let text = String::from_utf8(r.body).unwrap();
+        if text.contains("\nringhook_ship_delivered_total 5\n") {
+            assert!(text.contains("\nringhook_ship_lag_events "), "{text}");
+            assert!(
+                text.contains("\nringhook_ship_dead_lettered_total 0\n"),
+                "{text}"
+            );
+            crate::metrics::promtool_accepts(text.as_bytes());
+            break;
+        }
+        assert!(Instant::now() < deadline, "no ship families: {text}");
+        // Status lines come every 50 ms: poll the scrape at that pace.
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // SIGKILL the shipper: serve starts another, which resumes from the cursor.
     let started = s.wait_for("shipper started (pid ");
     let pid = started.split("(pid ").nth(1).unwrap().trim_end_matches(')');

@@ -556,6 +556,17 @@ impl Server {
                 skipped: c.skipped,
             }
         });
+        // The shipper child's last status line (`serve --ship`); the families appear once one came.
+        let ship = self
+            .shipper
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .map(|st| metrics::ShipStatus {
+                delivered: st.delivered,
+                dead_lettered: st.dead_lettered,
+                lag_events: st.lag_events,
+                lag: Duration::from_millis(st.lag_millis),
+            });
         let scrape = Scrape {
             counters: &self.counters,
             connections_open: self.conns.len(),
@@ -563,9 +574,7 @@ impl Server {
             log_sync: &self.log.sync_seconds,
             exec,
             register: self.reconciler.as_ref().map(|r| &r.status),
-            // `serve --ship` (its own issue) fills this from the shipper's status lines
-            // (`ShipStatus::from_status_line`); the families appear once it does.
-            ship: None,
+            ship: ship.as_ref(),
             process: metrics::Process::read(),
         };
         self.scrape.clear();
