@@ -8,22 +8,21 @@ pub mod format;
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::cli::{self, Flags};
 use crate::config::{Vars, parse_count};
 use crate::error::Error;
 use crate::serve::exec::EventPattern;
+#[cfg(feature = "ship")]
+use crate::ship::follow::{Follower, Start};
 use format::Entry;
 
 /// Bytes read per step when reading the log backwards.
 const BLOCK: u64 = 64 * 1024;
 /// A line longer than this is not the event log's (`serve --max-body` is at most 64 MiB).
 const MAX_LINE: usize = 65 << 20;
-/// How often `-f` looks for more: one `fstat` and one `stat`.
-const POLL: Duration = Duration::from_millis(200);
 
 /// What `ringhook tail` was asked for.
 #[derive(Debug, Clone)]
@@ -111,10 +110,26 @@ impl Printer<'_> {
 pub fn run(cfg: &TailConfig) -> Result<(), Error> {
     let label = cfg.log.display();
     let file = File::open(&cfg.log).map_err(|e| Error::runtime(format!("{label}: {e}")))?;
-    let end = file
-        .metadata()
-        .map_err(|e| Error::runtime(format!("{label}: {e}")))?
-        .len();
+    // With -f, the follower is opened first, so the last lines and what follows them meet at
+    // one offset: nothing appended in between is skipped or shown twice.
+    #[cfg(feature = "ship")]
+    let follower = match cfg.follow {
+        true => Some(Follower::open(&cfg.log, &Start::End).map_err(Error::runtime)?),
+        false => None,
+    };
+    #[cfg(not(feature = "ship"))]
+    if cfg.follow {
+        return Err(Error::Usage(
+            "tail -f follows the log with ship's follower: build with --features ship".into(),
+        ));
+    }
+    #[cfg(feature = "ship")]
+    let end = match &follower {
+        Some(f) => f.cursor().offset,
+        None => file_len(&file, &cfg.log)?,
+    };
+    #[cfg(not(feature = "ship"))]
+    let end = file_len(&file, &cfg.log)?;
     let mut printer = Printer {
         cfg,
         text: String::new(),
@@ -123,12 +138,14 @@ pub fn run(cfg: &TailConfig) -> Result<(), Error> {
         .map_err(|e| Error::runtime(format!("reading {label}: {e}")))?;
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
+    #[allow(unused_mut)]
     let mut written = recent
         .iter()
         .try_for_each(|l| printer.print(l, &mut out))
         .and_then(|()| out.flush());
-    if cfg.follow && written.is_ok() {
-        written = follow(&cfg.log, file, end, &mut printer, &mut out);
+    #[cfg(feature = "ship")]
+    if let (Some(f), true) = (follower, written.is_ok()) {
+        written = follow(f, &mut printer, &mut out);
     }
     match written {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
@@ -137,70 +154,26 @@ pub fn run(cfg: &TailConfig) -> Result<(), Error> {
     }
 }
 
-/// Prints what is appended to `path` from `offset` on, forever: finishes a file logrotate moved
-/// away before taking the new one at the path, and starts again at 0 when the file shrinks below
-/// what was read (truncated in place). A minimal follower: `ship` brings its own, with a cursor.
-fn follow(
-    path: &Path,
-    mut file: File,
-    mut offset: u64,
-    printer: &mut Printer,
-    out: &mut impl Write,
-) -> io::Result<()> {
-    let mut pending: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; BLOCK as usize];
+fn file_len(file: &File, path: &Path) -> Result<u64, Error> {
+    Ok(file
+        .metadata()
+        .map_err(|e| Error::runtime(format!("{}: {e}", path.display())))?
+        .len())
+}
+
+/// Prints every line appended from here on, forever, through `ship`'s follower: appends, a
+/// rotated file finished before the new one is taken, a truncation started over, never a line
+/// without its `\n`.
+#[cfg(feature = "ship")]
+fn follow(mut f: Follower, printer: &mut Printer, out: &mut impl Write) -> io::Result<()> {
     loop {
-        let n = file.read_at(&mut chunk, offset)?;
-        if n > 0 {
-            offset += n as u64;
-            pending.extend_from_slice(&chunk[..n]);
-            if let Some(end) = pending.iter().rposition(|&b| b == b'\n') {
-                for line in pending[..end]
-                    .split(|&b| b == b'\n')
-                    .filter(|l| !l.is_empty())
-                {
-                    printer.print(line, out)?;
-                }
-                pending.drain(..=end);
-            } else if pending.len() > MAX_LINE {
-                return Err(io::Error::other(
-                    "a line longer than 65 MiB: not an event log",
-                ));
-            }
-            continue;
-        }
-        out.flush()?;
-        let now = file.metadata()?;
-        if now.len() < offset {
-            // Truncated in place: its lines are new.
-            offset = 0;
-            pending.clear();
-            continue;
-        }
-        let moved = std::fs::metadata(path)
-            .is_ok_and(|m| (m.dev(), m.ino()) != (now.dev(), now.ino()) && m.len() > 0);
-        if moved {
-            // The writer has moved on (the new file has bytes): what the old file got before that
-            // is read first, then the new one from its start.
-            if let Ok(f) = File::open(path) {
-                loop {
-                    let n = file.read_at(&mut chunk, offset)?;
-                    if n == 0 {
-                        break;
-                    }
-                    offset += n as u64;
-                    pending.extend_from_slice(&chunk[..n]);
-                }
-                for line in pending.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                    printer.print(line, out)?;
-                }
-                file = f;
-                offset = 0;
-                pending.clear();
-                continue;
+        match f.next_line()? {
+            Some(line) => printer.print(&line.bytes, out)?,
+            None => {
+                out.flush()?;
+                f.wait();
             }
         }
-        std::thread::sleep(POLL);
     }
 }
 
