@@ -222,3 +222,77 @@ fn a_flood_of_idle_connections_under_ulimit_64_does_not_keep_a_handshake_out() {
     drop(idle);
     assert_eq!(s.exchange(&s.handshake_request("after")).status, 200);
 }
+
+/// `/health` follows the log's state now, not the last batch's: once a full disk has room again
+/// it turns 200 without any notification (the loop probes the log), and a SIGHUP reopen onto a
+/// writable file turns it 200 at once. The probes leave no byte in the log.
+#[test]
+fn health_recovers_when_the_log_is_writable_again_without_a_notification() {
+    let mut serve = Serve::new().env("WEBHOOK_VERIFICATION_TOKEN", TOKEN);
+    let disk = serve.tmpfs_disk("64k");
+    let log = disk.join("events.log");
+    let mut s = serve
+        .args(["--log-file".as_ref(), log.as_os_str()])
+        .args(["--health-path", "/health"])
+        .start();
+    let (log, rotated) = (
+        s.in_namespace(&log),
+        s.in_namespace(&disk.join("events.log.1")),
+    );
+    let health = || {
+        s.exchange(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .status
+    };
+    let filler = s.in_namespace(&disk.join("filler"));
+    let fill = || {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = [b'x'; 4096];
+        while f.write_all(&block).is_ok() {}
+    };
+    let body = br#"{"uuid":"health-1","event":"/e"}"#;
+    let notify = || {
+        s.exchange(&s.notification_request(body, Some(TOKEN)))
+            .status
+    };
+    let assert_clean = |path: &std::path::Path| {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.is_empty() || text.ends_with('\n'), "{text:?}");
+        for l in text.lines() {
+            serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l:?}"));
+        }
+        text.lines().count()
+    };
+
+    // (b) Room again, and no notification: health turns 200 by itself.
+    fill();
+    assert_eq!(notify(), 503);
+    assert_eq!(health(), 503);
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while health() != 200 {
+        assert!(std::time::Instant::now() < deadline, "health stayed 503");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(assert_clean(&log), 0, "no probe byte is left in the log");
+
+    // (a) Unwritable again; logrotate moves the log away and SIGHUP reopens a writable one.
+    fill();
+    assert_eq!(notify(), 503);
+    assert_eq!(health(), 503);
+    std::fs::remove_file(&filler).unwrap();
+    std::fs::rename(&log, &rotated).unwrap();
+    s.signal("HUP");
+    s.wait_for("SIGHUP: event log reopened");
+    assert_eq!(
+        s.exchange(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .status,
+        200
+    );
+    assert_eq!(
+        s.exchange(&s.notification_request(body, Some(TOKEN)))
+            .status,
+        200
+    );
+    assert_eq!(assert_clean(&rotated), 0);
+    assert_eq!(assert_clean(&log), 1);
+}

@@ -290,8 +290,33 @@ impl EventLog {
         ))
     }
 
-    /// False after a failed batch, until one succeeds again.
+    /// False after a failed batch, until a batch, a [`EventLog::probe`] or a reopen succeeds.
     pub fn is_healthy(&self) -> bool {
+        self.healthy
+    }
+
+    /// While unhealthy, tests whether the file takes writes again: a block of spaces (so it needs
+    /// a new block, as a batch would) is written and synced, then cut back to the synced length
+    /// whatever happened. A crash in between leaves only a torn tail, which opening cuts. Call it
+    /// only between batches. True when the log became healthy. Stdout cannot be probed.
+    pub fn probe(&mut self) -> bool {
+        let Sink::File {
+            file, synced_len, ..
+        } = &mut self.sink
+        else {
+            return false;
+        };
+        if self.healthy {
+            return false;
+        }
+        let wrote = file
+            .write_all(&[b' '; PROBE_BYTES])
+            .and_then(|()| file.sync_data());
+        let cut = file.set_len(*synced_len).and_then(|()| file.sync_data());
+        if wrote.is_ok() && cut.is_ok() {
+            info!("event log writable again");
+            self.healthy = true;
+        }
         self.healthy
     }
 
@@ -375,6 +400,10 @@ impl EventLog {
             Sink::File {
                 file, synced_len, ..
             } => {
+                if !self.healthy {
+                    // The last cut-back (of a failed batch or a probe) may itself have failed.
+                    file.set_len(*synced_len)?;
+                }
                 let result = write(file).and_then(|()| {
                     let start = Instant::now();
                     let synced = file.sync_data();
@@ -415,6 +444,8 @@ impl EventLog {
             *file = new;
             *synced_len = good;
         }
+        // Health is the new file's: a reopen onto a writable file ends a failed stretch at once.
+        self.probe();
         Ok(())
     }
 
@@ -455,6 +486,8 @@ fn open_append(path: &Path) -> io::Result<File> {
 }
 
 const BLOCK: u64 = 64 * 1024;
+/// What a probe writes: one page, so a full disk refuses it even where the last page has room.
+const PROBE_BYTES: usize = 4096;
 /// A line longer than this is written on its own rather than copied into the batch.
 const BIG_LINE: usize = 64 * 1024;
 

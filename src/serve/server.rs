@@ -53,6 +53,8 @@ const SCRATCH: usize = 32 * 1024;
 const LINGER: Duration = Duration::from_secs(2);
 /// While accepting fails for lack of file descriptors, how long to wait before trying again.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// How often an unhealthy log is probed (see [`Server::probe_log`]).
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// A sync at least this slow (an SD card) makes the next batch gather before it syncs.
 const SLOW_SYNC: Duration = Duration::from_millis(2);
 
@@ -325,6 +327,9 @@ struct Server {
     last_sync: Duration,
     last_batch: usize,
     gather_until: Option<Instant>,
+    /// While the log is unhealthy: when to probe it next (at most once a second), so `/health`
+    /// turns 200 when the disk has room again, not at the next notification.
+    next_probe: Option<Instant>,
     accept_paused_until: Option<Instant>,
     /// Bytes of bodies held in memory, across connections.
     budget: BodyBudget,
@@ -388,6 +393,7 @@ impl Server {
             last_sync: Duration::ZERO,
             last_batch: 0,
             gather_until: None,
+            next_probe: None,
             accept_paused_until: None,
             budget: BodyBudget {
                 held: 0,
@@ -692,9 +698,16 @@ impl Server {
                         s.reap(self.poll.registry());
                     }
                 }
-                SIGHUP => match self.log.reopen() {
-                    Ok(()) => info!("SIGHUP: event log reopened"),
-                    Err(e) => error!(
+                SIGHUP => match (self.log.is_healthy(), self.log.reopen()) {
+                    (was_healthy, Ok(())) => {
+                        info!("SIGHUP: event log reopened");
+                        if let Some(r) = &mut self.recoverer {
+                            if !was_healthy && self.log.is_healthy() {
+                                r.due("the event log is writable again");
+                            }
+                        }
+                    }
+                    (_, Err(e)) => error!(
                         "SIGHUP: cannot reopen the event log: {e}; still writing to the old file"
                     ),
                 },
@@ -856,6 +869,9 @@ impl Server {
         for id in expired {
             self.expire(id);
         }
+        if let Some(at) = self.probe_log(now) {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
         if let Some(by) = self.shutdown_by {
             next = Some(next.map_or(by, |n| n.min(by)));
         }
@@ -894,6 +910,29 @@ impl Server {
             return Some(Duration::ZERO);
         }
         next.map(|n| n.saturating_duration_since(now) + Duration::from_millis(1))
+    }
+
+    /// Probes an unhealthy log once its time has come, never while a batch is gathered (its
+    /// commit tells the log's state anyway); returns when to probe next.
+    fn probe_log(&mut self, now: Instant) -> Option<Instant> {
+        if self.log.is_healthy() {
+            self.next_probe = None;
+            return None;
+        }
+        let at = *self.next_probe.get_or_insert(now + PROBE_EVERY);
+        if now < at || !self.pending.is_empty() {
+            return Some(at);
+        }
+        if self.log.probe() {
+            self.next_probe = None;
+            if let Some(r) = &mut self.recoverer {
+                r.due("the event log is writable again");
+            }
+            return None;
+        }
+        let at = now + PROBE_EVERY;
+        self.next_probe = Some(at);
+        Some(at)
     }
 
     fn expire(&mut self, id: usize) {
