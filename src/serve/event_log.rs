@@ -435,6 +435,20 @@ impl EventLog {
             synced_len,
         } = &mut self.sink
         {
+            // SIGHUP with the file still at its path (not rotated): keep it. Opening it again
+            // would fail on our own lock.
+            let same = |a: &std::fs::Metadata, b: &std::fs::Metadata| {
+                use std::os::unix::fs::MetadataExt;
+                (a.dev(), a.ino()) == (b.dev(), b.ino())
+            };
+            let still_here = match (std::fs::metadata(&*path), file.metadata()) {
+                (Ok(at_path), Ok(open)) => same(&at_path, &open),
+                _ => false,
+            };
+            if still_here {
+                self.probe();
+                return Ok(());
+            }
             let new = open_append(path)?;
             let len = new.metadata()?.len();
             let good = end_of_last_line(&new, len)?;
@@ -637,6 +651,19 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 2);
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_reopen_without_rotation_keeps_the_file() {
+        let path = tmp("reopen-same");
+        let (mut log, _) = EventLog::open(&path, 100).unwrap();
+        let a = Record::new(br#"{"uuid":"a"}"#, at());
+        assert_eq!(log.commit(&[&a]), vec![Commit::Written]);
+        log.reopen()
+            .expect("a SIGHUP without logrotate is not an error");
+        let b = Record::new(br#"{"uuid":"b"}"#, at());
+        assert_eq!(log.commit(&[&b]), vec![Commit::Written]);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
     }
 
     #[test]
