@@ -829,3 +829,32 @@ fn an_empty_token_variable_and_an_endless_token_file_are_usage_errors() {
             .contains("--env-file /dev/zero: larger than 1 MiB, not an env file")
     );
 }
+
+#[test]
+fn a_flood_of_one_kind_of_line_is_summarized_and_every_line_counted() {
+    let mut s = with_token().start();
+    let mut c = s.connect();
+    for i in 0..200 {
+        c.write_all(&s.handshake_request(&format!("h{i}"))).unwrap();
+        assert_eq!(read_response(&mut c).status, 200);
+    }
+    drop(c);
+    assert!(s.stop().success());
+    let err = s.stderr();
+    let shown = err
+        .lines()
+        .filter(|l| l.contains(" handshake answered"))
+        .count();
+    // "… 1,532 more handshakes answered in the last 10 s", one per interval.
+    let summarized: usize = err
+        .lines()
+        .filter_map(|l| l.split_once("… ")?.1.strip_suffix(" s"))
+        .filter_map(|rest| {
+            let n = rest.split_once(" more handshakes answered in the last ")?.0;
+            n.replace(',', "").parse::<usize>().ok()
+        })
+        .sum();
+    assert!(shown < 100, "{shown} handshake lines shown:\n{err}");
+    assert!(summarized > 0, "no summary line:\n{err}");
+    assert_eq!(shown + summarized, 200, "{err}");
+}

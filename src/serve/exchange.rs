@@ -17,6 +17,7 @@ use crate::metrics::{self, Counters};
 use crate::serve::config::Limits;
 use crate::serve::event_log::Record;
 use crate::serve::policy::{self as policy, Answer, Framing, Head, Outcome, Policy, Route};
+use crate::serve::throttle::{Kind, Throttle};
 
 /// A chunk-size line or trailer longer than this is refused rather than buffered.
 const MAX_FRAMING: usize = 64 * 1024;
@@ -56,6 +57,8 @@ pub struct Ctx<'a> {
     pub counters: &'a mut Counters,
     /// The budget for bodies held in memory.
     pub budget: &'a mut BodyBudget,
+    /// The operational log's rate limit for repeated lines.
+    pub throttle: &'a mut Throttle,
 }
 
 /// What the connection needs next.
@@ -397,7 +400,9 @@ impl Exchange {
             Outcome::Answer(a) => {
                 if handshake {
                     ctx.counters.handshakes += 1;
-                    info!("{} handshake answered", self.peer);
+                    if ctx.throttle.allow(Kind::Handshake) {
+                        info!("{} handshake answered", self.peer);
+                    }
                 }
                 self.answer(reply, &a, ctx, false);
                 None
@@ -451,7 +456,9 @@ impl Exchange {
     ) {
         if let Some(reason) = &answer.reason {
             ctx.counters.rejected += 1;
-            info!("{} {}: {reason}", self.peer, answer.status.as_u16());
+            if ctx.throttle.allow(Kind::Rejected) {
+                info!("{} {}: {reason}", self.peer, answer.status.as_u16());
+            }
         }
         self.release(ctx.budget);
         let closing;
@@ -496,7 +503,9 @@ impl Exchange {
         self.release(ctx.budget);
         ctx.counters.rejected += 1;
         ctx.counters.responses.count(status.as_u16());
-        info!("{} {}: {why}", self.peer, status.as_u16());
+        if ctx.throttle.allow(Kind::Rejected) {
+            info!("{} {}: {why}", self.peer, status.as_u16());
+        }
         self.output.extend_from_slice(&raw_answer(status));
         self.phase = Phase::Answered { close: true };
         None
@@ -595,6 +604,7 @@ pub fn check_invariants(input: &[u8], cuts: &[usize], policy: &Policy) -> Vec<u8
         held: 0,
         max: policy.max_body,
     };
+    let mut throttle = Throttle::default();
     let mut ex = Exchange::new(SocketAddr::from(([127, 0, 0, 1], 9)));
     let mut answers = Vec::new();
     // (index of the request, the record, acknowledged as logged)
@@ -612,6 +622,7 @@ pub fn check_invariants(input: &[u8], cuts: &[usize], policy: &Policy) -> Vec<u8
             scratch: &mut scratch,
             counters: &mut counters,
             budget: &mut budget,
+            throttle: &mut throttle,
         };
         match ex.advance(&mut ctx) {
             Step::Flush => answers.append(&mut ex.output),

@@ -24,6 +24,7 @@ pub mod reconcile;
 pub mod recover;
 pub mod server;
 pub mod shipper;
+mod throttle;
 
 pub use config::ServeConfig;
 pub use server::serve;

@@ -26,6 +26,7 @@ use crate::serve::policy::Policy;
 use crate::serve::reconcile::{self, Reconciler};
 use crate::serve::recover::{self, RecoverConfig, Recoverer};
 use crate::serve::shipper::{self, Shipper};
+use crate::serve::throttle::{Kind, Throttle};
 
 /// The fields of `Server` an exchange may use, borrowed apart from `conns`.
 macro_rules! ctx {
@@ -38,6 +39,7 @@ macro_rules! ctx {
             scratch: &mut $s.scratch,
             counters: &mut $s.counters,
             budget: &mut $s.budget,
+            throttle: &mut $s.throttle,
         }
     };
 }
@@ -348,6 +350,8 @@ struct Server {
     recoverer: Option<Recoverer>,
     /// `--ship`'s child.
     shipper: Option<Shipper>,
+    /// Rate limit for the operational log's repeated lines.
+    throttle: Throttle,
 }
 
 impl Server {
@@ -405,6 +409,7 @@ impl Server {
             exec: cfg.exec.map(Runner::new),
             reconciler: cfg.register.map(|r| Reconciler::new(r, Instant::now())),
             shipper: cfg.ship.map(|s| Shipper::new(s, Instant::now())),
+            throttle: Throttle::default(),
         })
     }
 
@@ -480,6 +485,7 @@ impl Server {
             }
             self.wake_held();
         }
+        self.throttle.flush(Instant::now(), true);
         let c = &self.counters;
         info!(
             "stopped: {} connections, {} handshakes, {} events logged in {} batches, {} duplicates, {} rejected, {} answered 503, {} timed out, {} evicted",
@@ -672,7 +678,9 @@ impl Server {
         match victim {
             Some((id, peer, idle)) => {
                 self.counters.evicted += 1;
-                info!("{why}: closed {peer}, quiet for {idle:.1?}");
+                if self.throttle.allow(Kind::Evicted) {
+                    info!("{why}: closed {peer}, quiet for {idle:.1?}");
+                }
                 self.close(id);
                 true
             }
@@ -809,10 +817,12 @@ impl Server {
                 }
                 Commit::Duplicate => {
                     self.counters.duplicates += 1;
-                    info!(
-                        "duplicate notification {} acknowledged, not logged again",
-                        rec.uuid.as_deref().unwrap_or("?")
-                    );
+                    if self.throttle.allow(Kind::Duplicate) {
+                        info!(
+                            "duplicate notification {} acknowledged, not logged again",
+                            rec.uuid.as_deref().unwrap_or("?")
+                        );
+                    }
                 }
                 Commit::Failed => self.counters.unavailable += 1,
             }
@@ -870,6 +880,9 @@ impl Server {
             self.expire(id);
         }
         if let Some(at) = self.probe_log(now) {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        if let Some(at) = self.throttle.flush(now, false) {
             next = Some(next.map_or(at, |n| n.min(at)));
         }
         if let Some(by) = self.shutdown_by {
