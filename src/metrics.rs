@@ -123,9 +123,10 @@ pub struct RegisterStatus {
     pub active: Option<bool>,
 }
 
-/// What `serve --ship` reports about its shipper.
+/// The shipper figures a scrape shows, from `serve --ship`'s last status line (which
+/// `serve::shipper` reads).
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct ShipStatus {
+pub struct ShipFigures {
     /// Events delivered to the sink.
     pub delivered: u64,
     /// Events given up on and written to the dead-letter file.
@@ -134,33 +135,6 @@ pub struct ShipStatus {
     pub lag_events: u64,
     /// Age of the oldest event not yet delivered (0 when caught up).
     pub lag: Duration,
-}
-
-impl ShipStatus {
-    /// Reads one of the status lines `ship` prints on stdout for a supervisor:
-    /// `{"ship":{"delivered":N,"deadLettered":N,"lagEvents":N,"lagSeconds":S,"failing":bool}}`.
-    /// `None` for any other line.
-    pub fn from_status_line(line: &[u8]) -> Option<ShipStatus> {
-        #[derive(serde::Deserialize)]
-        struct Line {
-            ship: Status,
-        }
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Status {
-            delivered: u64,
-            dead_lettered: u64,
-            lag_events: u64,
-            lag_seconds: f64,
-        }
-        let s = serde_json::from_slice::<Line>(line).ok()?.ship;
-        Some(ShipStatus {
-            delivered: s.delivered,
-            dead_lettered: s.dead_lettered,
-            lag_events: s.lag_events,
-            lag: Duration::try_from_secs_f64(s.lag_seconds).unwrap_or_default(),
-        })
-    }
 }
 
 /// `--exec` outcomes: exited 0, failed, killed after the timeout, skipped (queue full).
@@ -255,7 +229,7 @@ pub struct Scrape<'a> {
     /// With `--register`.
     pub register: Option<&'a RegisterStatus>,
     /// With `--ship`.
-    pub ship: Option<&'a ShipStatus>,
+    pub ship: Option<&'a ShipFigures>,
     /// `/proc/self`.
     pub process: Process,
 }
@@ -657,23 +631,6 @@ mod tests {
     }
 
     #[test]
-    fn ship_status_lines_are_read() {
-        let line = br#"{"ship":{"delivered":12,"deadLettered":1,"lagEvents":3,"lagSeconds":4.25,"failing":false}}"#;
-        assert_eq!(
-            ShipStatus::from_status_line(line),
-            Some(ShipStatus {
-                delivered: 12,
-                dead_lettered: 1,
-                lag_events: 3,
-                lag: Duration::from_millis(4250),
-            })
-        );
-        for other in [&b"shipped"[..], br#"{"ship":{"delivered":-1}}"#, b""] {
-            assert_eq!(ShipStatus::from_status_line(other), None);
-        }
-    }
-
-    #[test]
     fn optional_families_appear_only_when_configured() {
         let c = Counters::default();
         let h = Histogram::default();
@@ -705,7 +662,7 @@ mod tests {
                 ..ExecOutcomes::default()
             }),
             register: Some(&r),
-            ship: Some(&ShipStatus::default()),
+            ship: Some(&ShipFigures::default()),
             ..base
         };
         let all = text(|o| render(&with, o));

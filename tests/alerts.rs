@@ -66,7 +66,7 @@ fn every_alert_has_a_test_and_uses_only_real_families() {
             log_sync: &Histogram::default(),
             exec: Some(ExecOutcomes::default()),
             register: Some(&r),
-            ship: Some(&ShipStatus::default()),
+            ship: Some(&ShipFigures::default()),
             process: Process::read(),
         },
         &mut out,

@@ -333,7 +333,7 @@ fn every_family_passes_promtool_even_those_of_optional_features() {
         expiry: Some(SystemTime::now() + Duration::from_secs(86400)),
         active: Some(true),
     };
-    let ship = ShipStatus {
+    let ship = ShipFigures {
         delivered: 10,
         dead_lettered: 1,
         lag_events: 2,

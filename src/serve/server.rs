@@ -573,7 +573,7 @@ impl Server {
             .shipper
             .as_ref()
             .and_then(|s| s.status.as_ref())
-            .map(|st| metrics::ShipStatus {
+            .map(|st| metrics::ShipFigures {
                 delivered: st.delivered,
                 dead_lettered: st.dead_lettered,
                 lag_events: st.lag_events,
