@@ -166,11 +166,19 @@ fn a_timeout_kills_the_whole_process_group() {
     );
     let pid = wait_file(&s.dir.path().join("grandchild.pid"));
     let stat = format!("/proc/{}/stat", pid.trim());
-    // Gone, or a zombie waiting for its new parent: either way, not sleeping any more.
-    let alive = std::fs::read_to_string(&stat)
-        .map(|st| !st.split(") ").nth(1).unwrap_or("").starts_with('Z'))
-        .unwrap_or(false);
-    assert!(!alive, "the grandchild was killed with the group");
+    // Gone, or a zombie waiting for its new parent: either way, not sleeping any more. SIGKILL
+    // is sent by the time the line is logged, but the kernel may not have reaped the grandchild
+    // yet on a loaded machine: wait for that (its `sleep 60` would outlast the deadline).
+    let alive = || {
+        std::fs::read_to_string(&stat)
+            .map(|st| !st.split(") ").nth(1).unwrap_or("").starts_with('Z'))
+            .unwrap_or(false)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(!alive(), "the grandchild was killed with the group");
     assert!(s.stop().success());
 }
 
