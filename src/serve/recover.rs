@@ -190,12 +190,25 @@ impl Recoverer {
         }
     }
 
-    /// At shutdown: stops a run in progress (its tokens stay; the next start catches up).
+    /// At shutdown: stops a run in progress (its tokens stay; the next start catches up). The
+    /// child first hears end-of-file where it waits for the answer ("not logged") and gets a
+    /// moment to end its platform session (revoke); only then is it killed.
     pub fn stop(&mut self) {
         if let Some(run) = &mut self.run {
+            drop(run.stdin.take());
+            let deadline = std::time::Instant::now() + STOP_GRACE;
+            while std::time::Instant::now() < deadline {
+                match run.child.try_wait() {
+                    Ok(None) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                    _ => break,
+                }
+            }
             let _ = run.child.kill();
             let _ = run.child.wait();
         }
         self.run = None;
     }
 }
+
+/// How long a catch-up run in progress at shutdown may take to end its session before it is killed.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
