@@ -28,3 +28,18 @@ mod throttle;
 
 pub use config::ServeConfig;
 pub use server::serve;
+
+/// A child's stdout as a non-blocking pipe the loop polls under `token`; `None` when it cannot
+/// be (the child then runs unheard, as when it has no stdout). Shared by serve's three children.
+fn watch_stdout(
+    child: &mut std::process::Child,
+    registry: &mio::Registry,
+    token: mio::Token,
+) -> Option<mio::unix::pipe::Receiver> {
+    let mut rx = mio::unix::pipe::Receiver::from(child.stdout.take()?);
+    rx.set_nonblocking(true).ok()?;
+    registry
+        .register(&mut rx, token, mio::Interest::READABLE)
+        .ok()?;
+    Some(rx)
+}

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::unix::pipe::Receiver;
-use mio::{Interest, Registry, Token};
+use mio::{Registry, Token};
 
 use crate::metrics::RegisterStatus;
 use crate::serve::event_log::Record;
@@ -134,12 +134,7 @@ impl Reconciler {
             .stderr(Stdio::inherit());
         match cmd.spawn() {
             Ok(mut child) => {
-                let stdout = child.stdout.take().and_then(|p| {
-                    let mut rx = Receiver::from(p);
-                    rx.set_nonblocking(true).ok()?;
-                    registry.register(&mut rx, TOKEN, Interest::READABLE).ok()?;
-                    Some(rx)
-                });
+                let stdout = super::watch_stdout(&mut child, registry, TOKEN);
                 info!("registering ({why})");
                 self.run = Some(Run {
                     child,

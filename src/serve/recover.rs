@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
 use mio::unix::pipe::Receiver;
-use mio::{Interest, Registry, Token};
+use mio::{Registry, Token};
 
 /// The child's stdout pipe; just below the reconcile child's.
 pub const TOKEN: Token = Token(usize::MAX / 2 - 2);
@@ -91,12 +91,7 @@ impl Recoverer {
             .stderr(Stdio::inherit());
         match cmd.spawn() {
             Ok(mut child) => {
-                let stdout = child.stdout.take().and_then(|p| {
-                    let mut rx = Receiver::from(p);
-                    rx.set_nonblocking(true).ok()?;
-                    registry.register(&mut rx, TOKEN, Interest::READABLE).ok()?;
-                    Some(rx)
-                });
+                let stdout = super::watch_stdout(&mut child, registry, TOKEN);
                 info!("catching up on missed messages and calls ({why})");
                 self.run = Some(Run {
                     stdin: child.stdin.take(),

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mio::unix::pipe::Receiver;
-use mio::{Interest, Registry, Token};
+use mio::{Registry, Token};
 
 /// The child's stdout pipe; beside reconcile's and recover's tokens.
 pub const TOKEN: Token = Token(usize::MAX / 2 - 3);
@@ -127,12 +127,7 @@ impl Shipper {
             .stderr(Stdio::inherit());
         match cmd.spawn() {
             Ok(mut child) => {
-                let stdout = child.stdout.take().and_then(|p| {
-                    let mut rx = Receiver::from(p);
-                    rx.set_nonblocking(true).ok()?;
-                    registry.register(&mut rx, TOKEN, Interest::READABLE).ok()?;
-                    Some(rx)
-                });
+                let stdout = super::watch_stdout(&mut child, registry, TOKEN);
                 self.starts += 1;
                 info!("--ship: shipper started (pid {})", child.id());
                 self.run = Some(Run {
