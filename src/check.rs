@@ -22,7 +22,7 @@ const READ_LIMIT: u64 = 1024 * 1024;
 /// What one handshake showed.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Report {
+pub(crate) struct Report {
     /// The address probed.
     pub url: String,
     /// True when every limit was met.
@@ -46,7 +46,7 @@ pub struct Report {
 
 impl Report {
     /// The first problems, for an error message.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         self.problems.join("; ")
     }
 }
@@ -90,7 +90,7 @@ impl Report {
 }
 
 /// Performs the handshake against `url` as the platform would and judges the answer.
-pub fn probe(
+pub(crate) fn probe(
     url: &str,
     token: Option<&VerificationToken>,
     roots: &TrustRoots,
@@ -252,7 +252,7 @@ fn judge(url: &str, answer: &Answer<'_>, elapsed: Duration) -> Report {
 }
 
 /// `ringhook check URL`.
-pub fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
+pub(crate) fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
     let url = config::parse_url(&Setting {
         text: flags.positional.first().cloned().unwrap_or_default(),
         origin: "URL".into(),

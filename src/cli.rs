@@ -577,7 +577,7 @@ const SHIP: &[&Opt] = &[
 
 /// Which command runs; `lib.rs` dispatches on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cmd {
+pub(crate) enum Cmd {
     /// `ringhook serve`.
     Serve,
     /// `ringhook register`.
@@ -598,7 +598,7 @@ pub enum Cmd {
 
 /// A subcommand: its name, one-line description, positional argument and settings.
 #[derive(Debug)]
-pub struct CommandSpec {
+pub(crate) struct CommandSpec {
     /// What runs.
     pub cmd: Cmd,
     /// Subcommand name.
@@ -736,7 +736,7 @@ impl Flags {
 
 /// What the command line asks for.
 #[derive(Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Print this help text and exit 0.
     Help(String),
     /// Print the version and exit 0.
@@ -746,7 +746,7 @@ pub enum Command {
 }
 
 /// Parses the arguments (without the program name).
-pub fn parse(args: Vec<OsString>) -> Result<Command, Error> {
+pub(crate) fn parse(args: Vec<OsString>) -> Result<Command, Error> {
     let mut parser = lexopt::Parser::from_args(args);
     let mut global = Global::default();
     let mut spec: Option<&'static CommandSpec> = None;

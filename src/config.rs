@@ -195,7 +195,7 @@ pub(crate) fn invalid_text(origin: &str, text: &str, why: impl std::fmt::Display
 }
 
 /// Parses a byte size: `1048576`, `512KiB`, `1MiB`, `16kb`.
-pub fn parse_size(s: &Setting) -> Result<u64, Error> {
+pub(crate) fn parse_size(s: &Setting) -> Result<u64, Error> {
     let t = s.text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -213,7 +213,7 @@ pub fn parse_size(s: &Setting) -> Result<u64, Error> {
 }
 
 /// Parses a duration: `10s`, `500ms`, `12h`, `1h 30m`; a bare number is seconds.
-pub fn parse_duration(s: &Setting) -> Result<Duration, Error> {
+pub(crate) fn parse_duration(s: &Setting) -> Result<Duration, Error> {
     let t = s.text.trim();
     if let Ok(secs) = t.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
@@ -224,7 +224,11 @@ pub fn parse_duration(s: &Setting) -> Result<Duration, Error> {
 
 /// Parses a duration within `min..=max` (a deadline is `Instant + duration`: it must not
 /// overflow, and zero would mean "at once" where a wait is meant).
-pub fn parse_duration_in(s: &Setting, min: Duration, max: Duration) -> Result<Duration, Error> {
+pub(crate) fn parse_duration_in(
+    s: &Setting,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, Error> {
     let d = parse_duration(s)?;
     if d < min || d > max {
         return Err(invalid(
@@ -252,7 +256,7 @@ pub(crate) fn refuse_without(
 }
 
 /// Parses a whole number within `min..=max`.
-pub fn parse_count(s: &Setting, min: u64, max: u64) -> Result<u64, Error> {
+pub(crate) fn parse_count(s: &Setting, min: u64, max: u64) -> Result<u64, Error> {
     let n: u64 = s
         .text
         .trim()
@@ -265,7 +269,7 @@ pub fn parse_count(s: &Setting, min: u64, max: u64) -> Result<u64, Error> {
 }
 
 /// Parses `ADDR:PORT`, `:PORT` (all interfaces) or `[::1]:PORT`.
-pub fn parse_listen(s: &Setting) -> Result<SocketAddr, Error> {
+pub(crate) fn parse_listen(s: &Setting) -> Result<SocketAddr, Error> {
     let t = s.text.trim();
     let full = if t.starts_with(':') {
         format!("0.0.0.0{t}")
@@ -292,7 +296,7 @@ pub(crate) fn parse_path(s: &Setting) -> Result<String, Error> {
 }
 
 /// An absolute http(s) URL (a webhook address, a probe target).
-pub fn parse_url(s: &Setting) -> Result<String, Error> {
+pub(crate) fn parse_url(s: &Setting) -> Result<String, Error> {
     let t = s.text.trim();
     let uri: http::Uri = t.parse().map_err(|_| {
         invalid_text(
@@ -312,7 +316,7 @@ pub fn parse_url(s: &Setting) -> Result<String, Error> {
 }
 
 /// The extra roots from `RINGHOOK_CA_FILE`, validated at start-up.
-pub fn trust_roots(vars: &Vars) -> Result<TrustRoots, Error> {
+pub(crate) fn trust_roots(vars: &Vars) -> Result<TrustRoots, Error> {
     match vars.get(cli::CA_FILE) {
         None => Ok(TrustRoots::default()),
         Some(s) => {
@@ -323,7 +327,7 @@ pub fn trust_roots(vars: &Vars) -> Result<TrustRoots, Error> {
 
 /// The verification token from `--verification-token-file`, `WEBHOOK_VERIFICATION_TOKEN` or the
 /// tutorial's `WEBHOOK_TOKEN`, and where it came from.
-pub fn verification_token(
+pub(crate) fn verification_token(
     flags: &Flags,
     vars: &Vars,
 ) -> Result<(Option<VerificationToken>, Option<String>), Error> {

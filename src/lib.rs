@@ -7,28 +7,54 @@
 //! `serve::server` owns the sockets, `serve::event_log` owns the file, `platform` owns the
 //! RingCentral REST JSON.
 #![forbid(unsafe_code)]
+// Every module is private and its items `pub(crate)`, so the compiler reports dead code; the only
+// public surface is `run` and the few items `internals` re-exports for the tests and fuzz targets.
+#![warn(unreachable_pub)]
 
 #[macro_use]
-pub mod oplog;
+mod oplog;
+// A feature that is off still has its unit tests built; its code is then used by them alone.
 #[cfg(any(feature = "catchup", test))]
-pub mod catchup;
-pub mod check;
-pub mod cli;
-pub mod config;
-pub mod error;
-pub mod metrics;
-/// Public: `tests/nats.rs` drives a real nats-server through this client.
+#[cfg_attr(not(feature = "catchup"), allow(dead_code))]
+mod catchup;
+mod check;
+mod cli;
+mod config;
+mod error;
+mod metrics;
 #[cfg(any(feature = "ship", test))]
-pub mod nats;
+#[cfg_attr(not(feature = "ship"), allow(dead_code))]
+mod nats;
 mod output;
-pub mod platform;
-pub mod register;
-pub mod secret;
-pub mod serve;
+mod platform;
+mod register;
+mod secret;
+mod serve;
 #[cfg(any(feature = "ship", test))]
-pub mod ship;
-pub mod tail;
-pub mod webhook;
+#[cfg_attr(not(feature = "ship"), allow(dead_code))]
+mod ship;
+mod tail;
+mod webhook;
+
+/// What `tests/` and `fuzz/` drive without the binary: the metrics renderer (checked by
+/// promtool), the NATS client (against a real nats-server), the request policy and the
+/// configuration parsers (fuzzed). Not a stable API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::cli::Flags;
+    pub use crate::config::{Vars, parse_env};
+    pub use crate::metrics::{
+        Counters, ExecOutcomes, Histogram, Process, RegisterStatus, Scrape, ShipFigures, render,
+    };
+    #[cfg(any(feature = "ship", test))]
+    pub use crate::nats::{Auth, Conn, ServerOp, status_of};
+    pub use crate::oplog::set_quiet;
+    pub use crate::platform::TrustRoots;
+    pub use crate::secret::{Secret, VerificationToken};
+    pub use crate::serve::config::{SERVE_VARIABLES, ServeConfig};
+    pub use crate::serve::exchange::check_invariants;
+    pub use crate::serve::policy::Policy;
+}
 
 use error::Error;
 

@@ -9,7 +9,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The `Content-Type` of a scrape.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
 /// What the receiver counts. `serve` logs them at shutdown; `--metrics-path` exposes them.
 #[derive(Debug, Default, Clone)]

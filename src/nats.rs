@@ -44,7 +44,7 @@ pub enum ServerOp {
 
 /// Parses the first operation in `buf`: `Ok(None)` when it is not all there yet, else the
 /// operation and the bytes it took.
-pub fn parse(buf: &[u8]) -> Result<Option<(ServerOp, usize)>, String> {
+pub(crate) fn parse(buf: &[u8]) -> Result<Option<(ServerOp, usize)>, String> {
     let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
         if buf.len() > MAX_CONTROL {
             return Err("control line too long".into());

@@ -15,7 +15,7 @@ pub fn set_quiet(quiet: bool) {
 }
 
 /// Writes one line to stderr. A failing stderr is ignored: the receiver must not stop for it.
-pub fn emit(level: &str, args: std::fmt::Arguments<'_>) {
+pub(crate) fn emit(level: &str, args: std::fmt::Arguments<'_>) {
     if QUIET.load(Ordering::Relaxed) {
         return;
     }

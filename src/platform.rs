@@ -29,7 +29,7 @@ const MAX_PAGES: usize = 10_000;
 /// What went wrong talking to the platform.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum PlatformError {
+pub(crate) enum PlatformError {
     /// The platform answered with an error status.
     Api {
         /// HTTP status.
@@ -71,7 +71,7 @@ pub enum PlatformError {
 
 impl PlatformError {
     /// What the user can do about it, when we know.
-    pub fn hint(&self) -> Option<String> {
+    pub(crate) fn hint(&self) -> Option<String> {
         let hint = match self {
             PlatformError::Api { status, code, .. } => {
                 let code = code.as_deref().unwrap_or("");
@@ -210,11 +210,6 @@ impl TrustRoots {
         })
     }
 
-    /// How many certificates the CA file added.
-    pub fn extra_count(&self) -> usize {
-        self.extra.as_ref().map_or(0, |c| c.len())
-    }
-
     /// The CA file's certificates (DER), for TLS outside the HTTP client (`ship`'s NATS).
     pub fn der_certificates(&self) -> Option<Vec<&[u8]>> {
         self.extra
@@ -235,7 +230,7 @@ impl TrustRoots {
 
 /// An HTTP agent as every outbound call uses it: our user agent, the roots, no redirects, and
 /// error statuses handed back as answers so their bodies can be read.
-pub fn agent(roots: &TrustRoots, connect: Duration, overall: Duration) -> ureq::Agent {
+pub(crate) fn agent(roots: &TrustRoots, connect: Duration, overall: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -248,7 +243,7 @@ pub fn agent(roots: &TrustRoots, connect: Duration, overall: Duration) -> ureq::
 }
 
 /// Describes a failed call of the HTTP client; `tls` is true for certificate trouble.
-pub fn describe_transport(e: &ureq::Error) -> (String, bool) {
+pub(crate) fn describe_transport(e: &ureq::Error) -> (String, bool) {
     match e {
         ureq::Error::Rustls(r) => (format!("TLS: {r}"), true),
         ureq::Error::Tls(t) => (format!("TLS: {t}"), true),
@@ -267,7 +262,7 @@ pub fn describe_transport(e: &ureq::Error) -> (String, bool) {
 
 /// How calls are retried.
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// Total time a run may spend waiting on 429 answers.
     pub max_wait: Duration,
     /// Retries after a 5xx or a network failure.
@@ -325,7 +320,7 @@ impl<'a> Backoff<'a> {
 
 /// Where and as whom to talk to the platform.
 #[derive(Debug, Clone)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// `https://platform.ringcentral.com`, without a trailing slash.
     pub server: String,
     /// The app's client id.
@@ -340,7 +335,7 @@ pub struct Endpoint {
 
 /// How the user proves who they are.
 #[derive(Debug, Clone)]
-pub enum Credentials {
+pub(crate) enum Credentials {
     /// The JWT grant (RingCentral's current flow).
     Jwt(Secret),
     /// The password grant, ended by RingCentral on 2024-03-31; kept for old accounts.
@@ -356,14 +351,14 @@ pub enum Credentials {
 
 /// An extension of the account, as far as filters need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Extension {
+pub(crate) struct Extension {
     /// Internal id (digits), as used in filters.
     pub id: String,
 }
 
 /// A subscription as the platform reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subscription {
+pub(crate) struct Subscription {
     /// Its id.
     pub id: String,
     /// `Active`, `Blacklisted` (older docs also `Suspended`).
@@ -386,14 +381,14 @@ pub struct Subscription {
 
 impl Subscription {
     /// True for an active WebHook subscription.
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         self.status.eq_ignore_ascii_case("Active")
     }
 }
 
 /// A new subscription.
 #[derive(Debug, Clone)]
-pub struct NewSubscription<'a> {
+pub(crate) struct NewSubscription<'a> {
     /// Event filters.
     pub filters: &'a [String],
     /// Delivery address.
@@ -820,7 +815,7 @@ impl Transport {
 }
 
 /// An authenticated session. End it with [`Session::revoke`].
-pub struct Session {
+pub(crate) struct Session {
     http: Transport,
     access: Secret,
     owner_id: Option<String>,
@@ -836,12 +831,15 @@ impl fmt::Debug for Session {
 }
 
 /// Connect timeout for platform calls (less when [`Policy::timeout`] is less).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default whole-call timeout for platform calls (a 1000-record page included).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Obtains an access token with Basic client authentication.
-pub fn login(endpoint: Endpoint, credentials: &Credentials) -> Result<Session, PlatformError> {
+pub(crate) fn login(
+    endpoint: Endpoint,
+    credentials: &Credentials,
+) -> Result<Session, PlatformError> {
     let overall = endpoint.policy.timeout;
     let http = Transport {
         agent: agent(&endpoint.roots, CONNECT_TIMEOUT.min(overall), overall),
@@ -894,7 +892,7 @@ pub fn login(endpoint: Endpoint, credentials: &Credentials) -> Result<Session, P
 
 impl Session {
     /// The extension id the token belongs to (`owner_id`), which `~` stands for in filters.
-    pub fn owner_id(&self) -> Option<&str> {
+    pub(crate) fn owner_id(&self) -> Option<&str> {
         self.owner_id.as_deref()
     }
 
@@ -923,7 +921,7 @@ impl Session {
 
     /// Every extension of the account of the given types and statuses, following
     /// `navigation.nextPage` to the end.
-    pub fn extensions(
+    pub(crate) fn extensions(
         &self,
         types: &[String],
         statuses: &[String],
@@ -974,7 +972,7 @@ impl Session {
     }
 
     /// The subscriptions of this app and user.
-    pub fn subscriptions(&self) -> Result<Vec<Subscription>, PlatformError> {
+    pub(crate) fn subscriptions(&self) -> Result<Vec<Subscription>, PlatformError> {
         let url = self.http.url("/restapi/v1.0/subscription");
         let body = Self::expect(self.get("list subscriptions", &url)?, 200)?;
         let list: SubscriptionList = parse_json("the subscription list", &body)?;
@@ -985,7 +983,7 @@ impl Session {
     /// again and adopts a new active subscription at the address (one not among `known_ids`).
     /// Only after a 5xx or a failed connection that created nothing is the create sent again; a
     /// timed-out create may still complete on the platform, so it is not (the next run finds it).
-    pub fn create_subscription(
+    pub(crate) fn create_subscription(
         &self,
         new: &NewSubscription<'_>,
         known_ids: &[String],
@@ -1065,7 +1063,7 @@ impl Session {
     }
 
     /// Replaces the filters (and asks for a new lifetime) of a subscription, keeping its id.
-    pub fn update_subscription(
+    pub(crate) fn update_subscription(
         &self,
         id: &str,
         filters: &[String],
@@ -1093,7 +1091,7 @@ impl Session {
     }
 
     /// Extends a subscription's life.
-    pub fn renew_subscription(&self, id: &str) -> Result<Subscription, PlatformError> {
+    pub(crate) fn renew_subscription(&self, id: &str) -> Result<Subscription, PlatformError> {
         let url = self
             .http
             .url(&format!("/restapi/v1.0/subscription/{id}/renew"));
@@ -1111,7 +1109,7 @@ impl Session {
     }
 
     /// Deletes a subscription; one that is already gone counts as deleted.
-    pub fn delete_subscription(&self, id: &str) -> Result<(), PlatformError> {
+    pub(crate) fn delete_subscription(&self, id: &str) -> Result<(), PlatformError> {
         let url = self.http.url(&format!("/restapi/v1.0/subscription/{id}"));
         let auth = self.bearer();
         let answer = self.http.send("delete subscription", true, |agent| {
@@ -1128,7 +1126,7 @@ impl Session {
     }
 
     /// Ends the session (best effort, one try: the platform allows few parallel sessions).
-    pub fn revoke(self) -> Result<(), PlatformError> {
+    pub(crate) fn revoke(self) -> Result<(), PlatformError> {
         let url = self.http.url("/restapi/oauth/revoke");
         let auth = self.http.basic();
         let result = self
@@ -1159,11 +1157,16 @@ impl Session {
 
 // ---- Raw reads (catchup) ----------------------------------------------------------------------
 
+#[cfg(any(feature = "catchup", test))]
 impl Session {
     /// GETs `target` (a path, or an absolute URL on the configured server such as a
     /// `navigation.nextPage`) under the retry policy, and hands back the status and the body as
     /// sent: `catchup` keeps records byte for byte and reads error codes itself.
-    pub fn get_bytes(&self, what: &str, target: &str) -> Result<(u16, Vec<u8>), PlatformError> {
+    pub(crate) fn get_bytes(
+        &self,
+        what: &str,
+        target: &str,
+    ) -> Result<(u16, Vec<u8>), PlatformError> {
         let url = if target.starts_with('/') {
             self.http.url(target)
         } else if target.starts_with(&format!("{}/", self.http.endpoint.server)) {
@@ -1180,7 +1183,7 @@ impl Session {
     }
 
     /// The one-line error an error answer stands for.
-    pub fn error_of(status: u16, body: &[u8]) -> PlatformError {
+    pub(crate) fn error_of(status: u16, body: &[u8]) -> PlatformError {
         api_error(status, body)
     }
 }

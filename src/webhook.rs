@@ -12,20 +12,20 @@ use http::HeaderName;
 use serde::Deserialize;
 
 /// The header RingCentral sends when a subscription is created, to be echoed back.
-pub const VALIDATION_TOKEN: HeaderName = HeaderName::from_static("validation-token");
+pub(crate) const VALIDATION_TOKEN: HeaderName = HeaderName::from_static("validation-token");
 /// The header carrying the shared secret on every notification.
-pub const VERIFICATION_TOKEN: HeaderName = HeaderName::from_static("verification-token");
+pub(crate) const VERIFICATION_TOKEN: HeaderName = HeaderName::from_static("verification-token");
 
 /// The platform's limit on a webhook answer (status line, headers and body): larger answers get
 /// the endpoint blacklisted.
-pub const MAX_ANSWER_BYTES: usize = 1024;
+pub(crate) const MAX_ANSWER_BYTES: usize = 1024;
 
 /// The platform's limit on answering the validation handshake.
-pub const TIME_LIMIT: Duration = Duration::from_millis(3000);
+pub(crate) const TIME_LIMIT: Duration = Duration::from_millis(3000);
 
 /// The fields of a notification body that ringhook reads; the rest is kept as sent.
 #[derive(Debug, Default, Deserialize)]
-pub struct Envelope {
+pub(crate) struct Envelope {
     /// Unique per notification: the key that drops redeliveries.
     pub uuid: Option<String>,
     /// The event filter that matched, e.g. `/restapi/v1.0/account/~/extension/101/presence`.
@@ -39,7 +39,7 @@ pub struct Envelope {
 
 impl Envelope {
     /// The envelope of `body`, or `None` when it is not a JSON object with these fields' types.
-    pub fn parse(body: &[u8]) -> Option<Envelope> {
+    pub(crate) fn parse(body: &[u8]) -> Option<Envelope> {
         serde_json::from_slice(body).ok()
     }
 }

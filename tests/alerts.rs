@@ -51,7 +51,7 @@ fn every_alert_has_a_test_and_uses_only_real_families() {
     }
 
     // The families a receiver with every feature exposes (rendered by the receiver's own code).
-    use ringhook::metrics::*;
+    use ringhook::internals::*;
     let r = RegisterStatus {
         expiry: Some(SystemTime::now() + Duration::from_secs(60)),
         active: Some(true),

@@ -319,7 +319,7 @@ fn register_runs_and_the_subscription_show() {
 
 #[test]
 fn every_family_passes_promtool_even_those_of_optional_features() {
-    use ringhook::metrics::*;
+    use ringhook::internals::*;
     let mut c = Counters::default();
     c.responses.count(200);
     c.last_notification = Some(SystemTime::now());

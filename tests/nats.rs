@@ -10,8 +10,8 @@ use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use ringhook::nats::{Auth, Conn, ServerOp};
-use ringhook::platform::TrustRoots;
+use ringhook::internals::TrustRoots;
+use ringhook::internals::{Auth, Conn, ServerOp};
 
 use crate::ship::{append, run, ship, wait_output};
 use crate::support::PATIENCE;
@@ -306,7 +306,7 @@ fn the_protocol_subset_against_a_real_server() {
         "{ack}"
     );
     let (hdrs, _) = pub_once("nostream.a");
-    assert_eq!(ringhook::nats::status_of(&hdrs.unwrap()), Some(503));
+    assert_eq!(ringhook::internals::status_of(&hdrs.unwrap()), Some(503));
 }
 
 #[test]
@@ -353,8 +353,8 @@ fn credentials_from_the_environment_and_refusals() {
         false,
         &Auth {
             user: Some((
-                ringhook::secret::Secret::new("ship"),
-                ringhook::secret::Secret::new("pw-9x"),
+                ringhook::internals::Secret::new("ship"),
+                ringhook::internals::Secret::new("pw-9x"),
             )),
             token: None,
         },

@@ -4,6 +4,7 @@ mod support;
 
 #[cfg(feature = "catchup")]
 mod alerts;
+#[cfg(feature = "catchup")]
 mod catchup;
 mod check;
 mod exec;

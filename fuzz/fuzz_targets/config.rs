@@ -3,9 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringhook::cli::Flags;
-use ringhook::config::{Vars, parse_env};
-use ringhook::serve::config::{SERVE_VARIABLES, ServeConfig};
+use ringhook::internals::Flags;
+use ringhook::internals::{Vars, parse_env};
+use ringhook::internals::{SERVE_VARIABLES, ServeConfig};
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_env(data);

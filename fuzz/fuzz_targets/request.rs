@@ -5,11 +5,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringhook::serve::policy::Policy;
-use ringhook::secret::{Secret, VerificationToken};
+use ringhook::internals::Policy;
+use ringhook::internals::{Secret, VerificationToken};
 
 fuzz_target!(|data: &[u8]| {
-    ringhook::oplog::set_quiet(true);
+    ringhook::internals::set_quiet(true);
     if data.len() < 5 {
         return;
     }
@@ -21,5 +21,5 @@ fuzz_target!(|data: &[u8]| {
         max_body: 4096,
     };
     let cuts: Vec<usize> = data[1..5].iter().map(|&b| b as usize).collect();
-    ringhook::serve::exchange::check_invariants(&data[5..], &cuts, &policy);
+    ringhook::internals::check_invariants(&data[5..], &cuts, &policy);
 });

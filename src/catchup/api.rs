@@ -21,7 +21,7 @@ use super::record::Head;
 
 /// A record fetched, with the endpoint it came from.
 #[derive(Debug)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     /// `message-sync`, `message-store`, `call-log-sync` or `call-log`.
     pub source: &'static str,
     /// As sent.
@@ -32,7 +32,7 @@ pub struct Fetched {
 
 /// Why a kind was not (fully) caught up.
 #[derive(Debug)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The app lacks this permission (403 InsufficientPermissions / CMN-401).
     Permission(String),
     /// Over the rate limit, or out of this run's budget: the rest is for the next run.
@@ -43,7 +43,7 @@ pub enum Failure {
 
 /// One kind of sync: where it lives and what its frame asks for.
 #[derive(Debug)]
-pub struct Target {
+pub(crate) struct Target {
     /// `…/message-sync` or `…/call-log-sync`.
     pub sync: String,
     /// `…/message-store` or `…/call-log`, for the older part of a full sync.
@@ -183,7 +183,7 @@ fn oldest(records: &[Fetched], fallback: SystemTime) -> SystemTime {
 
 /// What one kind's sync brought: its records, the sync point to store, and why it stopped short.
 #[derive(Debug)]
-pub struct Synced {
+pub(crate) struct Synced {
     /// Records in the order fetched (newest first within a page).
     pub records: Vec<Fetched>,
     /// The new sync point; `None` when nothing moved.
@@ -196,7 +196,7 @@ pub struct Synced {
 
 /// Syncs one kind: the `step` `plan::step` chose, an FSync instead when the platform asks, then
 /// as much of the older part as the budget allows. `full_from` is where a forced FSync starts.
-pub fn sync(
+pub(crate) fn sync(
     session: &Session,
     budget: &mut Budget,
     t: &Target,

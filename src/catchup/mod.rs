@@ -12,9 +12,9 @@
 //! repairs a torn tail at start; a second writer could be cut away. So `catchup` appends only
 //! under an exclusive `flock` of the log, which it cannot get while a receiver holds it.
 
-pub mod api;
-pub mod plan;
-pub mod record;
+pub(crate) mod api;
+pub(crate) mod plan;
+pub(crate) mod record;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -331,7 +331,7 @@ fn describe(f: &Failure) -> String {
 }
 
 /// `ringhook catchup`.
-pub fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
+pub(crate) fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
     let s = settings(flags, vars)?;
     let server = &s.manage.platform.endpoint.server;
     let saved = state::load(&s.state_path)?

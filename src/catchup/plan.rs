@@ -8,25 +8,25 @@ use std::time::{Duration, SystemTime};
 use crate::register::state::SyncPoint;
 
 /// Message types the message store knows ([SPEC] MessageTypeEnum, sent as `messageType`).
-pub const MESSAGE_TYPES: &[&str] = &["SMS", "Pager", "VoiceMail", "Fax"];
+pub(crate) const MESSAGE_TYPES: &[&str] = &["SMS", "Pager", "VoiceMail", "Fax"];
 
 /// Call Log Sync returns at most this many records; an ISync that brings this many may have lost
 /// some, and its FSync (`recordCount` max 250) leaves older ones to the call-log list.
-pub const MAX_SYNC_RECORDS: usize = 250;
+pub(crate) const MAX_SYNC_RECORDS: usize = 250;
 
 /// Records created this long before the last sync point still count: the platform syncs with an
 /// overlap (5 s), and messages and calls reach the stores a little after they happen.
-pub const MESSAGE_SLACK: Duration = Duration::from_secs(3600);
+pub(crate) const MESSAGE_SLACK: Duration = Duration::from_secs(3600);
 /// A call reaches the call log when it ends (15–30 s after): its start may be hours before.
-pub const CALL_SLACK: Duration = Duration::from_secs(3 * 3600);
+pub(crate) const CALL_SLACK: Duration = Duration::from_secs(3 * 3600);
 /// The call log reaches back 30 days at most ([SPEC] syncAccountCallLog `dateFrom`).
-pub const CALL_LOG_DEPTH: Duration = Duration::from_secs(30 * 86_400 - 3600);
+pub(crate) const CALL_LOG_DEPTH: Duration = Duration::from_secs(30 * 86_400 - 3600);
 /// Without a sync point, a notification or `--since`: the platform's own default window.
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(86_400);
+pub(crate) const DEFAULT_WINDOW: Duration = Duration::from_secs(86_400);
 
 /// One message type (and direction, when the filter names one) a filter asks for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct MessageKind {
+pub(crate) struct MessageKind {
     /// `SMS`, `Pager`, `VoiceMail` or `Fax`.
     pub kind: &'static str,
     /// `Inbound` or `Outbound`; `None` for both.
@@ -35,7 +35,7 @@ pub struct MessageKind {
 
 /// Which calls the filters cover.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallScope {
+pub(crate) enum CallScope {
     /// An account-level telephony or presence filter: every extension's calls.
     Account,
     /// The calls of these extensions only.
@@ -44,7 +44,7 @@ pub enum CallScope {
 
 /// What the subscription's filters cover, and so what `catchup` may fetch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Coverage {
+pub(crate) struct Coverage {
     /// Account id as the filters name it (`~` when they do not).
     pub account: String,
     /// Message kinds by extension id.
@@ -55,12 +55,12 @@ pub struct Coverage {
 
 impl Coverage {
     /// True when no filter covers messages or calls.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.messages.is_empty() && self.calls.is_none()
     }
 
     /// True when a message of `kind` and `direction` for `extension` is covered.
-    pub fn covers_message(&self, extension: &str, kind: &str, direction: &str) -> bool {
+    pub(crate) fn covers_message(&self, extension: &str, kind: &str, direction: &str) -> bool {
         self.messages.get(extension).is_some_and(|kinds| {
             kinds
                 .iter()
@@ -69,7 +69,7 @@ impl Coverage {
     }
 
     /// True when a call of `extension` (`None`: the record does not say) is covered.
-    pub fn covers_call(&self, extension: Option<&str>) -> bool {
+    pub(crate) fn covers_call(&self, extension: Option<&str>) -> bool {
         match (&self.calls, extension) {
             (None, _) => false,
             (Some(CallScope::Account), _) => true,
@@ -81,7 +81,7 @@ impl Coverage {
 
     /// The `messageType` set a Message Sync frame for `extension` asks for, as stored with its
     /// token (a changed set needs a new frame).
-    pub fn frame(&self, extension: &str) -> String {
+    pub(crate) fn frame(&self, extension: &str) -> String {
         let mut kinds: Vec<&str> = self.messages[extension].iter().map(|k| k.kind).collect();
         kinds.sort_unstable();
         kinds.dedup();
@@ -98,7 +98,7 @@ fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// Reads what `filters` (as the platform reports them, ids in place of `~`) cover.
-pub fn coverage(filters: &[String]) -> Coverage {
+pub(crate) fn coverage(filters: &[String]) -> Coverage {
     let mut c = Coverage {
         account: "~".into(),
         ..Coverage::default()
@@ -170,7 +170,7 @@ pub fn coverage(filters: &[String]) -> Coverage {
 
 /// Which sync to ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Changes since the token.
     ISync {
         /// The stored token.
@@ -187,7 +187,7 @@ pub enum Step {
 
 /// Where a full sync starts without a usable token: `--since`, else where the last sync reached,
 /// else the last notification in the log, else the platform's default day.
-pub fn full_from(
+pub(crate) fn full_from(
     since: Option<SystemTime>,
     point: Option<&SyncPoint>,
     last_notification: Option<SystemTime>,
@@ -200,7 +200,7 @@ pub fn full_from(
 }
 
 /// ISync when there is a token for this very frame and no `--since`; FSync otherwise.
-pub fn step(
+pub(crate) fn step(
     since: Option<SystemTime>,
     point: Option<&SyncPoint>,
     frame: &str,
@@ -226,7 +226,7 @@ pub fn step(
 /// True when an error answer to an ISync means the token is no good and a full sync is due:
 /// MSG-333, CLG-101…105, and "Parameter [syncToken] is invalid" (CMN-101, also sent when more
 /// than 250 call-log records arrived since the token).
-pub fn needs_full_sync(status: u16, code: Option<&str>, text: &str) -> bool {
+pub(crate) fn needs_full_sync(status: u16, code: Option<&str>, text: &str) -> bool {
     if status != 400 {
         return false;
     }
@@ -241,7 +241,7 @@ pub fn needs_full_sync(status: u16, code: Option<&str>, text: &str) -> bool {
 
 /// The platform's rate groups `catchup` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Group {
+pub(crate) enum Group {
     /// Message Sync and the message list (50 a minute).
     Light,
     /// Every call-log endpoint (10 a minute).
@@ -250,7 +250,7 @@ pub enum Group {
 
 /// Requests one run may make; what does not fit is left for the next run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Budget {
+pub(crate) struct Budget {
     /// Light requests left.
     pub light: u32,
     /// Heavy requests left.
@@ -270,7 +270,7 @@ impl Default for Budget {
 
 impl Budget {
     /// Takes one request of `group`; false when none is left.
-    pub fn take(&mut self, group: Group) -> bool {
+    pub(crate) fn take(&mut self, group: Group) -> bool {
         let left = match group {
             Group::Light => &mut self.light,
             Group::Heavy => &mut self.heavy,
@@ -285,7 +285,7 @@ impl Budget {
 
 /// What a run recovered, for the summary line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tally {
+pub(crate) struct Tally {
     /// Messages by type, in [`MESSAGE_TYPES`] order of first appearance.
     pub messages: Vec<(String, usize)>,
     /// Calls.
@@ -294,7 +294,7 @@ pub struct Tally {
 
 impl Tally {
     /// Counts one message of `kind`.
-    pub fn message(&mut self, kind: &str) {
+    pub(crate) fn message(&mut self, kind: &str) {
         match self.messages.iter_mut().find(|(k, _)| k == kind) {
             Some((_, n)) => *n += 1,
             None => self.messages.push((kind.to_string(), 1)),
@@ -302,7 +302,7 @@ impl Tally {
     }
 
     /// Messages in all.
-    pub fn message_count(&self) -> usize {
+    pub(crate) fn message_count(&self) -> usize {
         self.messages.iter().map(|(_, n)| n).sum()
     }
 }
@@ -321,7 +321,7 @@ fn plural(n: usize, one: &str) -> String {
 }
 
 /// `recovered 3 messages (2 SMS, 1 voicemail) and 5 calls for 2026-11-23T02:10Z…04:55Z`.
-pub fn summary(tally: &Tally, from: SystemTime, to: SystemTime, dry_run: bool) -> String {
+pub(crate) fn summary(tally: &Tally, from: SystemTime, to: SystemTime, dry_run: bool) -> String {
     let mut counts = tally.messages.clone();
     // Most first; ties in the store's type order.
     counts.sort_by_key(|(k, n)| {

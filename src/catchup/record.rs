@@ -22,10 +22,10 @@ use serde_json::value::RawValue;
 /// The fields of a message or call-log record that `catchup` reads; the record is kept whole.
 /// (A plain `Value`, not a derived struct: the binary already carries its parser.)
 #[derive(Debug, Default)]
-pub struct Head(Value);
+pub(crate) struct Head(Value);
 
 /// An id as text: `606090030016` whether it came as a number or a string.
-pub fn id_text(v: Option<&Value>) -> Option<String> {
+pub(crate) fn id_text(v: Option<&Value>) -> Option<String> {
     match v? {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -41,7 +41,7 @@ fn parse_time(t: &str) -> Option<SystemTime> {
 
 impl Head {
     /// Reads the head of `raw` (a record that is not an object reads as empty).
-    pub fn parse(raw: &RawValue) -> Head {
+    pub(crate) fn parse(raw: &RawValue) -> Head {
         Head(serde_json::from_slice(raw.get().as_bytes()).unwrap_or_default())
     }
 
@@ -50,38 +50,38 @@ impl Head {
     }
 
     /// The id (a number in the message store, a string in the call log) as text.
-    pub fn id(&self) -> Option<String> {
+    pub(crate) fn id(&self) -> Option<String> {
         id_text(self.0.get("id"))
     }
 
     /// Message: `SMS`, `VoiceMail`, …; call: `Voice`, `Fax`.
-    pub fn kind(&self) -> &str {
+    pub(crate) fn kind(&self) -> &str {
         self.text("type").unwrap_or("")
     }
 
     /// `Inbound` / `Outbound`.
-    pub fn direction(&self) -> &str {
+    pub(crate) fn direction(&self) -> &str {
         self.text("direction").unwrap_or("")
     }
 
     /// The record's time: creation (message) or start (call).
-    pub fn time(&self) -> Option<SystemTime> {
+    pub(crate) fn time(&self) -> Option<SystemTime> {
         parse_time(self.text("creationTime").or(self.text("startTime"))?)
     }
 
     /// False for what the sync APIs return about deleted records (id and availability only).
-    pub fn alive(&self) -> bool {
+    pub(crate) fn alive(&self) -> bool {
         self.0.get("deleted").and_then(Value::as_bool) != Some(true)
             && self.text("availability").is_none_or(|a| a == "Alive")
     }
 
     /// Call (account call log): whose call it is.
-    pub fn extension(&self) -> Option<String> {
+    pub(crate) fn extension(&self) -> Option<String> {
         id_text(self.0.get("extension")?.get("id"))
     }
 
     /// Call: its session ids (telephony, legacy), as notifications name them.
-    pub fn sessions(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn sessions(&self) -> impl Iterator<Item = &str> {
         ["telephonySessionId", "sessionId"]
             .into_iter()
             .filter_map(|k| self.text(k))
@@ -90,7 +90,7 @@ impl Head {
 
 /// Builds the log line for `record` recovered from `source` (`scope` is `("extensionId", id)` or
 /// `("accountId", id)`) at `received_at`.
-pub fn line(
+pub(crate) fn line(
     received_at: SystemTime,
     source: &str,
     scope: (&str, &str),
@@ -141,7 +141,7 @@ fn minify_into(json: &[u8], out: &mut Vec<u8>) {
 /// What the log already holds, read from its end back to a point in time: keys `m:` message
 /// ids, `c:` call-log record ids, `s:` session ids (one set, one hash table's code).
 #[derive(Debug, Default)]
-pub struct Seen {
+pub(crate) struct Seen {
     keys: HashSet<String>,
     /// `receivedAt` of the newest notification (not a recovered line).
     pub last_notification: Option<SystemTime>,
@@ -149,17 +149,17 @@ pub struct Seen {
 
 impl Seen {
     /// Remembers `key` (`m:606090030016`); false when it was there already.
-    pub fn insert(&mut self, key: String) -> bool {
+    pub(crate) fn insert(&mut self, key: String) -> bool {
         self.keys.insert(key)
     }
 
     /// True when the log holds the message `id`.
-    pub fn has_message(&self, id: &str) -> bool {
+    pub(crate) fn has_message(&self, id: &str) -> bool {
         self.keys.contains(&format!("m:{id}"))
     }
 
     /// True when the call `head` (id `id`) is in the log, itself or through its session.
-    pub fn has_call(&self, id: &str, head: &Head) -> bool {
+    pub(crate) fn has_call(&self, id: &str, head: &Head) -> bool {
         self.keys.contains(&format!("c:{id}"))
             || head
                 .sessions()
@@ -227,7 +227,7 @@ const BLOCK: u64 = 64 * 1024;
 /// Reads the log at `file` backwards from its last whole line until a line received before
 /// `back_to` (or the start), collecting what [`Seen`] holds. With `first_notification`, stops at
 /// the newest notification instead (all that a first run needs to know before fetching).
-pub fn scan(
+pub(crate) fn scan(
     mut file: &File,
     back_to: Option<SystemTime>,
     first_notification: bool,

@@ -5,9 +5,9 @@
 //! out, records what it owns, and signs out. A second run with the same configuration makes no
 //! changing call.
 
-pub mod plan;
-pub mod settings;
-pub mod state;
+pub(crate) mod plan;
+pub(crate) mod settings;
+pub(crate) mod state;
 
 use std::fmt::Write as _;
 use std::time::SystemTime;
@@ -287,7 +287,7 @@ fn filters_text(n: usize) -> String {
 }
 
 /// `ringhook register`.
-pub fn run_register(flags: &Flags, vars: &Vars) -> Result<(), Error> {
+pub(crate) fn run_register(flags: &Flags, vars: &Vars) -> Result<(), Error> {
     let s = RegisterSettings::resolve(flags, vars)?;
     let saved = state::load(&s.state_path)?.filter(|st| st.server == s.platform.endpoint.server);
     let dry_run = flags.switch(&cli::DRY_RUN);
@@ -340,7 +340,7 @@ fn load_state(path: Option<&std::path::PathBuf>, server: &str) -> Result<Option<
 }
 
 /// `ringhook list`.
-pub fn run_list(flags: &Flags, vars: &Vars) -> Result<(), Error> {
+pub(crate) fn run_list(flags: &Flags, vars: &Vars) -> Result<(), Error> {
     let s = ManageSettings::resolve(flags, vars)?;
     let saved = load_state(s.state_path.as_ref(), &s.platform.endpoint.server)?;
     let subs = with_session(&s.platform, |session| {
@@ -443,7 +443,7 @@ struct Unregistered {
 }
 
 /// `ringhook unregister`.
-pub fn run_unregister(flags: &Flags, vars: &Vars) -> Result<(), Error> {
+pub(crate) fn run_unregister(flags: &Flags, vars: &Vars) -> Result<(), Error> {
     let s = ManageSettings::resolve(flags, vars)?;
     let saved = load_state(s.state_path.as_ref(), &s.platform.endpoint.server)?;
     let id = flags.value(&cli::ID).map(str::to_string);

@@ -18,7 +18,7 @@ use crate::platform::Subscription;
 
 /// What the configuration asks for.
 #[derive(Debug, Clone)]
-pub struct Wanted<'a> {
+pub(crate) struct Wanted<'a> {
     /// Delivery address.
     pub address: &'a str,
     /// Event filters, `{extensionId}` already expanded.
@@ -29,7 +29,7 @@ pub struct Wanted<'a> {
 
 /// What the state file says this installation owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owned {
+pub(crate) struct Owned {
     /// Subscription id.
     pub id: String,
     /// Lifetime the platform granted at the last create, renew or update, in seconds.
@@ -38,7 +38,7 @@ pub struct Owned {
 
 /// The one action of a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// All is well.
     Nothing,
     /// Extend the kept subscription's life.
@@ -55,7 +55,7 @@ pub enum Action {
 
 impl Action {
     /// The word for reports: `created`, `renewed`... (`nothing` for nothing).
-    pub fn done(self) -> &'static str {
+    pub(crate) fn done(self) -> &'static str {
         match self {
             Action::Nothing => "nothing",
             Action::Renew => "renewed",
@@ -67,7 +67,7 @@ impl Action {
     }
 
     /// The word for a dry run: `create`, `renew`...
-    pub fn verb(self) -> &'static str {
+    pub(crate) fn verb(self) -> &'static str {
         match self {
             Action::Nothing => "nothing",
             Action::Renew => "renew",
@@ -79,14 +79,14 @@ impl Action {
     }
 
     /// True when the action creates a subscription (and so needs the handshake to pass).
-    pub fn creates(self) -> bool {
+    pub(crate) fn creates(self) -> bool {
         matches!(self, Action::Replace | Action::Move | Action::Create)
     }
 }
 
 /// Why a subscription is deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Why {
+pub(crate) enum Why {
     /// Another active one at our address is kept.
     Duplicate,
     /// Not active (the status, and the blacklist reason when given).
@@ -107,7 +107,7 @@ impl std::fmt::Display for Why {
 
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// The one action.
     pub action: Action,
     /// The subscription kept (for nothing, renew and update).
@@ -119,7 +119,11 @@ pub struct Plan {
 /// A filter in a form the platform's rewrites do not change: the account segment as `~` (a
 /// token only ever sees its own account), the token owner's extension id as `~`, the
 /// subscription's own id as `~`, no trailing slash, query parameters sorted.
-pub fn normalise(filter: &str, owner_id: Option<&str>, subscription_id: Option<&str>) -> String {
+pub(crate) fn normalise(
+    filter: &str,
+    owner_id: Option<&str>,
+    subscription_id: Option<&str>,
+) -> String {
     let (path, query) = match filter.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (filter, None),
@@ -161,7 +165,7 @@ fn filter_set<'a>(
 }
 
 /// True when `sub` has the wanted filters, whatever ids the platform wrote in for `~`.
-pub fn same_filters(sub: &Subscription, wanted: &[String], owner_id: Option<&str>) -> bool {
+pub(crate) fn same_filters(sub: &Subscription, wanted: &[String], owner_id: Option<&str>) -> bool {
     filter_set(&sub.filters, owner_id, Some(&sub.id)) == filter_set(wanted, owner_id, None)
 }
 
@@ -170,7 +174,7 @@ pub fn same_filters(sub: &Subscription, wanted: &[String], owner_id: Option<&str
 /// The lifetime is what the platform granted (the state file records it at each create, renew
 /// and update), else its expiry minus its creation, never more than is asked: the platform may
 /// grant less than asked, and judging against the asked 10 years would renew on every run.
-pub fn needs_renew(
+pub(crate) fn needs_renew(
     sub: &Subscription,
     owned: Option<&Owned>,
     wanted_lifetime: u64,
@@ -204,7 +208,7 @@ pub(crate) fn is_ours(sub: &Subscription, owned_id: Option<&str>, address: Optio
 }
 
 /// Decides what to do. Pure: the same inputs give the same plan.
-pub fn plan(
+pub(crate) fn plan(
     wanted: &Wanted<'_>,
     existing: &[Subscription],
     owned: Option<&Owned>,

@@ -18,19 +18,19 @@ use crate::secret::{self, Secret, VerificationToken};
 use super::state;
 
 /// The production platform; the default server.
-pub const PRODUCTION: &str = "https://platform.ringcentral.com";
+pub(crate) const PRODUCTION: &str = "https://platform.ringcentral.com";
 /// The sandbox (`RC_ENV=sandbox`, being retired).
-pub const SANDBOX: &str = "https://platform.devtest.ringcentral.com";
+pub(crate) const SANDBOX: &str = "https://platform.devtest.ringcentral.com";
 /// The platform's maximum WebHook lifetime, and the default ask.
-pub const DEFAULT_EXPIRES_IN: u64 = 315_360_000;
+pub(crate) const DEFAULT_EXPIRES_IN: u64 = 315_360_000;
 /// Older docs allowed 20 years; the platform itself decides above 10.
 const MAX_EXPIRES_IN: u64 = 630_720_000;
 /// The placeholder that expands to one filter per extension.
-pub const EXTENSION_ID: &str = "{extensionId}";
+pub(crate) const EXTENSION_ID: &str = "{extensionId}";
 
 /// How to reach the platform and as whom.
 #[derive(Debug, Clone)]
-pub struct PlatformSettings {
+pub(crate) struct PlatformSettings {
     /// Server, app credentials, roots, retry policy.
     pub endpoint: Endpoint,
     /// User credentials.
@@ -39,7 +39,7 @@ pub struct PlatformSettings {
 
 /// Everything `register` needs.
 #[derive(Debug, Clone)]
-pub struct RegisterSettings {
+pub(crate) struct RegisterSettings {
     /// The platform.
     pub platform: PlatformSettings,
     /// Delivery address.
@@ -62,7 +62,7 @@ pub struct RegisterSettings {
 
 /// Everything `list` and `unregister` need.
 #[derive(Debug, Clone)]
-pub struct ManageSettings {
+pub(crate) struct ManageSettings {
     /// The platform.
     pub platform: PlatformSettings,
     /// Delivery address, when configured.
@@ -294,7 +294,7 @@ fn filters(flags: &Flags, vars: &Vars, missing: &mut Missing) -> Result<Vec<Stri
 
 impl RegisterSettings {
     /// Resolves and validates `register`'s configuration.
-    pub fn resolve(flags: &Flags, vars: &Vars) -> Result<RegisterSettings, Error> {
+    pub(crate) fn resolve(flags: &Flags, vars: &Vars) -> Result<RegisterSettings, Error> {
         let mut missing = Missing::default();
         let platform = platform(vars, &mut missing)?;
         let address = address(flags, vars)?;
@@ -351,7 +351,7 @@ impl RegisterSettings {
 impl ManageSettings {
     /// Resolves `list`'s and `unregister`'s configuration: credentials required, the rest
     /// optional.
-    pub fn resolve(flags: &Flags, vars: &Vars) -> Result<ManageSettings, Error> {
+    pub(crate) fn resolve(flags: &Flags, vars: &Vars) -> Result<ManageSettings, Error> {
         let mut missing = Missing::default();
         let platform = platform(vars, &mut missing)?;
         let address = address(flags, vars)?;
@@ -367,9 +367,6 @@ impl ManageSettings {
 
 /// The longest `RINGHOOK_HTTP_TIMEOUT` accepted.
 const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(3600);
-
-/// `RINGHOOK_MAX_WAIT` as documented, for the help text's sake.
-pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
 
 #[cfg(test)]
 mod tests {
@@ -418,7 +415,10 @@ mod tests {
             s.state_path,
             PathBuf::from("/home/u/.local/state/ringhook/state.json")
         );
-        assert_eq!(s.platform.endpoint.policy.max_wait, DEFAULT_MAX_WAIT);
+        assert_eq!(
+            s.platform.endpoint.policy.max_wait,
+            Duration::from_secs(300)
+        );
         assert_eq!(
             s.platform.endpoint.policy.timeout,
             crate::platform::DEFAULT_TIMEOUT

@@ -13,7 +13,7 @@ use crate::error::Error;
 /// What the file holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct State {
+pub(crate) struct State {
     /// Platform the subscription lives on; a state for another server is ignored.
     pub server: String,
     /// Subscription id.
@@ -31,7 +31,7 @@ pub struct State {
 /// `catchup`'s sync points: Message Sync per extension id, Call Log Sync for the account.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SyncState {
+pub(crate) struct SyncState {
     /// Message Sync, by extension id (`~` for the token's owner).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub messages: BTreeMap<String, SyncPoint>,
@@ -42,7 +42,7 @@ pub struct SyncState {
 
 impl SyncState {
     /// True when `catchup` never ran.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.messages.is_empty() && self.calls.is_none()
     }
 }
@@ -50,7 +50,7 @@ impl SyncState {
 /// One sync: the platform's token and how far it reaches.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SyncPoint {
+pub(crate) struct SyncPoint {
     /// The last `syncInfo.syncToken`; `None` after the platform refused it (a full sync is due).
     #[serde(default)]
     pub token: Option<String>,
@@ -66,7 +66,7 @@ pub struct SyncPoint {
 
 /// The default path: `$XDG_STATE_HOME/ringhook/state.json`, else
 /// `$HOME/.local/state/ringhook/state.json`.
-pub fn default_path(xdg_state_home: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
+pub(crate) fn default_path(xdg_state_home: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
     // The XDG spec says a relative XDG_STATE_HOME is invalid and must be ignored.
     if let Some(x) = xdg_state_home.filter(|x| Path::new(x).is_absolute()) {
         return Some(Path::new(x).join("ringhook/state.json"));
@@ -77,7 +77,7 @@ pub fn default_path(xdg_state_home: Option<&str>, home: Option<&str>) -> Option<
 
 /// Reads the state. A missing file is no state; an unreadable one is an error; a damaged one
 /// is reported and ignored (it only helps find the old subscription after an address change).
-pub fn load(path: &Path) -> Result<Option<State>, Error> {
+pub(crate) fn load(path: &Path) -> Result<Option<State>, Error> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -101,7 +101,7 @@ pub fn load(path: &Path) -> Result<Option<State>, Error> {
 }
 
 /// Writes the state atomically: a crash leaves the old file or the new, never half of one.
-pub fn save(path: &Path, state: &State) -> Result<(), Error> {
+pub(crate) fn save(path: &Path, state: &State) -> Result<(), Error> {
     let fail = |e: std::io::Error| {
         Error::runtime_hint(
             format!("cannot write the state file {}: {e}", path.display()),
@@ -138,7 +138,7 @@ pub fn save(path: &Path, state: &State) -> Result<(), Error> {
 }
 
 /// Removes the state (after `unregister`).
-pub fn remove(path: &Path) -> Result<(), Error> {
+pub(crate) fn remove(path: &Path) -> Result<(), Error> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

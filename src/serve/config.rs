@@ -240,7 +240,7 @@ fn check_ship_url(_: &Setting) -> Result<(), Error> {
 
 /// The tutorial's filters: presence and SMS of every extension. `serve --register` uses them when
 /// none are configured, so the tutorial's `.env` alone brings a working webhook up.
-pub const TUTORIAL_FILTERS: &str = "/restapi/v1.0/account/~/extension/{extensionId}/presence?detailedTelephonyState=true&aggregated=true /restapi/v1.0/account/~/extension/{extensionId}/message-store/instant?type=SMS";
+pub(crate) const TUTORIAL_FILTERS: &str = "/restapi/v1.0/account/~/extension/{extensionId}/presence?detailedTelephonyState=true&aggregated=true /restapi/v1.0/account/~/extension/{extensionId}/message-store/instant?type=SMS";
 
 fn parse_bool(s: &Setting) -> Result<bool, Error> {
     match s.text.to_ascii_lowercase().as_str() {

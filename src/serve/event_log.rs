@@ -27,7 +27,7 @@ use crate::webhook::Envelope;
 
 /// One notification, ready to be written.
 #[derive(Debug, Clone)]
-pub struct Record {
+pub(crate) struct Record {
     /// The notification's `uuid`, when it has one (used to drop redeliveries).
     pub uuid: Option<String>,
     /// The notification's `event` (the filter that matched).
@@ -49,7 +49,7 @@ struct LoggedLine {
 
 impl Record {
     /// Builds the log line for `body`, received at `received_at`.
-    pub fn new(body: &[u8], received_at: SystemTime) -> Record {
+    pub(crate) fn new(body: &[u8], received_at: SystemTime) -> Record {
         let mut line = Vec::with_capacity(body.len() + 64);
         line.extend_from_slice(b"{\"receivedAt\":\"");
         // Formatted in place: `to_string` would allocate and copy a String per event.
@@ -92,7 +92,7 @@ impl Record {
 
     /// A line `catchup --emit` recovered (already whole JSON, one line, no newline): logged as
     /// is; `--exec` without filters gets the whole line.
-    pub fn recovered(mut line: Vec<u8>) -> Record {
+    pub(crate) fn recovered(mut line: Vec<u8>) -> Record {
         let end = line.len();
         line.push(b'\n');
         Record {
@@ -107,7 +107,7 @@ impl Record {
 
     /// The notification's JSON exactly as logged (one line, no newline); `None` for a body that
     /// is not JSON.
-    pub fn notification(&self) -> Option<&[u8]> {
+    pub(crate) fn notification(&self) -> Option<&[u8]> {
         self.notification.clone().map(|r| &self.line[r])
     }
 }
@@ -154,7 +154,7 @@ fn minify_into(json: &[u8], out: &mut Vec<u8>) {
 ///
 /// Holds 64-bit keyed hashes rather than the strings: 10 000 entries cost ~300 KB, not ~1 MB.
 #[derive(Debug)]
-pub struct Dedupe {
+pub(crate) struct Dedupe {
     hasher: std::collections::hash_map::RandomState,
     seen: HashSet<u64>,
     order: VecDeque<u64>,
@@ -163,7 +163,7 @@ pub struct Dedupe {
 
 impl Dedupe {
     /// Remembers up to `capacity` uuids (0 turns deduplication off).
-    pub fn new(capacity: usize) -> Dedupe {
+    pub(crate) fn new(capacity: usize) -> Dedupe {
         Dedupe {
             hasher: Default::default(),
             seen: HashSet::new(),
@@ -177,12 +177,12 @@ impl Dedupe {
     }
 
     /// True when `uuid` was logged recently.
-    pub fn contains(&self, uuid: &str) -> bool {
+    pub(crate) fn contains(&self, uuid: &str) -> bool {
         self.capacity > 0 && self.seen.contains(&self.key(uuid))
     }
 
     /// Remembers `uuid`, forgetting the oldest when full.
-    pub fn insert(&mut self, uuid: &str) {
+    pub(crate) fn insert(&mut self, uuid: &str) {
         if self.capacity == 0 {
             return;
         }
@@ -196,21 +196,11 @@ impl Dedupe {
             }
         }
     }
-
-    /// How many uuids are remembered.
-    pub fn len(&self) -> usize {
-        self.order.len()
-    }
-
-    /// True when nothing is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
-    }
 }
 
 /// What became of one record in a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Commit {
+pub(crate) enum Commit {
     /// Written and synced.
     Written,
     /// Its uuid was logged recently: not written again, safe to acknowledge.
@@ -230,7 +220,7 @@ enum Sink {
 }
 
 /// The open event log.
-pub struct EventLog {
+pub(crate) struct EventLog {
     sink: Sink,
     dedupe: Dedupe,
     healthy: bool,
@@ -241,7 +231,7 @@ pub struct EventLog {
 
 /// What opening the log found, for the start-up line.
 #[derive(Debug, Default)]
-pub struct Recovery {
+pub(crate) struct Recovery {
     /// Bytes of a torn last line (a crash mid-write) that were cut off.
     pub torn_bytes: u64,
     /// Uuids read back from the end of the log into the dedupe window.
@@ -250,7 +240,7 @@ pub struct Recovery {
 
 impl EventLog {
     /// Events to standard output.
-    pub fn stdout(dedupe_window: usize) -> EventLog {
+    pub(crate) fn stdout(dedupe_window: usize) -> EventLog {
         EventLog {
             sink: Sink::Stdout,
             dedupe: Dedupe::new(dedupe_window),
@@ -262,7 +252,7 @@ impl EventLog {
 
     /// Opens (creating, mode 0600) the log at `path`: cuts a torn last line, then seeds the
     /// dedupe window from the newest lines.
-    pub fn open(path: &Path, dedupe_window: usize) -> io::Result<(EventLog, Recovery)> {
+    pub(crate) fn open(path: &Path, dedupe_window: usize) -> io::Result<(EventLog, Recovery)> {
         let file = open_append(path)?;
         let mut recovery = Recovery::default();
         let len = file.metadata()?.len();
@@ -291,7 +281,7 @@ impl EventLog {
     }
 
     /// False after a failed batch, until a batch, a [`EventLog::probe`] or a reopen succeeds.
-    pub fn is_healthy(&self) -> bool {
+    pub(crate) fn is_healthy(&self) -> bool {
         self.healthy
     }
 
@@ -299,7 +289,7 @@ impl EventLog {
     /// a new block, as a batch would) is written and synced, then cut back to the synced length
     /// whatever happened. A crash in between leaves only a torn tail, which opening cuts. Call it
     /// only between batches. True when the log became healthy. Stdout cannot be probed.
-    pub fn probe(&mut self) -> bool {
+    pub(crate) fn probe(&mut self) -> bool {
         let Sink::File {
             file, synced_len, ..
         } = &mut self.sink
@@ -323,7 +313,7 @@ impl EventLog {
     /// Writes every record that is not a recent duplicate with one write and one sync (large
     /// records are written from where they are, not copied into the batch: memory stays at what
     /// the body budget allows).
-    pub fn commit(&mut self, records: &[&Record]) -> Vec<Commit> {
+    pub(crate) fn commit(&mut self, records: &[&Record]) -> Vec<Commit> {
         let mut verdicts = Vec::with_capacity(records.len());
         let mut batch_uuids: Vec<&str> = Vec::new();
         let mut lines: Vec<&[u8]> = Vec::with_capacity(records.len());
@@ -428,7 +418,7 @@ impl EventLog {
     }
 
     /// Reopens the file at its path (after logrotate moved it). Stdout: nothing to do.
-    pub fn reopen(&mut self) -> io::Result<()> {
+    pub(crate) fn reopen(&mut self) -> io::Result<()> {
         if let Sink::File {
             path,
             file,
@@ -461,11 +451,6 @@ impl EventLog {
         // Health is the new file's: a reopen onto a writable file ends a failed stretch at once.
         self.probe();
         Ok(())
-    }
-
-    /// Remembered uuids, for the start-up line.
-    pub fn dedupe_len(&self) -> usize {
-        self.dedupe.len()
     }
 }
 
@@ -624,7 +609,7 @@ mod tests {
         d.insert("c");
         assert!(!d.contains("a"));
         assert!(d.contains("b") && d.contains("c"));
-        assert_eq!(d.len(), 2);
+        assert_eq!(d.order.len(), 2);
     }
 
     fn tmp(name: &str) -> PathBuf {

@@ -27,7 +27,7 @@ const MAX_FRAMING: usize = 64 * 1024;
 /// until answered. All or nothing per body, so bodies never wait on each other in a circle; the
 /// first always fits.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct BodyBudget {
+pub(crate) struct BodyBudget {
     /// Bytes granted to bodies being read or logged.
     pub held: u64,
     /// The most that may be granted at once (`--max-buffered`).
@@ -36,13 +36,13 @@ pub struct BodyBudget {
 
 impl BodyBudget {
     /// True when `n` more bytes may be granted now.
-    pub fn fits(&self, n: u64) -> bool {
+    pub(crate) fn fits(&self, n: u64) -> bool {
         self.held == 0 || self.held.saturating_add(n) <= self.max
     }
 }
 
 /// What an exchange may use while it advances.
-pub struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     /// The request policy.
     pub policy: &'a Policy,
     /// Size limits.
@@ -63,7 +63,7 @@ pub struct Ctx<'a> {
 
 /// What the connection needs next.
 #[derive(Debug)]
-pub enum Step {
+pub(crate) enum Step {
     /// More input, up to this many buffered bytes in total.
     Read(usize),
     /// Write out `output` (then advance again).
@@ -101,7 +101,7 @@ enum Phase {
 }
 
 /// One connection's protocol state.
-pub struct Exchange {
+pub(crate) struct Exchange {
     peer: SocketAddr,
     phase: Phase,
     /// Bytes read but not yet consumed.
@@ -124,7 +124,7 @@ pub struct Exchange {
 
 impl Exchange {
     /// A new connection from `peer`.
-    pub fn new(peer: SocketAddr) -> Exchange {
+    pub(crate) fn new(peer: SocketAddr) -> Exchange {
         Exchange {
             peer,
             phase: Phase::Head(new_reply()),
@@ -140,28 +140,28 @@ impl Exchange {
     }
 
     /// When the request in progress started, if one is.
-    pub fn started(&self) -> Option<Instant> {
+    pub(crate) fn started(&self) -> Option<Instant> {
         self.started
     }
 
     /// The budget a held body waits for.
-    pub fn body_need(&self) -> u64 {
+    pub(crate) fn body_need(&self) -> u64 {
         self.body_need
     }
 
     /// Gives back the budget this connection holds (its answer is out, or it is closing).
-    pub fn release(&mut self, budget: &mut BodyBudget) {
+    pub(crate) fn release(&mut self, budget: &mut BodyBudget) {
         budget.held -= self.granted;
         self.granted = 0;
     }
 
     /// True while a record is with the event log.
-    pub fn is_logging(&self) -> bool {
+    pub(crate) fn is_logging(&self) -> bool {
         matches!(self.phase, Phase::Logging(_))
     }
 
     /// True between requests with nothing buffered either way: safe to close at once.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         matches!(self.phase, Phase::Head(_))
             && self.started.is_none()
             && self.input.is_empty()
@@ -169,12 +169,12 @@ impl Exchange {
     }
 
     /// True while a request is partly received (for the request timeout).
-    pub fn is_mid_request(&self) -> bool {
+    pub(crate) fn is_mid_request(&self) -> bool {
         self.started.is_some() && matches!(self.phase, Phase::Head(_) | Phase::Body { .. })
     }
 
     /// Moves as far as the buffered input allows. Call again after doing what the step asks.
-    pub fn advance(&mut self, ctx: &mut Ctx) -> Step {
+    pub(crate) fn advance(&mut self, ctx: &mut Ctx) -> Step {
         loop {
             if !self.output.is_empty() {
                 return Step::Flush;
@@ -419,7 +419,7 @@ impl Exchange {
     }
 
     /// Answers the scrape handed out by [`Step::Metrics`] with `body`.
-    pub fn provide_metrics(&mut self, body: &[u8], ctx: &mut Ctx) {
+    pub(crate) fn provide_metrics(&mut self, body: &[u8], ctx: &mut Ctx) {
         let Phase::Metrics(reply) = std::mem::replace(&mut self.phase, Phase::Taken) else {
             unreachable!("provide_metrics only after Step::Metrics");
         };
@@ -434,7 +434,7 @@ impl Exchange {
     }
 
     /// Answers the record handed out by [`Step::Log`]: 200 when `logged`, else 503.
-    pub fn acknowledge(&mut self, logged: bool, ctx: &mut Ctx) {
+    pub(crate) fn acknowledge(&mut self, logged: bool, ctx: &mut Ctx) {
         match std::mem::replace(&mut self.phase, Phase::Taken) {
             Phase::Logging(reply) => {
                 self.answer(reply, &policy::acknowledge(logged), ctx, false);
@@ -512,7 +512,7 @@ impl Exchange {
     }
 
     /// The request timeout passed mid-request: answer 408 and close.
-    pub fn time_out(&mut self, ctx: &mut Ctx) {
+    pub(crate) fn time_out(&mut self, ctx: &mut Ctx) {
         ctx.counters.timeouts += 1;
         self.refuse(
             StatusCode::REQUEST_TIMEOUT,

@@ -141,7 +141,7 @@ struct Run {
 
 /// What the runner counted, for the stop line.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct ExecCounters {
+pub(crate) struct ExecCounters {
     /// Commands started.
     pub started: u64,
     /// Commands that exited 0.
@@ -155,7 +155,7 @@ pub struct ExecCounters {
 }
 
 /// The children of `--exec`.
-pub struct Runner {
+pub(crate) struct Runner {
     cfg: ExecConfig,
     queue: VecDeque<Job>,
     running: Vec<Run>,
@@ -166,7 +166,7 @@ pub struct Runner {
 
 impl Runner {
     /// A runner for `cfg`.
-    pub fn new(cfg: ExecConfig) -> Runner {
+    pub(crate) fn new(cfg: ExecConfig) -> Runner {
         Runner {
             cfg,
             queue: VecDeque::new(),
@@ -177,17 +177,17 @@ impl Runner {
     }
 
     /// True when `token` is one of the children's pipes.
-    pub fn owns(token: Token) -> bool {
+    pub(crate) fn owns(token: Token) -> bool {
         token.0 >= FIRST_TOKEN
     }
 
     /// True when nothing runs or waits.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.running.is_empty() && self.queue.is_empty()
     }
 
     /// True when `rec` should run the command: it is JSON and its event passes the filters.
-    pub fn wants(&self, rec: &Record) -> bool {
+    pub(crate) fn wants(&self, rec: &Record) -> bool {
         rec.notification().is_some()
             && (self.cfg.filters.is_empty()
                 || rec
@@ -197,7 +197,7 @@ impl Runner {
     }
 
     /// Runs the command for `rec` now, or queues it, or skips it when the queue is full.
-    pub fn submit(&mut self, rec: &Record, registry: &Registry) {
+    pub(crate) fn submit(&mut self, rec: &Record, registry: &Registry) {
         let mut payload = rec.notification().unwrap_or_default().to_vec();
         payload.push(b'\n');
         let uuid = rec.uuid.clone().unwrap_or_default();
@@ -291,7 +291,7 @@ impl Runner {
     }
 
     /// A child's pipe is ready.
-    pub fn on_ready(&mut self, token: Token, registry: &Registry) {
+    pub(crate) fn on_ready(&mut self, token: Token, registry: &Registry) {
         for run in &mut self.running {
             if run.stdin.as_ref().is_some_and(|(t, _)| *t == token) {
                 feed(run, registry);
@@ -302,7 +302,7 @@ impl Runner {
     }
 
     /// Collects children that have exited (on SIGCHLD), logs how each went, starts queued ones.
-    pub fn reap(&mut self, registry: &Registry) {
+    pub(crate) fn reap(&mut self, registry: &Registry) {
         let mut i = 0;
         while i < self.running.len() {
             match self.running[i].child.try_wait() {
@@ -356,7 +356,7 @@ impl Runner {
     }
 
     /// Kills runs past the timeout; returns when the next one is due.
-    pub fn sweep(&mut self, now: Instant) -> Option<Instant> {
+    pub(crate) fn sweep(&mut self, now: Instant) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         for run in &mut self.running {
             let due = run.started + self.cfg.timeout;
@@ -373,7 +373,7 @@ impl Runner {
     }
 
     /// At shutdown: forget what waits (saying how much) and let what runs finish.
-    pub fn drop_queue(&mut self) {
+    pub(crate) fn drop_queue(&mut self) {
         if !self.queue.is_empty() {
             warn!(
                 "stopping: {} queued commands not run (their events are in the log)",
@@ -385,7 +385,7 @@ impl Runner {
     }
 
     /// At the end of the shutdown grace: kill what still runs.
-    pub fn kill_all(&mut self) {
+    pub(crate) fn kill_all(&mut self) {
         for run in &mut self.running {
             if !run.killed {
                 kill_group(run);
@@ -394,7 +394,7 @@ impl Runner {
     }
 
     /// Commands running now.
-    pub fn running(&self) -> usize {
+    pub(crate) fn running(&self) -> usize {
         self.running.len()
     }
 }
@@ -469,7 +469,7 @@ fn close_pipes(run: &mut Run, registry: &Registry) {
 }
 
 /// Splits `--exec`'s value into words and checks the program can be run.
-pub fn parse_command(text: &str) -> Result<Vec<String>, String> {
+pub(crate) fn parse_command(text: &str) -> Result<Vec<String>, String> {
     let argv = shlex::split(text).ok_or("unbalanced quotes")?;
     let Some(program) = argv.first() else {
         return Err("empty command".into());

@@ -15,19 +15,19 @@
 //! Never: an answer before the event is synced, a blocking call on the loop's thread, a second
 //! thread.
 
-pub mod config;
-pub mod event_log;
-pub mod exchange;
-pub mod exec;
-pub mod policy;
-pub mod reconcile;
-pub mod recover;
-pub mod server;
-pub mod shipper;
+pub(crate) mod config;
+pub(crate) mod event_log;
+pub(crate) mod exchange;
+pub(crate) mod exec;
+pub(crate) mod policy;
+pub(crate) mod reconcile;
+pub(crate) mod recover;
+pub(crate) mod server;
+pub(crate) mod shipper;
 mod throttle;
 
-pub use config::ServeConfig;
-pub use server::serve;
+pub(crate) use config::ServeConfig;
+pub(crate) use server::serve;
 
 /// A child's stdout as a non-blocking pipe the loop polls under `token`; `None` when it cannot
 /// be (the child then runs unheard, as when it has no stdout). Shared by serve's three children.

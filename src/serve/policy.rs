@@ -15,7 +15,7 @@ use crate::webhook::{MAX_ANSWER_BYTES, VALIDATION_TOKEN, VERIFICATION_TOKEN};
 
 /// The handshake answer is 90 bytes plus the echoed token; a token that would take it past the
 /// platform's limit ([`crate::webhook::MAX_ANSWER_BYTES`]) is refused (400).
-pub const MAX_ECHOED_TOKEN: usize = MAX_ANSWER_BYTES - 90;
+pub(crate) const MAX_ECHOED_TOKEN: usize = MAX_ANSWER_BYTES - 90;
 
 /// What the receiver accepts.
 #[derive(Debug, Clone)]
@@ -34,7 +34,7 @@ pub struct Policy {
 
 /// Which kind of request this is, once its head is accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// Subscription validation: echo this `Validation-Token`.
     Handshake(HeaderValue),
     /// A notification to log.
@@ -47,7 +47,7 @@ pub enum Route {
 
 /// The decision taken on a request head.
 #[derive(Debug)]
-pub enum Head {
+pub(crate) enum Head {
     /// Read the body, then call [`on_body`] with this route.
     Read(Route),
     /// Answer now without reading the body (the connection is closed if one was announced).
@@ -56,7 +56,7 @@ pub enum Head {
 
 /// The decision taken on a complete request.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Send this answer.
     Answer(Answer),
     /// Write this record to the event log, then [`acknowledge`] the outcome.
@@ -67,7 +67,7 @@ pub enum Outcome {
 
 /// What the receiver answers, and why (for the operational log).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// Status code.
     pub status: StatusCode,
     /// Headers besides `content-length`.
@@ -98,7 +98,7 @@ impl Answer {
     }
 
     /// The same answer with `Connection: close` (ureq-proto then closes after it).
-    pub fn closing(&self) -> Answer {
+    pub(crate) fn closing(&self) -> Answer {
         let mut a = self.clone();
         a.headers
             .push((CONNECTION, HeaderValue::from_static("close")));
@@ -106,7 +106,7 @@ impl Answer {
     }
 
     /// The answer as a response head for ureq-proto (which writes it).
-    pub fn to_response(&self) -> Response<()> {
+    pub(crate) fn to_response(&self) -> Response<()> {
         // Filled in directly rather than through `Response::builder`, which re-validates every
         // header and formats the length into a fresh allocation: one answer per notification.
         let mut res = Response::new(());
@@ -129,7 +129,7 @@ impl Answer {
 /// `chunked` anywhere in `Transfer-Encoding`, reads a bare HTTP/1.1 `POST` as chunked, ignores
 /// `Transfer-Encoding` in HTTP/1.0 and lets agreeing duplicate `Content-Length`s through).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// Unambiguous: read the body, keep the connection.
     Sound,
     /// `Transfer-Encoding: chunked` beside a `Content-Length`: chunked wins, and the connection
@@ -142,7 +142,7 @@ pub enum Framing {
 /// Judges a request head's framing and `Host` by RFC 9112: where the body ends must not be a
 /// guess, or a 200 could be given for bytes that are not the event (or a second request could
 /// hide in a body).
-pub fn framing(req: &Request<()>) -> Framing {
+pub(crate) fn framing(req: &Request<()>) -> Framing {
     use Framing::Refuse;
     let h = req.headers();
     let http10 = req.version() == Version::HTTP_10;
@@ -252,7 +252,7 @@ fn valid_host(v: &[u8]) -> bool {
 }
 
 /// Decides on a request from its head alone.
-pub fn on_head(req: &Request<()>, policy: &Policy) -> Head {
+pub(crate) fn on_head(req: &Request<()>, policy: &Policy) -> Head {
     let path = req.uri().path();
     let method = req.method();
 
@@ -322,7 +322,12 @@ pub fn on_head(req: &Request<()>, policy: &Policy) -> Head {
 }
 
 /// Decides on a complete request. `log_healthy` is false while the event log cannot be written.
-pub fn on_body(route: Route, body: &[u8], received_at: SystemTime, log_healthy: bool) -> Outcome {
+pub(crate) fn on_body(
+    route: Route,
+    body: &[u8],
+    received_at: SystemTime,
+    log_healthy: bool,
+) -> Outcome {
     match route {
         Route::Handshake(token) => {
             let mut a = Answer::empty(StatusCode::OK);
@@ -347,14 +352,14 @@ pub fn on_body(route: Route, body: &[u8], received_at: SystemTime, log_healthy: 
 
 /// True for a request that presents itself as a notification (a `POST` to the webhook path that
 /// is not a handshake), for `ringhook_notifications_total{result="rejected"}`.
-pub fn is_notification(req: &Request<()>, policy: &Policy) -> bool {
+pub(crate) fn is_notification(req: &Request<()>, policy: &Policy) -> bool {
     req.method() == Method::POST
         && req.uri().path() == policy.path
         && !req.headers().contains_key(VALIDATION_TOKEN)
 }
 
 /// The answer to a notification once the event log has (or has not) taken it.
-pub fn acknowledge(logged: bool) -> Answer {
+pub(crate) fn acknowledge(logged: bool) -> Answer {
     if logged {
         Answer::empty(StatusCode::OK)
     } else {
@@ -368,7 +373,7 @@ pub fn acknowledge(logged: bool) -> Answer {
 }
 
 /// The request's `Content-Length`, when it has a valid one.
-pub fn declared_length(req: &Request<()>) -> Option<u64> {
+pub(crate) fn declared_length(req: &Request<()>) -> Option<u64> {
     req.headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -19,7 +19,7 @@ use crate::metrics::RegisterStatus;
 use crate::serve::event_log::Record;
 
 /// The child's stdout pipe; below `exec`'s tokens, far above any connection's.
-pub const TOKEN: Token = Token(usize::MAX / 2 - 1);
+pub(crate) const TOKEN: Token = Token(usize::MAX / 2 - 1);
 /// Retries after failures double up to this.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// Notifications whose event starts so are the platform's renewal reminders.
@@ -50,7 +50,7 @@ struct Run {
 }
 
 /// The reconcile child and its schedule.
-pub struct Reconciler {
+pub(crate) struct Reconciler {
     cfg: ReconcileConfig,
     run: Option<Run>,
     next: Instant,
@@ -65,7 +65,7 @@ pub struct Reconciler {
 
 impl Reconciler {
     /// A reconciler whose first run is due now.
-    pub fn new(cfg: ReconcileConfig, now: Instant) -> Reconciler {
+    pub(crate) fn new(cfg: ReconcileConfig, now: Instant) -> Reconciler {
         Reconciler {
             cfg,
             run: None,
@@ -79,12 +79,12 @@ impl Reconciler {
     }
 
     /// True while a register run is going on.
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.run.is_some()
     }
 
     /// True once after each successful run.
-    pub fn take_succeeded(&mut self) -> bool {
+    pub(crate) fn take_succeeded(&mut self) -> bool {
         std::mem::take(&mut self.succeeded)
     }
 
@@ -103,7 +103,7 @@ impl Reconciler {
     }
 
     /// When the loop must wake up for us next (`None` while a run is going on).
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         if self.run.is_some() {
             return None;
         }
@@ -112,7 +112,7 @@ impl Reconciler {
     }
 
     /// Starts a run when one is due.
-    pub fn tick(&mut self, now: Instant, registry: &Registry) {
+    pub(crate) fn tick(&mut self, now: Instant, registry: &Registry) {
         if self.run.is_some() {
             return;
         }
@@ -152,7 +152,7 @@ impl Reconciler {
 
     /// A logged notification: reminders make the next run due now; any event resets the quiet
     /// timer.
-    pub fn on_event(&mut self, rec: &Record, now: Instant) {
+    pub(crate) fn on_event(&mut self, rec: &Record, now: Instant) {
         self.last_event = now;
         if rec
             .event
@@ -166,14 +166,14 @@ impl Reconciler {
     }
 
     /// The child's stdout is readable.
-    pub fn on_ready(&mut self, registry: &Registry) {
+    pub(crate) fn on_ready(&mut self, registry: &Registry) {
         if let Some(run) = &mut self.run {
             read_out(run, registry);
         }
     }
 
     /// Collects the child when it has exited (on SIGCHLD) and schedules the next run.
-    pub fn reap(&mut self, registry: &Registry) {
+    pub(crate) fn reap(&mut self, registry: &Registry) {
         let Some(run) = &mut self.run else {
             return;
         };
@@ -222,7 +222,7 @@ impl Reconciler {
     }
 
     /// At shutdown: stops a run in progress.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(run) = &mut self.run {
             let _ = run.child.kill();
             let _ = run.child.wait();
@@ -232,7 +232,7 @@ impl Reconciler {
 
     /// At a clean shutdown with `--unregister-on-exit`: deletes the subscription (blocking; the
     /// receiver has stopped, and deleting triggers no handshake).
-    pub fn unregister_on_exit(&self) {
+    pub(crate) fn unregister_on_exit(&self) {
         if !self.cfg.unregister_on_exit {
             return;
         }

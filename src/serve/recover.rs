@@ -14,13 +14,13 @@ use mio::unix::pipe::Receiver;
 use mio::{Registry, Token};
 
 /// The child's stdout pipe; just below the reconcile child's.
-pub const TOKEN: Token = Token(usize::MAX / 2 - 2);
+pub(crate) const TOKEN: Token = Token(usize::MAX / 2 - 2);
 /// A recovered line longer than this is not one of ours.
 const MAX_LINE: usize = 4 * 1024 * 1024;
 
 /// How to run the catch-up child.
 #[derive(Debug, Clone)]
-pub struct RecoverConfig {
+pub(crate) struct RecoverConfig {
     /// The event log file (the child reads it for dedupe).
     pub log: PathBuf,
     /// `--env-file`, passed on.
@@ -41,7 +41,7 @@ struct Run {
 }
 
 /// The catch-up child and when it is due.
-pub struct Recoverer {
+pub(crate) struct Recoverer {
     cfg: RecoverConfig,
     run: Option<Run>,
     due: Option<&'static str>,
@@ -49,7 +49,7 @@ pub struct Recoverer {
 
 impl Recoverer {
     /// Nothing due yet: the first run follows the first successful register run.
-    pub fn new(cfg: RecoverConfig) -> Recoverer {
+    pub(crate) fn new(cfg: RecoverConfig) -> Recoverer {
         Recoverer {
             cfg,
             run: None,
@@ -58,22 +58,17 @@ impl Recoverer {
     }
 
     /// Asks for a run as soon as the loop allows.
-    pub fn due(&mut self, why: &'static str) {
+    pub(crate) fn due(&mut self, why: &'static str) {
         self.due.get_or_insert(why);
     }
 
     /// True when no child runs.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.run.is_none()
     }
 
-    /// True when a run is due and none is going on.
-    pub fn is_due(&self) -> bool {
-        self.run.is_none() && self.due.is_some()
-    }
-
     /// Starts the child when a run is due (the caller checks that no register run is going on).
-    pub fn tick(&mut self, registry: &Registry) {
+    pub(crate) fn tick(&mut self, registry: &Registry) {
         if self.run.is_some() {
             return;
         }
@@ -107,7 +102,7 @@ impl Recoverer {
     }
 
     /// The child's stdout is readable: the whole lines it brought, to be logged.
-    pub fn on_ready(&mut self, registry: &Registry) -> Vec<Vec<u8>> {
+    pub(crate) fn on_ready(&mut self, registry: &Registry) -> Vec<Vec<u8>> {
         let Some(run) = &mut self.run else {
             return Vec::new();
         };
@@ -146,14 +141,14 @@ impl Recoverer {
     }
 
     /// A recovered line was logged (`true`) or not.
-    pub fn logged(&mut self, ok: bool) {
+    pub(crate) fn logged(&mut self, ok: bool) {
         if let Some(run) = &mut self.run {
             run.failed |= !ok;
         }
     }
 
     /// After the loop's commit: answers a child that waits, now that its lines are synced.
-    pub fn after_commit(&mut self) {
+    pub(crate) fn after_commit(&mut self) {
         let Some(run) = &mut self.run else { return };
         if !run.answer_due {
             return;
@@ -166,7 +161,7 @@ impl Recoverer {
     }
 
     /// Collects the child when it has exited (on SIGCHLD).
-    pub fn reap(&mut self, registry: &Registry) {
+    pub(crate) fn reap(&mut self, registry: &Registry) {
         let Some(run) = &mut self.run else { return };
         match run.child.try_wait() {
             Ok(Some(status)) => {
@@ -188,7 +183,7 @@ impl Recoverer {
     /// At shutdown: stops a run in progress (its tokens stay; the next start catches up). The
     /// child first hears end-of-file where it waits for the answer ("not logged") and gets a
     /// moment to end its platform session (revoke); only then is it killed.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(run) = &mut self.run {
             drop(run.stdin.take());
             let deadline = std::time::Instant::now() + STOP_GRACE;

@@ -61,7 +61,7 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 const SLOW_SYNC: Duration = Duration::from_millis(2);
 
 /// Runs the receiver until SIGTERM or SIGINT.
-pub fn serve(cfg: ServeConfig) -> Result<(), Error> {
+pub(crate) fn serve(cfg: ServeConfig) -> Result<(), Error> {
     let (log, log_desc) = open_log(&cfg)?;
     let listener = TcpListener::bind(cfg.listen).map_err(|e| {
         let hint = match e.kind() {

@@ -14,7 +14,7 @@ use mio::unix::pipe::Receiver;
 use mio::{Registry, Token};
 
 /// The child's stdout pipe; beside reconcile's and recover's tokens.
-pub const TOKEN: Token = Token(usize::MAX / 2 - 3);
+pub(crate) const TOKEN: Token = Token(usize::MAX / 2 - 3);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A child that ran this long was healthy: the next failure starts the backoff again.
@@ -34,7 +34,7 @@ pub struct ShipperConfig {
 
 /// The child's last status line: `{"ship":{"delivered":…}}`, counters since it started.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ShipStatus {
+pub(crate) struct ShipStatus {
     /// Records the sink confirmed.
     pub delivered: u64,
     /// Records written to the dead-letter file.
@@ -49,7 +49,7 @@ pub struct ShipStatus {
 
 impl ShipStatus {
     /// Parses one status line; `None` for anything else.
-    pub fn parse(line: &[u8]) -> Option<ShipStatus> {
+    pub(crate) fn parse(line: &[u8]) -> Option<ShipStatus> {
         let v: serde_json::Value = serde_json::from_slice(line).ok()?;
         let s = v.get("ship")?;
         let n = |k| s.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
@@ -78,7 +78,7 @@ struct Run {
 }
 
 /// The shipper child and its restarts.
-pub struct Shipper {
+pub(crate) struct Shipper {
     cfg: ShipperConfig,
     run: Option<Run>,
     next: Instant,
@@ -91,7 +91,7 @@ pub struct Shipper {
 
 impl Shipper {
     /// A shipper whose child starts at once.
-    pub fn new(cfg: ShipperConfig, now: Instant) -> Shipper {
+    pub(crate) fn new(cfg: ShipperConfig, now: Instant) -> Shipper {
         Shipper {
             cfg,
             run: None,
@@ -103,12 +103,12 @@ impl Shipper {
     }
 
     /// When the loop must wake up for us (`None` while the child runs).
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.run.is_none().then_some(self.next)
     }
 
     /// Starts the child when it is due.
-    pub fn tick(&mut self, now: Instant, registry: &Registry) {
+    pub(crate) fn tick(&mut self, now: Instant, registry: &Registry) {
         if self.run.is_some() || now < self.next {
             return;
         }
@@ -145,7 +145,7 @@ impl Shipper {
     }
 
     /// The child's stdout is readable: take its status lines.
-    pub fn on_ready(&mut self, registry: &Registry) {
+    pub(crate) fn on_ready(&mut self, registry: &Registry) {
         let Some(run) = &mut self.run else { return };
         if let Some(status) = read_status(run, registry) {
             self.status = Some(status);
@@ -153,7 +153,7 @@ impl Shipper {
     }
 
     /// Collects the child when it has exited (on SIGCHLD) and schedules a restart.
-    pub fn reap(&mut self, registry: &Registry) {
+    pub(crate) fn reap(&mut self, registry: &Registry) {
         let Some(run) = &mut self.run else { return };
         let status = match run.child.try_wait() {
             Ok(Some(s)) => s,
@@ -188,7 +188,7 @@ impl Shipper {
     }
 
     /// At a stop signal: SIGTERM to the child (it writes its cursor and exits); no restart.
-    pub fn terminate(&mut self) {
+    pub(crate) fn terminate(&mut self) {
         self.next = Instant::now() + Duration::from_secs(86400 * 365);
         if let Some(run) = &self.run {
             if let Some(pid) = rustix::process::Pid::from_raw(run.child.id() as i32) {
@@ -199,7 +199,7 @@ impl Shipper {
 
     /// After the loop: waits for the child a few seconds, then SIGKILL (at least once holds:
     /// its cursor only lags).
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         let Some(mut run) = self.run.take() else {
             return;
         };

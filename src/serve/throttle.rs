@@ -51,7 +51,7 @@ struct Slot {
 
 /// Per-kind rate limits for the operational log.
 #[derive(Debug, Default)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     slots: [Slot; KINDS],
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// A position in the event log that survives restarts and rotations.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
+pub(crate) struct Cursor {
     /// Device of the file.
     pub dev: u64,
     /// Inode of the file.
@@ -23,7 +23,7 @@ pub struct Cursor {
 
 impl Cursor {
     /// The cursor's one line.
-    pub fn to_line(&self) -> String {
+    pub(crate) fn to_line(&self) -> String {
         format!(
             "{{\"dev\":{},\"ino\":{},\"fingerprint\":\"{:016x}\",\"offset\":{}}}\n",
             self.dev, self.ino, self.fingerprint, self.offset
@@ -31,7 +31,7 @@ impl Cursor {
     }
 
     /// Parses a cursor line; the error says what is wrong.
-    pub fn parse(text: &str) -> Result<Cursor, &'static str> {
+    pub(crate) fn parse(text: &str) -> Result<Cursor, &'static str> {
         let v: serde_json::Value = serde_json::from_str(text).map_err(|_| "not JSON")?;
         let num = |k: &str| v.get(k).and_then(|x| x.as_u64()).ok_or("lacks a number");
         Ok(Cursor {
@@ -48,7 +48,7 @@ impl Cursor {
 }
 
 /// Reads the cursor at `path`: `None` when there is no such file.
-pub fn load(path: &Path) -> Result<Option<Cursor>, String> {
+pub(crate) fn load(path: &Path) -> Result<Option<Cursor>, String> {
     let label = path.display();
     let mut text = String::new();
     match File::open(path) {
@@ -65,7 +65,7 @@ pub fn load(path: &Path) -> Result<Option<Cursor>, String> {
 }
 
 /// Writes the cursor at `path` atomically and durably.
-pub fn store(path: &Path, cursor: &Cursor) -> io::Result<()> {
+pub(crate) fn store(path: &Path, cursor: &Cursor) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);

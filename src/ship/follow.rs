@@ -17,14 +17,14 @@ use std::time::Duration;
 use super::cursor::Cursor;
 
 /// How often a caught-up follower looks for more.
-pub const POLL: Duration = Duration::from_millis(200);
+pub(crate) const POLL: Duration = Duration::from_millis(200);
 /// Longest line accepted; `serve --max-body` stays far below (a longer line is not a log's).
 const MAX_LINE: usize = 64 << 20;
 const CHUNK: usize = 64 << 10;
 
 /// Where to start reading.
 #[derive(Debug, Clone)]
-pub enum Start {
+pub(crate) enum Start {
     /// The first byte of the file at the path.
     Beginning,
     /// After the last complete line now in the file at the path.
@@ -35,7 +35,7 @@ pub enum Start {
 
 /// One complete line and the cursor just after it.
 #[derive(Debug, Clone)]
-pub struct Line {
+pub(crate) struct Line {
     /// The bytes, `\n` excluded.
     pub bytes: Vec<u8>,
     /// Where reading resumes after this line.
@@ -43,7 +43,7 @@ pub struct Line {
 }
 
 /// Follows one log path across rotations.
-pub struct Follower {
+pub(crate) struct Follower {
     path: PathBuf,
     file: File,
     dev: u64,
@@ -59,7 +59,7 @@ pub struct Follower {
 }
 
 /// FNV-1a, 64 bits: stable across releases (std's hasher is not), enough to tell files apart.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
@@ -119,7 +119,7 @@ fn siblings(path: &Path) -> Vec<PathBuf> {
 impl Follower {
     /// Opens `path` at `start`. A cursor that matches no file (device, inode and first line) is
     /// an error naming the cursor: replaying from zero is a decision for `--from`, not a guess.
-    pub fn open(path: &Path, start: &Start) -> Result<Follower, String> {
+    pub(crate) fn open(path: &Path, start: &Start) -> Result<Follower, String> {
         let label = path.display();
         let (file, offset) = match start {
             Start::Beginning | Start::End => {
@@ -175,7 +175,7 @@ impl Follower {
     }
 
     /// Where reading resumes: just after the last line returned.
-    pub fn cursor(&self) -> Cursor {
+    pub(crate) fn cursor(&self) -> Cursor {
         Cursor {
             dev: self.dev,
             ino: self.ino,
@@ -185,7 +185,7 @@ impl Follower {
     }
 
     /// The next complete line, or `None` when there is none yet (call [`Follower::wait`]).
-    pub fn next_line(&mut self) -> io::Result<Option<Line>> {
+    pub(crate) fn next_line(&mut self) -> io::Result<Option<Line>> {
         loop {
             if let Some(i) = self.buf[self.used..].iter().position(|&b| b == b'\n') {
                 let bytes = self.buf[self.used..self.used + i].to_vec();
@@ -277,12 +277,12 @@ impl Follower {
     }
 
     /// Sleeps one poll interval (call after `next_line` returned `None`).
-    pub fn wait(&self) {
+    pub(crate) fn wait(&self) {
         std::thread::sleep(POLL);
     }
 
     /// Complete lines after the cursor in the current file (the lag, counted on a schedule).
-    pub fn lines_behind(&self, cursor: &Cursor) -> io::Result<u64> {
+    pub(crate) fn lines_behind(&self, cursor: &Cursor) -> io::Result<u64> {
         if cursor.ino != self.ino || cursor.dev != self.dev {
             return Ok(0);
         }

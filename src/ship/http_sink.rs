@@ -13,7 +13,7 @@ use crate::secret::Secret;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// What one POST's answer means.
-pub fn judge(status: u16, retry_after: Option<&str>) -> Verdict {
+pub(crate) fn judge(status: u16, retry_after: Option<&str>) -> Verdict {
     let after = retry_after
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
@@ -36,7 +36,7 @@ pub fn judge(status: u16, retry_after: Option<&str>) -> Verdict {
 }
 
 /// POSTs to one URL.
-pub struct HttpSink {
+pub(crate) struct HttpSink {
     agent: ureq::Agent,
     url: String,
     token: Option<Secret>,
@@ -45,7 +45,12 @@ pub struct HttpSink {
 
 impl HttpSink {
     /// A sink for `url` with an optional bearer token.
-    pub fn new(url: String, token: Option<Secret>, roots: &TrustRoots, timeout: Duration) -> Self {
+    pub(crate) fn new(
+        url: String,
+        token: Option<Secret>,
+        roots: &TrustRoots,
+        timeout: Duration,
+    ) -> Self {
         HttpSink {
             agent: crate::platform::agent(roots, timeout, timeout),
             url,

@@ -10,11 +10,11 @@
 //! Status for a supervisor (`serve --ship`): a JSON line on stdout every 10 s and at exit,
 //! `{"ship":{"delivered":N,"deadLettered":N,"lagEvents":N,"lagSeconds":S,"failing":bool}}`.
 
-pub mod cursor;
-pub mod follow;
-pub mod http_sink;
-pub mod nats_sink;
-pub mod record;
+pub(crate) mod cursor;
+pub(crate) mod follow;
+pub(crate) mod http_sink;
+pub(crate) mod nats_sink;
+pub(crate) mod record;
 
 use std::fs::OpenOptions;
 use std::hash::{BuildHasher, Hasher};
@@ -40,7 +40,7 @@ const COMMIT_EVERY: Duration = Duration::from_millis(200);
 
 /// Where events go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// `http://` or `https://`.
     Http(String),
     /// `nats://HOST:PORT/SUBJECT` or `tls://…`.
@@ -56,7 +56,7 @@ pub enum Target {
 
 /// `--from`: where to start instead of the cursor.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum From {
+pub(crate) enum From {
     /// The first record of the log file.
     Start,
     /// After the last record now in the log file.
@@ -69,7 +69,7 @@ pub enum From {
 
 /// NATS credentials, from the environment or the env file only.
 #[derive(Debug, Clone, Default)]
-pub struct NatsAuth {
+pub(crate) struct NatsAuth {
     /// `NATS_USER`.
     pub user: Option<Secret>,
     /// `NATS_PASSWORD`.
@@ -80,7 +80,7 @@ pub struct NatsAuth {
 
 /// Validated settings of `ringhook ship`.
 #[derive(Debug, Clone)]
-pub struct ShipConfig {
+pub(crate) struct ShipConfig {
     /// The event log followed.
     pub log_file: PathBuf,
     /// The sink.
@@ -118,7 +118,7 @@ fn credentials_in_url(s: &Setting) -> Error {
 }
 
 /// Parses `--to`.
-pub fn parse_target(s: &Setting) -> Result<Target, Error> {
+pub(crate) fn parse_target(s: &Setting) -> Result<Target, Error> {
     let t = s.text.trim();
     let bad = |why: &str| Error::Config(format!("invalid {}: '{t}': {why}", s.origin));
     let (scheme, rest) = t
@@ -193,7 +193,7 @@ fn secret(vars: &Vars, names: &[&str]) -> Option<Secret> {
 
 impl ShipConfig {
     /// Validates flags and variables.
-    pub fn resolve(flags: &Flags, vars: &Vars) -> Result<ShipConfig, Error> {
+    pub(crate) fn resolve(flags: &Flags, vars: &Vars) -> Result<ShipConfig, Error> {
         let need = |opt: &crate::cli::Opt| {
             vars.flag_or(flags, opt).ok_or_else(|| {
                 Error::Config(format!(
@@ -270,7 +270,7 @@ impl ShipConfig {
 
 /// The outcome of delivering one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The sink has it (2xx; a JetStream acknowledgement, duplicates included).
     Delivered,
     /// Try again later (after `after` when the sink said so); order is kept.
@@ -291,7 +291,7 @@ pub enum Verdict {
 
 /// One record on its way.
 #[derive(Debug)]
-pub struct Item {
+pub(crate) struct Item {
     /// The log line, `\n` excluded.
     pub line: Vec<u8>,
     /// What to ship, or why it cannot be.
@@ -302,7 +302,7 @@ pub struct Item {
 }
 
 /// A destination that takes records, some in flight at once, and says what became of each.
-pub trait Sink {
+pub(crate) trait Sink {
     /// Records in flight at most.
     fn window(&self) -> usize;
     /// Sends `item` (`slot` names it in the verdicts), to `subject` for subject-based sinks; it
@@ -317,7 +317,7 @@ pub trait Sink {
 /// The wait before retry number `failures` (1, 2, …): the sink's `Retry-After` when it gave one,
 /// else doubling from 200 ms up to 30 s, scaled by `jitter` in `0..1024` to 50–100 %.
 /// (Integers only: float formatting and arithmetic would cost the binary ~15 KB.)
-pub fn backoff(failures: u32, retry_after: Option<Duration>, jitter: u32) -> Duration {
+pub(crate) fn backoff(failures: u32, retry_after: Option<Duration>, jitter: u32) -> Duration {
     if let Some(a) = retry_after {
         return a;
     }
@@ -344,7 +344,7 @@ fn secs(d: Duration) -> String {
 }
 
 /// The subject for `item`: `{event}` replaced by its event's name.
-pub fn subject_for(template: &str, item: &Item) -> String {
+pub(crate) fn subject_for(template: &str, item: &Item) -> String {
     match &item.ship {
         Ok(s) if template.contains("{event}") => template.replace("{event}", &s.event),
         _ => template.to_string(),
@@ -359,7 +359,7 @@ struct Stats {
 }
 
 /// Runs `ringhook ship`.
-pub fn run(cfg: ShipConfig) -> Result<(), Error> {
+pub(crate) fn run(cfg: ShipConfig) -> Result<(), Error> {
     let stop = Arc::new(AtomicBool::new(false));
     // SIGHUP (logrotate's habit, or a `kill -HUP` meant for serve) is ignored: rotation is
     // followed without it.

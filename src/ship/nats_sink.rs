@@ -13,7 +13,7 @@ use crate::nats::{Auth, Conn, ServerOp, status_of};
 use crate::platform::TrustRoots;
 
 /// Publishes to one JetStream stream through one server.
-pub struct NatsSink {
+pub(crate) struct NatsSink {
     addr: String,
     tls: bool,
     auth: Auth,
@@ -28,7 +28,7 @@ pub struct NatsSink {
 }
 
 /// What an acknowledgement's JSON means.
-pub fn judge_ack(payload: &[u8]) -> Verdict {
+pub(crate) fn judge_ack(payload: &[u8]) -> Verdict {
     let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
     if let Some(e) = v.get("error") {
         let why = e
@@ -52,7 +52,7 @@ pub fn judge_ack(payload: &[u8]) -> Verdict {
 
 impl NatsSink {
     /// A sink for `addr` (`HOST:PORT`); it connects on the first publish.
-    pub fn new(
+    pub(crate) fn new(
         addr: String,
         tls: bool,
         auth: NatsAuth,

@@ -29,7 +29,7 @@ struct Logged<'a> {
 
 /// A line that can be shipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Shippable {
+pub(crate) struct Shippable {
     /// The idempotency key: the notification's uuid, or `message:<id>` / `call:<id>`.
     pub key: String,
     /// The event's last path segment without its query (`presence`), for `{event}` subjects.
@@ -47,7 +47,7 @@ fn range_in(line: &[u8], raw: &RawValue) -> Range<usize> {
 }
 
 /// The last path segment of an event filter, without its query, as a subject token.
-pub fn event_name(event: &str) -> String {
+pub(crate) fn event_name(event: &str) -> String {
     let path = event.split('?').next().unwrap_or("");
     let seg = path.rsplit('/').find(|s| !s.is_empty()).unwrap_or("");
     let name: String = seg
@@ -97,7 +97,7 @@ fn key_of(logged: &Logged<'_>) -> Result<(String, String, &'static str), &'stati
 }
 
 /// Reads one log line: what to ship, or the reason it goes to the dead-letter file.
-pub fn parse(line: &[u8]) -> Result<Shippable, &'static str> {
+pub(crate) fn parse(line: &[u8]) -> Result<Shippable, &'static str> {
     let logged: Logged<'_> = serde_json::from_slice(line).map_err(|_| "not a log line")?;
     if logged.invalid_json.is_some() || logged.invalid_base64.is_some() {
         return Err("invalidJson: the body was not JSON");

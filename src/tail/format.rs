@@ -12,7 +12,7 @@ use serde_json::Value;
 
 /// A log line, parsed.
 #[derive(Debug)]
-pub enum Entry {
+pub(crate) enum Entry {
     /// `{"receivedAt":…,"notification":{…}}`.
     Notification {
         /// `receivedAt` as logged.
@@ -38,7 +38,7 @@ pub enum Entry {
 
 impl Entry {
     /// Parses one line (without its `\n`).
-    pub fn parse(line: &[u8]) -> Entry {
+    pub(crate) fn parse(line: &[u8]) -> Entry {
         let unreadable = Entry::Unreadable { len: line.len() };
         let Ok(Value::Object(mut rec)) = serde_json::from_slice::<Value>(line) else {
             return unreadable;
@@ -79,7 +79,7 @@ impl Entry {
     }
 
     /// The notification's `event`, for `--filter`.
-    pub fn event(&self) -> Option<&str> {
+    pub(crate) fn event(&self) -> Option<&str> {
         match self {
             Entry::Notification { body, .. } => body.get("event")?.as_str(),
             _ => None,
@@ -147,7 +147,7 @@ enum Tone {
 }
 
 /// Appends the readable line for `entry` (no newline) to `out`; with `colour`, ANSI colours.
-pub fn render(entry: &Entry, colour: bool, out: &mut String) {
+pub(crate) fn render(entry: &Entry, colour: bool, out: &mut String) {
     let (received_at, kind, ext, detail, tone) = match entry {
         Entry::Notification {
             received_at,

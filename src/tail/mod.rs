@@ -4,7 +4,7 @@
 //! the filter, colour and the output; [`format`] turns a line into text, purely. It never writes
 //! the log. A closed stdout (`| head`) ends it quietly, as with `tail` itself.
 
-pub mod format;
+pub(crate) mod format;
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
@@ -26,7 +26,7 @@ const MAX_LINE: usize = 65 << 20;
 
 /// What `ringhook tail` was asked for.
 #[derive(Debug, Clone)]
-pub struct TailConfig {
+pub(crate) struct TailConfig {
     /// The event log.
     pub log: PathBuf,
     /// Keep printing what is appended (across logrotate).
@@ -43,7 +43,7 @@ pub struct TailConfig {
 
 impl TailConfig {
     /// Resolves `tail`'s flags and variables.
-    pub fn resolve(flags: &Flags, vars: &Vars) -> Result<TailConfig, Error> {
+    pub(crate) fn resolve(flags: &Flags, vars: &Vars) -> Result<TailConfig, Error> {
         let log = vars.flag_or(flags, &cli::LOG_FILE).ok_or_else(|| {
             Error::Usage(
                 "tail needs the event log: --log-file FILE or RINGHOOK_LOG_FILE (as for serve)"
@@ -69,12 +69,12 @@ impl TailConfig {
 }
 
 /// `ringhook tail`.
-pub fn run_command(flags: &Flags, vars: &Vars) -> Result<(), Error> {
+pub(crate) fn run_command(flags: &Flags, vars: &Vars) -> Result<(), Error> {
     run(&TailConfig::resolve(flags, vars)?)
 }
 
 /// True when colours suit stdout: a terminal, and no `NO_COLOR` (<https://no-color.org>).
-pub fn colour_wanted(no_color: Option<&str>) -> bool {
+pub(crate) fn colour_wanted(no_color: Option<&str>) -> bool {
     no_color.is_none_or(str::is_empty) && io::stdout().is_terminal()
 }
 
@@ -107,7 +107,7 @@ impl Printer<'_> {
 }
 
 /// Runs `tail` to the end of the log (or forever, with `follow`).
-pub fn run(cfg: &TailConfig) -> Result<(), Error> {
+pub(crate) fn run(cfg: &TailConfig) -> Result<(), Error> {
     let label = cfg.log.display();
     let file = File::open(&cfg.log).map_err(|e| Error::runtime(format!("{label}: {e}")))?;
     // With -f, the follower is opened first, so the last lines and what follows them meet at
