@@ -21,7 +21,7 @@ use crate::serve::event_log::Record;
 
 /// Tokens from here up belong to children's pipes; connections count up from 2 and never get
 /// near (this is half the address space, on 32-bit boards too).
-const FIRST_TOKEN: usize = usize::MAX / 2;
+const FIRST_TOKEN: usize = super::token::FIRST_EXEC;
 /// How much of a child's stderr is kept for the operational log.
 const TAIL: usize = 512;
 
@@ -366,7 +366,7 @@ impl Runner {
             if due <= now {
                 kill_group(run);
             } else {
-                next = Some(next.map_or(due, |n| n.min(due)));
+                next = super::earliest(next, Some(due));
             }
         }
         next

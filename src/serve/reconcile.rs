@@ -12,14 +12,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use mio::Registry;
 use mio::unix::pipe::Receiver;
-use mio::{Registry, Token};
 
 use crate::metrics::RegisterStatus;
 use crate::serve::event_log::Record;
 
-/// The child's stdout pipe; below `exec`'s tokens, far above any connection's.
-pub(crate) const TOKEN: Token = Token(usize::MAX / 2 - 1);
 /// Retries after failures double up to this.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// Notifications whose event starts so are the platform's renewal reminders.
@@ -134,7 +132,7 @@ impl Reconciler {
             .stderr(Stdio::inherit());
         match cmd.spawn() {
             Ok(mut child) => {
-                let stdout = super::watch_stdout(&mut child, registry, TOKEN);
+                let stdout = super::watch_stdout(&mut child, registry, super::token::RECONCILE);
                 info!("registering ({why})");
                 self.run = Some(Run {
                     child,

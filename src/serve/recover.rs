@@ -10,11 +10,9 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
+use mio::Registry;
 use mio::unix::pipe::Receiver;
-use mio::{Registry, Token};
 
-/// The child's stdout pipe; just below the reconcile child's.
-pub(crate) const TOKEN: Token = Token(usize::MAX / 2 - 2);
 /// A recovered line longer than this is not one of ours.
 const MAX_LINE: usize = 4 * 1024 * 1024;
 
@@ -86,7 +84,7 @@ impl Recoverer {
             .stderr(Stdio::inherit());
         match cmd.spawn() {
             Ok(mut child) => {
-                let stdout = super::watch_stdout(&mut child, registry, TOKEN);
+                let stdout = super::watch_stdout(&mut child, registry, super::token::RECOVER);
                 info!("catching up on missed messages and calls ({why})");
                 self.run = Some(Run {
                     stdin: child.stdin.take(),

@@ -16,17 +16,17 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::error::Error;
 use crate::metrics::{self, Counters, ExecOutcomes, Scrape};
 use crate::serve::config::{Limits, LogTarget, ServeConfig};
 use crate::serve::event_log::{Commit, EventLog, Record};
 use crate::serve::exchange::{BodyBudget, Ctx, Exchange, Step};
 use crate::serve::exec::Runner;
 use crate::serve::policy::Policy;
-use crate::serve::reconcile::{self, Reconciler};
-use crate::serve::recover::{self, RecoverConfig, Recoverer};
-use crate::serve::shipper::{self, Shipper};
+use crate::serve::reconcile::Reconciler;
+use crate::serve::recover::{RecoverConfig, Recoverer};
+use crate::serve::shipper::Shipper;
 use crate::serve::throttle::{Kind, Throttle};
+use crate::serve::{earliest, token};
 
 /// The fields of `Server` an exchange may use, borrowed apart from `conns`.
 macro_rules! ctx {
@@ -44,11 +44,6 @@ macro_rules! ctx {
     };
 }
 
-const LISTENER: Token = Token(0);
-const SIGNALS: Token = Token(1);
-const FIRST_CONN: usize = 2;
-/// The "connection" of records the catch-up child recovered: no socket waits for them.
-const RECOVERED: usize = usize::MAX;
 /// Shared read/write scratch; also bounds how much one read takes from a socket.
 const SCRATCH: usize = 32 * 1024;
 /// How long a closing connection may keep sending before it is dropped.
@@ -59,117 +54,6 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// A sync at least this slow (an SD card) makes the next batch gather before it syncs.
 const SLOW_SYNC: Duration = Duration::from_millis(2);
-
-/// Runs the receiver until SIGTERM or SIGINT.
-pub(crate) fn serve(cfg: ServeConfig) -> Result<(), Error> {
-    let (log, log_desc) = open_log(&cfg)?;
-    let listener = TcpListener::bind(cfg.listen).map_err(|e| {
-        let hint = match e.kind() {
-            io::ErrorKind::AddrInUse => {
-                "another process listens there: stop it or choose another --listen / PORT"
-            }
-            io::ErrorKind::PermissionDenied => {
-                "ports below 1024 need privileges: use a port such as 3000"
-            }
-            _ => "check --listen / RINGHOOK_LISTEN / PORT",
-        };
-        Error::runtime_hint(format!("cannot listen on {}: {e}", cfg.listen), hint)
-    })?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Error::runtime(format!("cannot read the listening address: {e}")))?;
-
-    match &cfg.token_origin {
-        Some(origin) => info!("verification token from {origin}: notifications without it get 403"),
-        None => warn!(
-            "no verification token (WEBHOOK_VERIFICATION_TOKEN): any notification posted to {} is logged",
-            cfg.path
-        ),
-    }
-    info!(
-        "events to {log_desc}; limits: body {} B, head {} B, request {:?}, idle {:?}, {} connections",
-        cfg.limits.max_body,
-        cfg.limits.max_header,
-        cfg.limits.request_timeout,
-        cfg.limits.idle_timeout,
-        cfg.limits.max_connections
-    );
-    if let Some(h) = &cfg.health_path {
-        info!("health check at GET {h}");
-    }
-    if let Some(m) = &cfg.metrics_path {
-        info!("Prometheus metrics at GET {m}");
-    }
-    if let Some(r) = &cfg.register {
-        info!(
-            "register: now, then every {:?}{}{}",
-            r.every,
-            r.quiet
-                .map(|q| format!(", and after {q:?} without notifications"))
-                .unwrap_or_default(),
-            if r.unregister_on_exit {
-                "; unregister at a clean stop"
-            } else {
-                ""
-            }
-        );
-    }
-    if let Some(x) = &cfg.exec {
-        // The program only: arguments may carry credentials of the user's own.
-        let filters: Vec<&str> = x.filters.iter().map(|f| f.as_str()).collect();
-        info!(
-            "exec: {} per logged event{}; {} at once, {} queued at most, killed after {:?}",
-            x.argv[0],
-            if filters.is_empty() {
-                String::new()
-            } else {
-                format!(" matching {}", filters.join(" "))
-            },
-            x.max_running,
-            x.max_queued,
-            x.timeout
-        );
-    }
-
-    let mut server = Server::new(cfg, listener, log)
-        .map_err(|e| Error::runtime(format!("cannot set up the event loop: {e}")))?;
-    descriptor_limit(server.limits.max_connections);
-    // Tests and scripts wait for this exact line: it means the socket accepts.
-    info!("listening on http://{local}{}", server.policy.path);
-    server
-        .run()
-        .map_err(|e| Error::runtime(format!("event loop failed: {e}")))?;
-    Ok(())
-}
-
-fn open_log(cfg: &ServeConfig) -> Result<(EventLog, String), Error> {
-    match &cfg.log {
-        LogTarget::Stdout => Ok((EventLog::stdout(cfg.dedupe_window), "stdout".to_string())),
-        LogTarget::File(path) => {
-            let (log, rec) = EventLog::open(path, cfg.dedupe_window).map_err(|e| {
-                Error::Config(format!(
-                    "--log-file / RINGHOOK_LOG_FILE {}: {e}",
-                    path.display()
-                ))
-            })?;
-            if rec.torn_bytes > 0 {
-                warn!(
-                    "cut a torn last line of {} bytes from {} (a crash mid-write; it was never acknowledged)",
-                    rec.torn_bytes,
-                    path.display()
-                );
-            }
-            Ok((
-                log,
-                format!(
-                    "{} (fdatasync before each 200; {} recent uuids remembered)",
-                    path.display(),
-                    rec.seeded
-                ),
-            ))
-        }
-    }
-}
 
 /// A connection: the socket, its protocol state, and when it last moved.
 struct Conn {
@@ -310,7 +194,7 @@ impl Conn {
     }
 }
 
-struct Server {
+pub(super) struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
     signals: Signals,
@@ -355,14 +239,18 @@ struct Server {
 }
 
 impl Server {
-    fn new(cfg: ServeConfig, mut listener: TcpListener, log: EventLog) -> io::Result<Server> {
+    pub(super) fn new(
+        cfg: ServeConfig,
+        mut listener: TcpListener,
+        log: EventLog,
+    ) -> io::Result<Server> {
         let max_buffered = cfg.limits.max_buffered;
         let poll = Poll::new()?;
         poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+            .register(&mut listener, token::LISTENER, Interest::READABLE)?;
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD])?;
         poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            .register(&mut signals, token::SIGNALS, Interest::READABLE)?;
         let recoverer = match (&cfg.register, &cfg.log) {
             // Only a build with `catchup` can run the child.
             (Some(r), LogTarget::File(log)) if cfg!(feature = "catchup") => {
@@ -380,7 +268,7 @@ impl Server {
             listener: Some(listener),
             signals,
             conns: HashMap::default(),
-            next_id: FIRST_CONN,
+            next_id: token::FIRST_CONN,
             log,
             policy: Policy {
                 path: cfg.path,
@@ -413,7 +301,7 @@ impl Server {
         })
     }
 
-    fn run(&mut self) -> io::Result<()> {
+    pub(super) fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
         loop {
             let timeout = self.sweep(Instant::now());
@@ -444,21 +332,22 @@ impl Server {
             }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(),
-                    SIGNALS => self.on_signals(),
-                    reconcile::TOKEN => {
+                    token::LISTENER => self.accept(),
+                    token::SIGNALS => self.on_signals(),
+                    token::RECONCILE => {
                         if let Some(r) = &mut self.reconciler {
                             r.on_ready(self.poll.registry());
                         }
                     }
-                    recover::TOKEN => {
+                    token::RECOVER => {
                         if let Some(r) = &mut self.recoverer {
                             for line in r.on_ready(self.poll.registry()) {
-                                self.pending.push((RECOVERED, Record::recovered(line)));
+                                self.pending
+                                    .push((token::RECOVERED, Record::recovered(line)));
                             }
                         }
                     }
-                    shipper::TOKEN => {
+                    token::SHIPPER => {
                         if let Some(s) = &mut self.shipper {
                             s.on_ready(self.poll.registry());
                         }
@@ -826,7 +715,7 @@ impl Server {
                 }
                 Commit::Failed => self.counters.unavailable += 1,
             }
-            if *id == RECOVERED {
+            if *id == token::RECOVERED {
                 if let Some(r) = &mut self.recoverer {
                     r.logged(verdict != Commit::Failed);
                 }
@@ -859,12 +748,7 @@ impl Server {
         if let Some(r) = &mut self.exec {
             // SIGCHLD can coalesce; collecting here too costs one try_wait per running child.
             r.reap(self.poll.registry());
-            next = r.sweep(now);
-            if next.is_none() {
-                next = self.accept_paused_until;
-            } else if let Some(a) = self.accept_paused_until {
-                next = next.map(|n| n.min(a));
-            }
+            next = earliest(next, r.sweep(now));
         }
         let mut expired = Vec::new();
         for (id, c) in &self.conns {
@@ -872,22 +756,16 @@ impl Server {
                 if d <= now {
                     expired.push(*id);
                 } else {
-                    next = Some(next.map_or(d, |n| n.min(d)));
+                    next = earliest(next, Some(d));
                 }
             }
         }
         for id in expired {
             self.expire(id);
         }
-        if let Some(at) = self.probe_log(now) {
-            next = Some(next.map_or(at, |n| n.min(at)));
-        }
-        if let Some(at) = self.throttle.flush(now, false) {
-            next = Some(next.map_or(at, |n| n.min(at)));
-        }
-        if let Some(by) = self.shutdown_by {
-            next = Some(next.map_or(by, |n| n.min(by)));
-        }
+        next = earliest(next, self.probe_log(now));
+        next = earliest(next, self.throttle.flush(now, false));
+        next = earliest(next, self.shutdown_by);
         if let Some(r) = &mut self.reconciler {
             if self.shutdown_by.is_none() {
                 r.reap(self.poll.registry());
@@ -895,9 +773,7 @@ impl Server {
                 let catching_up = self.recoverer.as_ref().is_some_and(|c| !c.is_idle());
                 if !catching_up {
                     r.tick(now, self.poll.registry());
-                    if let Some(d) = r.deadline() {
-                        next = Some(next.map_or(d, |n| n.min(d)));
-                    }
+                    next = earliest(next, r.deadline());
                 }
                 if let Some(c) = &mut self.recoverer {
                     if r.take_succeeded() {
@@ -914,9 +790,7 @@ impl Server {
             if self.shutdown_by.is_none() {
                 s.reap(self.poll.registry());
                 s.tick(now, self.poll.registry());
-                if let Some(d) = s.deadline() {
-                    next = Some(next.map_or(d, |n| n.min(d)));
-                }
+                next = earliest(next, s.deadline());
             }
         }
         if !self.pending.is_empty() {
@@ -979,33 +853,6 @@ impl Hasher for IdHasher {
     }
     fn write_usize(&mut self, n: usize) {
         self.0 = n as u64;
-    }
-}
-
-/// Raises the soft open-file limit to the hard one (as Go's runtime does), then warns when
-/// `max_connections` and what the process holds already do not fit under it.
-fn descriptor_limit(max_connections: usize) {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let lim = getrlimit(Resource::Nofile);
-    // No hard limit: the kernel's ceiling (fs.nr_open, 1 Mi by default) still applies.
-    let hard = lim.maximum.unwrap_or(1 << 20);
-    let mut soft = lim.current.unwrap_or(u64::MAX);
-    if soft < hard {
-        let raised = Rlimit {
-            current: Some(hard),
-            maximum: lim.maximum,
-        };
-        if setrlimit(Resource::Nofile, raised).is_ok() {
-            soft = hard;
-        }
-    }
-    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
-    // A few more for --exec's pipes and a SIGHUP reopen.
-    let need = max_connections as u64 + open + 8;
-    if need > soft {
-        warn!(
-            "--max-connections {max_connections} and the {open} descriptors open already exceed the open-file limit of {soft} (ulimit -n): when it is reached, the quietest connections are closed for new ones"
-        );
     }
 }
 

@@ -10,11 +10,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use mio::Registry;
 use mio::unix::pipe::Receiver;
-use mio::{Registry, Token};
 
-/// The child's stdout pipe; beside reconcile's and recover's tokens.
-pub(crate) const TOKEN: Token = Token(usize::MAX / 2 - 3);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A child that ran this long was healthy: the next failure starts the backoff again.
@@ -127,7 +125,7 @@ impl Shipper {
             .stderr(Stdio::inherit());
         match cmd.spawn() {
             Ok(mut child) => {
-                let stdout = super::watch_stdout(&mut child, registry, TOKEN);
+                let stdout = super::watch_stdout(&mut child, registry, super::token::SHIPPER);
                 self.starts += 1;
                 info!("--ship: shipper started (pid {})", child.id());
                 self.run = Some(Run {
