@@ -10,13 +10,14 @@
 //! are reaped on SIGCHLD, never waited for.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mio::unix::pipe::{Receiver, Sender};
 use mio::{Interest, Registry, Token};
 
+use super::child::Pipe;
 use crate::serve::event_log::Record;
 
 /// Tokens from here up belong to children's pipes; connections count up from 2 and never get
@@ -134,7 +135,7 @@ struct Run {
     stdin: Option<(Token, Sender)>,
     payload: Vec<u8>,
     written: usize,
-    stderr: Option<(Token, Receiver)>,
+    stderr: Option<(Token, Pipe)>,
     tail: Vec<u8>,
     killed: bool,
 }
@@ -276,15 +277,11 @@ impl Runner {
             }
         }
         if let Some(pipe) = run.child.stderr.take() {
-            let mut rx = Receiver::from(pipe);
             let token = self.token();
-            if rx.set_nonblocking(true).is_ok()
-                && registry
-                    .register(&mut rx, token, Interest::READABLE)
-                    .is_ok()
-            {
-                run.stderr = Some((token, rx));
-            }
+            run.stderr = Some((
+                token,
+                Pipe::watch(Some(Receiver::from(pipe)), registry, token),
+            ));
         }
         feed(&mut run, registry);
         self.running.push(run);
@@ -434,37 +431,24 @@ fn feed(run: &mut Run, registry: &Registry) {
 
 /// Reads what the child wrote to stderr, keeping the tail.
 fn drain(run: &mut Run, registry: &Registry) {
-    let Some((_, rx)) = &mut run.stderr else {
+    let Some((_, pipe)) = &mut run.stderr else {
         return;
     };
-    let mut buf = [0u8; 1024];
-    let eof = loop {
-        match rx.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(n) => {
-                run.tail.extend_from_slice(&buf[..n]);
-                if run.tail.len() > TAIL {
-                    run.tail.drain(..run.tail.len() - TAIL);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
-            Err(_) => break true,
+    let tail = &mut run.tail;
+    pipe.read_available(registry, |chunk| {
+        tail.extend_from_slice(chunk);
+        if tail.len() > TAIL {
+            tail.drain(..tail.len() - TAIL);
         }
-    };
-    if eof {
-        if let Some((_, mut rx)) = run.stderr.take() {
-            let _ = registry.deregister(&mut rx);
-        }
-    }
+    });
 }
 
 fn close_pipes(run: &mut Run, registry: &Registry) {
     if let Some((_, mut tx)) = run.stdin.take() {
         let _ = registry.deregister(&mut tx);
     }
-    if let Some((_, mut rx)) = run.stderr.take() {
-        let _ = registry.deregister(&mut rx);
+    if let Some((_, mut pipe)) = run.stderr.take() {
+        pipe.close(registry);
     }
 }
 

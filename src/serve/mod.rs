@@ -16,6 +16,7 @@
 //! Never: an answer before the event is synced, a blocking call on the loop's thread, a second
 //! thread.
 
+mod child;
 pub(crate) mod config;
 pub(crate) mod event_log;
 pub(crate) mod exchange;
@@ -211,19 +212,4 @@ fn announce(cfg: &ServeConfig, log_desc: &str) {
             x.timeout
         );
     }
-}
-
-/// A child's stdout as a non-blocking pipe the loop polls under `token`; `None` when it cannot
-/// be (the child then runs unheard, as when it has no stdout). Shared by serve's three children.
-fn watch_stdout(
-    child: &mut std::process::Child,
-    registry: &mio::Registry,
-    token: mio::Token,
-) -> Option<mio::unix::pipe::Receiver> {
-    let mut rx = mio::unix::pipe::Receiver::from(child.stdout.take()?);
-    rx.set_nonblocking(true).ok()?;
-    registry
-        .register(&mut rx, token, mio::Interest::READABLE)
-        .ok()?;
-    Some(rx)
 }

@@ -7,13 +7,13 @@
 //! at once when a subscription renewal reminder arrives, and (if asked) when notifications have
 //! been quiet for `--register-quiet`. Never two at once; failures retry with backoff.
 
-use std::io::{self, Read};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::Registry;
-use mio::unix::pipe::Receiver;
+
+use super::child::{self, Running};
 
 use crate::metrics::RegisterStatus;
 use crate::serve::event_log::Record;
@@ -41,8 +41,7 @@ pub struct ReconcileConfig {
 }
 
 struct Run {
-    child: Child,
-    stdout: Option<Receiver>,
+    proc: Running,
     out: Vec<u8>,
     why: &'static str,
 }
@@ -87,12 +86,7 @@ impl Reconciler {
     }
 
     fn command(&self, subcommand: &str) -> Command {
-        // /proc/self/exe, so a relative argv[0] or a changed working directory cannot matter.
-        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ringhook"));
-        let mut cmd = Command::new(exe);
-        if let Some(f) = &self.cfg.env_file {
-            cmd.arg("--env-file").arg(f);
-        }
+        let mut cmd = child::ringhook(self.cfg.env_file.as_deref());
         cmd.arg(subcommand).arg("--json");
         for (k, v) in &self.cfg.env {
             cmd.env(k, v);
@@ -127,16 +121,12 @@ impl Reconciler {
             return;
         }
         let mut cmd = self.command("register");
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        match cmd.spawn() {
-            Ok(mut child) => {
-                let stdout = super::watch_stdout(&mut child, registry, super::token::RECONCILE);
+        cmd.stdin(Stdio::null());
+        match Running::spawn(&mut cmd, registry, super::token::RECONCILE) {
+            Ok(proc) => {
                 info!("registering ({why})");
                 self.run = Some(Run {
-                    child,
-                    stdout,
+                    proc,
                     out: Vec::new(),
                     why,
                 });
@@ -175,18 +165,11 @@ impl Reconciler {
         let Some(run) = &mut self.run else {
             return;
         };
-        let status = match run.child.try_wait() {
-            Ok(Some(s)) => s,
-            Ok(None) => return,
-            Err(e) => {
-                error!("cannot collect the register child: {e}");
-                return;
-            }
+        let Some(status) = run.proc.exited("cannot collect the register child") else {
+            return;
         };
         read_out(run, registry);
-        if let Some(mut rx) = run.stdout.take() {
-            let _ = registry.deregister(&mut rx);
-        }
+        run.proc.stdout.close(registry);
         let run = self.run.take().expect("checked above");
         let now = Instant::now();
         if status.success() {
@@ -206,11 +189,7 @@ impl Reconciler {
         self.failures += 1;
         self.status.failed += 1;
         self.status.failed_in_a_row += 1;
-        let backoff = self
-            .cfg
-            .retry
-            .saturating_mul(1 << (self.failures - 1).min(7))
-            .min(MAX_BACKOFF);
+        let backoff = child::doubling(self.cfg.retry, self.failures, 7, MAX_BACKOFF);
         self.next = now + backoff;
         self.why_next = "retry";
         warn!(
@@ -221,11 +200,9 @@ impl Reconciler {
 
     /// At shutdown: stops a run in progress.
     pub(crate) fn stop(&mut self) {
-        if let Some(run) = &mut self.run {
-            let _ = run.child.kill();
-            let _ = run.child.wait();
+        if let Some(mut run) = self.run.take() {
+            run.proc.kill();
         }
-        self.run = None;
     }
 
     /// At a clean shutdown with `--unregister-on-exit`: deletes the subscription (blocking; the
@@ -248,26 +225,13 @@ impl Reconciler {
 }
 
 fn read_out(run: &mut Run, registry: &Registry) {
-    let Some(rx) = &mut run.stdout else {
-        return;
-    };
-    let mut buf = [0u8; 4096];
-    let eof = loop {
-        match rx.read(&mut buf) {
-            Ok(0) => break true,
-            // One JSON object is expected; more than 64 KiB is not it.
-            Ok(n) if run.out.len() < 64 * 1024 => run.out.extend_from_slice(&buf[..n]),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
-            Err(_) => break true,
+    let out = &mut run.out;
+    run.proc.stdout.read_available(registry, |chunk| {
+        // One JSON object is expected; more than 64 KiB is not it.
+        if out.len() < 64 * 1024 {
+            out.extend_from_slice(chunk);
         }
-    };
-    if eof {
-        if let Some(mut rx) = run.stdout.take() {
-            let _ = registry.deregister(&mut rx);
-        }
-    }
+    });
 }
 
 /// What `register --json` answers (the fields used here).

@@ -6,12 +6,13 @@
 //! next run. Never while a register run is going on, never two at once, never on the loop's time:
 //! the child does the platform calls, the loop only reads lines.
 
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Stdio};
 
 use mio::Registry;
-use mio::unix::pipe::Receiver;
+
+use super::child::{self, Running};
 
 /// A recovered line longer than this is not one of ours.
 const MAX_LINE: usize = 4 * 1024 * 1024;
@@ -28,8 +29,7 @@ pub(crate) struct RecoverConfig {
 }
 
 struct Run {
-    child: Child,
-    stdout: Option<Receiver>,
+    proc: Running,
     stdin: Option<ChildStdin>,
     buf: Vec<u8>,
     /// A line could not be logged (or was not a line): answer `no`.
@@ -71,25 +71,17 @@ impl Recoverer {
             return;
         }
         let Some(why) = self.due.take() else { return };
-        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ringhook"));
-        let mut cmd = Command::new(exe);
-        if let Some(f) = &self.cfg.env_file {
-            cmd.arg("--env-file").arg(f);
-        }
+        let mut cmd = child::ringhook(self.cfg.env_file.as_deref());
         cmd.args(["catchup", "--emit", "--log-file"])
             .arg(&self.cfg.log)
             .envs(self.cfg.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        match cmd.spawn() {
-            Ok(mut child) => {
-                let stdout = super::watch_stdout(&mut child, registry, super::token::RECOVER);
+            .stdin(Stdio::piped());
+        match Running::spawn(&mut cmd, registry, super::token::RECOVER) {
+            Ok(mut proc) => {
                 info!("catching up on missed messages and calls ({why})");
                 self.run = Some(Run {
-                    stdin: child.stdin.take(),
-                    child,
-                    stdout,
+                    stdin: proc.child.stdin.take(),
+                    proc,
                     buf: Vec::new(),
                     failed: false,
                     answer_due: false,
@@ -104,22 +96,10 @@ impl Recoverer {
         let Some(run) = &mut self.run else {
             return Vec::new();
         };
-        let mut chunk = [0u8; 16 * 1024];
-        let mut eof = false;
-        while let Some(rx) = &mut run.stdout {
-            match rx.read(&mut chunk) {
-                Ok(0) => eof = true,
-                Ok(n) => run.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => eof = true,
-            }
-            if eof {
-                if let Some(mut rx) = run.stdout.take() {
-                    let _ = registry.deregister(&mut rx);
-                }
-            }
-        }
+        let buf = &mut run.buf;
+        run.proc
+            .stdout
+            .read_available(registry, |chunk| buf.extend_from_slice(chunk));
         let mut lines = Vec::new();
         while let Some(i) = run.buf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = run.buf.drain(..=i).take(i).collect();
@@ -161,40 +141,27 @@ impl Recoverer {
     /// Collects the child when it has exited (on SIGCHLD).
     pub(crate) fn reap(&mut self, registry: &Registry) {
         let Some(run) = &mut self.run else { return };
-        match run.child.try_wait() {
-            Ok(Some(status)) => {
-                if let Some(mut rx) = run.stdout.take() {
-                    let _ = registry.deregister(&mut rx);
-                }
-                if !status.success() {
-                    warn!(
-                        "catchup failed ({status}; the reason is above); it runs again after the next register run"
-                    );
-                }
-                self.run = None;
-            }
-            Ok(None) => {}
-            Err(e) => error!("cannot collect the catchup child: {e}"),
+        let Some(status) = run.proc.exited("cannot collect the catchup child") else {
+            return;
+        };
+        run.proc.stdout.close(registry);
+        if !status.success() {
+            warn!(
+                "catchup failed ({status}; the reason is above); it runs again after the next register run"
+            );
         }
+        self.run = None;
     }
 
     /// At shutdown: stops a run in progress (its tokens stay; the next start catches up). The
     /// child first hears end-of-file where it waits for the answer ("not logged") and gets a
     /// moment to end its platform session (revoke); only then is it killed.
     pub(crate) fn stop(&mut self) {
-        if let Some(run) = &mut self.run {
+        if let Some(mut run) = self.run.take() {
             drop(run.stdin.take());
-            let deadline = std::time::Instant::now() + STOP_GRACE;
-            while std::time::Instant::now() < deadline {
-                match run.child.try_wait() {
-                    Ok(None) => std::thread::sleep(std::time::Duration::from_millis(10)),
-                    _ => break,
-                }
-            }
-            let _ = run.child.kill();
-            let _ = run.child.wait();
+            run.proc.ends_within(STOP_GRACE);
+            run.proc.kill();
         }
-        self.run = None;
     }
 }
 

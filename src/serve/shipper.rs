@@ -5,13 +5,13 @@
 //! after 5 s, SIGKILL. Its stdout is its status line, kept here for the metrics
 //! ([`ShipStatus`]); its stderr is the operational log's, shared.
 
-use std::io::{self, Read};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use mio::Registry;
-use mio::unix::pipe::Receiver;
+
+use super::child::{self, Running};
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -69,10 +69,8 @@ impl ShipStatus {
 }
 
 struct Run {
-    child: Child,
-    stdout: Option<Receiver>,
+    proc: Running,
     partial: Vec<u8>,
-    started: Instant,
 }
 
 /// The shipper child and its restarts.
@@ -110,29 +108,20 @@ impl Shipper {
         if self.run.is_some() || now < self.next {
             return;
         }
-        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ringhook"));
-        let mut cmd = Command::new(exe);
-        if let Some(f) = &self.cfg.env_file {
-            cmd.arg("--env-file").arg(f);
-        }
+        let mut cmd = child::ringhook(self.cfg.env_file.as_deref());
         cmd.arg("ship")
             .arg("--log-file")
             .arg(&self.cfg.log_file)
             .arg("--to")
             .arg(&self.cfg.to)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        match cmd.spawn() {
-            Ok(mut child) => {
-                let stdout = super::watch_stdout(&mut child, registry, super::token::SHIPPER);
+            .stdin(Stdio::null());
+        match Running::spawn(&mut cmd, registry, super::token::SHIPPER) {
+            Ok(proc) => {
                 self.starts += 1;
-                info!("--ship: shipper started (pid {})", child.id());
+                info!("--ship: shipper started (pid {})", proc.child.id());
                 self.run = Some(Run {
-                    child,
-                    stdout,
+                    proc,
                     partial: Vec::new(),
-                    started: now,
                 });
             }
             Err(e) => {
@@ -153,23 +142,16 @@ impl Shipper {
     /// Collects the child when it has exited (on SIGCHLD) and schedules a restart.
     pub(crate) fn reap(&mut self, registry: &Registry) {
         let Some(run) = &mut self.run else { return };
-        let status = match run.child.try_wait() {
-            Ok(Some(s)) => s,
-            Ok(None) => return,
-            Err(e) => {
-                error!("--ship: cannot collect the shipper: {e}");
-                return;
-            }
+        let Some(status) = run.proc.exited("--ship: cannot collect the shipper") else {
+            return;
         };
         if let Some(s) = read_status(run, registry) {
             self.status = Some(s);
         }
-        if let Some(mut rx) = run.stdout.take() {
-            let _ = registry.deregister(&mut rx);
-        }
+        run.proc.stdout.close(registry);
         let run = self.run.take().expect("checked above");
         let now = Instant::now();
-        if now.duration_since(run.started) >= HEALTHY {
+        if now.duration_since(run.proc.started) >= HEALTHY {
             self.failures = 0;
         }
         warn!("--ship: the shipper exited ({status})");
@@ -178,9 +160,7 @@ impl Shipper {
 
     fn failed(&mut self, now: Instant) {
         self.failures += 1;
-        let wait = FIRST_BACKOFF
-            .saturating_mul(1 << (self.failures - 1).min(6))
-            .min(MAX_BACKOFF);
+        let wait = child::doubling(FIRST_BACKOFF, self.failures, 6, MAX_BACKOFF);
         self.next = now + wait;
         info!("--ship: starting the shipper again in {wait:?}");
     }
@@ -189,9 +169,7 @@ impl Shipper {
     pub(crate) fn terminate(&mut self) {
         self.next = Instant::now() + Duration::from_secs(86400 * 365);
         if let Some(run) = &self.run {
-            if let Some(pid) = rustix::process::Pid::from_raw(run.child.id() as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            }
+            run.proc.terminate();
         }
     }
 
@@ -201,50 +179,30 @@ impl Shipper {
         let Some(mut run) = self.run.take() else {
             return;
         };
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = run.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if !run.proc.ends_within(STOP_GRACE) {
+            warn!("--ship: the shipper did not stop within {STOP_GRACE:?}; killing it");
+            run.proc.kill();
         }
-        warn!("--ship: the shipper did not stop within {STOP_GRACE:?}; killing it");
-        let _ = run.child.kill();
-        let _ = run.child.wait();
     }
 }
 
 /// Reads what the pipe holds; returns the last complete status line's status.
 fn read_status(run: &mut Run, registry: &Registry) -> Option<ShipStatus> {
-    let rx = run.stdout.as_mut()?;
-    let mut buf = [0u8; 4096];
     let mut last = None;
-    let eof = loop {
-        match rx.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(n) => {
-                run.partial.extend_from_slice(&buf[..n]);
-                while let Some(i) = run.partial.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = run.partial.drain(..=i).collect();
-                    if let Some(s) = ShipStatus::parse(&line) {
-                        last = Some(s);
-                    }
-                }
-                // A status line is short; more without a newline is not one.
-                if run.partial.len() > 4096 {
-                    run.partial.clear();
-                }
+    let partial = &mut run.partial;
+    run.proc.stdout.read_available(registry, |chunk| {
+        partial.extend_from_slice(chunk);
+        while let Some(i) = partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=i).collect();
+            if let Some(s) = ShipStatus::parse(&line) {
+                last = Some(s);
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
-            Err(_) => break true,
         }
-    };
-    if eof {
-        if let Some(mut rx) = run.stdout.take() {
-            let _ = registry.deregister(&mut rx);
+        // A status line is short; more without a newline is not one.
+        if partial.len() > 4096 {
+            partial.clear();
         }
-    }
+    });
     last
 }
 
