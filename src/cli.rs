@@ -485,7 +485,7 @@ pub(crate) const FILTER: Opt = Opt::flag(
 .repeatable();
 
 /// `serve`'s settings, in the order its `--help` lists them.
-const SERVE: &[&Opt] = &[
+pub(crate) const SERVE: &[&Opt] = &[
     &LISTEN,
     &PATH,
     &LOG_FILE,

@@ -51,7 +51,7 @@ pub mod internals {
     pub use crate::oplog::set_quiet;
     pub use crate::platform::TrustRoots;
     pub use crate::secret::{Secret, VerificationToken};
-    pub use crate::serve::config::{SERVE_VARIABLES, ServeConfig};
+    pub use crate::serve::config::{ServeConfig, serve_variables};
     pub use crate::serve::exchange::check_invariants;
     pub use crate::serve::policy::Policy;
 }

@@ -5,14 +5,13 @@
 use libfuzzer_sys::fuzz_target;
 use ringhook::internals::Flags;
 use ringhook::internals::{Vars, parse_env};
-use ringhook::internals::{SERVE_VARIABLES, ServeConfig};
+use ringhook::internals::{ServeConfig, serve_variables};
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_env(data);
     let text = String::from_utf8_lossy(data);
-    let env: Vec<(&str, &str)> = SERVE_VARIABLES
-        .iter()
-        .copied()
+    let env: Vec<(&str, &str)> = serve_variables()
+        .into_iter()
         .zip(text.split('\n'))
         .collect();
     let _ = ServeConfig::resolve(&Flags::default(), &Vars::from_maps(&env, &[]));

@@ -11,33 +11,13 @@ use crate::config::*;
 use crate::error::Error;
 use crate::secret::VerificationToken;
 
-/// The variables `serve` reads (besides `--register`'s, which are `register`'s), for the
-/// property test and the fuzz target.
-#[doc(hidden)]
-pub const SERVE_VARIABLES: &[&str] = &[
-    "RINGHOOK_LISTEN",
-    "PORT",
-    "WEBHOOK_PATH",
-    "RINGHOOK_HEALTH_PATH",
-    "RINGHOOK_METRICS_PATH",
-    "RINGHOOK_LOG_FILE",
-    "WEBHOOK_VERIFICATION_TOKEN",
-    "RINGHOOK_MAX_BODY",
-    "RINGHOOK_MAX_HEADER",
-    "RINGHOOK_REQUEST_TIMEOUT",
-    "RINGHOOK_IDLE_TIMEOUT",
-    "RINGHOOK_MAX_CONNECTIONS",
-    "RINGHOOK_MAX_BUFFERED",
-    "RINGHOOK_DEDUPE_WINDOW",
-    "RINGHOOK_SHUTDOWN_GRACE",
-    "RINGHOOK_EXEC_MAX",
-    "RINGHOOK_EXEC_QUEUE",
-    "RINGHOOK_EXEC_TIMEOUT",
-    "RINGHOOK_EXEC_FILTER",
-    "RINGHOOK_REGISTER_EVERY",
-    "RINGHOOK_REGISTER_QUIET",
-    "RINGHOOK_REGISTER_RETRY",
-];
+/// The variables `serve` reads: its table's (`cli`), `PORT` and the verification token's, for the
+/// property test and the fuzz target. (`--register`'s platform credentials are `register`'s.)
+pub fn serve_variables() -> Vec<&'static str> {
+    let table = cli::SERVE.iter().flat_map(|o| o.env.iter().copied());
+    let others = [cli::PORT, crate::secret::VERIFICATION_TOKEN];
+    table.chain(others.into_iter().flatten().copied()).collect()
+}
 
 /// The longest timeout accepted.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -451,7 +431,7 @@ mod tests {
 
     #[test]
     fn arbitrary_values_never_panic() {
-        const NAMES: &[&str] = SERVE_VARIABLES;
+        let names = serve_variables();
         const PIECES: &[&str] = &[
             "0",
             "1",
@@ -489,7 +469,7 @@ mod tests {
             seed
         };
         for _ in 0..3000 {
-            let values: Vec<String> = NAMES
+            let values: Vec<String> = names
                 .iter()
                 .map(|_| {
                     (0..next() % 3)
@@ -497,7 +477,7 @@ mod tests {
                         .collect()
                 })
                 .collect();
-            let env: Vec<(&str, &str)> = NAMES
+            let env: Vec<(&str, &str)> = names
                 .iter()
                 .zip(&values)
                 .filter(|_| next() % 3 == 0)
