@@ -136,27 +136,7 @@ impl ServeConfig {
             (None, Some(p)) => SocketAddr::from(([0, 0, 0, 0], parse_count(&p, 0, 65535)? as u16)),
             (given, _) => parse_listen(&given.unwrap_or_else(|| declared_default(&cli::LISTEN)))?,
         };
-        let path = parse_path(&vars.flag_or_default(flags, &cli::PATH))?;
-        let health_path = vars
-            .flag_or(flags, &cli::HEALTH_PATH)
-            .map(|s| {
-                let p = parse_path(&s)?;
-                if p == path {
-                    return Err(invalid(&s, "must differ from the webhook path"));
-                }
-                Ok(p)
-            })
-            .transpose()?;
-        let metrics_path = vars
-            .flag_or(flags, &cli::METRICS_PATH)
-            .map(|s| {
-                let p = parse_path(&s)?;
-                if p == path || health_path.as_ref() == Some(&p) {
-                    return Err(invalid(&s, "must differ from the webhook and health paths"));
-                }
-                Ok(p)
-            })
-            .transpose()?;
+        let (path, health_path, metrics_path) = paths(flags, vars)?;
         let log = match vars.flag_or(flags, &cli::LOG_FILE) {
             None => LogTarget::Stdout,
             Some(s) if s.text == "-" => LogTarget::Stdout,
@@ -171,22 +151,7 @@ impl ServeConfig {
         )? as usize;
         let exec = exec_config(flags, vars)?;
         let register = reconcile_config(flags, vars, &log, &path)?;
-        let ship = match (vars.flag_or(flags, &cli::SERVE_SHIP), &log) {
-            (None, _) => None,
-            (Some(s), LogTarget::File(f)) => {
-                check_ship_url(&s)?;
-                Some(crate::serve::shipper::ShipperConfig {
-                    to: s.text.trim().to_string(),
-                    log_file: f.clone(),
-                    env_file: vars.explicit_file().map(Path::to_path_buf),
-                })
-            }
-            (Some(_), LogTarget::Stdout) => {
-                return Err(Error::Config(
-                    "--ship needs --log-file FILE: the shipper follows the file".into(),
-                ));
-            }
-        };
+        let ship = shipper_config(flags, vars, &log)?;
         Ok(ServeConfig {
             exec,
             register,
@@ -238,6 +203,54 @@ fn switch_or_env(flags: &Flags, vars: &Vars, opt: &Opt) -> Result<bool, Error> {
     vars.get(opt.env).map_or(Ok(false), |s| parse_bool(&s))
 }
 
+/// The webhook path, and the health and metrics paths (each different from the others).
+fn paths(flags: &Flags, vars: &Vars) -> Result<(String, Option<String>, Option<String>), Error> {
+    let path = parse_path(&vars.flag_or_default(flags, &cli::PATH))?;
+    let health_path = vars
+        .flag_or(flags, &cli::HEALTH_PATH)
+        .map(|s| {
+            let p = parse_path(&s)?;
+            if p == path {
+                return Err(invalid(&s, "must differ from the webhook path"));
+            }
+            Ok(p)
+        })
+        .transpose()?;
+    let metrics_path = vars
+        .flag_or(flags, &cli::METRICS_PATH)
+        .map(|s| {
+            let p = parse_path(&s)?;
+            if p == path || health_path.as_ref() == Some(&p) {
+                return Err(invalid(&s, "must differ from the webhook and health paths"));
+            }
+            Ok(p)
+        })
+        .transpose()?;
+    Ok((path, health_path, metrics_path))
+}
+
+/// `--ship URL`: the shipper child, which follows the log file.
+fn shipper_config(
+    flags: &Flags,
+    vars: &Vars,
+    log: &LogTarget,
+) -> Result<Option<crate::serve::shipper::ShipperConfig>, Error> {
+    match (vars.flag_or(flags, &cli::SERVE_SHIP), log) {
+        (None, _) => Ok(None),
+        (Some(s), LogTarget::File(f)) => {
+            check_ship_url(&s)?;
+            Ok(Some(crate::serve::shipper::ShipperConfig {
+                to: s.text.trim().to_string(),
+                log_file: f.clone(),
+                env_file: vars.explicit_file().map(Path::to_path_buf),
+            }))
+        }
+        (Some(_), LogTarget::Stdout) => Err(Error::Config(
+            "--ship needs --log-file FILE: the shipper follows the file".into(),
+        )),
+    }
+}
+
 fn reconcile_config(
     flags: &Flags,
     vars: &Vars,
@@ -258,26 +271,7 @@ fn reconcile_config(
         )?;
         return Ok(None);
     }
-    let mut vars = vars.clone();
-    vars.set_default(cli::EVENT.env[0], TUTORIAL_FILTERS);
-    let home = |n| vars.get(n).map(|s| s.text);
-    if crate::register::state::default_path(
-        home(cli::XDG_STATE_HOME).as_deref(),
-        home(cli::HOME).as_deref(),
-    )
-    .is_none()
-    {
-        // A scratch container has neither: keep the state beside the event log.
-        let dir = match log {
-            LogTarget::File(f) => f.parent().map(Path::to_path_buf).unwrap_or_default(),
-            LogTarget::Stdout => PathBuf::new(),
-        };
-        let dir = std::path::absolute(&dir).unwrap_or(dir);
-        vars.set_default(
-            cli::STATE.env[0],
-            dir.join("ringhook-state.json").display().to_string(),
-        );
-    }
+    let vars = child_vars(vars, log);
     // Everything `register` needs is checked now, all missing names in one message.
     let settings = RegisterSettings::resolve(&Flags::default(), &vars)?;
     if !settings.address.contains(path) {
@@ -309,6 +303,32 @@ fn reconcile_config(
         env_file: vars.explicit_file().map(Path::to_path_buf),
         env: vars.defaults_in_force(),
     }))
+}
+
+/// The variables the register child sees: the tutorial's filters by default, and a state file
+/// beside the event log when there is no home for it (a scratch container has neither
+/// `XDG_STATE_HOME` nor `HOME`).
+fn child_vars(vars: &Vars, log: &LogTarget) -> Vars {
+    let mut vars = vars.clone();
+    vars.set_default(cli::EVENT.env[0], TUTORIAL_FILTERS);
+    let home = |n| vars.get(n).map(|s| s.text);
+    if crate::register::state::default_path(
+        home(cli::XDG_STATE_HOME).as_deref(),
+        home(cli::HOME).as_deref(),
+    )
+    .is_none()
+    {
+        let dir = match log {
+            LogTarget::File(f) => f.parent().map(Path::to_path_buf).unwrap_or_default(),
+            LogTarget::Stdout => PathBuf::new(),
+        };
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        vars.set_default(
+            cli::STATE.env[0],
+            dir.join("ringhook-state.json").display().to_string(),
+        );
+    }
+    vars
 }
 
 fn exec_config(
