@@ -22,7 +22,7 @@ use crate::serve::event_log::Record;
 
 /// Tokens from here up belong to children's pipes; connections count up from 2 and never get
 /// near (this is half the address space, on 32-bit boards too).
-const FIRST_TOKEN: usize = super::token::FIRST_EXEC;
+const FIRST_TOKEN: usize = super::wake::FIRST_EXEC;
 /// How much of a child's stderr is kept for the operational log.
 const TAIL: usize = 512;
 
@@ -363,7 +363,7 @@ impl Runner {
             if due <= now {
                 kill_group(run);
             } else {
-                next = super::earliest(next, Some(due));
+                next = super::wake::earliest(next, Some(due));
             }
         }
         next

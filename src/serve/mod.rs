@@ -1,7 +1,7 @@
 //! `ringhook serve`: the receiver. Owns the listener, the connections, the event log and the
 //! children it runs beside the loop (`--exec` commands, the `--register` reconcile, the `--ship`
 //! shipper). Here: [`serve`] itself (open the log, bind, say what is on, run the loop), the loop's
-//! mio [`token`]s in one place, and [`earliest`], the one deadline merge.
+//! [`wake`] holds what wakes the loop: every mio token, and the one deadline merge.
 //!
 //! - [`config`]: serve's settings, validated at start-up;
 //! - [`server`]: the one-threaded mio loop: sockets, clocks, limits, group commit;
@@ -27,9 +27,9 @@ pub(crate) mod recover;
 pub(crate) mod server;
 pub(crate) mod shipper;
 mod throttle;
+pub(crate) mod wake;
 
 use std::io;
-use std::time::Instant;
 
 use mio::net::TcpListener;
 
@@ -39,36 +39,6 @@ use crate::serve::event_log::EventLog;
 use crate::serve::server::Server;
 
 pub(crate) use config::ServeConfig;
-
-/// Every mio token of the loop, in one place. Connections count up from [`FIRST_CONN`], `--exec`
-/// pipes from [`FIRST_EXEC`]; the three children's stdout pipes sit just below `FIRST_EXEC`.
-pub(crate) mod token {
-    use mio::Token;
-
-    pub(crate) const LISTENER: Token = Token(0);
-    pub(crate) const SIGNALS: Token = Token(1);
-    /// The first connection's token (and id).
-    pub(crate) const FIRST_CONN: usize = 2;
-    /// The reconcile child's stdout (`--register`).
-    pub(crate) const RECONCILE: Token = Token(FIRST_EXEC - 1);
-    /// The catch-up child's stdout (`--register` with a log file).
-    pub(crate) const RECOVER: Token = Token(FIRST_EXEC - 2);
-    /// The shipper child's stdout (`--ship`).
-    pub(crate) const SHIPPER: Token = Token(FIRST_EXEC - 3);
-    /// `--exec` children's stdin and stderr pipes count up from here.
-    pub(crate) const FIRST_EXEC: usize = usize::MAX / 2;
-    /// Not a token: the connection id of records the catch-up child recovered (no socket waits
-    /// for them).
-    pub(crate) const RECOVERED: usize = usize::MAX;
-}
-
-/// The earlier of two optional deadlines: how the loop's sleep is bounded by every part.
-pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
 
 /// Runs the receiver until SIGTERM or SIGINT.
 pub(crate) fn serve(cfg: ServeConfig) -> Result<(), Error> {

@@ -122,7 +122,7 @@ impl Reconciler {
         }
         let mut cmd = self.command("register");
         cmd.stdin(Stdio::null());
-        match Running::spawn(&mut cmd, registry, super::token::RECONCILE) {
+        match Running::spawn(&mut cmd, registry, super::wake::RECONCILE) {
             Ok(proc) => {
                 info!("registering ({why})");
                 self.run = Some(Run {

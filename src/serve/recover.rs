@@ -76,7 +76,7 @@ impl Recoverer {
             .arg(&self.cfg.log)
             .envs(self.cfg.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped());
-        match Running::spawn(&mut cmd, registry, super::token::RECOVER) {
+        match Running::spawn(&mut cmd, registry, super::wake::RECOVER) {
             Ok(mut proc) => {
                 info!("catching up on missed messages and calls ({why})");
                 self.run = Some(Run {

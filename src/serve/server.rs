@@ -26,7 +26,7 @@ use crate::serve::reconcile::Reconciler;
 use crate::serve::recover::{RecoverConfig, Recoverer};
 use crate::serve::shipper::Shipper;
 use crate::serve::throttle::{Kind, Throttle};
-use crate::serve::{earliest, token};
+use crate::serve::wake::{self, earliest};
 
 /// The fields of `Server` an exchange may use, borrowed apart from `conns`.
 macro_rules! ctx {
@@ -247,10 +247,10 @@ impl Server {
         let max_buffered = cfg.limits.max_buffered;
         let poll = Poll::new()?;
         poll.registry()
-            .register(&mut listener, token::LISTENER, Interest::READABLE)?;
+            .register(&mut listener, wake::LISTENER, Interest::READABLE)?;
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD])?;
         poll.registry()
-            .register(&mut signals, token::SIGNALS, Interest::READABLE)?;
+            .register(&mut signals, wake::SIGNALS, Interest::READABLE)?;
         let recoverer = match (&cfg.register, &cfg.log) {
             // Only a build with `catchup` can run the child.
             (Some(r), LogTarget::File(log)) if cfg!(feature = "catchup") => {
@@ -268,7 +268,7 @@ impl Server {
             listener: Some(listener),
             signals,
             conns: HashMap::default(),
-            next_id: token::FIRST_CONN,
+            next_id: wake::FIRST_CONN,
             log,
             policy: Policy {
                 path: cfg.path,
@@ -332,22 +332,22 @@ impl Server {
             }
             for event in events.iter() {
                 match event.token() {
-                    token::LISTENER => self.accept(),
-                    token::SIGNALS => self.on_signals(),
-                    token::RECONCILE => {
+                    wake::LISTENER => self.accept(),
+                    wake::SIGNALS => self.on_signals(),
+                    wake::RECONCILE => {
                         if let Some(r) = &mut self.reconciler {
                             r.on_ready(self.poll.registry());
                         }
                     }
-                    token::RECOVER => {
+                    wake::RECOVER => {
                         if let Some(r) = &mut self.recoverer {
                             for line in r.on_ready(self.poll.registry()) {
                                 self.pending
-                                    .push((token::RECOVERED, Record::recovered(line)));
+                                    .push((wake::RECOVERED, Record::recovered(line)));
                             }
                         }
                     }
-                    token::SHIPPER => {
+                    wake::SHIPPER => {
                         if let Some(s) = &mut self.shipper {
                             s.on_ready(self.poll.registry());
                         }
@@ -715,7 +715,7 @@ impl Server {
                 }
                 Commit::Failed => self.counters.unavailable += 1,
             }
-            if *id == token::RECOVERED {
+            if *id == wake::RECOVERED {
                 if let Some(r) = &mut self.recoverer {
                     r.logged(verdict != Commit::Failed);
                 }

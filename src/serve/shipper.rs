@@ -115,7 +115,7 @@ impl Shipper {
             .arg("--to")
             .arg(&self.cfg.to)
             .stdin(Stdio::null());
-        match Running::spawn(&mut cmd, registry, super::token::SHIPPER) {
+        match Running::spawn(&mut cmd, registry, super::wake::SHIPPER) {
             Ok(proc) => {
                 self.starts += 1;
                 info!("--ship: shipper started (pid {})", proc.child.id());
