@@ -279,15 +279,11 @@ impl Exchange {
             self.granted = self.body_need;
             body.reserve_exact(self.body_need.min(64 * 1024 * 1024) as usize);
         }
-        if !self.input.is_empty() {
-            let start = body.len();
-            let dst: &mut [u8] = if keep {
-                body.resize(start + self.input.len(), 0);
-                &mut body[start..]
-            } else {
-                ctx.scratch
-            };
-            match reply.read(&self.input, dst) {
+        // Decoded through the scratch, then appended: reading into the body directly meant
+        // zero-filling it first (~2,800 instructions for a 600-byte notification).
+        while !self.input.is_empty() && !reply.is_ended() {
+            let (used_in, used_out) = match reply.read(&self.input, ctx.scratch) {
+                Ok(used) => used,
                 Err(e) => {
                     ctx.counters.notifications_rejected += u64::from(route == Route::Notification);
                     return self.refuse(
@@ -296,14 +292,12 @@ impl Exchange {
                         ctx,
                     );
                 }
-                Ok((used_in, used_out)) => {
-                    if keep {
-                        body.truncate(start + used_out);
-                    }
-                    self.received += used_out as u64;
-                    self.input.drain(..used_in);
-                }
+            };
+            if keep {
+                body.extend_from_slice(&ctx.scratch[..used_out]);
             }
+            self.received += used_out as u64;
+            self.input.drain(..used_in);
             if self.received > ctx.policy.max_body {
                 ctx.counters.notifications_rejected += u64::from(route == Route::Notification);
                 return self.refuse(
@@ -311,6 +305,9 @@ impl Exchange {
                     "chunked body exceeds --max-body",
                     ctx,
                 );
+            }
+            if used_in == 0 && used_out == 0 {
+                break; // a chunk's framing is not all here yet
             }
         }
         if reply.is_ended() {
@@ -1110,8 +1107,15 @@ mod tests {
                     String::from_utf8_lossy(&by_ureq),
                     "{request:?}"
                 );
-                let closes = answer.headers.iter().any(|(k, _)| k == http::header::CONNECTION);
-                assert_eq!(client_closes(&req) || closes, must_close, "{request:?} {answer:?}");
+                let closes = answer
+                    .headers
+                    .iter()
+                    .any(|(k, _)| k == http::header::CONNECTION);
+                assert_eq!(
+                    client_closes(&req) || closes,
+                    must_close,
+                    "{request:?} {answer:?}"
+                );
             }
         }
     }

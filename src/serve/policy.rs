@@ -533,15 +533,9 @@ mod tests {
 
     #[test]
     fn notifications_are_logged_and_answers_are_tiny() {
-        assert!(matches!(
-            on_body(Route::Notification, true),
-            Outcome::Log
-        ));
+        assert!(matches!(on_body(Route::Notification, true), Outcome::Log));
         // Logged even while the log is unhealthy: the commit's verdict picks 200 or 503.
-        assert!(matches!(
-            on_body(Route::Notification, false),
-            Outcome::Log
-        ));
+        assert!(matches!(on_body(Route::Notification, false), Outcome::Log));
         assert_eq!(acknowledge(true).status, 200);
         assert_eq!(acknowledge(true).body, "");
         assert_eq!(acknowledge(false).status, 503);

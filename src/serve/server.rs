@@ -207,7 +207,11 @@ pub(super) struct Server {
     counters: Counters,
     /// Where a scrape is rendered; kept, so a scrape costs no allocation once warm.
     scrape: Vec<u8>,
-    pending: Vec<(usize, Record)>,
+    /// The batch being gathered: records, and the connection each came from (same order). Kept
+    /// with their capacity, as are the verdicts: a batch allocates nothing once warm.
+    pending: Vec<Record>,
+    pending_ids: Vec<usize>,
+    verdicts: Vec<Commit>,
     /// Group commit on a slow disk: how long the last sync took and how many records it held,
     /// and until when the batch being gathered may wait for more (see [`Server::commit_due`]).
     last_sync: Duration,
@@ -282,6 +286,8 @@ impl Server {
             counters: Counters::default(),
             scrape: Vec::new(),
             pending: Vec::new(),
+            pending_ids: Vec::new(),
+            verdicts: Vec::new(),
             last_sync: Duration::ZERO,
             last_batch: 0,
             gather_until: None,
@@ -330,36 +336,7 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            for event in events.iter() {
-                match event.token() {
-                    wake::LISTENER => self.accept(),
-                    wake::SIGNALS => self.on_signals(),
-                    wake::RECONCILE => {
-                        if let Some(r) = &mut self.reconciler {
-                            r.on_ready(self.poll.registry());
-                        }
-                    }
-                    wake::RECOVER => {
-                        if let Some(r) = &mut self.recoverer {
-                            for line in r.on_ready(self.poll.registry()) {
-                                self.pending
-                                    .push((wake::RECOVERED, Record::recovered(line)));
-                            }
-                        }
-                    }
-                    wake::SHIPPER => {
-                        if let Some(s) = &mut self.shipper {
-                            s.on_ready(self.poll.registry());
-                        }
-                    }
-                    t if Runner::owns(t) => {
-                        if let Some(r) = &mut self.exec {
-                            r.on_ready(t, self.poll.registry());
-                        }
-                    }
-                    Token(id) => self.drive(id),
-                }
-            }
+            self.dispatch(&events);
             if let Some(t) = self.accept_paused_until {
                 if Instant::now() >= t {
                     self.accept_paused_until = None;
@@ -367,6 +344,15 @@ impl Server {
                 }
             }
             if self.commit_due(Instant::now()) {
+                if self.log.syncs() {
+                    // What became ready while this turn ran joins the batch rather than wait out
+                    // its sync and the next turn: bigger batches, fewer syncs (one poll more).
+                    match self.poll.poll(&mut events, Some(Duration::ZERO)) {
+                        Ok(()) => self.dispatch(&events),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
                 self.commit();
             }
             if let Some(r) = &mut self.recoverer {
@@ -404,6 +390,40 @@ impl Server {
         Ok(())
     }
 
+    /// Acts on one poll's readiness events.
+    fn dispatch(&mut self, events: &Events) {
+        for event in events.iter() {
+            match event.token() {
+                wake::LISTENER => self.accept(),
+                wake::SIGNALS => self.on_signals(),
+                wake::RECONCILE => {
+                    if let Some(r) = &mut self.reconciler {
+                        r.on_ready(self.poll.registry());
+                    }
+                }
+                wake::RECOVER => {
+                    if let Some(r) = &mut self.recoverer {
+                        for line in r.on_ready(self.poll.registry()) {
+                            self.pending.push(Record::recovered(line));
+                            self.pending_ids.push(wake::RECOVERED);
+                        }
+                    }
+                }
+                wake::SHIPPER => {
+                    if let Some(s) = &mut self.shipper {
+                        s.on_ready(self.poll.registry());
+                    }
+                }
+                t if Runner::owns(t) => {
+                    if let Some(r) = &mut self.exec {
+                        r.on_ready(t, self.poll.registry());
+                    }
+                }
+                Token(id) => self.drive(id),
+            }
+        }
+    }
+
     fn drive(&mut self, id: usize) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
@@ -411,7 +431,10 @@ impl Server {
         let mut ctx = ctx!(self);
         match conn.drive(&mut ctx) {
             Driven::Wait => {}
-            Driven::Log(rec) => self.pending.push((id, rec)),
+            Driven::Log(rec) => {
+                self.pending.push(rec);
+                self.pending_ids.push(id);
+            }
             Driven::Held if conn.held => {}
             Driven::Held => {
                 conn.held = true;
@@ -676,11 +699,12 @@ impl Server {
             return;
         }
         self.gather_until = None;
-        let batch = std::mem::take(&mut self.pending);
-        let records: Vec<&Record> = batch.iter().map(|(_, r)| r).collect();
+        let mut batch = std::mem::take(&mut self.pending);
+        let mut ids = std::mem::take(&mut self.pending_ids);
+        let mut verdicts = std::mem::take(&mut self.verdicts);
         let started = Instant::now();
         let was_healthy = self.log.is_healthy();
-        let verdicts = self.log.commit(&records);
+        self.log.commit(&batch, &mut verdicts);
         self.last_sync = started.elapsed();
         self.last_batch = batch.len();
         if let Some(r) = &mut self.recoverer {
@@ -693,7 +717,7 @@ impl Server {
             self.counters.last_notification = Some(SystemTime::now());
         }
         let mut to_run = Vec::new();
-        for ((id, rec), verdict) in batch.iter().zip(verdicts) {
+        for ((&id, rec), &verdict) in ids.iter().zip(&batch).zip(&verdicts) {
             match verdict {
                 Commit::Written => {
                     self.counters.logged += 1;
@@ -715,23 +739,32 @@ impl Server {
                 }
                 Commit::Failed => self.counters.unavailable += 1,
             }
-            if *id == wake::RECOVERED {
+            if id == wake::RECOVERED {
                 if let Some(r) = &mut self.recoverer {
                     r.logged(verdict != Commit::Failed);
                 }
             }
-            let Some(conn) = self.conns.get_mut(id) else {
+            let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
             };
             let mut ctx = ctx!(self);
             conn.exch.acknowledge(verdict != Commit::Failed, &mut ctx);
-            self.drive(*id);
+            self.drive(id);
         }
         // Commands start only once every answer of the batch is out.
         if let Some(r) = &mut self.exec {
             for rec in to_run {
                 r.submit(rec, self.poll.registry());
             }
+        }
+        // The buffers go back for the next batch, unless answering already started one.
+        verdicts.clear();
+        self.verdicts = verdicts;
+        if self.pending.is_empty() {
+            batch.clear();
+            ids.clear();
+            self.pending = batch;
+            self.pending_ids = ids;
         }
     }
 
