@@ -168,12 +168,19 @@ impl Conn {
         roots: &TrustRoots,
         timeout: Duration,
     ) -> Result<Conn, String> {
-        let sock = addr
-            .to_socket_addrs()
-            .map_err(|e| format!("{addr}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{addr}: no address"))?;
-        let tcp = TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("{addr}: {e}"))?;
+        // Each address in turn (`localhost` may give ::1 first to a server on 127.0.0.1 only).
+        let mut last = format!("{addr}: no address");
+        let mut tcp = None;
+        for sock in addr.to_socket_addrs().map_err(|e| format!("{addr}: {e}"))? {
+            match TcpStream::connect_timeout(&sock, timeout) {
+                Ok(t) => {
+                    tcp = Some(t);
+                    break;
+                }
+                Err(e) => last = format!("{addr}: {e}"),
+            }
+        }
+        let tcp = tcp.ok_or(last)?;
         tcp.set_nodelay(true).ok();
         tcp.set_read_timeout(Some(timeout)).ok();
         tcp.set_write_timeout(Some(timeout)).ok();
@@ -202,9 +209,16 @@ impl Conn {
             let host = host.trim_start_matches('[').trim_end_matches(']');
             let name = rustls::pki_types::ServerName::try_from(host.to_string())
                 .map_err(|_| format!("{host}: not a TLS server name"))?;
-            let client = rustls::ClientConnection::new(tls_config(roots)?, name)
+            let mut client = rustls::ClientConnection::new(tls_config(roots)?, name)
                 .map_err(|e| format!("TLS: {e}"))?;
-            let sock = conn.tcp.try_clone().map_err(|e| e.to_string())?;
+            let mut sock = conn.tcp.try_clone().map_err(|e| e.to_string())?;
+            // The handshake now (bounded by the socket timeouts), so that a certificate the
+            // roots do not trust is reported as what it is, not as a failed first write.
+            while client.is_handshaking() {
+                client
+                    .complete_io(&mut sock)
+                    .map_err(|e| format!("TLS: {e}"))?;
+            }
             conn.stream = Box::new(rustls::StreamOwned::new(client, sock));
         }
         let mut c = String::from(

@@ -133,14 +133,12 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: &str) -> Client {
-        let mut conn = Conn::connect(
-            addr,
-            false,
-            &Auth::default(),
-            &TrustRoots::default(),
-            PATIENCE,
-        )
-        .unwrap();
+        Self::connect_trusting(addr, &TrustRoots::default())
+    }
+
+    /// Connects, over TLS if the server requires it, trusting `roots`.
+    pub fn connect_trusting(addr: &str, roots: &TrustRoots) -> Client {
+        let mut conn = Conn::connect(addr, false, &Auth::default(), roots, PATIENCE).unwrap();
         conn.subscribe("_T.*", 1).unwrap();
         Client { conn, next: 0 }
     }
@@ -372,6 +370,82 @@ fn credentials_from_the_environment_and_refusals() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(client.count("C"), 3);
+}
+
+/// A new test CA (PEM) and a certificate it signed for 127.0.0.1 and localhost (PEM, key PEM).
+fn test_ca() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "ringhook NATS test CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
+}
+
+#[test]
+fn tls_sink_trusted_through_the_ca_file_and_refused_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_ca();
+    let path = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let (ca_file, cert_file, key_file) = (
+        path("ca.pem", &ca),
+        path("cert.pem", &cert),
+        path("key.pem", &key),
+    );
+    let server = NatsServer::start(
+        &dir.path().join("js"),
+        &["--tls", "--tlscert", &cert_file, "--tlskey", &key_file],
+    );
+    let roots = TrustRoots::with_pem_file(Path::new(&ca_file)).unwrap();
+    let mut client = Client::connect_trusting(&server.addr(), &roots);
+    client.create_stream("T", "t.>");
+    let log = dir.path().join("events.log");
+    let want = append(&log, "t", 0..5);
+    let to = format!("tls://{}/t.{{event}}", server.addr());
+    let args = ["--log-file", "events.log", "--to", &to, "--once"];
+
+    // The built-in roots do not know the test CA: the sink is failing, with the reason, and
+    // nothing is published.
+    let mut child = ship(dir.path(), &args, &[])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("failing since") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "no failure reported");
+    }
+    assert!(line.contains("TLS: invalid peer certificate"), "{line}");
+    kill(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+    assert_eq!(client.count("T"), 0);
+
+    // With RINGHOOK_CA_FILE: every record lands, over TLS.
+    let out = run(ship(dir.path(), &args, &[("RINGHOOK_CA_FILE", &ca_file)]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_exactly(&mut client, "T", &want);
 }
 
 #[test]
