@@ -445,6 +445,14 @@ pub(crate) const SHIP_STATUS_EVERY: &[&str] = &["RINGHOOK_SHIP_STATUS_EVERY"];
 #[cfg_attr(not(feature = "ship"), allow(dead_code))]
 pub(crate) const NATS_USER: &[&str] = &["NATS_USER"];
 
+/// Files holding ship's secrets instead of the variables (systemd credentials, Docker secrets).
+#[cfg_attr(not(feature = "ship"), allow(dead_code))]
+pub(crate) const SHIP_TOKEN_FILE: &[&str] = &["RINGHOOK_SHIP_TOKEN_FILE"];
+#[cfg_attr(not(feature = "ship"), allow(dead_code))]
+pub(crate) const NATS_PASSWORD_FILE: &[&str] = &["NATS_PASSWORD_FILE"];
+#[cfg_attr(not(feature = "ship"), allow(dead_code))]
+pub(crate) const NATS_TOKEN_FILE: &[&str] = &["NATS_TOKEN_FILE"];
+
 /// The variables above that are ours, for the README check.
 #[cfg(test)]
 const VARIABLES: &[&[&str]] = &[
@@ -465,6 +473,9 @@ const VARIABLES: &[&[&str]] = &[
     SHIP_TIMEOUT,
     SHIP_STATUS_EVERY,
     NATS_USER,
+    SHIP_TOKEN_FILE,
+    NATS_PASSWORD_FILE,
+    NATS_TOKEN_FILE,
 ];
 
 // ---- tail ----

@@ -325,6 +325,48 @@ pub(crate) fn trust_roots(vars: &Vars) -> Result<TrustRoots, Error> {
     }
 }
 
+/// The text of a small file holding a token or password, surrounding whitespace trimmed.
+/// Bounded: `/dev/zero` must be an error, not the end of memory. Errors name the setting and the
+/// path, never the content.
+pub(crate) fn read_small_file(f: &Setting) -> Result<String, Error> {
+    let mut content = String::new();
+    std::fs::File::open(&f.text)
+        .and_then(|file| {
+            std::io::Read::read_to_string(&mut std::io::Read::take(file, 4097), &mut content)
+        })
+        .map_err(|e| Error::Config(format!("{} {}: {e}", f.origin, f.text)))?;
+    if content.len() > 4096 {
+        return Err(Error::Config(format!(
+            "{} {}: larger than 4 KiB, not a token file",
+            f.origin, f.text
+        )));
+    }
+    Ok(content.trim().to_string())
+}
+
+/// A secret from its variable (`names`) or from the file its `_FILE` variable names (systemd
+/// credentials, Docker secrets: the secret is then in no environment at all). Both set is an
+/// error, and so is an empty file.
+#[cfg_attr(not(feature = "ship"), allow(dead_code))]
+pub(crate) fn secret_or_file(
+    vars: &Vars,
+    names: &[&str],
+    file: &[&str],
+) -> Result<Option<Secret>, Error> {
+    match (vars.get(names), vars.get(file)) {
+        (Some(s), Some(f)) => Err(Error::Config(format!(
+            "{} and {} are both set: give the secret one way",
+            s.origin, f.origin
+        ))),
+        (Some(s), None) => Ok(Some(Secret::new(s.text))),
+        (None, Some(f)) => match read_small_file(&f)? {
+            t if t.is_empty() => Err(Error::Config(format!("{} {}: empty", f.origin, f.text))),
+            t => Ok(Some(Secret::new(t))),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
 /// The verification token from `--verification-token-file`, `WEBHOOK_VERIFICATION_TOKEN` or the
 /// tutorial's `WEBHOOK_TOKEN`, and where it came from.
 pub(crate) fn verification_token(
@@ -336,20 +378,7 @@ pub(crate) fn verification_token(
         origin: cli::TOKEN_FILE.name.into(),
     });
     let (text, origin) = if let Some(f) = file {
-        // Bounded: `/dev/zero` must be an error, not the end of memory.
-        let mut content = String::new();
-        std::fs::File::open(&f.text)
-            .and_then(|file| {
-                std::io::Read::read_to_string(&mut std::io::Read::take(file, 4097), &mut content)
-            })
-            .map_err(|e| Error::Config(format!("{} {}: {e}", f.origin, f.text)))?;
-        if content.len() > 4096 {
-            return Err(Error::Config(format!(
-                "{} {}: larger than 4 KiB, not a token file",
-                f.origin, f.text
-            )));
-        }
-        (content.trim().to_string(), f.origin)
+        (read_small_file(&f)?, f.origin)
     } else if let Some(s) = vars.get(cli::TOKEN) {
         (s.text, s.origin)
     } else if let Some(name) = cli::TOKEN

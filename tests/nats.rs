@@ -370,6 +370,24 @@ fn credentials_from_the_environment_and_refusals() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(client.count("C"), 3);
+
+    // From a credential file instead (systemd credentials, Docker secrets); not both ways.
+    std::fs::write(dir.path().join("nats-pw"), "pw-9x\n").unwrap();
+    let file_env = [("NATS_USER", "ship"), ("NATS_PASSWORD_FILE", "nats-pw")];
+    let out = run(ship(dir.path(), &args, &file_env));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NATS_PASSWORD_FILE are both set"), "{err}");
+    assert!(!err.contains("pw-9x"), "{err}");
+    std::fs::remove_file(dir.path().join(".env")).unwrap();
+    append(&log, "c", 3..6);
+    let out = run(ship(dir.path(), &args, &file_env));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(client.count("C"), 6);
 }
 
 /// A new test CA (PEM) and a certificate it signed for 127.0.0.1 and localhost (PEM, key PEM).

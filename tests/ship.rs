@@ -561,6 +561,62 @@ fn bad_settings_are_usage_errors_naming_them() {
 }
 
 #[test]
+fn a_token_file_is_the_bearer_token_and_bad_ones_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.log");
+    let want = append(&log, "f", 0..3);
+    let sink = HttpSink::start(|_, _: &str| Act::Answer(200, None));
+    std::fs::write(dir.path().join("token"), "file-token-7q\n").unwrap();
+    std::fs::write(dir.path().join("empty"), "\n").unwrap();
+    let args = ["--log-file", "events.log", "--to", &sink.url, "--once"];
+    let bad: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("RINGHOOK_SHIP_TOKEN_FILE", "/dev/zero")],
+            "RINGHOOK_SHIP_TOKEN_FILE /dev/zero: larger than 4 KiB",
+        ),
+        (
+            &[("RINGHOOK_SHIP_TOKEN_FILE", "empty")],
+            "RINGHOOK_SHIP_TOKEN_FILE empty: empty",
+        ),
+        (
+            &[("NATS_TOKEN_FILE", "missing")],
+            "NATS_TOKEN_FILE missing: No such file",
+        ),
+        (
+            &[
+                ("RINGHOOK_SHIP_TOKEN", "env-token-3z"),
+                ("RINGHOOK_SHIP_TOKEN_FILE", "token"),
+            ],
+            "both set",
+        ),
+    ];
+    for (env, needle) in bad {
+        let out = run(ship(dir.path(), &args, env));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {err}");
+        assert!(err.contains(needle), "{env:?}: {err}");
+        assert!(!err.contains("token-"), "a secret shown: {err}");
+    }
+    assert!(sink.delivered().is_empty());
+
+    let out = run(ship(
+        dir.path(),
+        &args,
+        &[("RINGHOOK_SHIP_TOKEN_FILE", "token")],
+    ));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("file-token-7q"), "{}", stderr(&out));
+    let delivered = sink.delivered();
+    assert_eq!(
+        dedup_keys(&delivered),
+        want.iter().map(|(u, _)| u.clone()).collect::<Vec<_>>()
+    );
+    for g in &delivered {
+        assert_eq!(g.headers["authorization"], "Bearer file-token-7q");
+    }
+}
+
+#[test]
 fn serve_ship_runs_the_shipper_beside_the_loop_and_restarts_it() {
     use crate::support::Serve;
     let sink = HttpSink::start(|_, key: &str| {

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::cli::{self, Flags};
-use crate::config::{Setting, Vars};
+use crate::config::{Setting, Vars, secret_or_file};
 use crate::error::Error;
 use crate::secret::Secret;
 use cursor::Cursor;
@@ -67,7 +67,7 @@ pub(crate) enum From {
     Key(String),
 }
 
-/// NATS credentials, from the environment or the env file only.
+/// NATS credentials, from the environment, the env file or a credential file only.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct NatsAuth {
     /// `NATS_USER`.
@@ -112,7 +112,8 @@ pub(crate) struct ShipConfig {
 fn credentials_in_url(s: &Setting) -> Error {
     Error::Config(format!(
         "invalid {}: credentials do not belong in a URL (ps shows it); set RINGHOOK_SHIP_TOKEN, \
-         NATS_USER and NATS_PASSWORD, or NATS_TOKEN in the environment or the env file",
+         NATS_USER and NATS_PASSWORD, or NATS_TOKEN (or their _FILE variants) in the environment \
+         or the env file",
         s.origin
     ))
 }
@@ -242,8 +243,8 @@ impl ShipConfig {
         let status_every = duration(cli::SHIP_STATUS_EVERY, 86400)?;
         let nats = NatsAuth {
             user: secret(vars, cli::NATS_USER),
-            pass: secret(vars, crate::secret::NATS_PASSWORD),
-            token: secret(vars, crate::secret::NATS_TOKEN),
+            pass: secret_or_file(vars, crate::secret::NATS_PASSWORD, cli::NATS_PASSWORD_FILE)?,
+            token: secret_or_file(vars, crate::secret::NATS_TOKEN, cli::NATS_TOKEN_FILE)?,
         };
         if nats.user.is_some() != nats.pass.is_some() {
             return Err(Error::Config(
@@ -259,7 +260,7 @@ impl ShipConfig {
             once: flags.switch(&cli::ONCE),
             dry_run: flags.switch(&cli::DRY_RUN),
             window,
-            token: secret(vars, crate::secret::SHIP_TOKEN),
+            token: secret_or_file(vars, crate::secret::SHIP_TOKEN, cli::SHIP_TOKEN_FILE)?,
             nats,
             roots: crate::config::trust_roots(vars)?,
             timeout,
