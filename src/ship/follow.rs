@@ -5,8 +5,9 @@
 //! never returns a line without its final `\n` (a line still being written), finishes a file
 //! that logrotate renamed before it takes the new file at the path (once the writer has moved
 //! on: the new file has bytes), and starts a file again from its beginning when it shrinks
-//! (copytruncate), saying so on the operational log. No inotify: std has none, and a 200 ms poll
-//! costs one `fstat` and one `stat` per interval.
+//! (copytruncate), saying so on the operational log. No inotify: std has none, and a poll costs
+//! one `fstat` and one `stat`. The poll is quick while lines keep coming ([`QUICK_POLL`], so the
+//! lag under a steady flow is milliseconds) and doubles to [`POLL`] once the log is quiet.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -16,8 +17,10 @@ use std::time::Duration;
 
 use super::cursor::Cursor;
 
-/// How often a caught-up follower looks for more.
+/// How often a caught-up follower looks for more once the log is quiet.
 pub(crate) const POLL: Duration = Duration::from_millis(200);
+/// The first wait after a line was read; each empty look doubles it, up to [`POLL`].
+const QUICK_POLL: Duration = Duration::from_millis(10);
 /// Longest line accepted; `serve --max-body` stays far below (a longer line is not a log's).
 const MAX_LINE: usize = 64 << 20;
 const CHUNK: usize = 64 << 10;
@@ -56,6 +59,8 @@ pub(crate) struct Follower {
     used: usize,
     /// Set when the path names another file: finish this one, then switch.
     rotated: bool,
+    /// The next [`Follower::wait`].
+    pause: Duration,
 }
 
 /// FNV-1a, 64 bits: stable across releases (std's hasher is not), enough to tell files apart.
@@ -160,6 +165,7 @@ impl Follower {
             buf: Vec::new(),
             used: 0,
             rotated: false,
+            pause: QUICK_POLL,
         };
         f.file
             .seek(SeekFrom::Start(offset))
@@ -193,6 +199,7 @@ impl Follower {
                 if self.fingerprint.is_none() {
                     self.fingerprint = fingerprint_of(&self.file)?;
                 }
+                self.pause = QUICK_POLL;
                 return Ok(Some(Line {
                     bytes,
                     after: self.cursor(),
@@ -276,9 +283,11 @@ impl Follower {
         Ok(())
     }
 
-    /// Sleeps one poll interval (call after `next_line` returned `None`).
-    pub(crate) fn wait(&self) {
-        std::thread::sleep(POLL);
+    /// Sleeps before the next look (call after `next_line` returned `None`): [`QUICK_POLL`]
+    /// after a line, doubling with each empty look up to [`POLL`].
+    pub(crate) fn wait(&mut self) {
+        std::thread::sleep(self.pause);
+        self.pause = (self.pause * 2).min(POLL);
     }
 
     /// Complete lines after the cursor in the current file (the lag, counted on a schedule).
