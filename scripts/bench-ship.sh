@@ -4,7 +4,9 @@
 # three with the stream replicated three times, and into a local HTTP sink (a
 # `ringhook serve` logging to /dev/null, one POST at a time), and print events/s for each.
 #
-# Usage: scripts/bench-ship.sh [EVENTS]     (env: WINDOW=256, SYNC=always, NATS_SERVER=path)
+# Usage: scripts/bench-ship.sh [EVENTS]   (env: WINDOW=256, SYNC=always, LAG_RATE=1000, NATS_SERVER=path)
+# On the single server it also measures the end-to-end lag of `serve --ship` under a steady
+# LAG_RATE events/s (scripts/bench/lag.py): from each POST to the stream's delivery.
 # SYNC is JetStream's sync_interval: `always` (an acknowledged publish survives a power cut; the
 # README's advice) or e.g. `2m` (nats-server's default), which shows what the shipper alone can do.
 # Each leg also prints the shipper's CPU time per event (user + system), which tells whether the
@@ -17,6 +19,7 @@ cd "$(dirname "$0")/.."
 events="${1:-100000}"
 window="${WINDOW:-256}"
 sync="${SYNC:-always}"
+LAG_RATE="${LAG_RATE:-1000}"
 [[ $sync =~ ^(always|[0-9]+(ms|s|m|h))$ ]] || { echo "bench-ship: SYNC=$sync: want always or a duration like 2m" >&2; exit 2; }
 cargo build --release --locked -q
 bin="$PWD/target/release/ringhook"
@@ -126,6 +129,20 @@ EOF
   t1="$(date +%s.%N)"
   s="$(elapsed "$t0" "$t1")"
   echo "JetStream, $what (sync_interval: $sync, window $window, acks awaited): $events events in ${s}s = $(rate "$events" "$s") events/s; shipper CPU $(per_event_us "$(tail -1 "$work/cpu")" "$events") µs/event"
+  ((nodes == 1)) || return 0
+  # End-to-end lag: serve --ship at a steady $LAG_RATE events/s, from each POST to the stream's
+  # delivery to a push consumer.
+  local sport
+  sport="$(free_port)"
+  WEBHOOK_VERIFICATION_TOKEN=bench-token "$bin" serve --listen "127.0.0.1:$sport" \
+    --log-file "$work/lag.log" --ship "nats://127.0.0.1:${ports[0]}/bench.{event}" \
+    >/dev/null 2>"$work/lag-serve.err" &
+  pids+=($!)
+  for _ in $(seq 200); do grep -q "listening on" "$work/lag-serve.err" && break; sleep 0.05; done
+  grep -q "listening on" "$work/lag-serve.err" || { cat "$work/lag-serve.err" >&2; exit 1; }
+  echo -n "serve --ship into JetStream (one server), $LAG_RATE events/s for 10 s: "
+  BENCH_SAMPLE="$PWD/../shared/reference/events/extension-presence.json" \
+    python3 scripts/bench/lag.py "$sport" "${ports[0]}" BENCH "$LAG_RATE" 10
 }
 jetstream 1
 jetstream 3
