@@ -390,31 +390,15 @@ fn credentials_from_the_environment_and_refusals() {
     assert_eq!(client.count("C"), 6);
 }
 
-/// A new test CA (PEM) and a certificate it signed for 127.0.0.1 and localhost (PEM, key PEM).
-fn test_ca() -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "ringhook NATS test CA");
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
-    (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
-}
-
 #[test]
 fn tls_sink_trusted_through_the_ca_file_and_refused_without_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = test_ca();
+    let crate::support::TestCa {
+        ca_pem: ca,
+        cert_pem: cert,
+        key_pem: key,
+        ..
+    } = crate::support::TestCa::new();
     let path = |name: &str, text: &str| {
         let p = dir.path().join(name);
         std::fs::write(&p, text).unwrap();

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{Receiver, channel};
@@ -79,8 +79,25 @@ impl HttpSink {
 
     /// `check` runs on every request before it is answered (the cursor-never-ahead check).
     pub fn start_with(script: Arc<Script>, check: Arc<dyn Fn(&Got) + Send + Sync>) -> HttpSink {
+        Self::launch(script, check, None)
+    }
+
+    /// The same over HTTPS, presenting `tls`'s certificate (for 127.0.0.1).
+    pub fn start_tls(
+        script: impl Fn(usize, &str) -> Act + Send + Sync + 'static,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> HttpSink {
+        Self::launch(Arc::new(script), Arc::new(|_| {}), Some(tls))
+    }
+
+    fn launch(
+        script: Arc<Script>,
+        check: Arc<dyn Fn(&Got) + Send + Sync>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> HttpSink {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/events", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}/events", listener.local_addr().unwrap());
         let got = Arc::new(Mutex::new(Vec::new()));
         let count = Arc::new(Mutex::new(0usize));
         let (tx, events) = channel();
@@ -88,14 +105,24 @@ impl HttpSink {
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { return };
-                let (script, check, g, count, tx) = (
+                let (script, check, g, count, tx, tls) = (
                     script.clone(),
                     check.clone(),
                     g.clone(),
                     count.clone(),
                     tx.clone(),
+                    tls.clone(),
                 );
-                std::thread::spawn(move || serve_conn(conn, &*script, &*check, &g, &count, &tx));
+                std::thread::spawn(move || match tls {
+                    None => serve_conn(conn, &*script, &*check, &g, &count, &tx),
+                    Some(cfg) => {
+                        let Ok(server) = rustls::ServerConnection::new(cfg) else {
+                            return;
+                        };
+                        let conn = rustls::StreamOwned::new(server, conn);
+                        serve_conn(conn, &*script, &*check, &g, &count, &tx)
+                    }
+                });
             }
         });
         HttpSink { url, got, events }
@@ -126,15 +153,14 @@ impl HttpSink {
 }
 
 fn serve_conn(
-    conn: TcpStream,
+    conn: impl Read + Write,
     script: &Script,
     check: &(dyn Fn(&Got) + Send + Sync),
     got: &Mutex<Vec<Got>>,
     count: &Mutex<usize>,
     tx: &std::sync::mpsc::Sender<Got>,
 ) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut conn = conn;
+    let mut reader = BufReader::new(conn);
     loop {
         let mut headers = HashMap::new();
         let mut first = String::new();
@@ -192,7 +218,12 @@ fn serve_conn(
                 head.push_str("\r\nok");
                 got.lock().unwrap().push(g.clone());
                 let _ = tx.send(g);
-                if conn.write_all(head.as_bytes()).is_err() {
+                let conn = reader.get_mut();
+                if conn
+                    .write_all(head.as_bytes())
+                    .and_then(|_| conn.flush())
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -614,6 +645,50 @@ fn a_token_file_is_the_bearer_token_and_bad_ones_are_named() {
     for g in &delivered {
         assert_eq!(g.headers["authorization"], "Bearer file-token-7q");
     }
+}
+
+#[test]
+fn an_https_sink_is_trusted_through_the_ca_file_and_refused_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.log");
+    let want = append(&log, "h", 0..4);
+    let ca = crate::support::TestCa::new();
+    std::fs::write(dir.path().join("ca.pem"), &ca.ca_pem).unwrap();
+    let sink = HttpSink::start_tls(|_, _: &str| Act::Answer(200, None), ca.server_config());
+    assert!(sink.url.starts_with("https://127.0.0.1:"), "{}", sink.url);
+    let args = ["--log-file", "events.log", "--to", &sink.url, "--once"];
+
+    // The built-in roots do not know the test CA: failing, with the reason; nothing delivered.
+    let mut child = ship(dir.path(), &args, &[])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut l = String::new();
+    while !l.contains("failing since") {
+        l.clear();
+        assert!(err.read_line(&mut l).unwrap() > 0, "no failure reported");
+    }
+    assert!(l.contains("TLS"), "{l}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    assert!(sink.delivered().is_empty());
+
+    // With RINGHOOK_CA_FILE: every record, byte for byte, over TLS.
+    let out = run(ship(dir.path(), &args, &[("RINGHOOK_CA_FILE", "ca.pem")]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let delivered = sink.delivered();
+    assert_eq!(
+        delivered
+            .iter()
+            .map(|g| (g.key.clone(), g.body.clone()))
+            .collect::<Vec<_>>(),
+        want
+    );
 }
 
 #[test]
