@@ -61,6 +61,9 @@ pub(crate) struct Follower {
     rotated: bool,
     /// The next [`Follower::wait`].
     pause: Duration,
+    /// Set when `next_line` found nothing more: the next bytes read are checked against the
+    /// fingerprint first.
+    waited: bool,
 }
 
 /// FNV-1a, 64 bits: stable across releases (std's hasher is not), enough to tell files apart.
@@ -166,6 +169,7 @@ impl Follower {
             used: 0,
             rotated: false,
             pause: QUICK_POLL,
+            waited: false,
         };
         f.file
             .seek(SeekFrom::Start(offset))
@@ -221,6 +225,15 @@ impl Follower {
             let n = self.file.read(&mut self.buf[len..])?;
             self.buf.truncate(len + n);
             if n > 0 {
+                // The first bytes after a wait: is this still the file that was being read? A
+                // copytruncate refilled past the offset before this look would otherwise be read
+                // from the middle of a line.
+                if std::mem::take(&mut self.waited)
+                    && self.fingerprint.is_some()
+                    && fingerprint_of(&self.file)? != self.fingerprint
+                {
+                    self.truncated()?;
+                }
                 continue;
             }
             // At the end of this file: has it shrunk, or been replaced at the path?
@@ -228,11 +241,7 @@ impl Follower {
             let end = self.base + self.buf.len() as u64;
             // Shrunk, or cut and written again before this poll: its first line changed.
             if size < end || (end > 0 && fingerprint_of(&self.file)? != self.fingerprint) {
-                warn!(
-                    "{} was truncated (copytruncate?): reading it again from its start",
-                    self.path.display()
-                );
-                self.restart(None)?;
+                self.truncated()?;
                 continue;
             }
             match std::fs::metadata(&self.path) {
@@ -263,8 +272,18 @@ impl Follower {
                 }
                 _ => {}
             }
+            self.waited = true;
             return Ok(None);
         }
+    }
+
+    /// The file at hand was cut (and perhaps written again): read it from its start.
+    fn truncated(&mut self) -> io::Result<()> {
+        warn!(
+            "{} was truncated (copytruncate?): reading it again from its start",
+            self.path.display()
+        );
+        self.restart(None)
     }
 
     fn restart(&mut self, file: Option<File>) -> io::Result<()> {
@@ -368,6 +387,10 @@ mod tests {
         assert_eq!(lines(&mut f), Vec::<String>::new());
         std::fs::write(&p, "6\n7\n").unwrap();
         assert_eq!(lines(&mut f), ["6", "7"]);
+        // Cut and written again past where reading had got to before the next look: from its
+        // start, not from the old offset (which would give "10" first, then all again).
+        std::fs::write(&p, "8\n9\n10\n").unwrap();
+        assert_eq!(lines(&mut f), ["8", "9", "10"]);
     }
 
     #[test]
