@@ -581,7 +581,7 @@ fn write_direct(answer: &Answer, out: &mut Vec<u8>) {
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &answer.headers {
+    for (name, value) in answer.headers.iter() {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());

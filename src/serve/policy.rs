@@ -69,18 +69,51 @@ pub(crate) struct Answer {
     /// Status code.
     pub status: StatusCode,
     /// Headers besides `content-length`.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub headers: Headers,
     /// Body (empty for everything but the health check).
     pub body: &'static str,
     /// Why a request was rejected, for the operational log; `None` for ordinary answers.
     pub reason: Option<String>,
 }
 
+/// An answer's headers besides `content-length`, always in this order: `validation-token` (a
+/// handshake's echo), `content-type: application/json`, `connection: close`. Facts, not a list:
+/// an answer allocates nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Headers {
+    /// The handshake's `Validation-Token`, echoed.
+    pub validation_token: Option<HeaderValue>,
+    /// `content-type: application/json`.
+    pub json: bool,
+    /// `connection: close`.
+    pub close: bool,
+}
+
+// Statics, not consts, so that `iter` can lend them.
+static TOKEN_NAME: HeaderName = VALIDATION_TOKEN;
+static CONTENT_TYPE_NAME: HeaderName = CONTENT_TYPE;
+static CONNECTION_NAME: HeaderName = CONNECTION;
+static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+static CLOSE: HeaderValue = HeaderValue::from_static("close");
+
+impl Headers {
+    /// The headers in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        let token = self.validation_token.as_ref().map(|v| (&TOKEN_NAME, v));
+        let json = self.json.then_some((&CONTENT_TYPE_NAME, &APPLICATION_JSON));
+        let close = self.close.then_some((&CONNECTION_NAME, &CLOSE));
+        token.into_iter().chain(json).chain(close)
+    }
+}
+
 impl Answer {
     fn empty(status: StatusCode) -> Answer {
         Answer {
             status,
-            headers: vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            headers: Headers {
+                json: true,
+                ..Headers::default()
+            },
             body: "",
             reason: None,
         }
@@ -89,7 +122,7 @@ impl Answer {
     fn reject(status: StatusCode, reason: String) -> Answer {
         Answer {
             status,
-            headers: vec![],
+            headers: Headers::default(),
             body: "",
             reason: Some(reason),
         }
@@ -98,8 +131,7 @@ impl Answer {
     /// The same answer with `Connection: close` (ureq-proto then closes after it).
     pub(crate) fn closing(&self) -> Answer {
         let mut a = self.clone();
-        a.headers
-            .push((CONNECTION, HeaderValue::from_static("close")));
+        a.headers.close = true;
         a
     }
 
@@ -110,9 +142,9 @@ impl Answer {
         let mut res = Response::new(());
         *res.status_mut() = self.status;
         let headers = res.headers_mut();
-        headers.reserve(self.headers.len() + 1);
-        for (k, v) in &self.headers {
-            headers.append(k.clone(), v.clone());
+        headers.reserve(4);
+        for (k, v) in self.headers.iter() {
+            headers.append(k, v.clone());
         }
         let length = match self.body.len() {
             0 => HeaderValue::from_static("0"),
@@ -324,10 +356,11 @@ pub(crate) fn on_head(req: &Request<()>, policy: &Policy) -> Head {
 pub(crate) fn on_body(route: Route, log_healthy: bool) -> Outcome {
     match route {
         Route::Handshake(token) => Outcome::Answer(Answer {
-            headers: vec![
-                (VALIDATION_TOKEN, token),
-                (CONTENT_TYPE, HeaderValue::from_static("application/json")),
-            ],
+            headers: Headers {
+                validation_token: Some(token),
+                json: true,
+                close: false,
+            },
             ..Answer::empty(StatusCode::OK)
         }),
         Route::Health => Outcome::Answer(if log_healthy {
