@@ -452,6 +452,9 @@ pub(crate) const SHIP_TOKEN_FILE: &[&str] = &["RINGHOOK_SHIP_TOKEN_FILE"];
 pub(crate) const NATS_PASSWORD_FILE: &[&str] = &["NATS_PASSWORD_FILE"];
 #[cfg_attr(not(feature = "ship"), allow(dead_code))]
 pub(crate) const NATS_TOKEN_FILE: &[&str] = &["NATS_TOKEN_FILE"];
+/// A NATS `.creds` file (user JWT and nkey seed) or nkey seed file.
+#[cfg_attr(not(feature = "ship"), allow(dead_code))]
+pub(crate) const NATS_CREDS: &[&str] = &["NATS_CREDS"];
 
 /// The variables above that are ours, for the README check.
 #[cfg(test)]
@@ -476,6 +479,7 @@ const VARIABLES: &[&[&str]] = &[
     SHIP_TOKEN_FILE,
     NATS_PASSWORD_FILE,
     NATS_TOKEN_FILE,
+    NATS_CREDS,
 ];
 
 // ---- tail ----

@@ -25,6 +25,9 @@ mod metrics;
 #[cfg(any(feature = "ship", test))]
 #[cfg_attr(not(feature = "ship"), allow(dead_code))]
 mod nats;
+#[cfg(any(feature = "ship", test))]
+#[cfg_attr(not(feature = "ship"), allow(dead_code))]
+mod nkey;
 mod output;
 mod platform;
 mod register;
@@ -48,6 +51,8 @@ pub mod internals {
     };
     #[cfg(any(feature = "ship", test))]
     pub use crate::nats::{Auth, Conn, ServerOp, status_of};
+    #[cfg(feature = "ship")]
+    pub use crate::nkey::Creds;
     pub use crate::oplog::set_quiet;
     pub use crate::platform::TrustRoots;
     pub use crate::secret::{Secret, VerificationToken};

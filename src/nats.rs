@@ -118,6 +118,8 @@ pub struct Auth {
     pub user: Option<(Secret, Secret)>,
     /// A token.
     pub token: Option<Secret>,
+    /// A credentials file's JWT and nkey seed (`NATS_CREDS`): answers the server's nonce.
+    pub creds: Option<crate::nkey::Creds>,
 }
 
 trait Stream: Read + Write + Send {}
@@ -235,6 +237,21 @@ impl Conn {
         if let Some(t) = &auth.token {
             c.push_str(r#","auth_token":"#);
             json_str(&mut c, t.expose());
+        }
+        if let Some(creds) = &auth.creds {
+            let nonce = info.get("nonce").and_then(|v| v.as_str()).ok_or(
+                "NATS_CREDS is set but the server asked for no signature (no nonce in its INFO)",
+            )?;
+            // Both: a server of an operator takes the JWT (and checks the signature against its
+            // subject), a server with nkey users takes the public key; each ignores the other.
+            if let Some(jwt) = &creds.jwt {
+                c.push_str(r#","jwt":"#);
+                json_str(&mut c, jwt.expose());
+            }
+            c.push_str(r#","nkey":"#);
+            json_str(&mut c, &creds.public_key());
+            c.push_str(r#","sig":"#);
+            json_str(&mut c, &creds.sign(nonce));
         }
         c.push_str("}\r\nPING\r\n");
         conn.write(c.as_bytes())?;

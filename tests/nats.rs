@@ -354,7 +354,7 @@ fn credentials_from_the_environment_and_refusals() {
                 ringhook::internals::Secret::new("ship"),
                 ringhook::internals::Secret::new("pw-9x"),
             )),
-            token: None,
+            ..Auth::default()
         },
         &TrustRoots::default(),
         PATIENCE,
@@ -448,6 +448,99 @@ fn tls_sink_trusted_through_the_ca_file_and_refused_without_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_exactly(&mut client, "T", &want);
+}
+
+#[test]
+fn nkey_credentials_files_answer_the_servers_nonce() {
+    // A user seed and its public key from nats-server's own test fixtures
+    // (server/configs/one.creds): the server knows only the public key.
+    const SEED: &str = "SUAPCDMU5TSHHLWUUZSOUABJXP2GXRCZVEOVWPSVM5XRSXYGQMRRFDYNMY";
+    const PUBLIC: &str = "UDCIBGGGHCJBQPOO4SCJJBHZDR37NQGGCIWMNG2DDAKJ6WMKBMAKXIMO";
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!("authorization {{ users: [ {{ nkey: \"{PUBLIC}\" }} ] }}\n"),
+    )
+    .unwrap();
+    let server = NatsServer::start(&dir.path().join("js"), &["-c", conf.to_str().unwrap()]);
+    // A bare seed file (as `nk -gen user` writes), and a .creds file as `nsc` writes.
+    std::fs::write(dir.path().join("user.nk"), format!("{SEED}\n")).unwrap();
+    std::fs::write(
+        dir.path().join("user.creds"),
+        format!(
+            "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QifQ.e30.c2ln\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{SEED}\n------END USER NKEY SEED------\n"
+        ),
+    )
+    .unwrap();
+    let broken = SEED.replacen("SUAP", "SUAQ", 1);
+    std::fs::write(dir.path().join("broken.nk"), &broken).unwrap();
+
+    let anonymous = Conn::connect(
+        &server.addr(),
+        false,
+        &Auth::default(),
+        &TrustRoots::default(),
+        PATIENCE,
+    );
+    assert!(anonymous.err().unwrap().contains("refused the login"));
+    let creds = ringhook::internals::Creds::read(&dir.path().join("user.nk")).unwrap();
+    let mut conn = Conn::connect(
+        &server.addr(),
+        false,
+        &Auth {
+            creds: Some(creds),
+            ..Auth::default()
+        },
+        &TrustRoots::default(),
+        PATIENCE,
+    )
+    .unwrap();
+    conn.subscribe("_T.*", 1).unwrap();
+    let mut client = Client { conn, next: 0 };
+    client.create_stream("K", "k.>");
+    let log = dir.path().join("events.log");
+    let to = format!("nats://{}/k.{{event}}", server.addr());
+    let args = ["--log-file", "events.log", "--to", &to, "--once"];
+
+    // Bad files and mixed ways are named at start-up, exit 2, the seed never shown.
+    for (env, needle) in [
+        (
+            vec![("NATS_CREDS", "broken.nk")],
+            "NATS_CREDS broken.nk: not a valid user nkey seed: checksum mismatch",
+        ),
+        (vec![("NATS_CREDS", "/dev/zero")], "larger than 16 KiB"),
+        (vec![("NATS_CREDS", "events.log")], "No such file"),
+        (
+            vec![("NATS_CREDS", "user.nk"), ("NATS_TOKEN", "t")],
+            "ways to log in: give one",
+        ),
+    ] {
+        let out = run(ship(dir.path(), &args, &env));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {err}");
+        assert!(err.contains(needle), "{env:?}: {err}");
+        assert!(
+            !err.contains(&SEED[4..20]) && !err.contains(&broken[4..20]),
+            "{err}"
+        );
+    }
+
+    // Each file logs in; the server checked the nonce's signature against the public key.
+    append(&log, "k", 0..3);
+    for (file, n) in [("user.nk", 3), ("user.creds", 6)] {
+        if n == 6 {
+            append(&log, "k", 3..6);
+        }
+        let out = run(ship(dir.path(), &args, &[("NATS_CREDS", file)]));
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(client.count("K"), n, "{file}");
+    }
 }
 
 #[test]

@@ -76,6 +76,8 @@ pub(crate) struct NatsAuth {
     pub pass: Option<Secret>,
     /// `NATS_TOKEN`.
     pub token: Option<Secret>,
+    /// `NATS_CREDS`: a `.creds` file or an nkey seed file, read at start-up.
+    pub creds: Option<crate::nkey::Creds>,
 }
 
 /// Validated settings of `ringhook ship`.
@@ -112,8 +114,8 @@ pub(crate) struct ShipConfig {
 fn credentials_in_url(s: &Setting) -> Error {
     Error::Config(format!(
         "invalid {}: credentials do not belong in a URL (ps shows it); set RINGHOOK_SHIP_TOKEN, \
-         NATS_USER and NATS_PASSWORD, or NATS_TOKEN (or their _FILE variants) in the environment \
-         or the env file",
+         NATS_USER and NATS_PASSWORD, NATS_TOKEN (or their _FILE variants), or NATS_CREDS in the \
+         environment or the env file",
         s.origin
     ))
 }
@@ -245,7 +247,25 @@ impl ShipConfig {
             user: secret(vars, cli::NATS_USER),
             pass: secret_or_file(vars, crate::secret::NATS_PASSWORD, cli::NATS_PASSWORD_FILE)?,
             token: secret_or_file(vars, crate::secret::NATS_TOKEN, cli::NATS_TOKEN_FILE)?,
+            creds: match vars.get(cli::NATS_CREDS) {
+                None => None,
+                Some(f) => Some(
+                    crate::nkey::Creds::read(std::path::Path::new(&f.text))
+                        .map_err(|e| Error::Config(format!("{} {}: {e}", f.origin, f.text)))?,
+                ),
+            },
         };
+        let ways = [
+            nats.user.is_some(),
+            nats.token.is_some(),
+            nats.creds.is_some(),
+        ];
+        if ways.iter().filter(|w| **w).count() > 1 {
+            return Err(Error::Config(
+                "NATS_USER/NATS_PASSWORD, NATS_TOKEN and NATS_CREDS are ways to log in: give one"
+                    .into(),
+            ));
+        }
         if nats.user.is_some() != nats.pass.is_some() {
             return Err(Error::Config(
                 "NATS_USER and NATS_PASSWORD go together".into(),

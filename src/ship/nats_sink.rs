@@ -66,6 +66,7 @@ impl NatsSink {
             auth: Auth {
                 user: auth.user.zip(auth.pass),
                 token: auth.token,
+                creds: auth.creds,
             },
             roots,
             timeout,
