@@ -5,9 +5,10 @@
 //! never returns a line without its final `\n` (a line still being written), finishes a file
 //! that logrotate renamed before it takes the new file at the path (once the writer has moved
 //! on: the new file has bytes), and starts a file again from its beginning when it shrinks
-//! (copytruncate), saying so on the operational log. No inotify: std has none, and a poll costs
-//! one `fstat` and one `stat`. The poll is quick while lines keep coming ([`QUICK_POLL`], so the
-//! lag under a steady flow is milliseconds) and doubles to [`POLL`] once the log is quiet.
+//! (copytruncate), saying so on the operational log. Between looks it waits on inotify (see
+//! [`Wake`]): a line is seen when it is written. The looks themselves stay on a schedule as the
+//! bound, quick while lines keep coming ([`QUICK_POLL`]) and doubling to [`POLL`] once the log is
+//! quiet; each costs one `fstat` and one `stat`.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -64,6 +65,87 @@ pub(crate) struct Follower {
     /// Set when `next_line` found nothing more: the next bytes read are checked against the
     /// fingerprint first.
     waited: bool,
+    wake: Wake,
+}
+
+/// Ends a follower's wait early when the log's file (or a rotated copy, or a new file at its
+/// path) changes: inotify on the log's folder, events for other files ignored. Without inotify
+/// (none left, or a file system whose changes it does not see, such as NFS) the wait is simply
+/// the poll interval.
+struct Wake {
+    fd: Option<rustix::fd::OwnedFd>,
+    /// The log's file name: events for names starting with it count (`events.log`,
+    /// `events.log.1`), except ringhook's own files beside it.
+    name: Vec<u8>,
+}
+
+impl Wake {
+    fn watch(path: &Path) -> Wake {
+        use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let flags = WatchFlags::MODIFY
+            | WatchFlags::CREATE
+            | WatchFlags::MOVED_FROM
+            | WatchFlags::MOVED_TO
+            | WatchFlags::DELETE;
+        let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)
+            .ok()
+            .filter(|fd| inotify::add_watch(fd, dir, flags).is_ok());
+        let name = path.file_name().map_or_else(Vec::new, |n| {
+            std::os::unix::ffi::OsStrExt::as_bytes(n).to_vec()
+        });
+        Wake { fd, name }
+    }
+
+    fn concerns(&self, file: &[u8]) -> bool {
+        file.starts_with(&self.name)
+            && ![&b".cursor"[..], b".tmp", b".dead-letter"]
+                .iter()
+                .any(|s| file.ends_with(s))
+    }
+
+    /// Waits at most `d`, less when the log changes.
+    fn sleep(&self, d: Duration) {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let Some(fd) = &self.fd else {
+            return std::thread::sleep(d);
+        };
+        let end = std::time::Instant::now() + d;
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        loop {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let t = Timespec {
+                tv_sec: left.as_secs() as _,
+                tv_nsec: left.subsec_nanos() as _,
+            };
+            let mut fds = [PollFd::new(fd, PollFlags::IN)];
+            match poll(&mut fds, Some(&t)) {
+                Ok(0) => return,
+                Ok(_) => {}
+                // A signal (the caller looks at its stop flag) or worse: look now.
+                Err(_) => return,
+            }
+            let mut relevant = false;
+            let mut events = rustix::fs::inotify::Reader::new(fd, &mut buf);
+            // Every event queued, until the read would block.
+            while let Ok(e) = events.next() {
+                let overflow = e
+                    .events()
+                    .contains(rustix::fs::inotify::ReadFlags::QUEUE_OVERFLOW);
+                let file = e.file_name().map_or(&b""[..], |n| n.to_bytes());
+                relevant |= overflow || self.concerns(file);
+            }
+            if relevant {
+                return;
+            }
+        }
+    }
 }
 
 /// FNV-1a, 64 bits: stable across releases (std's hasher is not), enough to tell files apart.
@@ -170,6 +252,7 @@ impl Follower {
             rotated: false,
             pause: QUICK_POLL,
             waited: false,
+            wake: Wake::watch(path),
         };
         f.file
             .seek(SeekFrom::Start(offset))
@@ -305,7 +388,7 @@ impl Follower {
     /// Sleeps before the next look (call after `next_line` returned `None`): [`QUICK_POLL`]
     /// after a line, doubling with each empty look up to [`POLL`].
     pub(crate) fn wait(&mut self) {
-        std::thread::sleep(self.pause);
+        self.wake.sleep(self.pause);
         self.pause = (self.pause * 2).min(POLL);
     }
 
@@ -391,6 +474,43 @@ mod tests {
         // start, not from the old offset (which would give "10" first, then all again).
         std::fs::write(&p, "8\n9\n10\n").unwrap();
         assert_eq!(lines(&mut f), ["8", "9", "10"]);
+    }
+
+    #[test]
+    fn a_change_to_the_log_ends_the_wait_and_other_files_do_not() {
+        use std::time::Instant;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.log");
+        std::fs::write(&p, "1\n").unwrap();
+        let wake = Wake::watch(&p);
+        assert!(wake.fd.is_some(), "inotify unavailable here");
+        let long = Duration::from_secs(60);
+        // Events queued before the wait end it at once: an append, a rotated copy, a new file.
+        for change in [
+            |p: &Path| {
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(p)
+                    .unwrap()
+                    .write_all(b"2\n")
+                    .unwrap()
+            },
+            |p: &Path| std::fs::rename(p, p.with_extension("log.1")).unwrap(),
+            |p: &Path| std::fs::write(p, "3\n").unwrap(),
+        ] {
+            change(&p);
+            let t = Instant::now();
+            wake.sleep(long);
+            assert!(t.elapsed() < long, "not woken");
+        }
+        // Other files in the folder, and ringhook's own beside the log, do not.
+        std::fs::write(dir.path().join("other.txt"), "x").unwrap();
+        std::fs::write(dir.path().join("e.log.cursor"), "x").unwrap();
+        std::fs::write(dir.path().join("e.log.dead-letter"), "x").unwrap();
+        let short = Duration::from_millis(200);
+        let t = Instant::now();
+        wake.sleep(short);
+        assert!(t.elapsed() >= short, "woken by another file");
     }
 
     #[test]
