@@ -49,18 +49,31 @@ impl Creds {
 
     /// Parses a `.creds` file's text, or a bare seed. Errors never quote the file.
     fn parse(text: &str) -> Result<Creds, String> {
+        // An editor's byte-order mark is not part of the first line.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let lines: Vec<&str> = text.lines().map(str::trim).collect();
-        // The line after a `-----BEGIN NATS USER JWT-----` marker.
-        let jwt = lines
-            .iter()
-            .position(|l| l.starts_with("---") && l.contains("BEGIN NATS USER JWT"))
-            .and_then(|i| lines.get(i + 1))
-            .filter(|l| !l.is_empty() && !l.starts_with("---"))
-            .map(|l| Secret::new(*l));
-        let seed = lines
-            .iter()
-            .find(|l| l.starts_with("SU"))
-            .ok_or("no user nkey seed (a line starting with SU) in it")?;
+        // The line after a `-----BEGIN …-----` marker, if the marker is there.
+        let after = |what: &str| {
+            lines
+                .iter()
+                .position(|l| l.starts_with("---") && l.contains(what))
+                .map(|i| lines.get(i + 1).copied().unwrap_or(""))
+        };
+        let jwt = match after("BEGIN NATS USER JWT") {
+            None => None,
+            Some(l) if l.is_empty() || l.starts_with("---") => {
+                return Err("its NATS USER JWT section is empty".into());
+            }
+            Some(l) => Some(Secret::new(l)),
+        };
+        let seed = match after("BEGIN USER NKEY SEED") {
+            Some(l) => l,
+            None => lines
+                .iter()
+                .copied()
+                .find(|l| l.starts_with("SU"))
+                .ok_or("no user nkey seed (a line starting with SU) in it")?,
+        };
         Ok(Creds {
             jwt,
             seed: decode_seed(seed)?,
@@ -191,6 +204,19 @@ mod tests {
         let creds = Creds::parse(&text).unwrap();
         assert_eq!(creds.jwt.as_ref().unwrap().expose(), "eyJhbGc.eyJzdWIi.sig");
         assert_eq!(creds.public_key(), PUBLIC);
+        // Written on Windows: a byte-order mark, CRLF line ends, indented.
+        let lines: String = text.lines().map(|l| format!("  {l}\r\n")).collect();
+        let windows = format!("\u{feff}{lines}");
+        let creds = Creds::parse(&windows).unwrap();
+        assert_eq!(creds.jwt.as_ref().unwrap().expose(), "eyJhbGc.eyJzdWIi.sig");
+        assert_eq!(creds.public_key(), PUBLIC);
+        // A JWT marker with nothing under it is an error, not a silent nkey-only login.
+        let empty = text.replace("eyJhbGc.eyJzdWIi.sig\n", "");
+        assert!(
+            Creds::parse(&empty)
+                .unwrap_err()
+                .contains("JWT section is empty")
+        );
     }
 
     #[test]
