@@ -76,8 +76,10 @@ pub(crate) struct NatsAuth {
     pub pass: Option<Secret>,
     /// `NATS_TOKEN`.
     pub token: Option<Secret>,
-    /// `NATS_CREDS`: a `.creds` file or an nkey seed file, read at start-up.
+    /// `NATS_CREDS`: a `.creds` file or an nkey seed file, checked at start-up.
     pub creds: Option<crate::nkey::Creds>,
+    /// Its path, to read it again at each connect.
+    pub creds_path: Option<PathBuf>,
 }
 
 /// Validated settings of `ringhook ship`.
@@ -194,6 +196,41 @@ fn secret(vars: &Vars, names: &[&str]) -> Option<Secret> {
     vars.get(names).map(|s| Secret::new(s.text))
 }
 
+/// NATS credentials: one way to log in, each file read and checked.
+fn nats_auth(vars: &Vars) -> Result<NatsAuth, Error> {
+    let creds_path = vars.get(cli::NATS_CREDS);
+    let nats = NatsAuth {
+        user: secret(vars, cli::NATS_USER),
+        pass: secret_or_file(vars, crate::secret::NATS_PASSWORD, cli::NATS_PASSWORD_FILE)?,
+        token: secret_or_file(vars, crate::secret::NATS_TOKEN, cli::NATS_TOKEN_FILE)?,
+        creds: match &creds_path {
+            None => None,
+            Some(f) => Some(
+                crate::nkey::Creds::read(std::path::Path::new(&f.text))
+                    .map_err(|e| Error::Config(format!("{} {}: {e}", f.origin, f.text)))?,
+            ),
+        },
+        creds_path: creds_path.map(|f| PathBuf::from(f.text)),
+    };
+    let ways = [
+        nats.user.is_some(),
+        nats.token.is_some(),
+        nats.creds.is_some(),
+    ];
+    if ways.iter().filter(|w| **w).count() > 1 {
+        return Err(Error::Config(
+            "NATS_USER/NATS_PASSWORD, NATS_TOKEN and NATS_CREDS are ways to log in: give one"
+                .into(),
+        ));
+    }
+    if nats.user.is_some() != nats.pass.is_some() {
+        return Err(Error::Config(
+            "NATS_USER and NATS_PASSWORD go together".into(),
+        ));
+    }
+    Ok(nats)
+}
+
 impl ShipConfig {
     /// Validates flags and variables.
     pub(crate) fn resolve(flags: &Flags, vars: &Vars) -> Result<ShipConfig, Error> {
@@ -243,34 +280,12 @@ impl ShipConfig {
         };
         let timeout = duration(cli::SHIP_TIMEOUT, 3600)?;
         let status_every = duration(cli::SHIP_STATUS_EVERY, 86400)?;
-        let nats = NatsAuth {
-            user: secret(vars, cli::NATS_USER),
-            pass: secret_or_file(vars, crate::secret::NATS_PASSWORD, cli::NATS_PASSWORD_FILE)?,
-            token: secret_or_file(vars, crate::secret::NATS_TOKEN, cli::NATS_TOKEN_FILE)?,
-            creds: match vars.get(cli::NATS_CREDS) {
-                None => None,
-                Some(f) => Some(
-                    crate::nkey::Creds::read(std::path::Path::new(&f.text))
-                        .map_err(|e| Error::Config(format!("{} {}: {e}", f.origin, f.text)))?,
-                ),
-            },
+        // NATS's settings only matter (and are only checked) for a NATS sink: an env file shared
+        // with other tools may hold any of them.
+        let nats = match to {
+            Target::Nats { .. } => nats_auth(vars)?,
+            Target::Http(_) => NatsAuth::default(),
         };
-        let ways = [
-            nats.user.is_some(),
-            nats.token.is_some(),
-            nats.creds.is_some(),
-        ];
-        if ways.iter().filter(|w| **w).count() > 1 {
-            return Err(Error::Config(
-                "NATS_USER/NATS_PASSWORD, NATS_TOKEN and NATS_CREDS are ways to log in: give one"
-                    .into(),
-            ));
-        }
-        if nats.user.is_some() != nats.pass.is_some() {
-            return Err(Error::Config(
-                "NATS_USER and NATS_PASSWORD go together".into(),
-            ));
-        }
         Ok(ShipConfig {
             log_file,
             to,

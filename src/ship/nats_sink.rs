@@ -20,6 +20,8 @@ pub(crate) struct NatsSink {
     roots: TrustRoots,
     timeout: Duration,
     window: usize,
+    /// `NATS_CREDS`, read again before each connect (a renewed user JWT is taken up).
+    creds_path: Option<std::path::PathBuf>,
     conn: Option<Conn>,
     inbox: String,
     outstanding: usize,
@@ -71,6 +73,7 @@ impl NatsSink {
             roots,
             timeout,
             window,
+            creds_path: auth.creds_path,
             conn: None,
             inbox: String::new(),
             outstanding: 0,
@@ -81,6 +84,16 @@ impl NatsSink {
 
     fn conn(&mut self) -> Result<&mut Conn, String> {
         if self.conn.is_none() {
+            if let Some(path) = &self.creds_path {
+                // As the NATS clients do; a file that went bad keeps the last good one.
+                match crate::nkey::Creds::read(path) {
+                    Ok(c) => self.auth.creds = Some(c),
+                    Err(e) => warn!(
+                        "NATS_CREDS {}: {e}; logging in with what it held before",
+                        path.display()
+                    ),
+                }
+            }
             let mut c = Conn::connect(&self.addr, self.tls, &self.auth, &self.roots, self.timeout)?;
             // A fresh inbox per connection: an acknowledgement can only answer this connection.
             let r = super::random();
