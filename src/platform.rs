@@ -12,7 +12,7 @@
 //! had its chance, and the run (a cron job, `serve --register`) fails in bounded time.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -275,28 +275,27 @@ impl ureq::unversioned::resolver::Resolver for Resolver {
         timeout: ureq::unversioned::transport::NextTimeout,
     ) -> Result<ResolvedAddrs, ureq::Error> {
         use ureq::unversioned::resolver::DefaultResolver;
-        if let Some(authority) = uri.authority() {
-            let host = authority.host();
-            let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
-            if let Ok(ip) = literal.unwrap_or(host).parse::<IpAddr>() {
-                let https = uri.scheme_str() == Some("https");
-                let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-                let mut addrs = self.empty();
-                addrs.push(SocketAddr::new(ip, port));
-                return Ok(addrs);
-            }
-            let key = authority.as_str();
-            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((k, at, addrs)) = &*last {
-                if k == key && at.elapsed() < RESOLVED_FOR {
-                    return Ok(addrs.clone());
-                }
-            }
-            let addrs = DefaultResolver::default().resolve(uri, config, timeout)?;
-            *last = Some((key.to_string(), Instant::now(), addrs.clone()));
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            return DefaultResolver::default().resolve(uri, config, timeout);
+        };
+        // "host:port", the port filled in from the scheme as ureq does it.
+        let Some(key) = DefaultResolver::host_and_port(scheme, authority) else {
+            return DefaultResolver::default().resolve(uri, config, timeout);
+        };
+        if let Ok(addr) = key.parse::<SocketAddr>() {
+            let mut addrs = self.empty();
+            addrs.push(addr);
             return Ok(addrs);
         }
-        DefaultResolver::default().resolve(uri, config, timeout)
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, at, addrs)) = &*last {
+            if *k == key && at.elapsed() < RESOLVED_FOR {
+                return Ok(addrs.clone());
+            }
+        }
+        let addrs = DefaultResolver::default().resolve(uri, config, timeout)?;
+        *last = Some((key, Instant::now(), addrs.clone()));
+        Ok(addrs)
     }
 }
 
