@@ -15,6 +15,7 @@ fn serve_exec(script: &str, extra: &[&str]) -> Running {
     Serve::new()
         .env("WEBHOOK_VERIFICATION_TOKEN", TOKEN)
         .env("RC_CLIENT_SECRET", "must-not-leak")
+        .env("NATS_CREDS", "/run/credentials/must-not-leak.creds")
         .log_file()
         .args(args)
         .start()

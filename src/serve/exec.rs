@@ -240,7 +240,14 @@ impl Runner {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        for v in crate::secret::variables() {
+        // Neither the secrets nor where the files holding them are.
+        let files = [
+            crate::cli::SHIP_TOKEN_FILE,
+            crate::cli::NATS_PASSWORD_FILE,
+            crate::cli::NATS_TOKEN_FILE,
+            crate::cli::NATS_CREDS,
+        ];
+        for v in crate::secret::variables().chain(files.into_iter().flatten().copied()) {
             cmd.env_remove(v);
         }
         // Its own process group, so a timeout kills whatever it started too.
