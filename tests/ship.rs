@@ -571,6 +571,11 @@ fn bad_settings_are_usage_errors_naming_them() {
             "NATS_PASSWORD",
         ),
         (
+            &["--log-file", "events.log", "--to", "nats://x:1/s"],
+            &[("NATS_TOKEN_FILE", "missing")],
+            "NATS_TOKEN_FILE missing: No such file",
+        ),
+        (
             &[
                 "--log-file",
                 "events.log",
@@ -610,8 +615,8 @@ fn a_token_file_is_the_bearer_token_and_bad_ones_are_named() {
             "RINGHOOK_SHIP_TOKEN_FILE empty: empty",
         ),
         (
-            &[("NATS_TOKEN_FILE", "missing")],
-            "NATS_TOKEN_FILE missing: No such file",
+            &[("RINGHOOK_SHIP_TOKEN_FILE", "missing")],
+            "RINGHOOK_SHIP_TOKEN_FILE missing: No such file",
         ),
         (
             &[
@@ -630,10 +635,15 @@ fn a_token_file_is_the_bearer_token_and_bad_ones_are_named() {
     }
     assert!(sink.delivered().is_empty());
 
+    // NATS's settings are not an HTTP sink's business, even broken ones (a shared env file).
     let out = run(ship(
         dir.path(),
         &args,
-        &[("RINGHOOK_SHIP_TOKEN_FILE", "token")],
+        &[
+            ("RINGHOOK_SHIP_TOKEN_FILE", "token"),
+            ("NATS_TOKEN_FILE", "missing"),
+            ("NATS_USER", "only-a-user"),
+        ],
     ));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("file-token-7q"), "{}", stderr(&out));
