@@ -170,11 +170,21 @@ impl Conn {
         roots: &TrustRoots,
         timeout: Duration,
     ) -> Result<Conn, String> {
+        // One deadline for the whole login: the addresses, the TLS handshake, INFO and PONG.
+        let deadline = Instant::now() + timeout;
+        let left = || {
+            let d = deadline.saturating_duration_since(Instant::now());
+            (!d.is_zero()).then_some(d)
+        };
         // Each address in turn (`localhost` may give ::1 first to a server on 127.0.0.1 only).
         let mut last = format!("{addr}: no address");
         let mut tcp = None;
         for sock in addr.to_socket_addrs().map_err(|e| format!("{addr}: {e}"))? {
-            match TcpStream::connect_timeout(&sock, timeout) {
+            let Some(d) = left() else {
+                last = format!("{addr}: timed out");
+                break;
+            };
+            match TcpStream::connect_timeout(&sock, d) {
                 Ok(t) => {
                     tcp = Some(t);
                     break;
@@ -193,7 +203,6 @@ impl Conn {
             wbuf: Vec::with_capacity(64 << 10),
             max_payload: 1 << 20,
         };
-        let deadline = Instant::now() + timeout;
         let info = match conn.read_op(deadline)? {
             ServerOp::Info(i) => i,
             other => return Err(format!("expected INFO, got {other:?}")),
@@ -217,10 +226,13 @@ impl Conn {
             // The handshake now (bounded by the socket timeouts), so that a certificate the
             // roots do not trust is reported as what it is, not as a failed first write.
             while client.is_handshaking() {
+                let d = left().ok_or("TLS: the handshake timed out")?;
+                sock.set_read_timeout(Some(d)).ok();
                 client
                     .complete_io(&mut sock)
                     .map_err(|e| format!("TLS: {e}"))?;
             }
+            sock.set_read_timeout(Some(timeout)).ok();
             conn.stream = Box::new(rustls::StreamOwned::new(client, sock));
         }
         let mut c = String::from(
