@@ -82,10 +82,6 @@ struct Wake {
 impl Wake {
     fn watch(path: &Path) -> Wake {
         use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
         let flags = WatchFlags::MODIFY
             | WatchFlags::CREATE
             | WatchFlags::MOVED_FROM
@@ -93,18 +89,11 @@ impl Wake {
             | WatchFlags::DELETE;
         let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)
             .ok()
-            .filter(|fd| inotify::add_watch(fd, dir, flags).is_ok());
+            .filter(|fd| inotify::add_watch(fd, folder(path), flags).is_ok());
         let name = path.file_name().map_or_else(Vec::new, |n| {
             std::os::unix::ffi::OsStrExt::as_bytes(n).to_vec()
         });
         Wake { fd, name }
-    }
-
-    fn concerns(&self, file: &[u8]) -> bool {
-        file.starts_with(&self.name)
-            && ![&b".cursor"[..], b".tmp", b".dead-letter"]
-                .iter()
-                .any(|s| file.ends_with(s))
     }
 
     /// Waits at most `d`, less when the log changes.
@@ -139,7 +128,7 @@ impl Wake {
                     .events()
                     .contains(rustix::fs::inotify::ReadFlags::QUEUE_OVERFLOW);
                 let file = e.file_name().map_or(&b""[..], |n| n.to_bytes());
-                relevant |= overflow || self.concerns(file);
+                relevant |= overflow || log_or_copy(file, &self.name);
             }
             if relevant {
                 return;
@@ -175,18 +164,30 @@ fn fingerprint_of(file: &File) -> io::Result<Option<u64>> {
     }
 }
 
+/// The folder that holds `path` (`.` for a bare file name).
+fn folder(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Whether `file`, a name in the log's folder, is the log `log` itself or a copy of it
+/// (`events.log.1`, `events.log-2026`), not one of ringhook's own files beside it.
+fn log_or_copy(file: &[u8], log: &[u8]) -> bool {
+    file.starts_with(log)
+        && ![&b".cursor"[..], b".tmp", b".dead-letter"]
+            .iter()
+            .any(|s| file.ends_with(s))
+}
+
 /// Files in the path's folder whose name extends the path's (`events.log.1`, `events.log-2026`).
 fn siblings(path: &Path) -> Vec<PathBuf> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(name) = path.file_name() else {
         return vec![];
     };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let name = name.to_string_lossy().into_owned();
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(entries) = std::fs::read_dir(folder(path)) else {
         return vec![];
     };
     // No order needed: at most one file can match the cursor's device, inode and fingerprint.
@@ -194,14 +195,8 @@ fn siblings(path: &Path) -> Vec<PathBuf> {
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| {
-            p.file_name().is_some_and(|n| {
-                let n = n.to_string_lossy();
-                n.len() > name.len()
-                    && n.starts_with(&name)
-                    && ![".cursor", ".tmp", ".dead-letter"]
-                        .iter()
-                        .any(|s| n.ends_with(s))
-            })
+            p.file_name()
+                .is_some_and(|n| n.len() > name.len() && log_or_copy(n.as_bytes(), name.as_bytes()))
         })
         .collect()
 }
