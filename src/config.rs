@@ -325,23 +325,28 @@ pub(crate) fn trust_roots(vars: &Vars) -> Result<TrustRoots, Error> {
     }
 }
 
-/// The text of a small file holding a token or password, surrounding whitespace trimmed.
-/// Bounded: `/dev/zero` must be an error, not the end of memory. Errors name the setting and the
-/// path, never the content.
-pub(crate) fn read_small_file(f: &Setting) -> Result<String, Error> {
-    let mut content = String::new();
-    std::fs::File::open(&f.text)
+/// The text of the file at `path`, of at most `max` bytes (a whole number of KiB): `/dev/zero`
+/// must be an error, not the end of memory. The error is the I/O error, or "larger than N KiB,
+/// not {what}"; never the content.
+pub(crate) fn read_bounded_text(path: &Path, max: u64, what: &str) -> Result<String, String> {
+    let mut text = String::new();
+    std::fs::File::open(path)
         .and_then(|file| {
-            std::io::Read::read_to_string(&mut std::io::Read::take(file, 4097), &mut content)
+            std::io::Read::read_to_string(&mut std::io::Read::take(file, max + 1), &mut text)
         })
-        .map_err(|e| Error::Config(format!("{} {}: {e}", f.origin, f.text)))?;
-    if content.len() > 4096 {
-        return Err(Error::Config(format!(
-            "{} {}: larger than 4 KiB, not a token file",
-            f.origin, f.text
-        )));
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > max {
+        return Err(format!("larger than {} KiB, not {what}", max >> 10));
     }
-    Ok(content.trim().to_string())
+    Ok(text)
+}
+
+/// The text of a small file holding a token or password, surrounding whitespace trimmed.
+/// Errors name the setting and the path, never the content.
+pub(crate) fn read_small_file(f: &Setting) -> Result<String, Error> {
+    read_bounded_text(Path::new(&f.text), 4096, "a token file")
+        .map(|t| t.trim().to_string())
+        .map_err(|e| Error::Config(format!("{} {}: {e}", f.origin, f.text)))
 }
 
 /// A secret from its variable (`names`) or from the file its `_FILE` variable names (systemd

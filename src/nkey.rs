@@ -36,15 +36,11 @@ impl std::fmt::Debug for Creds {
 impl Creds {
     /// Reads `path` (a `.creds` file or a file holding a user nkey seed), bounded and checked.
     pub fn read(path: &std::path::Path) -> Result<Creds, String> {
-        use std::io::Read;
-        let mut text = String::new();
-        std::fs::File::open(path)
-            .and_then(|f| f.take(MAX_FILE + 1).read_to_string(&mut text))
-            .map_err(|e| e.to_string())?;
-        if text.len() as u64 > MAX_FILE {
-            return Err("larger than 16 KiB, not a credentials file".into());
-        }
-        Creds::parse(&text)
+        Creds::parse(&crate::config::read_bounded_text(
+            path,
+            MAX_FILE,
+            "a credentials file",
+        )?)
     }
 
     /// Parses a `.creds` file's text, or a bare seed. Errors never quote the file.
