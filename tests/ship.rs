@@ -241,6 +241,36 @@ pub fn ship(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     c
 }
 
+/// Runs `ringhook ship` until it reports its sink failing, then stops it with SIGTERM. Returns
+/// every line of its operational log up to that one (the last), for checks that a secret was
+/// never printed, and how it exited.
+pub fn until_failing(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Vec<String>, std::process::ExitStatus) {
+    let mut child = ship(dir, args, env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    while !lines
+        .last()
+        .is_some_and(|l: &String| l.contains("failing since"))
+    {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "no failure reported");
+        lines.push(line);
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    (lines, child.wait().unwrap())
+}
+
 /// Runs to completion (bounded) and returns the output.
 pub fn run(mut c: Command) -> Output {
     c.stdin(Stdio::null())
@@ -669,23 +699,10 @@ fn an_https_sink_is_trusted_through_the_ca_file_and_refused_without_it() {
     let args = ["--log-file", "events.log", "--to", &sink.url, "--once"];
 
     // The built-in roots do not know the test CA: failing, with the reason; nothing delivered.
-    let mut child = ship(dir.path(), &args, &[])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut l = String::new();
-    while !l.contains("failing since") {
-        l.clear();
-        assert!(err.read_line(&mut l).unwrap() > 0, "no failure reported");
-    }
+    let (lines, status) = until_failing(dir.path(), &args, &[]);
+    let l = lines.last().unwrap();
     assert!(l.contains("TLS"), "{l}");
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    assert!(child.wait().unwrap().success());
+    assert!(status.success());
     assert!(sink.delivered().is_empty());
 
     // With RINGHOOK_CA_FILE: every record, byte for byte, over TLS.
