@@ -11,9 +11,9 @@ use serde::Serialize;
 use crate::cli::{self, Flags};
 use crate::config::{self, Setting, Vars};
 use crate::error::Error;
-use crate::output;
 use crate::platform::{self, TrustRoots};
 use crate::secret::VerificationToken;
+use crate::stdout;
 use crate::webhook::{MAX_ANSWER_BYTES, TIME_LIMIT, VALIDATION_TOKEN};
 
 /// The most of an answer body we read; anything near this is far over the limit anyway.
@@ -282,7 +282,7 @@ pub(crate) fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
         render(&report)
     };
     // The verdict is the exit status: a reader gone from stdout does not change it.
-    match output::print(&text) {
+    match stdout::print(&text) {
         Ok(()) | Err(Error::StdoutClosed) => {}
         Err(e) => return Err(e),
     }

@@ -13,30 +13,17 @@
 
 #[macro_use]
 mod oplog;
-// A feature that is off still has its unit tests built; its code is then used by them alone.
-#[cfg(any(feature = "catchup", test))]
-#[cfg_attr(not(feature = "catchup"), allow(dead_code))]
-mod catchup;
 mod check;
 mod cli;
 mod config;
 mod error;
-mod metrics;
-#[cfg(any(feature = "ship", test))]
-#[cfg_attr(not(feature = "ship"), allow(dead_code))]
-mod nats;
-#[cfg(any(feature = "ship", test))]
-#[cfg_attr(not(feature = "ship"), allow(dead_code))]
-mod nkey;
+mod input;
+mod log;
 mod output;
 mod platform;
 mod register;
 mod secret;
-mod serve;
-#[cfg(any(feature = "ship", test))]
-#[cfg_attr(not(feature = "ship"), allow(dead_code))]
-mod ship;
-mod tail;
+mod stdout;
 mod webhook;
 
 /// What `tests/` and `fuzz/` drive without the binary: the metrics renderer (checked by
@@ -46,19 +33,19 @@ mod webhook;
 pub mod internals {
     pub use crate::cli::Flags;
     pub use crate::config::{Vars, parse_env};
-    pub use crate::metrics::{
+    pub use crate::input::serve::config::{ServeConfig, serve_variables};
+    pub use crate::input::serve::exchange::check_invariants;
+    pub use crate::input::serve::metrics::{
         Counters, ExecOutcomes, Histogram, Process, RegisterStatus, Scrape, ShipFigures, render,
     };
-    #[cfg(any(feature = "ship", test))]
-    pub use crate::nats::{Auth, Conn, ServerOp, status_of};
-    #[cfg(feature = "ship")]
-    pub use crate::nkey::Creds;
+    pub use crate::input::serve::policy::Policy;
     pub use crate::oplog::set_quiet;
+    #[cfg(any(feature = "ship", test))]
+    pub use crate::output::ship::nats::client::{Auth, Conn, ServerOp, status_of};
+    #[cfg(feature = "ship")]
+    pub use crate::output::ship::nats::nkey::Creds;
     pub use crate::platform::TrustRoots;
     pub use crate::secret::{Secret, VerificationToken};
-    pub use crate::serve::config::{ServeConfig, serve_variables};
-    pub use crate::serve::exchange::check_invariants;
-    pub use crate::serve::policy::Policy;
 }
 
 use error::Error;
@@ -79,27 +66,31 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
 fn try_run(args: Vec<std::ffi::OsString>) -> Result<(), Error> {
     let command = cli::parse(args)?;
     match command {
-        cli::Command::Help(text) => output::print(&text),
+        cli::Command::Help(text) => stdout::print(&text),
         cli::Command::Version => {
-            output::print(concat!("ringhook ", env!("CARGO_PKG_VERSION"), "\n"))
+            stdout::print(concat!("ringhook ", env!("CARGO_PKG_VERSION"), "\n"))
         }
         cli::Command::Run(cmd, global, flags) => {
             let vars = config::Vars::load(&global)?;
             match cmd {
-                cli::Cmd::Serve => serve::serve(serve::ServeConfig::resolve(&flags, &vars)?),
+                cli::Cmd::Serve => {
+                    input::serve::serve(input::serve::ServeConfig::resolve(&flags, &vars)?)
+                }
                 cli::Cmd::Register => register::run_register(&flags, &vars),
                 cli::Cmd::List => register::run_list(&flags, &vars),
                 cli::Cmd::Unregister => register::run_unregister(&flags, &vars),
                 cli::Cmd::Check => check::run(&flags, &vars),
-                cli::Cmd::Tail => tail::run_command(&flags, &vars),
+                cli::Cmd::Tail => output::tail::run_command(&flags, &vars),
                 #[cfg(feature = "catchup")]
-                cli::Cmd::Catchup => catchup::run(&flags, &vars),
+                cli::Cmd::Catchup => input::catchup::run(&flags, &vars),
                 #[cfg(not(feature = "catchup"))]
                 cli::Cmd::Catchup => Err(error::Error::Usage(
                     "this build has no catchup: build with --features catchup".into(),
                 )),
                 #[cfg(feature = "ship")]
-                cli::Cmd::Ship => ship::run(ship::ShipConfig::resolve(&flags, &vars)?),
+                cli::Cmd::Ship => {
+                    output::ship::run(output::ship::ShipConfig::resolve(&flags, &vars)?)
+                }
                 #[cfg(not(feature = "ship"))]
                 cli::Cmd::Ship => Err(error::Error::Usage(
                     "this build has no ship: build with --features ship".into(),

@@ -18,8 +18,8 @@ use crate::check;
 use crate::cli::{self, Flags};
 use crate::config::Vars;
 use crate::error::Error;
-use crate::output;
 use crate::platform::{self, NewSubscription, PlatformError, Session, Subscription};
+use crate::stdout;
 
 use plan::{Action, Owned, Wanted};
 use settings::{EXTENSION_ID, ManageSettings, PlatformSettings, RegisterSettings};
@@ -310,7 +310,7 @@ pub(crate) fn run_register(flags: &Flags, vars: &Vars) -> Result<(), Error> {
         (false, done) => info!("{done} {id} expires {expires}, {filters}"),
     }
     if flags.switch(&cli::JSON) {
-        output::print_json(&outcome)?;
+        stdout::print_json(&outcome)?;
     }
     Ok(())
 }
@@ -366,10 +366,10 @@ pub(crate) fn run_list(flags: &Flags, vars: &Vars) -> Result<(), Error> {
                 ours: ours(x),
             })
             .collect();
-        return output::print_json(&listed);
+        return stdout::print_json(&listed);
     }
     if subs.is_empty() {
-        return output::print("no subscriptions\n");
+        return stdout::print("no subscriptions\n");
     }
     let mut text = format!(
         "{:<38} {:<12} {:<21} {:>7}  ADDRESS\n",
@@ -393,7 +393,7 @@ pub(crate) fn run_list(flags: &Flags, vars: &Vars) -> Result<(), Error> {
             let _ = writeln!(text, "    {f}");
         }
     }
-    output::print(&text)
+    stdout::print(&text)
 }
 
 /// What `unregister` deletes: the subscription `id` names (which must exist), else ours.
@@ -474,7 +474,7 @@ pub(crate) fn run_unregister(flags: &Flags, vars: &Vars) -> Result<(), Error> {
         }
     }
     if flags.switch(&cli::JSON) {
-        output::print_json(&Unregistered {
+        stdout::print_json(&Unregistered {
             action: if deleted.is_empty() {
                 "nothing"
             } else {

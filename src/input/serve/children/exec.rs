@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 use mio::unix::pipe::{Receiver, Sender};
 use mio::{Interest, Registry, Token};
 
-use super::child::Pipe;
-use crate::serve::event_log::Record;
+use super::Pipe;
+use crate::log::writer::Record;
 
 /// Tokens from here up belong to children's pipes; connections count up from 2 and never get
 /// near (this is half the address space, on 32-bit boards too).
-const FIRST_TOKEN: usize = super::wake::FIRST_EXEC;
+const FIRST_TOKEN: usize = crate::input::serve::wake::FIRST_EXEC;
 /// How much of a child's stderr is kept for the operational log.
 const TAIL: usize = 512;
 
@@ -370,7 +370,7 @@ impl Runner {
             if due <= now {
                 kill_group(run);
             } else {
-                next = super::wake::earliest(next, Some(due));
+                next = crate::input::serve::wake::earliest(next, Some(due));
             }
         }
         next

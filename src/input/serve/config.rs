@@ -122,11 +122,11 @@ pub struct ServeConfig {
     /// Protective limits.
     pub limits: Limits,
     /// The command to run per event, when `--exec` is given.
-    pub exec: Option<crate::serve::exec::ExecConfig>,
+    pub exec: Option<crate::input::serve::children::exec::ExecConfig>,
     /// The reconcile to run beside the receiver, with `--register`.
-    pub register: Option<crate::serve::reconcile::ReconcileConfig>,
+    pub register: Option<crate::input::serve::children::reconcile::ReconcileConfig>,
     /// The shipper to run beside the receiver, with `--ship`.
-    pub ship: Option<crate::serve::shipper::ShipperConfig>,
+    pub ship: Option<crate::input::serve::children::shipper::ShipperConfig>,
 }
 
 impl ServeConfig {
@@ -172,7 +172,7 @@ impl ServeConfig {
 /// `--ship URL` is checked as `ship --to` would check it.
 #[cfg(feature = "ship")]
 fn check_ship_url(s: &Setting) -> Result<(), Error> {
-    crate::ship::parse_target(s).map(|_| ())
+    crate::output::ship::parse_target(s).map(|_| ())
 }
 
 /// Without the `ship` feature there is nothing to run.
@@ -234,16 +234,18 @@ fn shipper_config(
     flags: &Flags,
     vars: &Vars,
     log: &LogTarget,
-) -> Result<Option<crate::serve::shipper::ShipperConfig>, Error> {
+) -> Result<Option<crate::input::serve::children::shipper::ShipperConfig>, Error> {
     match (vars.flag_or(flags, &cli::SERVE_SHIP), log) {
         (None, _) => Ok(None),
         (Some(s), LogTarget::File(f)) => {
             check_ship_url(&s)?;
-            Ok(Some(crate::serve::shipper::ShipperConfig {
-                to: s.text.trim().to_string(),
-                log_file: f.clone(),
-                env_file: vars.explicit_file().map(Path::to_path_buf),
-            }))
+            Ok(Some(
+                crate::input::serve::children::shipper::ShipperConfig {
+                    to: s.text.trim().to_string(),
+                    log_file: f.clone(),
+                    env_file: vars.explicit_file().map(Path::to_path_buf),
+                },
+            ))
         }
         (Some(_), LogTarget::Stdout) => Err(Error::Config(
             "--ship needs --log-file FILE: the shipper follows the file".into(),
@@ -256,7 +258,7 @@ fn reconcile_config(
     vars: &Vars,
     log: &LogTarget,
     path: &str,
-) -> Result<Option<crate::serve::reconcile::ReconcileConfig>, Error> {
+) -> Result<Option<crate::input::serve::children::reconcile::ReconcileConfig>, Error> {
     use crate::register::settings::RegisterSettings;
     if !switch_or_env(flags, vars, &cli::REGISTER)? {
         refuse_without(
@@ -295,14 +297,16 @@ fn reconcile_config(
         Duration::from_millis(1),
         Duration::from_secs(3600),
     )?;
-    Ok(Some(crate::serve::reconcile::ReconcileConfig {
-        every,
-        quiet,
-        retry,
-        unregister_on_exit: switch_or_env(flags, &vars, &cli::UNREGISTER_ON_EXIT)?,
-        env_file: vars.explicit_file().map(Path::to_path_buf),
-        env: vars.defaults_in_force(),
-    }))
+    Ok(Some(
+        crate::input::serve::children::reconcile::ReconcileConfig {
+            every,
+            quiet,
+            retry,
+            unregister_on_exit: switch_or_env(flags, &vars, &cli::UNREGISTER_ON_EXIT)?,
+            env_file: vars.explicit_file().map(Path::to_path_buf),
+            env: vars.defaults_in_force(),
+        },
+    ))
 }
 
 /// The variables the register child sees: the tutorial's filters by default, and a state file
@@ -334,8 +338,8 @@ fn child_vars(vars: &Vars, log: &LogTarget) -> Vars {
 fn exec_config(
     flags: &Flags,
     vars: &Vars,
-) -> Result<Option<crate::serve::exec::ExecConfig>, Error> {
-    use crate::serve::exec::{EventPattern, ExecConfig, parse_command};
+) -> Result<Option<crate::input::serve::children::exec::ExecConfig>, Error> {
+    use crate::input::serve::children::exec::{EventPattern, ExecConfig, parse_command};
     let Some(cmd) = vars.flag_or(flags, &cli::EXEC) else {
         refuse_without(
             flags,

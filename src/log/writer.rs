@@ -23,7 +23,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::metrics::Histogram;
+use crate::input::serve::metrics::Histogram;
 use crate::webhook::Envelope;
 
 /// One notification, ready to be written.

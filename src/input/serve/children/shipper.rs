@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use mio::Registry;
 
-use super::child::{self, Running};
+use super::{self as child, Running};
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -115,7 +115,7 @@ impl Shipper {
             .arg("--to")
             .arg(&self.cfg.to)
             .stdin(Stdio::null());
-        match Running::spawn(&mut cmd, registry, super::wake::SHIPPER) {
+        match Running::spawn(&mut cmd, registry, crate::input::serve::wake::SHIPPER) {
             Ok(proc) => {
                 self.starts += 1;
                 info!("--ship: shipper started (pid {})", proc.child.id());

@@ -16,17 +16,17 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::metrics::{self, Counters, ExecOutcomes, Scrape};
-use crate::serve::config::{Limits, LogTarget, ServeConfig};
-use crate::serve::event_log::{Commit, EventLog, Record};
-use crate::serve::exchange::{BodyBudget, Ctx, Exchange, Step};
-use crate::serve::exec::Runner;
-use crate::serve::policy::Policy;
-use crate::serve::reconcile::Reconciler;
-use crate::serve::recover::{RecoverConfig, Recoverer};
-use crate::serve::shipper::Shipper;
-use crate::serve::throttle::{Kind, Throttle};
-use crate::serve::wake::{self, earliest};
+use crate::input::serve::children::exec::Runner;
+use crate::input::serve::children::reconcile::Reconciler;
+use crate::input::serve::children::recover::{RecoverConfig, Recoverer};
+use crate::input::serve::children::shipper::Shipper;
+use crate::input::serve::config::{Limits, LogTarget, ServeConfig};
+use crate::input::serve::exchange::{BodyBudget, Ctx, Exchange, Step};
+use crate::input::serve::metrics::{self, Counters, ExecOutcomes, Scrape};
+use crate::input::serve::policy::Policy;
+use crate::input::serve::throttle::{Kind, Throttle};
+use crate::input::serve::wake::{self, earliest};
+use crate::log::writer::{Commit, EventLog, Record};
 
 /// The fields of `Server` an exchange may use, borrowed apart from `conns`.
 macro_rules! ctx {

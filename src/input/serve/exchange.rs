@@ -13,11 +13,11 @@ use http::StatusCode;
 use ureq_proto::server::state::{ProvideResponse, RecvBody, RecvRequest};
 use ureq_proto::server::{RecvRequestResult, Reply, SendResponseResult};
 
-use crate::metrics::{self, Counters};
-use crate::serve::config::Limits;
-use crate::serve::event_log::Record;
-use crate::serve::policy::{self as policy, Answer, Framing, Head, Outcome, Policy, Route};
-use crate::serve::throttle::{Kind, Throttle};
+use crate::input::serve::config::Limits;
+use crate::input::serve::metrics::{self, Counters};
+use crate::input::serve::policy::{self as policy, Answer, Framing, Head, Outcome, Policy, Route};
+use crate::input::serve::throttle::{Kind, Throttle};
+use crate::log::writer::Record;
 
 /// A chunk-size line or trailer longer than this is refused rather than buffered.
 const MAX_FRAMING: usize = 64 * 1024;
@@ -1122,7 +1122,7 @@ mod tests {
 
     #[test]
     fn the_longest_echoable_token_fits_exactly() {
-        let token = "t".repeat(crate::serve::policy::MAX_ECHOED_TOKEN);
+        let token = "t".repeat(crate::input::serve::policy::MAX_ECHOED_TOKEN);
         let req = format!(
             "POST /webhook HTTP/1.1\r\nHost: x\r\nValidation-Token: {token}\r\nContent-Length: 0\r\n\r\n"
         );

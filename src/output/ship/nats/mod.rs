@@ -6,11 +6,14 @@
 //! are failures: the driver resets the connection and publishes the unacknowledged records
 //! again, which the stream's duplicate window turns into no-ops where they had landed.
 
+pub(crate) mod client;
+pub(crate) mod nkey;
+
 use std::time::{Duration, Instant};
 
 use super::{Item, NatsAuth, Sink, Verdict};
-use crate::nats::{Auth, Conn, ServerOp, status_of};
 use crate::platform::TrustRoots;
+use client::{Auth, Conn, ServerOp, status_of};
 
 /// Publishes to one JetStream stream through one server.
 pub(crate) struct NatsSink {
@@ -86,7 +89,7 @@ impl NatsSink {
         if self.conn.is_none() {
             if let Some(path) = &self.creds_path {
                 // As the NATS clients do; a file that went bad keeps the last good one.
-                match crate::nkey::Creds::read(path) {
+                match nkey::Creds::read(path) {
                     Ok(c) => self.auth.creds = Some(c),
                     Err(e) => warn!(
                         "NATS_CREDS {}: {e}; logging in with what it held before",

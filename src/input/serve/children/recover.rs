@@ -12,7 +12,7 @@ use std::process::{ChildStdin, Stdio};
 
 use mio::Registry;
 
-use super::child::{self, Running};
+use super::{self as child, Running};
 
 /// A recovered line longer than this is not one of ours.
 const MAX_LINE: usize = 4 * 1024 * 1024;
@@ -76,7 +76,7 @@ impl Recoverer {
             .arg(&self.cfg.log)
             .envs(self.cfg.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped());
-        match Running::spawn(&mut cmd, registry, super::wake::RECOVER) {
+        match Running::spawn(&mut cmd, registry, crate::input::serve::wake::RECOVER) {
             Ok(mut proc) => {
                 info!("catching up on missed messages and calls ({why})");
                 self.run = Some(Run {

@@ -414,7 +414,7 @@ mod tests {
     /// The line `serve` would log for `body` (the log's own record builder).
     fn logged(body: &[u8]) -> Vec<u8> {
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_796_173_585_418);
-        let mut line = crate::serve::event_log::Record::new(body, at).line;
+        let mut line = crate::log::writer::Record::new(body, at).line;
         line.pop();
         line
     }

@@ -14,9 +14,8 @@ use std::path::{Path, PathBuf};
 use crate::cli::{self, Flags};
 use crate::config::{Vars, parse_count};
 use crate::error::Error;
-use crate::serve::exec::EventPattern;
-#[cfg(feature = "ship")]
-use crate::ship::follow::{Follower, Start};
+use crate::input::serve::children::exec::EventPattern;
+use crate::log::follow::{Follower, Start};
 use format::Entry;
 
 /// Bytes read per step when reading the log backwards.
@@ -112,24 +111,14 @@ pub(crate) fn run(cfg: &TailConfig) -> Result<(), Error> {
     let file = File::open(&cfg.log).map_err(|e| Error::runtime(format!("{label}: {e}")))?;
     // With -f, the follower is opened first, so the last lines and what follows them meet at
     // one offset: nothing appended in between is skipped or shown twice.
-    #[cfg(feature = "ship")]
     let follower = match cfg.follow {
         true => Some(Follower::open(&cfg.log, &Start::End).map_err(Error::runtime)?),
         false => None,
     };
-    #[cfg(not(feature = "ship"))]
-    if cfg.follow {
-        return Err(Error::Usage(
-            "tail -f follows the log with ship's follower: build with --features ship".into(),
-        ));
-    }
-    #[cfg(feature = "ship")]
     let end = match &follower {
         Some(f) => f.cursor().offset,
         None => file_len(&file, &cfg.log)?,
     };
-    #[cfg(not(feature = "ship"))]
-    let end = file_len(&file, &cfg.log)?;
     let mut printer = Printer {
         cfg,
         text: String::new(),
@@ -138,12 +127,10 @@ pub(crate) fn run(cfg: &TailConfig) -> Result<(), Error> {
         .map_err(|e| Error::runtime(format!("reading {label}: {e}")))?;
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    #[allow(unused_mut)]
     let mut written = recent
         .iter()
         .try_for_each(|l| printer.print(l, &mut out))
         .and_then(|()| out.flush());
-    #[cfg(feature = "ship")]
     if let (Some(f), true) = (follower, written.is_ok()) {
         written = follow(f, &mut printer, &mut out);
     }
@@ -164,7 +151,6 @@ fn file_len(file: &File, path: &Path) -> Result<u64, Error> {
 /// Prints every line appended from here on, forever, through `ship`'s follower: appends, a
 /// rotated file finished before the new one is taken, a truncation started over, never a line
 /// without its `\n`.
-#[cfg(feature = "ship")]
 fn follow(mut f: Follower, printer: &mut Printer, out: &mut impl Write) -> io::Result<()> {
     loop {
         match f.next_line()? {

@@ -4,6 +4,11 @@
 //! before SIGKILL, and the doubling wait before a failed child runs again. `--exec` commands
 //! share [`Pipe`].
 
+pub(crate) mod exec;
+pub(crate) mod reconcile;
+pub(crate) mod recover;
+pub(crate) mod shipper;
+
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

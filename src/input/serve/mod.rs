@@ -16,16 +16,12 @@
 //! Never: an answer before the event is synced, a blocking call on the loop's thread, a second
 //! thread.
 
-mod child;
+pub(crate) mod children;
 pub(crate) mod config;
-pub(crate) mod event_log;
 pub(crate) mod exchange;
-pub(crate) mod exec;
+pub(crate) mod metrics;
 pub(crate) mod policy;
-pub(crate) mod reconcile;
-pub(crate) mod recover;
 pub(crate) mod server;
-pub(crate) mod shipper;
 mod throttle;
 pub(crate) mod wake;
 
@@ -34,9 +30,9 @@ use std::io;
 use mio::net::TcpListener;
 
 use crate::error::Error;
-use crate::serve::config::LogTarget;
-use crate::serve::event_log::EventLog;
-use crate::serve::server::Server;
+use crate::input::serve::config::LogTarget;
+use crate::input::serve::server::Server;
+use crate::log::writer::EventLog;
 
 pub(crate) use config::ServeConfig;
 

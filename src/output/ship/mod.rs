@@ -10,10 +10,8 @@
 //! Status for a supervisor (`serve --ship`): a JSON line on stdout every 10 s and at exit,
 //! `{"ship":{"delivered":N,"deadLettered":N,"lagEvents":N,"lagSeconds":S,"failing":bool}}`.
 
-pub(crate) mod cursor;
-pub(crate) mod follow;
-pub(crate) mod http_sink;
-pub(crate) mod nats_sink;
+pub(crate) mod http;
+pub(crate) mod nats;
 pub(crate) mod record;
 
 use std::fs::OpenOptions;
@@ -27,9 +25,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::cli::{self, Flags};
 use crate::config::{Setting, Vars, secret_or_file};
 use crate::error::Error;
+use crate::log::cursor::{self, Cursor};
+use crate::log::follow::{self, Follower, Start};
 use crate::secret::Secret;
-use cursor::Cursor;
-use follow::{Follower, Start};
 use record::Shippable;
 
 /// First wait after a failure; doubles per failure up to [`MAX_BACKOFF`].
@@ -77,7 +75,7 @@ pub(crate) struct NatsAuth {
     /// `NATS_TOKEN`.
     pub token: Option<Secret>,
     /// `NATS_CREDS`: a `.creds` file or an nkey seed file, checked at start-up.
-    pub creds: Option<crate::nkey::Creds>,
+    pub creds: Option<nats::nkey::Creds>,
     /// Its path, to read it again at each connect.
     pub creds_path: Option<PathBuf>,
 }
@@ -206,7 +204,7 @@ fn nats_auth(vars: &Vars) -> Result<NatsAuth, Error> {
         creds: match &creds_path {
             None => None,
             Some(f) => Some(
-                crate::nkey::Creds::read(std::path::Path::new(&f.text))
+                nats::nkey::Creds::read(std::path::Path::new(&f.text))
                     .map_err(|e| Error::Config(format!("{} {}: {e}", f.origin, f.text)))?,
             ),
         },
@@ -420,13 +418,13 @@ pub(crate) fn run(cfg: ShipConfig) -> Result<(), Error> {
         store_cursor(&cfg, &follower.cursor())?;
     }
     let mut sink: Box<dyn Sink> = match &cfg.to {
-        Target::Http(url) => Box::new(http_sink::HttpSink::new(
+        Target::Http(url) => Box::new(http::HttpSink::new(
             url.clone(),
             cfg.token.clone(),
             &cfg.roots,
             cfg.timeout,
         )),
-        Target::Nats { tls, addr, .. } => Box::new(nats_sink::NatsSink::new(
+        Target::Nats { tls, addr, .. } => Box::new(nats::NatsSink::new(
             addr.clone(),
             *tls,
             cfg.nats.clone(),

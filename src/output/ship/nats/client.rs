@@ -119,7 +119,7 @@ pub struct Auth {
     /// A token.
     pub token: Option<Secret>,
     /// A credentials file's JWT and nkey seed (`NATS_CREDS`): answers the server's nonce.
-    pub creds: Option<crate::nkey::Creds>,
+    pub creds: Option<super::nkey::Creds>,
 }
 
 trait Stream: Read + Write + Send {}

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mio::Registry;
 
-use super::child::{self, Running};
+use super::{self as child, Running};
 
-use crate::metrics::RegisterStatus;
-use crate::serve::event_log::Record;
+use crate::input::serve::metrics::RegisterStatus;
+use crate::log::writer::Record;
 
 /// Retries after failures double up to this.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
@@ -122,7 +122,7 @@ impl Reconciler {
         }
         let mut cmd = self.command("register");
         cmd.stdin(Stdio::null());
-        match Running::spawn(&mut cmd, registry, super::wake::RECONCILE) {
+        match Running::spawn(&mut cmd, registry, crate::input::serve::wake::RECONCILE) {
             Ok(proc) => {
                 info!("registering ({why})");
                 self.run = Some(Run {

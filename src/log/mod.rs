@@ -1,0 +1,18 @@
+//! The event log: the one file every input writes and every output reads.
+//!
+//! This module alone knows a line's format. Inputs hand it what they received and get durable
+//! lines back; outputs read lines through it and never parse one themselves.
+//!
+//! - [`writer`]: the append-only file, group commit, fdatasync, cut-back, torn-tail repair;
+//! - [`follow`]: reads the log from a [`cursor`] on, across rotations;
+//! - [`cursor`]: where a reader is, stored as one line.
+//!
+//! Never: a second writer of the file, a line that is not whole JSON on one line.
+
+// What only `ship` uses of the cursor and the follower (stored cursors, a start at an offset, the
+// lag count) is dead in a build without it; `tail -f` uses the rest.
+#[cfg_attr(not(feature = "ship"), allow(dead_code))]
+pub(crate) mod cursor;
+#[cfg_attr(not(feature = "ship"), allow(dead_code))]
+pub(crate) mod follow;
+pub(crate) mod writer;
