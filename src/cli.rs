@@ -14,7 +14,7 @@
 //! Where two commands word one flag differently, derive the second from the first
 //! (`ADDRESS.reworded(..)`), so the variables stay declared once.
 //!
-//! To add a command: a table `const SHIP: &[&Opt]`, a [`Cmd`] variant, one [`CommandSpec`] in
+//! To add a command: a table `const SHIP: &[&Opt]`, a [`Subcommand`] variant, one [`CommandSpec`] in
 //! [`COMMANDS`] (the order `--help` lists them), and its arm in `lib.rs`'s dispatch.
 
 use std::ffi::OsString;
@@ -592,7 +592,7 @@ const SHIP: &[&Opt] = &[
 
 /// Which command runs; `lib.rs` dispatches on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Cmd {
+pub(crate) enum Subcommand {
     /// `ringhook serve`.
     Serve,
     /// `ringhook register`.
@@ -615,7 +615,7 @@ pub(crate) enum Cmd {
 #[derive(Debug)]
 pub(crate) struct CommandSpec {
     /// What runs.
-    pub cmd: Cmd,
+    pub cmd: Subcommand,
     /// Subcommand name.
     pub name: &'static str,
     /// One-line description.
@@ -629,56 +629,56 @@ pub(crate) struct CommandSpec {
 /// Every subcommand, in the order `--help` lists them.
 pub(crate) const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
-        cmd: Cmd::Serve,
+        cmd: Subcommand::Serve,
         name: "serve",
         about: "Receive webhooks: answer the handshake, verify, log each event durably",
         positional: "",
         flags: SERVE,
     },
     CommandSpec {
-        cmd: Cmd::Register,
+        cmd: Subcommand::Register,
         name: "register",
         about: "Make the subscription exist and stay alive (idempotent; run it from cron)",
         positional: "",
         flags: REGISTER_FLAGS,
     },
     CommandSpec {
-        cmd: Cmd::List,
+        cmd: Subcommand::List,
         name: "list",
         about: "List this app's subscriptions",
         positional: "",
         flags: LIST,
     },
     CommandSpec {
-        cmd: Cmd::Unregister,
+        cmd: Subcommand::Unregister,
         name: "unregister",
         about: "Delete the subscription this installation owns",
         positional: "",
         flags: UNREGISTER,
     },
     CommandSpec {
-        cmd: Cmd::Check,
+        cmd: Subcommand::Check,
         name: "check",
         about: "Perform the validation handshake against URL and judge the answer",
         positional: "URL",
         flags: CHECK,
     },
     CommandSpec {
-        cmd: Cmd::Tail,
+        cmd: Subcommand::Tail,
         name: "tail",
         about: "Show the event log one readable line per event; -f follows it",
         positional: "",
         flags: TAIL,
     },
     CommandSpec {
-        cmd: Cmd::Catchup,
+        cmd: Subcommand::Catchup,
         name: "catchup",
         about: "Recover the messages and calls the receiver missed, into the event log",
         positional: "",
         flags: CATCHUP,
     },
     CommandSpec {
-        cmd: Cmd::Ship,
+        cmd: Subcommand::Ship,
         name: "ship",
         about: "Deliver every logged event onward (HTTP or NATS JetStream), at least once, in order",
         positional: "",
@@ -751,17 +751,17 @@ impl Flags {
 
 /// What the command line asks for.
 #[derive(Debug)]
-pub(crate) enum Command {
+pub(crate) enum Invocation {
     /// Print this help text and exit 0.
     Help(String),
     /// Print the version and exit 0.
     Version,
     /// Run a subcommand.
-    Run(Cmd, Global, Flags),
+    Run(Subcommand, Global, Flags),
 }
 
 /// Parses the arguments (without the program name).
-pub(crate) fn parse(args: Vec<OsString>) -> Result<Command, Error> {
+pub(crate) fn parse(args: Vec<OsString>) -> Result<Invocation, Error> {
     let mut parser = lexopt::Parser::from_args(args);
     let mut global = Global::default();
     let mut spec: Option<&'static CommandSpec> = None;
@@ -769,8 +769,8 @@ pub(crate) fn parse(args: Vec<OsString>) -> Result<Command, Error> {
 
     while let Some(arg) = parser.next()? {
         match arg {
-            Short('h') | Long("help") => return Ok(Command::Help(help(spec))),
-            Short('V') | Long("version") => return Ok(Command::Version),
+            Short('h') | Long("help") => return Ok(Invocation::Help(help(spec))),
+            Short('V') | Long("version") => return Ok(Invocation::Version),
             Long("env-file") => global.env_file = Some(PathBuf::from(parser.value()?)),
             Value(v) if spec.is_none() => spec = Some(command(&v.string()?)?),
             Value(v) => positional(spec.expect("checked above"), &mut flags, v)?,
@@ -799,7 +799,7 @@ pub(crate) fn parse(args: Vec<OsString>) -> Result<Command, Error> {
     }
 
     let Some(cmd) = spec else {
-        return Ok(Command::Help(help(None)));
+        return Ok(Invocation::Help(help(None)));
     };
     if !cmd.positional.is_empty() && flags.positional.is_empty() {
         return Err(Error::Usage(format!(
@@ -807,7 +807,7 @@ pub(crate) fn parse(args: Vec<OsString>) -> Result<Command, Error> {
             cmd.name, cmd.positional
         )));
     }
-    Ok(Command::Run(cmd.cmd, global, flags))
+    Ok(Invocation::Run(cmd.cmd, global, flags))
 }
 
 /// Records `opt` (and its value, when it takes one).
@@ -917,13 +917,13 @@ pub(crate) fn help(cmd: Option<&CommandSpec>) -> String {
 mod tests {
     use super::*;
 
-    fn parse_strs(args: &[&str]) -> Result<Command, Error> {
+    fn parse_strs(args: &[&str]) -> Result<Invocation, Error> {
         parse(args.iter().map(OsString::from).collect())
     }
 
-    fn run(args: &[&str]) -> (Cmd, Global, Flags) {
+    fn run(args: &[&str]) -> (Subcommand, Global, Flags) {
         match parse_strs(args).unwrap() {
-            Command::Run(c, g, f) => (c, g, f),
+            Invocation::Run(c, g, f) => (c, g, f),
             other => panic!("{args:?}: {other:?}"),
         }
     }
@@ -938,7 +938,7 @@ mod tests {
             "127.0.0.1:9",
             "--path=/hook",
         ]);
-        assert_eq!(cmd, Cmd::Serve);
+        assert_eq!(cmd, Subcommand::Serve);
         assert_eq!(g.env_file.unwrap(), PathBuf::from("x.env"));
         assert_eq!(f.value(&LISTEN), Some("127.0.0.1:9"));
         assert_eq!(f.value(&PATH), Some("/hook"));
@@ -973,7 +973,7 @@ mod tests {
     #[test]
     fn repeatable_flag_keeps_every_value() {
         let (cmd, _, f) = run(&["register", "--event", "/a", "--event", "/b"]);
-        assert_eq!(cmd, Cmd::Register);
+        assert_eq!(cmd, Subcommand::Register);
         assert_eq!(f.values(&EVENT), vec!["/a", "/b"]);
     }
 
@@ -981,7 +981,7 @@ mod tests {
     fn check_needs_url() {
         assert!(parse_strs(&["check"]).is_err());
         let (cmd, _, f) = run(&["check", "http://x/"]);
-        assert_eq!(cmd, Cmd::Check);
+        assert_eq!(cmd, Subcommand::Check);
         assert_eq!(f.positional, vec!["http://x/"]);
         assert!(parse_strs(&["check", "http://x/", "http://y/"]).is_err());
     }

@@ -66,33 +66,33 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
 fn try_run(args: Vec<std::ffi::OsString>) -> Result<(), Error> {
     let command = cli::parse(args)?;
     match command {
-        cli::Command::Help(text) => stdout::print(&text),
-        cli::Command::Version => {
+        cli::Invocation::Help(text) => stdout::print(&text),
+        cli::Invocation::Version => {
             stdout::print(concat!("ringhook ", env!("CARGO_PKG_VERSION"), "\n"))
         }
-        cli::Command::Run(cmd, global, flags) => {
+        cli::Invocation::Run(cmd, global, flags) => {
             let vars = config::Vars::load(&global)?;
             match cmd {
-                cli::Cmd::Serve => {
+                cli::Subcommand::Serve => {
                     input::serve::serve(input::serve::ServeConfig::resolve(&flags, &vars)?)
                 }
-                cli::Cmd::Register => register::run_register(&flags, &vars),
-                cli::Cmd::List => register::run_list(&flags, &vars),
-                cli::Cmd::Unregister => register::run_unregister(&flags, &vars),
-                cli::Cmd::Check => check::run(&flags, &vars),
-                cli::Cmd::Tail => output::tail::run_command(&flags, &vars),
+                cli::Subcommand::Register => register::run_register(&flags, &vars),
+                cli::Subcommand::List => register::run_list(&flags, &vars),
+                cli::Subcommand::Unregister => register::run_unregister(&flags, &vars),
+                cli::Subcommand::Check => check::run(&flags, &vars),
+                cli::Subcommand::Tail => output::tail::run_command(&flags, &vars),
                 #[cfg(feature = "catchup")]
-                cli::Cmd::Catchup => input::catchup::run(&flags, &vars),
+                cli::Subcommand::Catchup => input::catchup::run(&flags, &vars),
                 #[cfg(not(feature = "catchup"))]
-                cli::Cmd::Catchup => Err(error::Error::Usage(
+                cli::Subcommand::Catchup => Err(error::Error::Usage(
                     "this build has no catchup: build with --features catchup".into(),
                 )),
                 #[cfg(feature = "ship")]
-                cli::Cmd::Ship => {
+                cli::Subcommand::Ship => {
                     output::ship::run(output::ship::ShipConfig::resolve(&flags, &vars)?)
                 }
                 #[cfg(not(feature = "ship"))]
-                cli::Cmd::Ship => Err(error::Error::Usage(
+                cli::Subcommand::Ship => Err(error::Error::Usage(
                     "this build has no ship: build with --features ship".into(),
                 )),
             }

@@ -217,7 +217,7 @@ pub(crate) enum Commit {
     Failed,
 }
 
-enum Sink {
+enum Destination {
     Stdout,
     File {
         path: PathBuf,
@@ -229,7 +229,7 @@ enum Sink {
 
 /// The open event log.
 pub(crate) struct EventLog {
-    sink: Sink,
+    sink: Destination,
     dedupe: Dedupe,
     healthy: bool,
     buf: Vec<u8>,
@@ -252,7 +252,7 @@ impl EventLog {
     /// Events to standard output.
     pub(crate) fn stdout(dedupe_window: usize) -> EventLog {
         EventLog {
-            sink: Sink::Stdout,
+            sink: Destination::Stdout,
             dedupe: Dedupe::new(dedupe_window),
             healthy: true,
             buf: Vec::new(),
@@ -277,7 +277,7 @@ impl EventLog {
         recovery.seeded = seed_dedupe(&file, good, &mut dedupe)?;
         Ok((
             EventLog {
-                sink: Sink::File {
+                sink: Destination::File {
                     path: path.to_path_buf(),
                     file,
                     synced_len: good,
@@ -294,7 +294,7 @@ impl EventLog {
 
     /// True when a batch is synced (a file), so bigger batches mean fewer syncs.
     pub(crate) fn syncs(&self) -> bool {
-        matches!(self.sink, Sink::File { .. })
+        matches!(self.sink, Destination::File { .. })
     }
 
     /// False after a failed batch, until a batch, a [`EventLog::probe`] or a reopen succeeds.
@@ -307,7 +307,7 @@ impl EventLog {
     /// whatever happened. A crash in between leaves only a torn tail, which opening cuts. Call it
     /// only between batches. True when the log became healthy. Stdout cannot be probed.
     pub(crate) fn probe(&mut self) -> bool {
-        let Sink::File {
+        let Destination::File {
             file, synced_len, ..
         } = &mut self.sink
         else {
@@ -409,12 +409,12 @@ impl EventLog {
             out.write_all(buf)
         };
         match &mut self.sink {
-            Sink::Stdout => {
+            Destination::Stdout => {
                 let mut out = io::stdout().lock();
                 write(&mut out)?;
                 out.flush()
             }
-            Sink::File {
+            Destination::File {
                 file, synced_len, ..
             } => {
                 if !self.healthy {
@@ -446,7 +446,7 @@ impl EventLog {
 
     /// Reopens the file at its path (after logrotate moved it). Stdout: nothing to do.
     pub(crate) fn reopen(&mut self) -> io::Result<()> {
-        if let Sink::File {
+        if let Destination::File {
             path,
             file,
             synced_len,
@@ -777,7 +777,7 @@ mod tests {
             return; // no /dev/full here: nothing to test against
         };
         let mut log = EventLog {
-            sink: Sink::File {
+            sink: Destination::File {
                 path: PathBuf::from("/dev/full"),
                 file,
                 synced_len: 0,

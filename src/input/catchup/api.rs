@@ -43,7 +43,7 @@ pub(crate) enum Failure {
 
 /// One kind of sync: where it lives and what its frame asks for.
 #[derive(Debug)]
-pub(crate) struct Target {
+pub(crate) struct SyncEndpoints {
     /// `…/message-sync` or `…/call-log-sync`.
     pub sync: String,
     /// `…/message-store` or `…/call-log`, for the older part of a full sync.
@@ -77,7 +77,7 @@ impl Page {
     }
 
     /// The sync point this answer gives (the backfill is the caller's).
-    fn point(&self, t: &Target) -> SyncPoint {
+    fn point(&self, t: &SyncEndpoints) -> SyncPoint {
         SyncPoint {
             token: self.info("syncToken"),
             time: self
@@ -115,7 +115,7 @@ enum Got {
 fn fetch(
     session: &Session,
     budget: &mut Budget,
-    t: &Target,
+    t: &SyncEndpoints,
     what: &str,
     url: &str,
 ) -> Result<Got, Failure> {
@@ -199,7 +199,7 @@ pub(crate) struct Synced {
 pub(crate) fn sync(
     session: &Session,
     budget: &mut Budget,
-    t: &Target,
+    t: &SyncEndpoints,
     step: Step,
     old: Option<&SyncPoint>,
     full_from: SystemTime,
@@ -282,7 +282,7 @@ pub(crate) fn sync(
 fn list(
     session: &Session,
     budget: &mut Budget,
-    t: &Target,
+    t: &SyncEndpoints,
     from: &str,
     to: &str,
     out: &mut Vec<Fetched>,

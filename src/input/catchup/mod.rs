@@ -29,7 +29,7 @@ use crate::platform::{self, Session};
 use crate::register::settings::ManageSettings;
 use crate::register::state::{self, SyncPoint};
 
-use api::{Failure, Target};
+use api::{Failure, SyncEndpoints};
 use plan::{Budget, Coverage, Group, Step, Tally};
 
 /// Lines logged this long before a candidate's own time are read for dedupe (clock skew).
@@ -137,7 +137,7 @@ fn lock(file: &File, path: &Path) -> Result<(), Error> {
 struct Kind {
     /// `Some(extension id)` for messages, `None` for calls.
     extension: Option<String>,
-    target: Target,
+    target: SyncEndpoints,
     step: Step,
     full_from: SystemTime,
 }
@@ -169,7 +169,7 @@ fn kinds(
             extension: Some(ext.clone()),
             step: plan::step(since, point, &frame, last, plan::MESSAGE_SLACK, now),
             full_from: plan::full_from(since, point, last, now),
-            target: Target {
+            target: SyncEndpoints {
                 sync: format!("{account}/extension/{ext}/message-sync"),
                 list: format!("{account}/extension/{ext}/message-store"),
                 frame_query: query,
@@ -195,7 +195,7 @@ fn kinds(
             extension: None,
             step,
             full_from,
-            target: Target {
+            target: SyncEndpoints {
                 sync: format!("{account}/call-log-sync"),
                 list: format!("{account}/call-log"),
                 frame_query: String::new(),

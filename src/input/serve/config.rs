@@ -172,7 +172,7 @@ impl ServeConfig {
 /// `--ship URL` is checked as `ship --to` would check it.
 #[cfg(feature = "ship")]
 fn check_ship_url(s: &Setting) -> Result<(), Error> {
-    crate::output::ship::parse_target(s).map(|_| ())
+    crate::output::ship::SinkConfig::check_url(s)
 }
 
 /// Without the `ship` feature there is nothing to run.

@@ -5,9 +5,31 @@
 use std::io::Read;
 use std::time::Duration;
 
-use super::{Item, Sink, Verdict};
+use super::{Record, Sink, Verdict};
+use crate::cli;
+use crate::config::{Setting, Vars, secret_or_file};
+use crate::error::Error;
 use crate::platform::TrustRoots;
 use crate::secret::Secret;
+
+/// An HTTP sink's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpConfig {
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// `RINGHOOK_SHIP_TOKEN`: sent as a bearer token.
+    pub token: Option<Secret>,
+}
+
+impl HttpConfig {
+    /// The URL `s` with the bearer token from `vars`.
+    pub(crate) fn resolve(s: &Setting, vars: &Vars) -> Result<HttpConfig, Error> {
+        Ok(HttpConfig {
+            url: crate::config::parse_url(s)?,
+            token: secret_or_file(vars, crate::secret::SHIP_TOKEN, cli::SHIP_TOKEN_FILE)?,
+        })
+    }
+}
 
 /// Longest `Retry-After` honoured; a sink asking for more is asked again after this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -45,42 +67,41 @@ pub(crate) struct HttpSink {
 
 impl HttpSink {
     /// A sink for `url` with an optional bearer token.
-    pub(crate) fn new(
-        url: String,
-        token: Option<Secret>,
-        roots: &TrustRoots,
-        timeout: Duration,
-    ) -> Self {
+    pub(crate) fn new(cfg: &HttpConfig, roots: &TrustRoots, timeout: Duration) -> Self {
         HttpSink {
             agent: crate::platform::agent(roots, timeout, timeout),
-            url,
-            token,
+            url: cfg.url.clone(),
+            token: cfg.token.clone(),
             done: Vec::new(),
         }
     }
 }
 
 impl Sink for HttpSink {
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+
+    fn destination(&self, _record: &Record<'_>) -> String {
+        self.url.clone()
+    }
+
     fn window(&self) -> usize {
         1
     }
 
-    fn submit(&mut self, slot: u64, item: &Item, _subject: &str) -> Result<(), String> {
-        let ship = item
-            .ship
-            .as_ref()
-            .expect("only shippable items are submitted");
+    fn submit(&mut self, slot: u64, record: &Record<'_>) -> Result<(), String> {
         let mut req = self
             .agent
             .post(&self.url)
             .header("content-type", "application/json")
-            .header("idempotency-key", &ship.key)
-            .header("ringhook-received-at", &ship.received_at);
+            .header("idempotency-key", record.key)
+            .header("ringhook-received-at", record.received_at);
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {}", t.expose()));
         }
         let resp = req
-            .send(&item.line[ship.payload.clone()])
+            .send(record.payload)
             .map_err(|e| crate::platform::describe_transport(&e).0)?;
         let verdict = judge(
             resp.status().as_u16(),

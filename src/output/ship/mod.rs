@@ -1,11 +1,11 @@
 //! `ringhook ship`: every logged event delivered onward, at least once, in log order.
 //!
-//! This folder owns the follower (`follow`: complete lines across rotations), the cursor file
-//! (`cursor`), what a line means to a sink (`record`), and the sinks (`http_sink`, `nats_sink`).
-//! The driver here keeps a window of records in flight and advances the cursor only over the
-//! contiguous prefix the sink confirmed (or that went to the dead-letter file, synced first). It
-//! never writes the event log, and never skips a record: a sink that fails is retried forever
-//! with capped, jittered backoff (the log is the buffer).
+//! Here: the driver, which follows the log (through `crate::log`'s follower and cursor), keeps
+//! a window of records in flight and advances the cursor only over the contiguous prefix the
+//! sink confirmed (or that went to the dead-letter file, synced first); `record`, what a line
+//! means to a sink; `sink`, the trait every sink implements; one file per sink (`http`, `nats/`
+//! with its client). It never writes the event log, and never skips a record: a sink that fails
+//! is retried forever with capped, jittered backoff (the log is the buffer).
 //!
 //! Status for a supervisor (`serve --ship`): a JSON line on stdout every 10 s and at exit,
 //! `{"ship":{"delivered":N,"deadLettered":N,"lagEvents":N,"lagSeconds":S,"failing":bool}}`.
@@ -13,6 +13,7 @@
 pub(crate) mod http;
 pub(crate) mod nats;
 pub(crate) mod record;
+mod sink;
 
 use std::fs::OpenOptions;
 use std::hash::{BuildHasher, Hasher};
@@ -23,12 +24,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::cli::{self, Flags};
-use crate::config::{Setting, Vars, secret_or_file};
+use crate::config::{Setting, Vars};
 use crate::error::Error;
 use crate::log::cursor::{self, Cursor};
 use crate::log::follow::{self, Follower, Start};
-use crate::secret::Secret;
 use record::Shippable;
+pub(crate) use sink::{Record, Sink, Verdict};
 
 /// First wait after a failure; doubles per failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -36,25 +37,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// The cursor is written at most this often while records flow (and whenever caught up).
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
 
-/// Where events go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Target {
+/// Where events go: one variant per sink, each sink's settings in its own file.
+#[derive(Debug, Clone)]
+pub(crate) enum SinkConfig {
     /// `http://` or `https://`.
-    Http(String),
+    Http(http::HttpConfig),
     /// `nats://HOST:PORT/SUBJECT` or `tls://…`.
-    Nats {
-        /// TLS from the start (`tls://`).
-        tls: bool,
-        /// `HOST:PORT`.
-        addr: String,
-        /// The subject, possibly holding `{event}`.
-        subject: String,
-    },
+    Nats(nats::NatsConfig),
 }
 
 /// `--from`: where to start instead of the cursor.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum From {
+pub(crate) enum StartAt {
     /// The first record of the log file.
     Start,
     /// After the last record now in the log file.
@@ -65,44 +59,25 @@ pub(crate) enum From {
     Key(String),
 }
 
-/// NATS credentials, from the environment, the env file or a credential file only.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct NatsAuth {
-    /// `NATS_USER`.
-    pub user: Option<Secret>,
-    /// `NATS_PASSWORD`.
-    pub pass: Option<Secret>,
-    /// `NATS_TOKEN`.
-    pub token: Option<Secret>,
-    /// `NATS_CREDS`: a `.creds` file or an nkey seed file, checked at start-up.
-    pub creds: Option<nats::nkey::Creds>,
-    /// Its path, to read it again at each connect.
-    pub creds_path: Option<PathBuf>,
-}
-
 /// Validated settings of `ringhook ship`.
 #[derive(Debug, Clone)]
 pub(crate) struct ShipConfig {
     /// The event log followed.
     pub log_file: PathBuf,
     /// The sink.
-    pub to: Target,
+    pub to: SinkConfig,
     /// The cursor file (default: `FILE.cursor`).
     pub cursor: PathBuf,
     /// Records the sink refused (default: `FILE.dead-letter`).
     pub dead_letter: PathBuf,
     /// `--from`.
-    pub from: Option<From>,
+    pub from: Option<StartAt>,
     /// `--once`: ship what is there, then exit.
     pub once: bool,
     /// `--dry-run`: print what would be sent; touch nothing.
     pub dry_run: bool,
     /// Records in flight at most (NATS).
     pub window: usize,
-    /// `RINGHOOK_SHIP_TOKEN`: bearer token for HTTP sinks.
-    pub token: Option<Secret>,
-    /// NATS credentials.
-    pub nats: NatsAuth,
     /// Trust roots for TLS (`RINGHOOK_CA_FILE`).
     pub roots: crate::platform::TrustRoots,
     /// Wait for one answer (HTTP) or acknowledgement (NATS) at most this long.
@@ -120,67 +95,77 @@ fn credentials_in_url(s: &Setting) -> Error {
     ))
 }
 
-/// Parses `--to`.
-pub(crate) fn parse_target(s: &Setting) -> Result<Target, Error> {
+/// A sink URL's scheme and what follows `://`, with no credentials in it.
+fn split_url(s: &Setting) -> Result<(&str, &str), Error> {
     let t = s.text.trim();
-    let bad = |why: &str| Error::Config(format!("invalid {}: '{t}': {why}", s.origin));
-    let (scheme, rest) = t
-        .split_once("://")
-        .ok_or_else(|| bad("expected http://, https://, nats:// or tls://"))?;
+    let (scheme, rest) = t.split_once("://").ok_or_else(|| {
+        crate::config::invalid(s, "expected http://, https://, nats:// or tls://")
+    })?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     if authority.contains('@') {
         return Err(credentials_in_url(s));
     }
-    match scheme {
-        "http" | "https" => Ok(Target::Http(crate::config::parse_url(s)?)),
-        "nats" | "tls" => {
-            let (addr, subject) = rest
-                .split_once('/')
-                .ok_or_else(|| bad("expected nats://HOST:PORT/SUBJECT"))?;
-            let port_ok = addr
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-            if !port_ok {
-                return Err(bad(
-                    "expected HOST:PORT, such as nats://127.0.0.1:4222/SUBJECT",
-                ));
+    Ok((scheme, rest))
+}
+
+impl SinkConfig {
+    /// Checks `--to` / `--ship` alone, as `serve --ship` does at start-up before its child
+    /// reads the sink's secrets.
+    pub(crate) fn check_url(s: &Setting) -> Result<(), Error> {
+        match split_url(s)? {
+            ("http" | "https", _) => crate::config::parse_url(s).map(|_| ()),
+            (scheme @ ("nats" | "tls"), rest) => {
+                nats::NatsConfig::parse_url(s, scheme, rest).map(|_| ())
             }
-            let probe = subject.replace("{event}", "x");
-            let valid = !probe.is_empty()
-                && probe.split('.').all(|tok| {
-                    !tok.is_empty()
-                        && tok != "*"
-                        && tok != ">"
-                        && tok
-                            .bytes()
-                            .all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
-                });
-            if !valid {
-                return Err(bad(
-                    "the subject must be dot-separated tokens without spaces or wildcards, such as ringcentral.{event}",
-                ));
-            }
-            Ok(Target::Nats {
-                tls: scheme == "tls",
-                addr: addr.to_string(),
-                subject: subject.to_string(),
-            })
+            _ => Err(crate::config::invalid(
+                s,
+                "expected http://, https://, nats:// or tls://",
+            )),
         }
-        _ => Err(bad("expected http://, https://, nats:// or tls://")),
+    }
+
+    /// The sink `s` names, with its secrets from `vars` (only the named sink's are read: an env
+    /// file shared with other tools may hold any of the others).
+    pub(crate) fn resolve(s: &Setting, vars: &Vars) -> Result<SinkConfig, Error> {
+        match split_url(s)? {
+            ("http" | "https", _) => Ok(SinkConfig::Http(http::HttpConfig::resolve(s, vars)?)),
+            (scheme @ ("nats" | "tls"), rest) => Ok(SinkConfig::Nats(nats::NatsConfig::resolve(
+                s, scheme, rest, vars,
+            )?)),
+            _ => Err(crate::config::invalid(
+                s,
+                "expected http://, https://, nats:// or tls://",
+            )),
+        }
+    }
+
+    /// The sink, ready to connect on its first record.
+    fn open(&self, cfg: &ShipConfig) -> Box<dyn Sink> {
+        match self {
+            SinkConfig::Http(c) => Box::new(http::HttpSink::new(c, &cfg.roots, cfg.timeout)),
+            SinkConfig::Nats(c) => Box::new(nats::NatsSink::new(
+                c,
+                cfg.roots.clone(),
+                cfg.timeout,
+                cfg.window,
+            )),
+        }
     }
 }
 
-fn parse_from(s: &Setting) -> Result<From, Error> {
+fn parse_from(s: &Setting) -> Result<StartAt, Error> {
     let t = s.text.trim();
     Ok(match t {
-        "start" => From::Start,
-        "end" => From::End,
+        "start" => StartAt::Start,
+        "end" => StartAt::End,
         _ if t.as_bytes().first().is_some_and(u8::is_ascii_digit) && t.contains(':') => {
-            From::Time(humantime::parse_rfc3339_weak(t).map_err(|_| {
+            StartAt::Time(humantime::parse_rfc3339_weak(t).map_err(|_| {
                 crate::config::invalid(s, "expected start, end, an RFC 3339 time or a uuid")
             })?)
         }
-        _ if !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()) => From::Key(t.to_string()),
+        _ if !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()) => {
+            StartAt::Key(t.to_string())
+        }
         _ => {
             return Err(crate::config::invalid(
                 s,
@@ -188,45 +173,6 @@ fn parse_from(s: &Setting) -> Result<From, Error> {
             ));
         }
     })
-}
-
-fn secret(vars: &Vars, names: &[&str]) -> Option<Secret> {
-    vars.get(names).map(|s| Secret::new(s.text))
-}
-
-/// NATS credentials: one way to log in, each file read and checked.
-fn nats_auth(vars: &Vars) -> Result<NatsAuth, Error> {
-    let creds_path = vars.get(cli::NATS_CREDS);
-    let nats = NatsAuth {
-        user: secret(vars, cli::NATS_USER),
-        pass: secret_or_file(vars, crate::secret::NATS_PASSWORD, cli::NATS_PASSWORD_FILE)?,
-        token: secret_or_file(vars, crate::secret::NATS_TOKEN, cli::NATS_TOKEN_FILE)?,
-        creds: match &creds_path {
-            None => None,
-            Some(f) => Some(
-                nats::nkey::Creds::read(std::path::Path::new(&f.text))
-                    .map_err(|e| Error::Config(format!("{} {}: {e}", f.origin, f.text)))?,
-            ),
-        },
-        creds_path: creds_path.map(|f| PathBuf::from(f.text)),
-    };
-    let ways = [
-        nats.user.is_some(),
-        nats.token.is_some(),
-        nats.creds.is_some(),
-    ];
-    if ways.iter().filter(|w| **w).count() > 1 {
-        return Err(Error::Config(
-            "NATS_USER/NATS_PASSWORD, NATS_TOKEN and NATS_CREDS are ways to log in: give one"
-                .into(),
-        ));
-    }
-    if nats.user.is_some() != nats.pass.is_some() {
-        return Err(Error::Config(
-            "NATS_USER and NATS_PASSWORD go together".into(),
-        ));
-    }
-    Ok(nats)
 }
 
 impl ShipConfig {
@@ -249,7 +195,7 @@ impl ShipConfig {
             )));
         }
         let log_file = PathBuf::from(&log.text);
-        let to = parse_target(&need(&cli::TO)?)?;
+        let to = SinkConfig::resolve(&need(&cli::TO)?, vars)?;
         let beside = |suffix: &str| {
             let mut p = log_file.clone().into_os_string();
             p.push(suffix);
@@ -278,12 +224,6 @@ impl ShipConfig {
         };
         let timeout = duration(cli::SHIP_TIMEOUT, 3600)?;
         let status_every = duration(cli::SHIP_STATUS_EVERY, 86400)?;
-        // NATS's settings only matter (and are only checked) for a NATS sink: an env file shared
-        // with other tools may hold any of them.
-        let nats = match to {
-            Target::Nats { .. } => nats_auth(vars)?,
-            Target::Http(_) => NatsAuth::default(),
-        };
         Ok(ShipConfig {
             log_file,
             to,
@@ -293,34 +233,11 @@ impl ShipConfig {
             once: flags.switch(&cli::ONCE),
             dry_run: flags.switch(&cli::DRY_RUN),
             window,
-            token: secret_or_file(vars, crate::secret::SHIP_TOKEN, cli::SHIP_TOKEN_FILE)?,
-            nats,
             roots: crate::config::trust_roots(vars)?,
             timeout,
             status_every,
         })
     }
-}
-
-/// The outcome of delivering one record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    /// The sink has it (2xx; a JetStream acknowledgement, duplicates included).
-    Delivered,
-    /// Try again later (after `after` when the sink said so); order is kept.
-    Retry {
-        /// The sink's `Retry-After`.
-        after: Option<Duration>,
-        /// Why, for the operational log.
-        reason: String,
-    },
-    /// The sink will never take it: to the dead-letter file, and on.
-    DeadLetter {
-        /// The HTTP status (0 when the sink was never asked).
-        status: u16,
-        /// Why.
-        reason: String,
-    },
 }
 
 /// One record on its way.
@@ -335,17 +252,17 @@ pub(crate) struct Item {
     done: Option<Verdict>,
 }
 
-/// A destination that takes records, some in flight at once, and says what became of each.
-pub(crate) trait Sink {
-    /// Records in flight at most.
-    fn window(&self) -> usize;
-    /// Sends `item` (`slot` names it in the verdicts), to `subject` for subject-based sinks; it
-    /// may only be buffered. An error means the connection is unusable.
-    fn submit(&mut self, slot: u64, item: &Item, subject: &str) -> Result<(), String>;
-    /// Adds the verdicts that arrived, waiting up to `wait` for the first.
-    fn poll(&mut self, wait: Duration, out: &mut Vec<(u64, Verdict)>) -> Result<(), String>;
-    /// Drops the connection after a failure; the next `submit` connects again.
-    fn reset(&mut self);
+impl Item {
+    /// What a sink sends for this record; `None` when it goes to the dead-letter file.
+    fn outgoing(&self) -> Option<Record<'_>> {
+        let s = self.ship.as_ref().ok()?;
+        Some(Record {
+            key: &s.key,
+            event: &s.event,
+            received_at: &s.received_at,
+            payload: &self.line[s.payload.clone()],
+        })
+    }
 }
 
 /// The wait before retry number `failures` (1, 2, …): the sink's `Retry-After` when it gave one,
@@ -377,14 +294,6 @@ fn secs(d: Duration) -> String {
     format!("{}.{:03}", ms / 1000, ms % 1000)
 }
 
-/// The subject for `item`: `{event}` replaced by its event's name.
-pub(crate) fn subject_for(template: &str, item: &Item) -> String {
-    match &item.ship {
-        Ok(s) if template.contains("{event}") => template.replace("{event}", &s.event),
-        _ => template.to_string(),
-    }
-}
-
 /// Counters a supervisor reads from the status line.
 #[derive(Debug, Default)]
 struct Stats {
@@ -411,36 +320,17 @@ pub(crate) fn run(cfg: ShipConfig) -> Result<(), Error> {
         Start::At(_) => Error::Config(format!("cursor {}: {e}", cfg.cursor.display())),
         _ => Error::runtime(format!("--log-file {e}")),
     })?;
+    let mut sink = cfg.to.open(&cfg);
     if cfg.dry_run {
-        return dry_run(&cfg, &mut follower);
+        return dry_run(&cfg, sink.as_ref(), &mut follower);
     }
     if cfg.from.is_some() {
         store_cursor(&cfg, &follower.cursor())?;
     }
-    let mut sink: Box<dyn Sink> = match &cfg.to {
-        Target::Http(url) => Box::new(http::HttpSink::new(
-            url.clone(),
-            cfg.token.clone(),
-            &cfg.roots,
-            cfg.timeout,
-        )),
-        Target::Nats { tls, addr, .. } => Box::new(nats::NatsSink::new(
-            addr.clone(),
-            *tls,
-            cfg.nats.clone(),
-            cfg.roots.clone(),
-            cfg.timeout,
-            cfg.window,
-        )),
-    };
-    let subject = match &cfg.to {
-        Target::Nats { subject, .. } => subject.as_str(),
-        Target::Http(_) => "",
-    };
     info!(
         "shipping {} to {} from byte {}",
         cfg.log_file.display(),
-        describe(&cfg.to),
+        sink.describe(),
         follower.cursor().offset
     );
     let stored = follower.cursor();
@@ -449,20 +339,10 @@ pub(crate) fn run(cfg: ShipConfig) -> Result<(), Error> {
         stored,
         follower,
         sink: sink.as_mut(),
-        subject,
         stop,
         stats: Stats::default(),
     }
     .run()
-}
-
-fn describe(t: &Target) -> String {
-    match t {
-        Target::Http(u) => u.clone(),
-        Target::Nats { tls, addr, subject } => {
-            format!("{}://{addr}/{subject}", if *tls { "tls" } else { "nats" })
-        }
-    }
 }
 
 fn store_cursor(cfg: &ShipConfig, c: &Cursor) -> Result<(), Error> {
@@ -474,8 +354,8 @@ fn store_cursor(cfg: &ShipConfig, c: &Cursor) -> Result<(), Error> {
 fn start_point(cfg: &ShipConfig) -> Result<Start, Error> {
     let label = || format!("--log-file {}", cfg.log_file.display());
     match &cfg.from {
-        Some(From::Start) => Ok(Start::Beginning),
-        Some(From::End) => Ok(Start::End),
+        Some(StartAt::Start) => Ok(Start::Beginning),
+        Some(StartAt::End) => Ok(Start::End),
         Some(from) => {
             let mut f = Follower::open(&cfg.log_file, &Start::Beginning)
                 .map_err(|e| Error::runtime(format!("--log-file {e}")))?;
@@ -486,10 +366,10 @@ fn start_point(cfg: &ShipConfig) -> Result<Start, Error> {
             {
                 if let Ok(s) = record::parse(&line.bytes) {
                     let hit = match from {
-                        From::Time(t) => {
+                        StartAt::Time(t) => {
                             humantime::parse_rfc3339_weak(&s.received_at).is_ok_and(|r| r >= *t)
                         }
-                        From::Key(k) => s.key == *k,
+                        StartAt::Key(k) => s.key == *k,
                         _ => unreachable!(),
                     };
                     if hit {
@@ -510,7 +390,7 @@ fn start_point(cfg: &ShipConfig) -> Result<Start, Error> {
     }
 }
 
-fn dry_run(cfg: &ShipConfig, follower: &mut Follower) -> Result<(), Error> {
+fn dry_run(cfg: &ShipConfig, sink: &dyn Sink, follower: &mut Follower) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
     while let Some(line) = follower
         .next_line()
@@ -522,17 +402,18 @@ fn dry_run(cfg: &ShipConfig, follower: &mut Follower) -> Result<(), Error> {
             after: line.after,
             done: None,
         };
-        let text = match (&item.ship, &cfg.to) {
-            (Ok(s), Target::Nats { subject, .. }) => format!(
+        let text = match item.outgoing() {
+            Some(r) => format!(
                 "send {} to {} ({} bytes)",
-                s.key,
-                subject_for(subject, &item),
-                s.payload.len()
+                r.key,
+                sink.destination(&r),
+                r.payload.len()
             ),
-            (Ok(s), Target::Http(url)) => {
-                format!("send {} to {url} ({} bytes)", s.key, s.payload.len())
-            }
-            (Err(why), _) => format!("dead-letter line at byte {}: {why}", item.after.offset),
+            None => format!(
+                "dead-letter line at byte {}: {}",
+                item.after.offset,
+                item.ship.as_ref().err().copied().unwrap_or("")
+            ),
         };
         if writeln!(out, "{text}").is_err() {
             break;
@@ -545,7 +426,6 @@ struct Driver<'a> {
     cfg: &'a ShipConfig,
     follower: Follower,
     sink: &'a mut dyn Sink,
-    subject: &'a str,
     stop: Arc<AtomicBool>,
     stats: Stats,
     /// The cursor last written.
@@ -669,11 +549,8 @@ impl Driver<'_> {
             while submitted < pending.len() {
                 let item = &pending[submitted];
                 if item.done.is_none() {
-                    let subject = subject_for(self.subject, item);
-                    if let Err(e) = self
-                        .sink
-                        .submit(first_slot + submitted as u64, item, &subject)
-                    {
+                    let record = item.outgoing().expect("only shippable items are submitted");
+                    if let Err(e) = self.sink.submit(first_slot + submitted as u64, &record) {
                         trouble = Some((None, e));
                         break;
                     }
@@ -729,7 +606,7 @@ impl Driver<'_> {
             {
                 info!(
                     "sink {} recovered (failing since {})",
-                    describe(&self.cfg.to),
+                    self.sink.describe(),
                     humantime::format_rfc3339_seconds(since)
                 );
             }
@@ -739,7 +616,7 @@ impl Driver<'_> {
                     failing_since = Some((SystemTime::now(), Instant::now()));
                     warn!(
                         "sink {} failing since {}: {reason}",
-                        describe(&self.cfg.to),
+                        self.sink.describe(),
                         humantime::format_rfc3339_seconds(SystemTime::now())
                     );
                 }
@@ -810,29 +687,37 @@ mod tests {
     }
 
     #[test]
-    fn targets() {
+    fn sink_urls() {
         let s = |t: &str| Setting {
             text: t.into(),
             origin: "--to".into(),
         };
-        let nats = |tls, addr: &str, subject: &str| Target::Nats {
-            tls,
-            addr: addr.into(),
-            subject: subject.into(),
-        };
+        let vars = Vars::default();
         let ok = [
-            ("https://h/x", Target::Http("https://h/x".into())),
+            ("https://h/x", "https://h/x"),
             (
                 "nats://127.0.0.1:4222/rc.{event}",
-                nats(false, "127.0.0.1:4222", "rc.{event}"),
+                "nats://127.0.0.1:4222/rc.{event}",
             ),
-            (
-                "tls://n.example:4443/events",
-                nats(true, "n.example:4443", "events"),
-            ),
+            ("tls://n.example:4443/events", "tls://n.example:4443/events"),
         ];
         for (t, want) in ok {
-            assert_eq!(parse_target(&s(t)).unwrap(), want);
+            SinkConfig::check_url(&s(t)).unwrap();
+            let sink = SinkConfig::resolve(&s(t), &vars).unwrap();
+            let cfg = ShipConfig {
+                log_file: "x".into(),
+                to: sink.clone(),
+                cursor: "c".into(),
+                dead_letter: "d".into(),
+                from: None,
+                once: false,
+                dry_run: false,
+                window: 1,
+                roots: Default::default(),
+                timeout: Duration::from_secs(1),
+                status_every: Duration::from_secs(1),
+            };
+            assert_eq!(sink.open(&cfg).describe(), want);
         }
         for bad in [
             "nats://h:4222/a..b",
@@ -841,9 +726,11 @@ mod tests {
             "nats://:4222/a",
             "nats://h:4222/a b",
             "tls://user@h:1/a",
+            "https://user:pw@h/x",
             "h:4222",
+            "ftp://h/x",
         ] {
-            assert!(parse_target(&s(bad)).is_err(), "{bad}");
+            assert!(SinkConfig::check_url(&s(bad)).is_err(), "{bad}");
         }
     }
 }

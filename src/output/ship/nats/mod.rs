@@ -11,14 +11,135 @@ pub(crate) mod nkey;
 
 use std::time::{Duration, Instant};
 
-use super::{Item, NatsAuth, Sink, Verdict};
+use super::{Record, Sink, Verdict};
+use crate::cli;
+use crate::config::{Setting, Vars, secret_or_file};
+use crate::error::Error;
 use crate::platform::TrustRoots;
+use crate::secret::Secret;
 use client::{Auth, Conn, ServerOp, status_of};
+
+/// NATS credentials, from the environment, the env file or a credential file only.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NatsAuth {
+    /// `NATS_USER`.
+    pub user: Option<Secret>,
+    /// `NATS_PASSWORD`.
+    pub pass: Option<Secret>,
+    /// `NATS_TOKEN`.
+    pub token: Option<Secret>,
+    /// `NATS_CREDS`: a `.creds` file or an nkey seed file, checked at start-up.
+    pub creds: Option<nkey::Creds>,
+    /// Its path, to read it again at each connect.
+    pub creds_path: Option<std::path::PathBuf>,
+}
+
+/// A NATS sink's settings: `nats://HOST:PORT/SUBJECT` or `tls://…`, and how to log in.
+#[derive(Debug, Clone)]
+pub(crate) struct NatsConfig {
+    /// TLS from the start (`tls://`).
+    pub tls: bool,
+    /// `HOST:PORT`.
+    pub addr: String,
+    /// The subject, possibly holding `{event}`.
+    pub subject: String,
+    /// How to log in.
+    pub auth: NatsAuth,
+}
+
+impl NatsConfig {
+    /// Checks what follows `nats://` or `tls://` (`scheme`): `HOST:PORT/SUBJECT`.
+    pub(crate) fn parse_url(s: &Setting, scheme: &str, rest: &str) -> Result<NatsConfig, Error> {
+        let bad =
+            |why: &str| Error::Config(format!("invalid {}: '{}': {why}", s.origin, s.text.trim()));
+        let (addr, subject) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("expected nats://HOST:PORT/SUBJECT"))?;
+        let port_ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !port_ok {
+            return Err(bad(
+                "expected HOST:PORT, such as nats://127.0.0.1:4222/SUBJECT",
+            ));
+        }
+        let probe = subject.replace("{event}", "x");
+        let valid = !probe.is_empty()
+            && probe.split('.').all(|tok| {
+                !tok.is_empty()
+                    && tok != "*"
+                    && tok != ">"
+                    && tok
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
+            });
+        if !valid {
+            return Err(bad(
+                "the subject must be dot-separated tokens without spaces or wildcards, such as ringcentral.{event}",
+            ));
+        }
+        Ok(NatsConfig {
+            tls: scheme == "tls",
+            addr: addr.to_string(),
+            subject: subject.to_string(),
+            auth: NatsAuth::default(),
+        })
+    }
+
+    /// The sink `s` names, with its credentials from `vars`.
+    pub(crate) fn resolve(
+        s: &Setting,
+        scheme: &str,
+        rest: &str,
+        vars: &Vars,
+    ) -> Result<NatsConfig, Error> {
+        Ok(NatsConfig {
+            auth: auth(vars)?,
+            ..NatsConfig::parse_url(s, scheme, rest)?
+        })
+    }
+}
+
+/// NATS credentials: one way to log in, each file read and checked.
+fn auth(vars: &Vars) -> Result<NatsAuth, Error> {
+    let creds_path = vars.get(cli::NATS_CREDS);
+    let nats = NatsAuth {
+        user: vars.get(cli::NATS_USER).map(|s| Secret::new(s.text)),
+        pass: secret_or_file(vars, crate::secret::NATS_PASSWORD, cli::NATS_PASSWORD_FILE)?,
+        token: secret_or_file(vars, crate::secret::NATS_TOKEN, cli::NATS_TOKEN_FILE)?,
+        creds: match &creds_path {
+            None => None,
+            Some(f) => Some(
+                nkey::Creds::read(std::path::Path::new(&f.text))
+                    .map_err(|e| Error::Config(format!("{} {}: {e}", f.origin, f.text)))?,
+            ),
+        },
+        creds_path: creds_path.map(|f| std::path::PathBuf::from(f.text)),
+    };
+    let ways = [
+        nats.user.is_some(),
+        nats.token.is_some(),
+        nats.creds.is_some(),
+    ];
+    if ways.iter().filter(|w| **w).count() > 1 {
+        return Err(Error::Config(
+            "NATS_USER/NATS_PASSWORD, NATS_TOKEN and NATS_CREDS are ways to log in: give one"
+                .into(),
+        ));
+    }
+    if nats.user.is_some() != nats.pass.is_some() {
+        return Err(Error::Config(
+            "NATS_USER and NATS_PASSWORD go together".into(),
+        ));
+    }
+    Ok(nats)
+}
 
 /// Publishes to one JetStream stream through one server.
 pub(crate) struct NatsSink {
     addr: String,
     tls: bool,
+    subject: String,
     auth: Auth,
     roots: TrustRoots,
     timeout: Duration,
@@ -56,18 +177,22 @@ pub(crate) fn judge_ack(payload: &[u8]) -> Verdict {
 }
 
 impl NatsSink {
+    fn subject_for(&self, record: &Record<'_>) -> String {
+        self.subject.replace("{event}", record.event)
+    }
+
     /// A sink for `addr` (`HOST:PORT`); it connects on the first publish.
     pub(crate) fn new(
-        addr: String,
-        tls: bool,
-        auth: NatsAuth,
+        cfg: &NatsConfig,
         roots: TrustRoots,
         timeout: Duration,
         window: usize,
     ) -> NatsSink {
+        let auth = cfg.auth.clone();
         NatsSink {
-            addr,
-            tls,
+            addr: cfg.addr.clone(),
+            tls: cfg.tls,
+            subject: cfg.subject.clone(),
             auth: Auth {
                 user: auth.user.zip(auth.pass),
                 token: auth.token,
@@ -117,13 +242,19 @@ impl Sink for NatsSink {
         self.window
     }
 
-    fn submit(&mut self, slot: u64, item: &Item, subject: &str) -> Result<(), String> {
-        let ship = item
-            .ship
-            .as_ref()
-            .expect("only shippable items are submitted");
-        let payload = &item.line[ship.payload.clone()];
-        let header = format!("Nats-Msg-Id: {}\r\n", ship.key);
+    fn describe(&self) -> String {
+        let scheme = if self.tls { "tls" } else { "nats" };
+        format!("{scheme}://{}/{}", self.addr, self.subject)
+    }
+
+    fn destination(&self, record: &Record<'_>) -> String {
+        self.subject_for(record)
+    }
+
+    fn submit(&mut self, slot: u64, record: &Record<'_>) -> Result<(), String> {
+        let payload = record.payload;
+        let subject = self.subject_for(record);
+        let header = format!("Nats-Msg-Id: {}\r\n", record.key);
         self.conn()?;
         let reply = format!("{}.{slot}", self.inbox);
         let conn = self.conn.as_mut().expect("connected above");
@@ -138,7 +269,7 @@ impl Sink for NatsSink {
             ));
             return Ok(());
         }
-        conn.hpub(subject, &reply, &header, payload)?;
+        conn.hpub(&subject, &reply, &header, payload)?;
         self.outstanding += 1;
         Ok(())
     }
