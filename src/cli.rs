@@ -10,7 +10,9 @@
 //!
 //! To add a flag: declare `pub(crate) const NAME: Opt = Opt::flag(..)` (or `Opt::switch`) with its
 //! variables and default, list `&NAME` in its command's table, read it through `&cli::NAME`, and
-//! name its variables in README's reference table (a test checks both the help and the README).
+//! regenerate `docs/reference.md` (`RINGHOOK_BLESS=1 cargo test --lib docs_reference`); a variable
+//! without a flag is described in `UNFLAGGED` too. Tests check the help, and that the reference is
+//! current and names every variable.
 //! Where two commands word one flag differently, derive the second from the first
 //! (`ADDRESS.reworded(..)`), so the variables stay declared once.
 //!
@@ -430,9 +432,9 @@ pub(crate) const EXTENSION_TYPES: &[&str] = &["RINGHOOK_EXTENSION_TYPES"];
 pub(crate) const EXTENSION_STATUSES: &[&str] = &["RINGHOOK_EXTENSION_STATUSES"];
 /// Extra trusted roots (PEM) for outbound TLS.
 pub(crate) const CA_FILE: &[&str] = &["RINGHOOK_CA_FILE"];
-/// The system's state directory, for the default state file (not ours: not in README).
+/// The system's state directory, for the default state file (not ours: not in the reference).
 pub(crate) const XDG_STATE_HOME: &[&str] = &["XDG_STATE_HOME"];
-/// The home directory, the default state file's last resort (not ours: not in README).
+/// The home directory, the default state file's last resort (not ours: not in the reference).
 pub(crate) const HOME: &[&str] = &["HOME"];
 
 /// An HTTP answer or NATS acknowledgement must come within this (ship).
@@ -456,7 +458,7 @@ pub(crate) const NATS_TOKEN_FILE: &[&str] = &["NATS_TOKEN_FILE"];
 #[cfg_attr(not(feature = "ship"), allow(dead_code))]
 pub(crate) const NATS_CREDS: &[&str] = &["NATS_CREDS"];
 
-/// The variables above that are ours, for the README check.
+/// The variables above that are ours, for the check that the reference names them all.
 #[cfg(test)]
 const VARIABLES: &[&[&str]] = &[
     PORT,
@@ -480,6 +482,186 @@ const VARIABLES: &[&[&str]] = &[
     NATS_PASSWORD_FILE,
     NATS_TOKEN_FILE,
     NATS_CREDS,
+];
+
+/// A variable that no flag reads, as `docs/reference.md` describes it.
+#[cfg(test)]
+struct Variable {
+    /// Its names, first set wins.
+    names: &'static [&'static str],
+    /// The commands that read it.
+    read_by: &'static str,
+    /// What applies when it is not set (empty: nothing to say).
+    unset: &'static str,
+    /// What it is, for the reference.
+    help: &'static str,
+}
+
+/// Every variable without a flag, secrets included, in the order the reference lists them.
+#[cfg(test)]
+const UNFLAGGED: &[Variable] = &[
+    Variable {
+        names: PORT,
+        read_by: "serve",
+        unset: "",
+        help: "The port alone, on every interface, when neither --listen nor RINGHOOK_LISTEN is set (the tutorial's variable)",
+    },
+    Variable {
+        names: TOKEN,
+        read_by: "serve, register, check",
+        unset: "none: every notification is taken, with a warning at start",
+        help: "The verification token itself (or --verification-token-file): 1–256 visible ASCII characters; serve checks it, register sends it as deliveryMode.verificationToken; set but empty is an error",
+    },
+    Variable {
+        names: SERVER_URL,
+        read_by: "register, list, unregister, catchup",
+        unset: "`https://platform.ringcentral.com`",
+        help: "The platform's server (origin only); must be https:// unless loopback",
+    },
+    Variable {
+        names: RC_ENV,
+        read_by: "register, list, unregister, catchup",
+        unset: "",
+        help: "sandbox or production, when no server URL is set",
+    },
+    Variable {
+        names: CLIENT_ID,
+        read_by: "register, list, unregister, catchup",
+        unset: "required",
+        help: "The app's client id",
+    },
+    Variable {
+        names: crate::secret::CLIENT_SECRET,
+        read_by: "register, list, unregister, catchup",
+        unset: "required",
+        help: "The app's client secret",
+    },
+    Variable {
+        names: crate::secret::JWT,
+        read_by: "register, list, unregister, catchup",
+        unset: "required (or the password grant)",
+        help: "The user's JWT credential",
+    },
+    Variable {
+        names: USERNAME,
+        read_by: "register, list, unregister, catchup",
+        unset: "",
+        help: "The legacy password grant's user name (the grant ended on 2024-03-31; warns)",
+    },
+    Variable {
+        names: crate::secret::PASSWORD,
+        read_by: "register, list, unregister, catchup",
+        unset: "",
+        help: "The legacy password grant's password",
+    },
+    Variable {
+        names: EXTENSION,
+        read_by: "register, list, unregister, catchup",
+        unset: "",
+        help: "The legacy password grant's extension",
+    },
+    Variable {
+        names: EXTENSION_TYPES,
+        read_by: "register",
+        unset: "`User`",
+        help: "Extension types {extensionId} expands over",
+    },
+    Variable {
+        names: EXTENSION_STATUSES,
+        read_by: "register",
+        unset: "`Enabled`",
+        help: "Extension statuses {extensionId} expands over",
+    },
+    Variable {
+        names: EXTENSIONS_PER_PAGE,
+        read_by: "register",
+        unset: "`500` (1–1000)",
+        help: "Page size of the extension list",
+    },
+    Variable {
+        names: EXPIRES_IN,
+        read_by: "register",
+        unset: "`315360000` (10 years; `90d` works too)",
+        help: "Subscription lifetime asked for",
+    },
+    Variable {
+        names: MAX_WAIT,
+        read_by: "register, list, unregister, catchup",
+        unset: "`5m`",
+        help: "Total time to wait on HTTP 429 (Retry-After) before giving up",
+    },
+    Variable {
+        names: HTTP_TIMEOUT,
+        read_by: "register, list, unregister, catchup",
+        unset: "`30s` (at most `1h`)",
+        help: "Limit on each platform call, from connecting to the last byte of the answer; a call that times out is not retried",
+    },
+    Variable {
+        names: CA_FILE,
+        read_by: "register, list, unregister, check, catchup, ship",
+        unset: "the built-in roots",
+        help: "PEM CA certificates trusted instead of the built-in roots for outbound TLS (like curl --cacert)",
+    },
+    Variable {
+        names: SHIP_TIMEOUT,
+        read_by: "ship",
+        unset: "`10s`",
+        help: "An HTTP answer or a NATS acknowledgement must come within this",
+    },
+    Variable {
+        names: SHIP_STATUS_EVERY,
+        read_by: "ship",
+        unset: "`10s`",
+        help: "How often ship prints its status line and lag",
+    },
+    Variable {
+        names: crate::secret::SHIP_TOKEN,
+        read_by: "ship",
+        unset: "none",
+        help: "Sent as Authorization: Bearer to HTTP sinks",
+    },
+    Variable {
+        names: NATS_USER,
+        read_by: "ship",
+        unset: "none",
+        help: "The NATS user (with NATS_PASSWORD)",
+    },
+    Variable {
+        names: crate::secret::NATS_PASSWORD,
+        read_by: "ship",
+        unset: "none",
+        help: "The NATS user's password",
+    },
+    Variable {
+        names: crate::secret::NATS_TOKEN,
+        read_by: "ship",
+        unset: "none",
+        help: "The NATS token",
+    },
+    Variable {
+        names: NATS_CREDS,
+        read_by: "ship",
+        unset: "none",
+        help: "A NATS .creds file (user JWT and nkey seed) or a user nkey seed file; at most 16 KiB, read again before each connect",
+    },
+    Variable {
+        names: SHIP_TOKEN_FILE,
+        read_by: "ship",
+        unset: "none",
+        help: "Read RINGHOOK_SHIP_TOKEN from this file instead (systemd credentials, Docker secrets)",
+    },
+    Variable {
+        names: NATS_PASSWORD_FILE,
+        read_by: "ship",
+        unset: "none",
+        help: "Read NATS_PASSWORD from this file instead",
+    },
+    Variable {
+        names: NATS_TOKEN_FILE,
+        read_by: "ship",
+        unset: "none",
+        help: "Read NATS_TOKEN from this file instead",
+    },
 ];
 
 // ---- tail ----
@@ -913,6 +1095,119 @@ pub(crate) fn help(cmd: Option<&CommandSpec>) -> String {
     out
 }
 
+/// Where the reference is committed, relative to the crate's root.
+#[cfg(test)]
+const REFERENCE_PATH: &str = "docs/reference.md";
+
+/// The flag and variable reference in Markdown, generated from the declarations above (the
+/// committed `docs/reference.md`; a test keeps them equal).
+#[cfg(test)]
+pub(crate) fn reference() -> String {
+    let mut known: Vec<&str> = COMMANDS
+        .iter()
+        .flat_map(|c| c.flags.iter())
+        .flat_map(|f| f.env.iter().copied())
+        .collect();
+    known.extend(UNFLAGGED.iter().flat_map(|v| v.names.iter().copied()));
+    // A cell's text, table-safe, with the variable names in it in backticks.
+    let text = |t: &str| -> String {
+        t.replace('|', "\\|")
+            .split(' ')
+            .map(|w| {
+                let name = w.trim_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+                if known.contains(&name) {
+                    w.replacen(name, &format!("`{name}`"), 1)
+                } else {
+                    w.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let row = |cells: &[&str]| format!("| {} |\n", cells.join(" | "));
+    let head = "| flag | variables | default | description |\n|---|---|---|---|\n";
+
+    let mut out = String::from(
+        "# Flag and variable reference\n\n\
+         <!-- Generated from src/cli.rs: do not edit. Regenerate with \
+         `RINGHOOK_BLESS=1 cargo test --lib docs_reference`. -->\n\n\
+         Every flag of every command, with the variables that set it when the flag is absent, and \
+         every variable without a flag. Precedence: flag > environment variable > env file > \
+         default. Durations are `10s`, `500ms`, `2m` or a number of seconds; sizes are bytes or \
+         `KiB`/`MiB`. What each setting does, at length: the [guide](guide.md).\n\n\
+         Commands:\n\n",
+    );
+    for c in COMMANDS {
+        out.push_str(&format!("- [`{0}`](#ringhook-{0}): {1}\n", c.name, c.about));
+    }
+    out.push_str("\n## Global options\n\nAccepted before or after any command.\n\n");
+    out.push_str(head);
+    for line in GLOBAL_HELP.lines().skip(1) {
+        let (flags, rest) = line.trim().split_once("  ").unwrap_or((line.trim(), ""));
+        let (help, default) = match rest.trim().split_once(" [default: ") {
+            Some((h, d)) => (h, d.trim_end_matches(']')),
+            None => (rest.trim(), ""),
+        };
+        let flags: Vec<String> = flags.split(", ").map(|f| format!("`{f}`")).collect();
+        out.push_str(&row(&[&flags.join(", "), "", &text(default), &text(help)]));
+    }
+    for c in COMMANDS {
+        out.push_str(&format!(
+            "\n## `ringhook {}`\n\n{}\n\n",
+            c.name,
+            text(c.about)
+        ));
+        out.push_str(&format!("Usage: `ringhook {} [OPTIONS]", c.name));
+        if !c.positional.is_empty() {
+            out.push_str(&format!(" {}", c.positional));
+        }
+        out.push_str("`\n\n");
+        out.push_str(head);
+        for f in c.flags {
+            let mut flag = match f.short {
+                Some(s) => format!("`-{s}`, `{}", f.name),
+                None => format!("`{}", f.name),
+            };
+            if let Some(v) = f.value {
+                flag.push_str(&format!(" {v}"));
+            }
+            flag.push('`');
+            let mut vars: Vec<String> = f.env.iter().map(|v| format!("`{v}`")).collect();
+            match (vars.last_mut(), f.env_note.strip_prefix('=')) {
+                (Some(last), Some(value)) => last.insert_str(last.len() - 1, &format!("={value}")),
+                _ if !f.env_note.is_empty() => vars.push(text(f.env_note.trim_start_matches(", "))),
+                _ => {}
+            }
+            let default = match f.unset {
+                Unset::Absent => String::new(),
+                Unset::Value(d) => format!("`{d}`"),
+                Unset::Means(d) => text(d),
+            };
+            out.push_str(&row(&[&flag, &vars.join(", "), &default, &text(f.help)]));
+        }
+    }
+    out.push_str(
+        "\n## Variables without a flag\n\n\
+         Secrets are only ever variables (or files they name), never flags, and are never printed; \
+         `--exec` children get none of them.\n\n\
+         | variables | read by | default | description |\n|---|---|---|---|\n",
+    );
+    let secrets: Vec<&str> = crate::secret::variables().collect();
+    for v in UNFLAGGED {
+        let mut names = v
+            .names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if v.names.iter().all(|n| secrets.contains(n)) {
+            names.push_str(" (secret)");
+        }
+        out.push_str(&row(&[&names, v.read_by, v.unset, &text(v.help)]));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1036,10 +1331,10 @@ mod tests {
         );
     }
 
-    /// Every variable a flag reads is in the README's reference, where users look for it.
+    /// Every variable ringhook reads (a flag's, one without a flag, a secret) is in the reference.
     #[test]
-    fn every_variable_is_in_the_readme() {
-        let readme = include_str!("../README.md");
+    fn every_variable_is_in_the_reference() {
+        let reference = reference();
         let mut names: Vec<&str> = COMMANDS
             .iter()
             .flat_map(|c| c.flags.iter())
@@ -1047,15 +1342,31 @@ mod tests {
             .collect();
         names.extend(VARIABLES.iter().copied().flatten());
         names.extend(crate::secret::variables());
-        let tables: Vec<&str> = readme.lines().filter(|l| l.starts_with('|')).collect();
+        let rows: Vec<&str> = reference.lines().filter(|l| l.starts_with('|')).collect();
         for name in names {
             let (plain, set) = (format!("`{name}`"), format!("`{name}="));
             assert!(
-                tables
-                    .iter()
-                    .any(|l| l.contains(&plain) || l.contains(&set)),
-                "README.md's tables do not name `{name}`"
+                rows.iter().any(|l| l.contains(&plain) || l.contains(&set)),
+                "the reference's tables do not name `{name}`"
             );
         }
+    }
+
+    /// `docs/reference.md` is what `reference()` generates; `RINGHOOK_BLESS=1` rewrites it.
+    #[test]
+    fn docs_reference_is_current() {
+        let generated = reference();
+        if generated == include_str!("../docs/reference.md") {
+            return;
+        }
+        if std::env::var_os("RINGHOOK_BLESS").is_some_and(|v| v == "1") {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(REFERENCE_PATH);
+            std::fs::write(&path, generated).expect("write docs/reference.md");
+            return;
+        }
+        panic!(
+            "{REFERENCE_PATH} is not what src/cli.rs declares; regenerate it with \
+             `RINGHOOK_BLESS=1 cargo test --lib docs_reference` and commit it"
+        );
     }
 }
