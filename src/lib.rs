@@ -34,10 +34,11 @@ pub mod internals {
     pub use crate::cli::Flags;
     pub use crate::config::{Vars, parse_env};
     pub use crate::input::serve::config::{ServeConfig, serve_variables};
-    pub use crate::input::serve::exchange::check_invariants;
     pub use crate::input::serve::metrics::{
         Counters, ExecOutcomes, Histogram, Process, RegisterStatus, Scrape, ShipFigures, render,
     };
+    #[cfg(any(test, fuzzing))]
+    pub use crate::input::serve::oracle::check_invariants;
     pub use crate::input::serve::policy::Policy;
     pub use crate::oplog::set_quiet;
     #[cfg(any(feature = "ship", test))]

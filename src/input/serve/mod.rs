@@ -20,6 +20,8 @@ pub(crate) mod children;
 pub(crate) mod config;
 pub(crate) mod exchange;
 pub(crate) mod metrics;
+#[cfg(any(test, fuzzing))]
+pub(crate) mod oracle;
 pub(crate) mod policy;
 pub(crate) mod server;
 mod throttle;
@@ -32,7 +34,7 @@ use mio::net::TcpListener;
 use crate::error::Error;
 use crate::input::serve::config::LogTarget;
 use crate::input::serve::server::Server;
-use crate::log::writer::EventLog;
+use crate::log::EventLog;
 
 pub(crate) use config::ServeConfig;
 
