@@ -142,7 +142,7 @@ EOF
   for _ in $(seq 200); do grep -q "listening on" "$work/lag-serve.err" && break; sleep 0.05; done
   grep -q "listening on" "$work/lag-serve.err" || { cat "$work/lag-serve.err" >&2; exit 1; }
   echo -n "serve --ship into JetStream (one server), $LAG_RATE events/s for 10 s: "
-  BENCH_SAMPLE="$PWD/../shared/reference/events/extension-presence.json" \
+  BENCH_SAMPLE="$PWD/tests/data/events/extension-presence.json" \
     python3 scripts/bench/lag.py "$sport" "${ports[0]}" BENCH "$LAG_RATE" 10
 }
 jetstream 1

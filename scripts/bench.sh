@@ -31,7 +31,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-32}
 TOKEN=bench-token
-SAMPLE=$PWD/../shared/reference/events/extension-presence.json
+SAMPLE=$PWD/tests/data/events/extension-presence.json
 export RUNS=${RUNS:-20}
 
 delays=()

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 SECS=${SOAK_SECONDS:-60}
 # Below the ephemeral range, so no client can self-connect on it (scripts/bench/freeport.py).
 PORT=${SOAK_PORT:-$(python3 scripts/bench/freeport.py)}
-SAMPLE=$PWD/../shared/reference/events/extension-presence.json
+SAMPLE=$PWD/tests/data/events/extension-presence.json
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 bash scripts/build-static.sh x86_64 >/dev/null
 work=$(mktemp -d)

@@ -1293,9 +1293,9 @@ mod tests {
     fn the_blacklist_sample_parses() {
         let raw = std::fs::read(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../shared/reference/events/blacklist.json"),
-        );
-        let Ok(raw) = raw else { return };
+                .join("tests/data/events/blacklist.json"),
+        )
+        .expect("tests/data/events/blacklist.json");
         let list: SubscriptionList = serde_json::from_slice(&raw).unwrap();
         let s: Subscription = list.records.into_iter().next().unwrap().into();
         assert_eq!(s.status, "Blacklisted");

@@ -1,7 +1,7 @@
 //! A fake RingCentral platform on loopback, for `register`, `list` and `unregister` to talk to.
 //!
 //! It speaks HTTP/1.1 (plain, or TLS with a certificate from a throwaway CA) the way the real
-//! platform does, per `../shared/reference`: Basic-authenticated token and revoke endpoints,
+//! platform does, per RingCentral's docs and API spec (samples in `tests/data/`): Basic-authenticated token and revoke endpoints,
 //! the extension list paged through `navigation.nextPage`, subscription CRUD and renew with the
 //! real JSON shapes, `~` rewritten to ids in the filters it returns, less lifetime granted than
 //! asked, the validation handshake against the address on create (really connecting to it),
@@ -1123,7 +1123,7 @@ fn create(world: &Mutex<World>, base: &str, req: &Recorded) -> Answer {
 
 // ==== Message store, call log and their sync APIs (for `catchup`) ===============================
 //
-// Per `../shared/reference/sync/SYNC.md`: Message Sync per extension (FSync with
+// Per RingCentral's Message Sync and Call Log Sync docs (`tests/data/sync/`): Message Sync per extension (FSync with
 // `olderRecordsExist`, ISync with a 5 s overlap, `MSG-333` for a token it no longer takes), the
 // message-store list and the account call log paged through `navigation.nextPage`, Call Log Sync
 // (FSync `recordCount` ≤ 250; ISync refused with `CLG-101` for an invalidated token and with

@@ -110,7 +110,7 @@ fn notifications_are_verified_and_only_good_ones_logged() {
 fn every_reference_event_is_logged_losslessly() {
     let s = with_token().log_file().start();
     let mut files: Vec<_> = std::fs::read_dir(reference().join("events"))
-        .expect("../shared/reference/events")
+        .expect("tests/data/events")
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CONNS=${1:-8}
-export BENCH_SAMPLE=$PWD/../shared/reference/events/extension-presence.json BENCH_TOKEN=bench-token
+export BENCH_SAMPLE=$PWD/tests/data/events/extension-presence.json BENCH_TOKEN=bench-token
 export WEBHOOK_VERIFICATION_TOKEN=bench-token
 for c in valgrind strace python3; do
   command -v "$c" >/dev/null || { [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$c" >/dev/null; } ||

@@ -3,6 +3,8 @@
 //! This module alone knows a line's format. Inputs hand it what they received and get durable
 //! lines back; outputs read lines through it and never parse one themselves.
 //!
+//! - [`line`]: one line: the one type for what it holds, its writers and its parser;
+//! - [`dedupe`]: the uuids recently logged, so a redelivery is not written twice;
 //! - [`writer`]: the append-only file, group commit, fdatasync, cut-back, torn-tail repair;
 //! - [`follow`]: reads the log from a [`cursor`] on, across rotations;
 //! - [`cursor`]: where a reader is, stored as one line.
@@ -13,6 +15,11 @@
 // lag count) is dead in a build without it; `tail -f` uses the rest.
 #[cfg_attr(not(feature = "ship"), allow(dead_code))]
 pub(crate) mod cursor;
+pub(crate) mod dedupe;
 #[cfg_attr(not(feature = "ship"), allow(dead_code))]
 pub(crate) mod follow;
+pub(crate) mod line;
 pub(crate) mod writer;
+
+pub(crate) use line::Record;
+pub(crate) use writer::{Commit, EventLog};

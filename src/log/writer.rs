@@ -1,210 +1,21 @@
-//! The event log: one JSON line per notification, appended and synced before acknowledging.
+//! The event log's writer: lines appended and synced before anyone is told they are logged.
 //!
-//! Line format (one per notification, `\n`-terminated):
-//! - `{"receivedAt":"2026-11-22T21:45:18.123Z","notification":{...}}` — the body exactly as
-//!   received (same keys, same order, same number text), with insignificant whitespace removed;
-//! - `{"receivedAt":"...","invalidJson":"..."}` — a body that is not JSON, kept as a string;
-//! - `{"receivedAt":"...","invalidJsonBase64":"..."}` — the same, for a body that is not UTF-8.
+//! The line format is [`super::line`]'s.
 //!
 //! Durability: a batch of lines is written with one `write` and one `fdatasync`; only then are the
 //! requests in it acknowledged. A failed batch is cut off again (`ftruncate` to the last synced
 //! length) so a later batch never lands after half a line.
 
 use std::borrow::Borrow;
-use std::collections::{HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::hash::BuildHasher;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use base64::Engine;
-use serde::Deserialize;
-use serde_json::value::RawValue;
-
+use super::dedupe::Dedupe;
+use super::line::{Line, Record};
 use crate::input::serve::metrics::Histogram;
-use crate::webhook::Envelope;
-
-/// One notification, ready to be written.
-#[derive(Debug, Clone)]
-pub(crate) struct Record {
-    /// The notification's `uuid`, when it has one (used to drop redeliveries).
-    pub uuid: Option<String>,
-    /// The notification's `event` (the filter that matched).
-    pub event: Option<String>,
-    /// The notification's `subscriptionId`.
-    pub subscription_id: Option<String>,
-    /// The notification's `timestamp`, as sent.
-    pub timestamp: Option<String>,
-    /// The complete line, `\n` included.
-    pub line: Vec<u8>,
-    /// Where the notification's JSON sits in `line` (none for bodies that are not JSON).
-    notification: Option<std::ops::Range<usize>>,
-}
-
-#[derive(Deserialize)]
-struct LoggedLine {
-    notification: Option<Envelope>,
-}
-
-impl Record {
-    /// Builds the log line for `body`, received at `received_at`.
-    pub(crate) fn new(body: &[u8], received_at: SystemTime) -> Record {
-        let mut line = Vec::with_capacity(body.len() + 64);
-        line.extend_from_slice(b"{\"receivedAt\":\"");
-        // Formatted in place: `to_string` would allocate and copy a String per event.
-        write!(line, "{}", humantime::format_rfc3339_millis(received_at))
-            .expect("writing to a Vec cannot fail");
-        line.extend_from_slice(b"\",");
-        let mut notification = None;
-        // One pass for the usual notification: parsing the envelope validates the whole body.
-        // Valid JSON that is not an object, or whose fields have other types, is logged all the
-        // same; it just has no uuid to deduplicate on.
-        let envelope = Envelope::parse(body);
-        if envelope.is_some() || serde_json::from_slice::<&RawValue>(body).is_ok() {
-            line.extend_from_slice(b"\"notification\":");
-            let start = line.len();
-            minify_into(body, &mut line);
-            notification = Some(start..line.len());
-        } else if let Ok(text) = std::str::from_utf8(body) {
-            line.extend_from_slice(b"\"invalidJson\":");
-            serde_json::to_writer(&mut line, text).expect("writing to a Vec cannot fail");
-        } else {
-            line.extend_from_slice(b"\"invalidJsonBase64\":\"");
-            line.extend_from_slice(
-                base64::engine::general_purpose::STANDARD
-                    .encode(body)
-                    .as_bytes(),
-            );
-            line.push(b'"');
-        }
-        line.extend_from_slice(b"}\n");
-        let env = envelope.unwrap_or_default();
-        Record {
-            uuid: env.uuid,
-            event: env.event,
-            subscription_id: env.subscription_id,
-            timestamp: env.timestamp,
-            line,
-            notification,
-        }
-    }
-
-    /// A line `catchup --emit` recovered (already whole JSON, one line, no newline): logged as
-    /// is; `--exec` without filters gets the whole line.
-    pub(crate) fn recovered(mut line: Vec<u8>) -> Record {
-        let end = line.len();
-        line.push(b'\n');
-        Record {
-            uuid: None,
-            event: None,
-            subscription_id: None,
-            timestamp: None,
-            line,
-            notification: Some(0..end),
-        }
-    }
-
-    /// The notification's JSON exactly as logged (one line, no newline); `None` for a body that
-    /// is not JSON.
-    pub(crate) fn notification(&self) -> Option<&[u8]> {
-        self.notification.clone().map(|r| &self.line[r])
-    }
-}
-
-/// Copies valid JSON without its insignificant whitespace, so it fits on one line. Strings are
-/// copied byte for byte: JSON strings cannot hold a raw newline, so the result is one line.
-fn minify_into(json: &[u8], out: &mut Vec<u8>) {
-    // One copy, then compaction in place. Strings, most of a notification's bytes, move as whole
-    // spans found with memchr; a byte-at-a-time loop over them cost ~15 instructions a byte.
-    let start = out.len();
-    out.extend_from_slice(json);
-    let text = &mut out[start..];
-    let (mut read, mut kept) = (0, 0);
-    while read < text.len() {
-        let b = text[read];
-        read += 1;
-        if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-            continue;
-        }
-        text[kept] = b;
-        kept += 1;
-        if b == b'"' {
-            // A string: kept whole, escapes and all, through its closing quote.
-            loop {
-                let (end, closed) = match memchr::memchr2(b'"', b'\\', &text[read..]) {
-                    Some(i) if text[read + i] == b'"' => (read + i + 1, true),
-                    // An escape: the byte after the backslash is the string's too.
-                    Some(i) => ((read + i + 2).min(text.len()), false),
-                    None => (text.len(), true),
-                };
-                text.copy_within(read..end, kept);
-                kept += end - read;
-                read = end;
-                if closed {
-                    break;
-                }
-            }
-        }
-    }
-    out.truncate(start + kept);
-}
-
-/// Recently logged uuids, to acknowledge a redelivery without writing it again.
-///
-/// Holds 64-bit keyed hashes rather than the strings: 10 000 entries cost ~300 KB, not ~1 MB.
-#[derive(Debug)]
-pub(crate) struct Dedupe {
-    hasher: std::collections::hash_map::RandomState,
-    seen: HashSet<u64>,
-    order: VecDeque<u64>,
-    capacity: usize,
-}
-
-impl Dedupe {
-    /// Remembers up to `capacity` uuids (0 turns deduplication off).
-    pub(crate) fn new(capacity: usize) -> Dedupe {
-        Dedupe {
-            hasher: Default::default(),
-            seen: HashSet::new(),
-            order: VecDeque::new(),
-            capacity,
-        }
-    }
-
-    fn key(&self, uuid: &str) -> u64 {
-        self.hasher.hash_one(uuid)
-    }
-
-    /// True when `uuid` was logged recently.
-    pub(crate) fn contains(&self, uuid: &str) -> bool {
-        self.contains_key(self.key(uuid))
-    }
-
-    fn contains_key(&self, k: u64) -> bool {
-        self.capacity > 0 && self.seen.contains(&k)
-    }
-
-    /// Remembers `uuid`, forgetting the oldest when full.
-    pub(crate) fn insert(&mut self, uuid: &str) {
-        self.insert_key(self.key(uuid));
-    }
-
-    fn insert_key(&mut self, k: u64) {
-        if self.capacity == 0 {
-            return;
-        }
-        if self.seen.insert(k) {
-            self.order.push_back(k);
-            if self.order.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.seen.remove(&old);
-                }
-            }
-        }
-    }
-}
 
 /// What became of one record in a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -561,10 +372,7 @@ fn seed_dedupe(mut file: &File, end: u64, dedupe: &mut Dedupe) -> io::Result<usi
             None => chunk.split_at(0),
         };
         for line in whole.rsplit(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            if let Ok(LoggedLine {
-                notification: Some(Envelope { uuid: Some(u), .. }),
-            }) = serde_json::from_slice(line)
-            {
+            if let Some(u) = Line::parse(line).and_then(|l| l.uuid()) {
                 uuids.push(u);
                 if uuids.len() >= dedupe.capacity {
                     break;
@@ -583,7 +391,7 @@ fn seed_dedupe(mut file: &File, end: u64, dedupe: &mut Dedupe) -> io::Result<usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, UNIX_EPOCH};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     fn commit(log: &mut EventLog, records: &[&Record]) -> Vec<Commit> {
         let mut verdicts = Vec::new();
@@ -593,103 +401,6 @@ mod tests {
 
     fn at() -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)
-    }
-
-    fn parse(line: &[u8]) -> serde_json::Value {
-        assert_eq!(line.last(), Some(&b'\n'));
-        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
-        serde_json::from_slice(line).unwrap()
-    }
-
-    #[test]
-    fn pretty_json_becomes_one_line_with_the_same_bytes_inside_strings() {
-        let body = b"{\n  \"uuid\": \"a b\",\n  \"n\": 1.50,\n  \"s\": \"q\\\" \\n x\"\n}";
-        let r = Record::new(body, at());
-        let text = std::str::from_utf8(&r.line).unwrap();
-        assert_eq!(
-            text,
-            "{\"receivedAt\":\"2023-11-14T22:13:20.123Z\",\"notification\":{\"uuid\":\"a b\",\"n\":1.50,\"s\":\"q\\\" \\n x\"}}\n"
-        );
-        assert_eq!(r.uuid.as_deref(), Some("a b"));
-        parse(&r.line);
-    }
-
-    /// The byte-at-a-time compaction `minify_into` replaced, as the reference.
-    fn minify_reference(json: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut in_string = false;
-        let mut escaped = false;
-        for &b in json {
-            if in_string {
-                out.push(b);
-                if escaped {
-                    escaped = false;
-                } else if b == b'\\' {
-                    escaped = true;
-                } else if b == b'"' {
-                    in_string = false;
-                }
-            } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-                out.push(b);
-                in_string = b == b'"';
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn minifying_keeps_strings_and_drops_whitespace_between_tokens() {
-        let alphabet = b" \t\n\r\"\\{}[]:,a1";
-        let mut x: u64 = 0x9E3779B97F4A7C15;
-        for len in 0..2000usize {
-            let input: Vec<u8> = (0..len % 97)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    alphabet[(x % alphabet.len() as u64) as usize]
-                })
-                .collect();
-            let mut out = b"prefix".to_vec();
-            minify_into(&input, &mut out);
-            assert_eq!(
-                out[6..],
-                minify_reference(&input)[..],
-                "{:?}",
-                String::from_utf8_lossy(&input)
-            );
-        }
-    }
-
-    #[test]
-    fn invalid_json_is_kept_as_a_string() {
-        let body = b"{\"a\": 1,, ...}\n";
-        let r = Record::new(body, at());
-        let v = parse(&r.line);
-        assert_eq!(v["invalidJson"].as_str().unwrap().as_bytes(), body);
-        assert!(r.uuid.is_none());
-    }
-
-    #[test]
-    fn non_utf8_is_kept_as_base64() {
-        let body = b"\xff\xfe{";
-        let r = Record::new(body, at());
-        let v = parse(&r.line);
-        let back = base64::engine::general_purpose::STANDARD
-            .decode(v["invalidJsonBase64"].as_str().unwrap())
-            .unwrap();
-        assert_eq!(back, body);
-    }
-
-    #[test]
-    fn dedupe_forgets_the_oldest() {
-        let mut d = Dedupe::new(2);
-        d.insert("a");
-        d.insert("b");
-        d.insert("c");
-        assert!(!d.contains("a"));
-        assert!(d.contains("b") && d.contains("c"));
-        assert_eq!(d.order.len(), 2);
     }
 
     fn tmp(name: &str) -> PathBuf {

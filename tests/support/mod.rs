@@ -31,9 +31,10 @@ pub fn ringhook(dir: &Path) -> Command {
     c
 }
 
-/// The shared reference folder (`../shared/reference` beside the repository).
+/// RingCentral's published samples, copied into the repository (`tests/data/README.md` says
+/// where each came from).
 pub fn reference() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
 
 /// A `serve` about to start.

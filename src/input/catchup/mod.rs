@@ -5,7 +5,7 @@
 //! subscription and the sync tokens) and the end of the event log, sign in, read the
 //! subscription's filters ([`plan::coverage`]: nothing they do not cover is fetched), sync each
 //! kind ([`api::sync`]), keep what is covered, new and not yet in the log ([`record::Seen`]),
-//! append it as recovered lines ([`record::line`]), then store the new tokens. Lines are durable
+//! append it as recovered lines (`crate::log::line::recovered_line`), then store the new tokens. Lines are durable
 //! before the tokens move, so a crash repeats work rather than losing records.
 //!
 //! Concurrency: `serve` appends to the log with group commit, cuts failed batches back and
@@ -389,7 +389,8 @@ pub(crate) fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
                     continue;
                 }
                 tally.message(h.kind());
-                let line = record::line(now, r.source, ("extensionId", ext), &r.raw);
+                let line =
+                    crate::log::line::recovered_line(now, r.source, ("extensionId", ext), &r.raw);
                 lines.push((h.time(), line));
             }
             None => {
@@ -401,7 +402,10 @@ pub(crate) fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
                 }
                 tally.calls += 1;
                 let scope = ("accountId", coverage.account.as_str());
-                lines.push((h.time(), record::line(now, r.source, scope, &r.raw)));
+                lines.push((
+                    h.time(),
+                    crate::log::line::recovered_line(now, r.source, scope, &r.raw),
+                ));
             }
         }
     }

@@ -1,10 +1,5 @@
-//! Recovered records as event-log lines, and what the log already holds.
-//!
-//! Line format (one per recovered record, `\n`-terminated, beside the notification lines):
-//! `{"receivedAt":"…","recovered":{"source":"message-sync","extensionId":"62000"},"record":{…}}`
-//! — `source` is the endpoint it came from (`message-sync`, `message-store`, `call-log-sync`,
-//! `call-log`), then `extensionId` (messages) or `accountId` (calls); `record` is the record
-//! exactly as the platform sent it, with insignificant whitespace removed.
+//! What `catchup` knows of platform records, and what the log already holds of them. The
+//! recovered line itself is written by `crate::log::line::recovered_line`.
 //!
 //! Dedupe is derived from the log itself, so it survives restarts and needs no second store: a
 //! message is in the log when a notification carried its id (a string there, a number in the
@@ -19,6 +14,8 @@ use std::time::SystemTime;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::log::line::{Body, Line};
+
 /// The fields of a message or call-log record that `catchup` reads; the record is kept whole.
 /// (A plain `Value`, not a derived struct: the binary already carries its parser.)
 #[derive(Debug, Default)]
@@ -31,12 +28,6 @@ pub(crate) fn id_text(v: Option<&Value>) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
-}
-
-fn parse_time(t: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(t)
-        .or_else(|_| humantime::parse_rfc3339(t))
-        .ok()
 }
 
 impl Head {
@@ -66,7 +57,7 @@ impl Head {
 
     /// The record's time: creation (message) or start (call).
     pub(crate) fn time(&self) -> Option<SystemTime> {
-        parse_time(self.text("creationTime").or(self.text("startTime"))?)
+        crate::log::line::parse_time(self.text("creationTime").or(self.text("startTime"))?)
     }
 
     /// False for what the sync APIs return about deleted records (id and availability only).
@@ -88,62 +79,12 @@ impl Head {
     }
 }
 
-/// Builds the log line for `record` recovered from `source` (`scope` is `("extensionId", id)` or
-/// `("accountId", id)`) at `received_at`.
-pub(crate) fn line(
-    received_at: SystemTime,
-    source: &str,
-    scope: (&str, &str),
-    record: &RawValue,
-) -> Vec<u8> {
-    let raw = record.get().as_bytes();
-    let mut out = Vec::with_capacity(raw.len() + 128);
-    out.extend_from_slice(b"{\"receivedAt\":\"");
-    out.extend_from_slice(
-        humantime::format_rfc3339_millis(received_at)
-            .to_string()
-            .as_bytes(),
-    );
-    out.extend_from_slice(b"\",\"recovered\":{\"source\":");
-    let mut tail = serde_json::to_vec(source).expect("a string serializes");
-    tail.push(b',');
-    out.append(&mut tail);
-    serde_json::to_writer(&mut out, scope.0).expect("a string serializes");
-    out.push(b':');
-    serde_json::to_writer(&mut out, scope.1).expect("a string serializes");
-    out.extend_from_slice(b"},\"record\":");
-    minify_into(raw, &mut out);
-    out.extend_from_slice(b"}\n");
-    out
-}
-
-/// Copies valid JSON without insignificant whitespace; strings byte for byte (they cannot hold a
-/// raw newline, so the result is one line).
-fn minify_into(json: &[u8], out: &mut Vec<u8>) {
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in json {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-        } else if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-            continue;
-        } else if b == b'"' {
-            in_string = true;
-        }
-        out.push(b);
-    }
-}
-
 /// What the log already holds, read from its end back to a point in time: keys `m:` message
 /// ids, `c:` call-log record ids, `s:` session ids (one set, one hash table's code).
 #[derive(Debug, Default)]
 pub(crate) struct Seen {
     keys: HashSet<String>,
-    /// `receivedAt` of the newest notification (not a recovered line).
+    /// When the newest notification (not a recovered line) was received.
     pub last_notification: Option<SystemTime>,
 }
 
@@ -175,20 +116,24 @@ impl Seen {
     }
 
     fn take(&mut self, line: &[u8]) -> Option<SystemTime> {
-        let l: Value = serde_json::from_slice(line).ok()?;
-        let at = parse_time(l.get("receivedAt")?.as_str()?);
-        if let (Some(_), Some(r)) = (l.get("recovered"), l.get("record")) {
-            let call = r.get("startTime").is_some();
-            if call {
-                self.sessions_of(r);
+        let logged = Line::parse(line)?;
+        let at = logged.received();
+        let n: Value = match logged.body {
+            Body::Recovered { record, .. } => {
+                let r: Value = serde_json::from_str(record.get()).ok()?;
+                let call = r.get("startTime").is_some();
+                if call {
+                    self.sessions_of(&r);
+                }
+                if let Some(id) = id_text(r.get("id")) {
+                    self.keys
+                        .insert(format!("{}:{id}", if call { 'c' } else { 'm' }));
+                }
+                return at;
             }
-            if let Some(id) = id_text(r.get("id")) {
-                self.keys
-                    .insert(format!("{}:{id}", if call { 'c' } else { 'm' }));
-            }
-            return at;
-        }
-        let n = l.get("notification")?;
+            Body::Notification(n) => serde_json::from_str(n.get()).ok()?,
+            Body::Invalid(_) => return at,
+        };
         if self.last_notification.is_none() {
             self.last_notification = at;
         }
@@ -269,10 +214,22 @@ pub(crate) fn scan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::line::recovered_line as line;
     use std::io::Write;
 
     fn at() -> SystemTime {
         humantime::parse_rfc3339("2026-11-23T04:55:00.123Z").unwrap()
+    }
+
+    /// A line `serve` logs for `body` received at `time` (through the log's own writer).
+    fn notification(time: &str, body: &str) -> Vec<u8> {
+        crate::log::Record::new(body.as_bytes(), humantime::parse_rfc3339(time).unwrap()).line
+    }
+
+    /// A line `catchup` writes for `record` from `source`.
+    fn recovered(time: &str, source: &str, scope: (&str, &str), record: &str) -> Vec<u8> {
+        let raw: Box<RawValue> = serde_json::from_str(record).unwrap();
+        line(humantime::parse_rfc3339(time).unwrap(), source, scope, &raw)
     }
 
     #[test]
@@ -282,9 +239,12 @@ mod tests {
         )
         .unwrap();
         let l = line(at(), "message-sync", ("extensionId", "62000"), &raw);
-        assert_eq!(
-            String::from_utf8(l.clone()).unwrap(),
-            "{\"receivedAt\":\"2026-11-23T04:55:00.123Z\",\"recovered\":{\"source\":\"message-sync\",\"extensionId\":\"62000\"},\"record\":{\"id\":5475920007,\"subject\":\"a  b\\\" \\n\",\"n\":1.50}}\n"
+        let text = String::from_utf8(l.clone()).unwrap();
+        assert!(
+            text.ends_with(
+                ",\"record\":{\"id\":5475920007,\"subject\":\"a  b\\\" \\n\",\"n\":1.50}}\n"
+            ),
+            "{text}"
         );
         let mut seen = Seen::default();
         seen.take(&l[..l.len() - 1]);
@@ -294,11 +254,9 @@ mod tests {
 
     #[test]
     fn the_sample_records_read() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/reference/sync/examples");
-        let Ok(raw) = std::fs::read(dir.join("widgets-fixture-call-log-sync-fsync.json")) else {
-            return;
-        };
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sync");
+        let raw = std::fs::read(dir.join("widgets-fixture-call-log-sync-fsync.json"))
+            .expect("tests/data/sync");
         #[derive(serde::Deserialize)]
         struct Page<'a> {
             #[serde(borrow)]
@@ -325,21 +283,52 @@ mod tests {
     #[test]
     fn the_scan_reads_notifications_and_recovered_lines_back_to_a_time() {
         let mut f = tempfile::tempfile().unwrap();
+        let sms = "/restapi/v1.0/account/1/extension/2/message-store/instant?type=SMS";
         let lines = [
-            r#"{"receivedAt":"2026-11-23T00:30:00.000Z","notification":{"event":"/restapi/v1.0/account/1/extension/2/message-store/instant?type=SMS","body":{"id":"000"}}}"#,
-            r#"{"receivedAt":"2026-11-23T01:00:00.000Z","notification":{"event":"/restapi/v1.0/account/1/extension/2/message-store/instant?type=SMS","body":{"id":"111"}}}"#,
-            r#"{"receivedAt":"2026-11-23T03:00:00.000Z","notification":{"event":"/restapi/v1.0/account/1/extension/2/voicemail","body":{"id":"222"}}}"#,
-            r#"{"receivedAt":"2026-11-23T03:01:00.000Z","notification":{"event":"/restapi/v1.0/glip/posts","body":{"id":"999"}}}"#,
-            r#"{"receivedAt":"2026-11-23T03:02:00.000Z","notification":{"event":"/restapi/v1.0/account/1/extension/2/message-store","body":{"changes":[{"type":"SMS","newCount":1,"newMessageIds":[333]}]}}}"#,
-            r#"{"receivedAt":"2026-11-23T03:03:00.000Z","notification":{"event":"/restapi/v1.0/account/1/extension/2/telephony/sessions","body":{"sessionId":"425","telephonySessionId":"s-a6"}}}"#,
-            r#"{"receivedAt":"2026-11-23T03:04:00.000Z","invalidJson":"{"}"#,
-            r#"{"receivedAt":"2026-11-23T04:00:00.000Z","recovered":{"source":"call-log-sync","accountId":"1"},"record":{"id":"IVW","startTime":"2026-11-23T02:00:00.000Z","telephonySessionId":"s-b7"}}"#,
-            r#"{"receivedAt":"2026-11-23T04:00:00.000Z","recovered":{"source":"message-sync","extensionId":"2"},"record":{"id":444,"creationTime":"2026-11-23T02:00:00.000Z"}}"#,
+            notification(
+                "2026-11-23T00:30:00Z",
+                &format!(r#"{{"event":"{sms}","body":{{"id":"000"}}}}"#),
+            ),
+            notification(
+                "2026-11-23T01:00:00Z",
+                &format!(r#"{{"event":"{sms}","body":{{"id":"111"}}}}"#),
+            ),
+            notification(
+                "2026-11-23T03:00:00Z",
+                r#"{"event":"/restapi/v1.0/account/1/extension/2/voicemail","body":{"id":"222"}}"#,
+            ),
+            notification(
+                "2026-11-23T03:01:00Z",
+                r#"{"event":"/restapi/v1.0/glip/posts","body":{"id":"999"}}"#,
+            ),
+            notification(
+                "2026-11-23T03:02:00Z",
+                r#"{"event":"/restapi/v1.0/account/1/extension/2/message-store","body":{"changes":[{"type":"SMS","newCount":1,"newMessageIds":[333]}]}}"#,
+            ),
+            notification(
+                "2026-11-23T03:03:00Z",
+                r#"{"event":"/restapi/v1.0/account/1/extension/2/telephony/sessions","body":{"sessionId":"425","telephonySessionId":"s-a6"}}"#,
+            ),
+            notification("2026-11-23T03:04:00Z", "{"),
+            recovered(
+                "2026-11-23T04:00:00Z",
+                "call-log-sync",
+                ("accountId", "1"),
+                r#"{"id":"IVW","startTime":"2026-11-23T02:00:00.000Z","telephonySessionId":"s-b7"}"#,
+            ),
+            recovered(
+                "2026-11-23T04:00:00Z",
+                "message-sync",
+                ("extensionId", "2"),
+                r#"{"id":444,"creationTime":"2026-11-23T02:00:00.000Z"}"#,
+            ),
         ];
-        for l in lines {
-            writeln!(f, "{l}").unwrap();
+        for l in &lines {
+            f.write_all(l).unwrap();
         }
-        write!(f, "{{\"receivedAt\":\"2026-11-23T05").unwrap();
+        // A torn tail: a line being written, not a line yet.
+        f.write_all(&notification("2026-11-23T05:00:00Z", "{}")[..30])
+            .unwrap();
         let seen = scan(
             &f,
             Some(humantime::parse_rfc3339("2026-11-23T02:00:00Z").unwrap()),
@@ -369,12 +358,12 @@ mod tests {
     fn the_scan_reads_across_blocks() {
         let mut f = tempfile::tempfile().unwrap();
         for i in 0..3000 {
-            writeln!(
-                f,
-                r#"{{"receivedAt":"2026-11-23T01:00:00.000Z","notification":{{"event":"/restapi/v1.0/account/1/extension/2/voicemail","body":{{"id":"{i}","pad":"{}"}}}}}}"#,
+            let body = format!(
+                r#"{{"event":"/restapi/v1.0/account/1/extension/2/voicemail","body":{{"id":"{i}","pad":"{}"}}}}"#,
                 "x".repeat(100)
-            )
-            .unwrap();
+            );
+            f.write_all(&notification("2026-11-23T01:00:00Z", &body))
+                .unwrap();
         }
         let seen = scan(&f, None, false).unwrap();
         assert_eq!(seen.keys.len(), 3000);

@@ -26,7 +26,7 @@ use crate::input::serve::metrics::{self, Counters, ExecOutcomes, Scrape};
 use crate::input::serve::policy::Policy;
 use crate::input::serve::throttle::{Kind, Throttle};
 use crate::input::serve::wake::{self, earliest};
-use crate::log::writer::{Commit, EventLog, Record};
+use crate::log::{Commit, EventLog, Record};
 
 /// The fields of `Server` an exchange may use, borrowed apart from `conns`.
 macro_rules! ctx {

@@ -1,31 +1,12 @@
 //! What a log line means to the shipper: its idempotency key, the bytes to send, the event's
 //! name for `{event}` subjects — or why it cannot be shipped. Pure; no I/O.
 
-use std::borrow::Cow;
 use std::ops::Range;
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::log::line::{Body, Line};
 use crate::webhook::Envelope;
-
-/// One line of the event log, fields borrowed from it.
-#[derive(Deserialize)]
-struct Logged<'a> {
-    #[serde(rename = "receivedAt", borrow)]
-    received_at: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    notification: Option<&'a RawValue>,
-    #[serde(rename = "invalidJson", borrow)]
-    invalid_json: Option<&'a RawValue>,
-    #[serde(rename = "invalidJsonBase64", borrow)]
-    invalid_base64: Option<&'a RawValue>,
-    /// `catchup`'s recovered lines: `{"source":"message-sync",…}` beside the platform `record`.
-    #[serde(borrow)]
-    recovered: Option<&'a RawValue>,
-    #[serde(borrow)]
-    record: Option<&'a RawValue>,
-}
 
 /// A line that can be shipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +15,7 @@ pub(crate) struct Shippable {
     pub key: String,
     /// The event's last path segment without its query (`presence`), for `{event}` subjects.
     pub event: String,
-    /// `receivedAt` as logged.
+    /// When it was received, as logged.
     pub received_at: String,
     /// Where the payload (the notification exactly as logged) sits in the line.
     pub payload: Range<usize>,
@@ -67,53 +48,45 @@ pub(crate) fn event_name(event: &str) -> String {
     }
 }
 
-/// The idempotency key and event name of a line, or why there is none. Recovered lines
-/// (`catchup`) are keyed by their kind and the platform record's id.
-fn key_of(logged: &Logged<'_>) -> Result<(String, String, &'static str), &'static str> {
-    if let Some(n) = logged.notification {
-        let env = Envelope::parse(n.get().as_bytes()).unwrap_or_default();
-        let uuid = env.uuid.filter(|u| !u.is_empty()).ok_or("no uuid")?;
-        return Ok((uuid, event_name(env.event.as_deref().unwrap_or("")), "n"));
+/// A recovered record's `field` as text (ids are numbers in the message store, strings in the
+/// call log).
+fn text_of(raw: &RawValue, field: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
+    match v.get(field)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
-    if let (Some(src), Some(rec)) = (logged.recovered, logged.record) {
-        let field = |raw: &RawValue, k: &str| -> Option<String> {
-            let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
-            match v.get(k)? {
-                serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            }
-        };
-        let source = field(src, "source").unwrap_or_default();
-        let kind = if source.starts_with("call") {
-            "call"
-        } else {
-            "message"
-        };
-        let id = field(rec, "id").ok_or("recovered record without an id")?;
-        return Ok((format!("{kind}:{id}"), kind.into(), "r"));
-    }
-    Err("neither a notification nor a recovered record")
 }
 
 /// Reads one log line: what to ship, or the reason it goes to the dead-letter file.
+/// Notifications are keyed by their uuid; recovered lines (`catchup`) by their kind and the
+/// platform record's id.
 pub(crate) fn parse(line: &[u8]) -> Result<Shippable, &'static str> {
-    let logged: Logged<'_> = serde_json::from_slice(line).map_err(|_| "not a log line")?;
-    if logged.invalid_json.is_some() || logged.invalid_base64.is_some() {
-        return Err("invalidJson: the body was not JSON");
-    }
-    let (key, event, kind) = key_of(&logged)?;
-    let raw = if kind == "n" {
-        logged.notification
-    } else {
-        logged.record
-    }
-    .expect("key_of found it");
+    let logged = Line::parse(line).ok_or("not a log line")?;
+    let (key, event, payload) = match logged.body {
+        Body::Invalid(_) => return Err("invalidJson: the body was not JSON"),
+        Body::Notification(n) => {
+            let env = Envelope::parse(n.get().as_bytes()).unwrap_or_default();
+            let uuid = env.uuid.filter(|u| !u.is_empty()).ok_or("no uuid")?;
+            (uuid, event_name(env.event.as_deref().unwrap_or("")), n)
+        }
+        Body::Recovered { source, record } => {
+            let source = text_of(source, "source").unwrap_or_default();
+            let kind = if source.starts_with("call") {
+                "call"
+            } else {
+                "message"
+            };
+            let id = text_of(record, "id").ok_or("recovered record without an id")?;
+            (format!("{kind}:{id}"), kind.into(), record)
+        }
+    };
     Ok(Shippable {
         key,
         event,
-        received_at: logged.received_at.map(Cow::into_owned).unwrap_or_default(),
-        payload: range_in(line, raw),
+        received_at: logged.received_at.into_owned(),
+        payload: range_in(line, payload),
     })
 }
 
@@ -121,10 +94,22 @@ pub(crate) fn parse(line: &[u8]) -> Result<Shippable, &'static str> {
 mod tests {
     use super::*;
 
+    fn at() -> std::time::SystemTime {
+        humantime::parse_rfc3339("2026-01-01T00:00:00Z").unwrap()
+    }
+
+    fn logged(body: &[u8]) -> Vec<u8> {
+        let mut line = crate::log::Record::new(body, at()).line;
+        line.pop();
+        line
+    }
+
     #[test]
     fn lines_and_what_they_ship() {
-        let n = br#"{"receivedAt":"2026-01-01T00:00:00.000Z","notification":{"uuid":"u1","event":"/restapi/v1.0/account/~/extension/1/presence?detailedTelephonyState=true","body":{"a":[1, 2]}}}"#;
-        let s = parse(n).unwrap();
+        let n = logged(
+            br#"{"uuid":"u1","event":"/restapi/v1.0/account/~/extension/1/presence?detailedTelephonyState=true","body":{"a":[1, 2]}}"#,
+        );
+        let s = parse(&n).unwrap();
         assert_eq!(s.key, "u1");
         assert_eq!(s.event, "presence");
         assert_eq!(s.received_at, "2026-01-01T00:00:00.000Z");
@@ -135,25 +120,26 @@ mod tests {
         );
         assert_eq!(s.payload.end, n.len() - 1);
 
-        let r =
-            br#"{"receivedAt":"t","recovered":{"source":"call-log-sync"},"record":{"id":"c9"}}"#;
-        let s = parse(r).unwrap();
+        let rec: Box<RawValue> = serde_json::from_str(r#"{"id":"c9"}"#).unwrap();
+        let mut r =
+            crate::log::line::recovered_line(at(), "call-log-sync", ("accountId", "1"), &rec);
+        r.pop();
+        let s = parse(&r).unwrap();
         assert_eq!((s.key.as_str(), s.event.as_str()), ("call:c9", "call"));
         assert_eq!(&r[s.payload], br#"{"id":"c9"}"#);
+        let rec: Box<RawValue> = serde_json::from_str(r#"{"id":606}"#).unwrap();
+        let mut r =
+            crate::log::line::recovered_line(at(), "message-sync", ("extensionId", "2"), &rec);
+        r.pop();
+        assert_eq!(parse(&r).unwrap().key, "message:606");
 
-        let cases: &[(&[u8], &str)] = &[
-            (br#"{"receivedAt":"t","invalidJson":"x"}"#, "invalidJson"),
-            (
-                br#"{"receivedAt":"t","invalidJsonBase64":"eA=="}"#,
-                "invalidJson",
-            ),
-            (
-                br#"{"receivedAt":"t","notification":{"event":"/x"}}"#,
-                "no uuid",
-            ),
-            (br#"{"receivedAt":"t","notification":[1]}"#, "no uuid"),
-            (b"garbage", "not a log line"),
-            (br#"{"receivedAt":"t"}"#, "neither"),
+        let cases: &[(Vec<u8>, &str)] = &[
+            (logged(b"x"), "invalidJson"),
+            (logged(b"\xff"), "invalidJson"),
+            (logged(br#"{"event":"/x"}"#), "no uuid"),
+            (logged(b"[1]"), "no uuid"),
+            (b"garbage".to_vec(), "not a log line"),
+            (b"{}".to_vec(), "not a log line"),
         ];
         for (line, why) in cases {
             assert!(parse(line).unwrap_err().contains(why), "{line:?}");

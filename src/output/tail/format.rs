@@ -1,7 +1,7 @@
 //! One event-log line → one readable line. Pure: bytes in, text out; tested with a table of every
-//! RingCentral sample in `../shared/reference/events/`.
+//! RingCentral sample in `tests/data/events/`.
 //!
-//! `HH:MM:SS  kind       ext N    detail` — the time is `receivedAt` (UTC, as logged); the kind
+//! `HH:MM:SS  kind       ext N    detail` — the time is when it was received (UTC, as logged); the kind
 //! names the common events (presence, call, missed, sms in/out, voicemail, fax, messages,
 //! renewal); anything else shows its event path and its first fields. Text from the event is
 //! cleaned of control characters: a notification must not drive the operator's terminal.
@@ -10,12 +10,14 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use crate::log::line::{Body, Line};
+
 /// A log line, parsed.
 #[derive(Debug)]
 pub(crate) enum Entry {
-    /// `{"receivedAt":…,"notification":{…}}`.
+    /// A notification.
     Notification {
-        /// `receivedAt` as logged.
+        /// When it was received, as logged.
         received_at: String,
         /// The notification.
         body: Value,
@@ -24,7 +26,7 @@ pub(crate) enum Entry {
     },
     /// `invalidJson` / `invalidJsonBase64`: a verified body that was not JSON.
     Invalid {
-        /// `receivedAt` as logged.
+        /// When it was received, as logged.
         received_at: String,
         /// The body as text (`None` when it was not UTF-8 either).
         text: Option<String>,
@@ -39,42 +41,33 @@ pub(crate) enum Entry {
 impl Entry {
     /// Parses one line (without its `\n`).
     pub(crate) fn parse(line: &[u8]) -> Entry {
-        let unreadable = Entry::Unreadable { len: line.len() };
-        let Ok(Value::Object(mut rec)) = serde_json::from_slice::<Value>(line) else {
-            return unreadable;
+        let Some(logged) = Line::parse(line) else {
+            return Entry::Unreadable { len: line.len() };
         };
-        let received_at = match rec.get("receivedAt") {
-            Some(Value::String(s)) => s.clone(),
-            _ => String::new(),
-        };
-        if let Some(body) = rec.remove("notification") {
-            // Fields in order for events without a format of their own: the body's, or the
-            // notification's own when it has no event at all.
-            let first = if body.get("event").is_some() {
-                serde_json::from_slice::<InOrder>(line).map(|l| l.notification.body.0)
-            } else {
-                serde_json::from_slice::<Top>(line).map(|l| l.notification.0)
-            };
-            let first = first.unwrap_or_default();
-            return Entry::Notification {
+        let received_at = logged.received_at.into_owned();
+        match logged.body {
+            Body::Notification(raw) => {
+                let raw = raw.get();
+                let body: Value = serde_json::from_str(raw).unwrap_or_default();
+                // Fields in order for events without a format of their own: the body's, or the
+                // notification's own when it has no event at all.
+                let first = if body.get("event").is_some() {
+                    serde_json::from_str::<InOrder>(raw).map(|n| n.body.0)
+                } else {
+                    serde_json::from_str::<FirstFields>(raw).map(|f| f.0)
+                };
+                Entry::Notification {
+                    received_at,
+                    body,
+                    first: first.unwrap_or_default(),
+                }
+            }
+            Body::Invalid(text) => Entry::Invalid {
                 received_at,
-                body,
-                first,
-            };
-        }
-        match (
-            rec.get("invalidJson"),
-            rec.contains_key("invalidJsonBase64"),
-        ) {
-            (Some(Value::String(t)), _) => Entry::Invalid {
-                received_at,
-                text: Some(t.clone()),
+                text: text.map(|t| t.into_owned()),
             },
-            (_, true) => Entry::Invalid {
-                received_at,
-                text: None,
-            },
-            _ => unreadable,
+            // Recovered records are catchup's; `tail` shows notifications.
+            Body::Recovered { .. } => Entry::Unreadable { len: line.len() },
         }
     }
 
@@ -87,19 +80,9 @@ impl Entry {
     }
 }
 
-/// `{"notification":{"body":{…}}}`, keeping the body's first fields in order.
+/// A notification's `{"body":{…}}`, keeping the body's first fields in order.
 #[derive(serde::Deserialize)]
 struct InOrder {
-    notification: InOrderNotification,
-}
-
-#[derive(serde::Deserialize)]
-struct Top {
-    notification: FirstFields,
-}
-
-#[derive(serde::Deserialize)]
-struct InOrderNotification {
     #[serde(default)]
     body: FirstFields,
 }
@@ -414,7 +397,7 @@ mod tests {
     /// The line `serve` would log for `body` (the log's own record builder).
     fn logged(body: &[u8]) -> Vec<u8> {
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_796_173_585_418);
-        let mut line = crate::log::writer::Record::new(body, at).line;
+        let mut line = crate::log::Record::new(body, at).line;
         line.pop();
         line
     }
@@ -427,7 +410,7 @@ mod tests {
 
     #[test]
     fn every_reference_sample_has_its_line() {
-        // Every file in ../shared/reference/events, and what its line says after the time.
+        // Every file in tests/data/events (RingCentral's samples), and what its line says after the time.
         let cases = [
             (
                 "ace-rcx-event.json",
@@ -490,10 +473,9 @@ mod tests {
                 "voicemail  ext 823476228762  from +1 866 432 0079 (Jane Doe), 3 s",
             ),
         ];
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/events");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/events");
         let mut files: Vec<String> = std::fs::read_dir(&dir)
-            .expect("../shared/reference/events")
+            .expect("tests/data/events")
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         files.sort();

@@ -18,7 +18,7 @@ use mio::unix::pipe::{Receiver, Sender};
 use mio::{Interest, Registry, Token};
 
 use super::Pipe;
-use crate::log::writer::Record;
+use crate::log::Record;
 
 /// Tokens from here up belong to children's pipes; connections count up from 2 and never get
 /// near (this is half the address space, on 32-bit boards too).

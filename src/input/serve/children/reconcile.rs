@@ -16,7 +16,7 @@ use mio::Registry;
 use super::{self as child, Running};
 
 use crate::input::serve::metrics::RegisterStatus;
-use crate::log::writer::Record;
+use crate::log::Record;
 
 /// Retries after failures double up to this.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
