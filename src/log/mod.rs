@@ -4,7 +4,9 @@
 //! lines back; outputs read lines through it and never parse one themselves.
 //!
 //! - [`line`]: one line: the one type for what it holds, its writers and its parser;
+//! - [`pattern`]: the event pattern `--exec-filter` and `tail --filter` match;
 //! - [`dedupe`]: the uuids recently logged, so a redelivery is not written twice;
+//! - [`histogram`]: how long the syncs take;
 //! - [`writer`]: the append-only file, group commit, fdatasync, cut-back, torn-tail repair;
 //! - [`follow`]: reads the log from a [`cursor`] on, across rotations;
 //! - [`cursor`]: where a reader is, stored as one line.
@@ -18,7 +20,9 @@ pub(crate) mod cursor;
 pub(crate) mod dedupe;
 #[cfg_attr(not(feature = "ship"), allow(dead_code))]
 pub(crate) mod follow;
+pub(crate) mod histogram;
 pub(crate) mod line;
+pub(crate) mod pattern;
 pub(crate) mod writer;
 
 pub(crate) use line::Record;

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::dedupe::Dedupe;
+use super::histogram::Histogram;
 use super::line::{Line, Record};
-use crate::input::serve::metrics::Histogram;
 
 /// What became of one record in a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

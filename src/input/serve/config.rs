@@ -339,7 +339,8 @@ fn exec_config(
     flags: &Flags,
     vars: &Vars,
 ) -> Result<Option<crate::input::serve::children::exec::ExecConfig>, Error> {
-    use crate::input::serve::children::exec::{EventPattern, ExecConfig, parse_command};
+    use crate::input::serve::children::exec::{ExecConfig, parse_command};
+    use crate::log::pattern::EventPattern;
     let Some(cmd) = vars.flag_or(flags, &cli::EXEC) else {
         refuse_without(
             flags,

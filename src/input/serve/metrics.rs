@@ -6,6 +6,8 @@
 //! numbers with its own integer formatting (no float formatting code in the binary for this).
 //! Family names are a contract (dashboards and `scripts/prometheus/alerts.yml` rely on them).
 
+pub use crate::log::histogram::Histogram;
+use crate::log::histogram::SYNC_BUCKETS;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The `Content-Type` of a scrape.
@@ -62,47 +64,6 @@ impl Responses {
             .iter()
             .find(|(c, _)| *c == code)
             .map_or(0, |(_, n)| *n)
-    }
-}
-
-/// Upper bounds of `ringhook_log_sync_seconds`: 0.5 ms (an SSD) to 1 s (a tired SD card).
-const SYNC_BUCKETS: [(&str, u64); 11] = [
-    ("0.0005", 500_000),
-    ("0.001", 1_000_000),
-    ("0.0025", 2_500_000),
-    ("0.005", 5_000_000),
-    ("0.01", 10_000_000),
-    ("0.025", 25_000_000),
-    ("0.05", 50_000_000),
-    ("0.1", 100_000_000),
-    ("0.25", 250_000_000),
-    ("0.5", 500_000_000),
-    ("1", 1_000_000_000),
-];
-
-/// A histogram of durations over [`SYNC_BUCKETS`], kept in nanoseconds.
-#[derive(Debug, Default, Clone)]
-pub struct Histogram {
-    /// Observations per bucket (not cumulative); beyond the last bound only in `count`.
-    buckets: [u64; SYNC_BUCKETS.len()],
-    count: u64,
-    sum_nanos: u64,
-}
-
-impl Histogram {
-    /// Records one duration.
-    pub fn observe(&mut self, d: Duration) {
-        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        if let Some(i) = SYNC_BUCKETS.iter().position(|&(_, le)| nanos <= le) {
-            self.buckets[i] += 1;
-        }
-        self.count += 1;
-        self.sum_nanos = self.sum_nanos.saturating_add(nanos);
-    }
-
-    /// Observations so far.
-    pub fn count(&self) -> u64 {
-        self.count
     }
 }
 
@@ -279,7 +240,7 @@ pub fn render(s: &Scrape, out: &mut Vec<u8>) {
         "counter",
         "fdatasync calls on the event log.",
     );
-    w.int("ringhook_log_syncs_total", s.log_sync.count);
+    w.int("ringhook_log_syncs_total", s.log_sync.count());
     w.histogram("ringhook_log_sync_seconds", "fdatasync time.", s.log_sync);
     w.head(
         "ringhook_log_writable",
@@ -451,18 +412,18 @@ impl Writer<'_> {
     fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
         self.head(name, "histogram", help);
         let mut cumulative = 0;
-        for (&(le, _), n) in SYNC_BUCKETS.iter().zip(h.buckets) {
+        for (&(le, _), n) in SYNC_BUCKETS.iter().zip(h.buckets()) {
             cumulative += n;
             self.bucket(name, le, cumulative);
         }
-        self.bucket(name, "+Inf", h.count);
-        for (suffix, v) in [("_sum", None), ("_count", Some(h.count))] {
+        self.bucket(name, "+Inf", h.count());
+        for (suffix, v) in [("_sum", None), ("_count", Some(h.count()))] {
             self.0.extend_from_slice(name.as_bytes());
             self.0.extend_from_slice(suffix.as_bytes());
             self.0.push(b' ');
             match v {
                 Some(n) => uint(self.0, n),
-                None => seconds(self.0, Duration::from_nanos(h.sum_nanos)),
+                None => seconds(self.0, h.sum()),
             }
             self.0.push(b'\n');
         }

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use crate::cli::{self, Flags};
 use crate::config::{Vars, parse_count};
 use crate::error::Error;
-use crate::input::serve::children::exec::EventPattern;
 use crate::log::follow::{Follower, Start};
+use crate::log::pattern::EventPattern;
 use format::Entry;
 
 /// Bytes read per step when reading the log backwards.
