@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::cli::{self, Flags, Global, Opt, Unset};
 use crate::error::Error;
-use crate::platform::TrustRoots;
+use crate::https::TrustRoots;
 use crate::secret::{Secret, VerificationToken};
 
 /// Where a setting's text came from, for error messages.

@@ -13,16 +13,17 @@
 
 #[macro_use]
 mod oplog;
-mod check;
 mod cli;
 mod config;
 mod error;
+mod https;
 mod input;
 mod log;
 mod output;
 mod platform;
 mod register;
 mod secret;
+mod state;
 mod stdout;
 mod webhook;
 
@@ -33,6 +34,7 @@ mod webhook;
 pub mod internals {
     pub use crate::cli::Flags;
     pub use crate::config::{Vars, parse_env};
+    pub use crate::https::TrustRoots;
     pub use crate::input::serve::config::{ServeConfig, serve_variables};
     pub use crate::input::serve::metrics::{
         Counters, ExecOutcomes, Histogram, Process, RegisterStatus, Scrape, ShipFigures, render,
@@ -45,7 +47,6 @@ pub mod internals {
     pub use crate::output::ship::nats::client::{Auth, Conn, ServerOp, status_of};
     #[cfg(feature = "ship")]
     pub use crate::output::ship::nats::nkey::Creds;
-    pub use crate::platform::TrustRoots;
     pub use crate::secret::{Secret, VerificationToken};
 }
 
@@ -80,7 +81,7 @@ fn try_run(args: Vec<std::ffi::OsString>) -> Result<(), Error> {
                 cli::Subcommand::Register => register::run_register(&flags, &vars),
                 cli::Subcommand::List => register::run_list(&flags, &vars),
                 cli::Subcommand::Unregister => register::run_unregister(&flags, &vars),
-                cli::Subcommand::Check => check::run(&flags, &vars),
+                cli::Subcommand::Check => register::check::run(&flags, &vars),
                 cli::Subcommand::Tail => output::tail::run_command(&flags, &vars),
                 #[cfg(feature = "catchup")]
                 cli::Subcommand::Catchup => input::catchup::run(&flags, &vars),

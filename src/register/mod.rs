@@ -5,25 +5,23 @@
 //! out, records what it owns, and signs out. A second run with the same configuration makes no
 //! changing call.
 
+pub(crate) mod check;
 pub(crate) mod plan;
-pub(crate) mod settings;
-pub(crate) mod state;
 
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::check;
 use crate::cli::{self, Flags};
 use crate::config::Vars;
 use crate::error::Error;
 use crate::platform::{self, NewSubscription, PlatformError, Session, Subscription};
 use crate::stdout;
 
+use crate::platform::settings::{EXTENSION_ID, ManageSettings, PlatformSettings, RegisterSettings};
+use crate::state::{self, State};
 use plan::{Action, Owned, Wanted};
-use settings::{EXTENSION_ID, ManageSettings, PlatformSettings, RegisterSettings};
-use state::State;
 
 /// Turns a platform failure into the user's error, with what we were doing and a hint.
 fn fail(what: &str) -> impl FnOnce(PlatformError) -> Error + '_ {

@@ -14,7 +14,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::platform::{PlatformError, Session};
-use crate::register::state::SyncPoint;
+use crate::state::SyncPoint;
 
 use super::plan::{Budget, Group, MAX_SYNC_RECORDS, Step, needs_full_sync};
 use super::record::Head;

@@ -25,9 +25,9 @@ use std::time::{Duration, SystemTime};
 use crate::cli::Flags;
 use crate::config::Vars;
 use crate::error::Error;
+use crate::platform::settings::ManageSettings;
 use crate::platform::{self, Session};
-use crate::register::settings::ManageSettings;
-use crate::register::state::{self, SyncPoint};
+use crate::state::{self, SyncPoint};
 
 use api::{Failure, SyncEndpoints};
 use plan::{Budget, Coverage, Group, Step, Tally};

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use crate::register::state::SyncPoint;
+use crate::state::SyncPoint;
 
 /// Message types the message store knows ([SPEC] MessageTypeEnum, sent as `messageType`).
 pub(crate) const MESSAGE_TYPES: &[&str] = &["SMS", "Pager", "VoiceMail", "Fax"];

@@ -259,7 +259,7 @@ fn reconcile_config(
     log: &LogTarget,
     path: &str,
 ) -> Result<Option<crate::input::serve::children::reconcile::ReconcileConfig>, Error> {
-    use crate::register::settings::RegisterSettings;
+    use crate::platform::settings::RegisterSettings;
     if !switch_or_env(flags, vars, &cli::REGISTER)? {
         refuse_without(
             flags,
@@ -316,7 +316,7 @@ fn child_vars(vars: &Vars, log: &LogTarget) -> Vars {
     let mut vars = vars.clone();
     vars.set_default(cli::EVENT.env[0], TUTORIAL_FILTERS);
     let home = |n| vars.get(n).map(|s| s.text);
-    if crate::register::state::default_path(
+    if crate::state::default_path(
         home(cli::XDG_STATE_HOME).as_deref(),
         home(cli::HOME).as_deref(),
     )

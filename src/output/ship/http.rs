@@ -9,7 +9,7 @@ use super::{Record, Sink, Verdict};
 use crate::cli;
 use crate::config::{Setting, Vars, secret_or_file};
 use crate::error::Error;
-use crate::platform::TrustRoots;
+use crate::https::TrustRoots;
 use crate::secret::Secret;
 
 /// An HTTP sink's settings.
@@ -69,7 +69,7 @@ impl HttpSink {
     /// A sink for `url` with an optional bearer token.
     pub(crate) fn new(cfg: &HttpConfig, roots: &TrustRoots, timeout: Duration) -> Self {
         HttpSink {
-            agent: crate::platform::agent(roots, timeout, timeout),
+            agent: crate::https::agent(roots, timeout, timeout),
             url: cfg.url.clone(),
             token: cfg.token.clone(),
             done: Vec::new(),
@@ -102,7 +102,7 @@ impl Sink for HttpSink {
         }
         let resp = req
             .send(record.payload)
-            .map_err(|e| crate::platform::describe_transport(&e).0)?;
+            .map_err(|e| crate::https::describe_transport(&e).0)?;
         let verdict = judge(
             resp.status().as_u16(),
             resp.headers()

@@ -79,7 +79,7 @@ pub(crate) struct ShipConfig {
     /// Records in flight at most (NATS).
     pub window: usize,
     /// Trust roots for TLS (`RINGHOOK_CA_FILE`).
-    pub roots: crate::platform::TrustRoots,
+    pub roots: crate::https::TrustRoots,
     /// Wait for one answer (HTTP) or acknowledgement (NATS) at most this long.
     pub timeout: Duration,
     /// Status line and lag report interval.

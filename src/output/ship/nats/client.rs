@@ -10,7 +10,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::platform::TrustRoots;
+use crate::https::TrustRoots;
 use crate::secret::Secret;
 
 /// Largest control line accepted from the server.

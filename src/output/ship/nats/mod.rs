@@ -15,7 +15,7 @@ use super::{Record, Sink, Verdict};
 use crate::cli;
 use crate::config::{Setting, Vars, secret_or_file};
 use crate::error::Error;
-use crate::platform::TrustRoots;
+use crate::https::TrustRoots;
 use crate::secret::Secret;
 use client::{Auth, Conn, ServerOp, status_of};
 

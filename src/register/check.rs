@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::cli::{self, Flags};
 use crate::config::{self, Setting, Vars};
 use crate::error::Error;
-use crate::platform::{self, TrustRoots};
+use crate::https::{self, TrustRoots};
 use crate::secret::VerificationToken;
 use crate::stdout;
 use crate::webhook::{MAX_ANSWER_BYTES, TIME_LIMIT, VALIDATION_TOKEN};
@@ -97,7 +97,7 @@ pub(crate) fn probe(
     timeout: Duration,
 ) -> Report {
     let validation = fresh_token();
-    let agent = platform::agent(roots, timeout, timeout);
+    let agent = https::agent(roots, timeout, timeout);
     let started = Instant::now();
     let mut req = agent
         .post(url)
@@ -127,7 +127,7 @@ pub(crate) fn probe(
 /// Why no answer came, as a report.
 fn unanswered(url: &str, e: &ureq::Error, timeout: Duration, elapsed: Duration) -> Report {
     let mut report = Report::blank(url, elapsed);
-    let (detail, tls) = platform::describe_transport(e);
+    let (detail, tls) = https::describe_transport(e);
     let (problem, hint) = if matches!(e, ureq::Error::Timeout(_)) {
         (
             format!("no answer within {} ms", timeout.as_millis()),

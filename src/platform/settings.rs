@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::platform::{Credentials, Endpoint, Policy};
 use crate::secret::{self, Secret, VerificationToken};
 
-use super::state;
+use crate::state;
 
 /// The production platform; the default server.
 pub(crate) const PRODUCTION: &str = "https://platform.ringcentral.com";
@@ -421,7 +421,7 @@ mod tests {
         );
         assert_eq!(
             s.platform.endpoint.policy.timeout,
-            crate::platform::DEFAULT_TIMEOUT
+            crate::platform::transport::DEFAULT_TIMEOUT
         );
         let v = Vars::from_maps(
             &[
