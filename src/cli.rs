@@ -457,6 +457,8 @@ pub(crate) const NATS_TOKEN_FILE: &[&str] = &["NATS_TOKEN_FILE"];
 /// A NATS `.creds` file (user JWT and nkey seed) or nkey seed file.
 #[cfg_attr(not(feature = "ship"), allow(dead_code))]
 pub(crate) const NATS_CREDS: &[&str] = &["NATS_CREDS"];
+/// <https://no-color.org>: set and not empty, `tail` prints no colours.
+pub(crate) const NO_COLOR: &[&str] = &["NO_COLOR"];
 
 /// The variables above that are ours, for the check that the reference names them all.
 #[cfg(test)]
@@ -482,6 +484,7 @@ const VARIABLES: &[&[&str]] = &[
     NATS_PASSWORD_FILE,
     NATS_TOKEN_FILE,
     NATS_CREDS,
+    NO_COLOR,
 ];
 
 /// A variable that no flag reads, as `docs/reference.md` describes it.
@@ -661,6 +664,12 @@ const UNFLAGGED: &[Variable] = &[
         read_by: "ship",
         unset: "none",
         help: "Read NATS_TOKEN from this file instead",
+    },
+    Variable {
+        names: NO_COLOR,
+        read_by: "tail",
+        unset: "colours when stdout is a terminal",
+        help: "Set and not empty: tail prints no colours (<https://no-color.org>)",
     },
 ];
 

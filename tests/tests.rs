@@ -24,5 +24,6 @@ mod serve_register;
 mod ship;
 mod static_binary;
 mod tail;
+mod tidy;
 #[cfg(feature = "ship")]
 mod topology;

@@ -433,7 +433,7 @@ pub(crate) fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
             .iter()
             .map(|(k, n)| format!("\"{k}\":{n}"))
             .collect();
-        println!(
+        crate::stdout::print(&format!(
             "{{\"dryRun\":{},\"messages\":{},\"messageTypes\":{{{}}},\"calls\":{},\"from\":\"{}\",\"to\":\"{}\"}}",
             s.dry_run,
             tally.message_count(),
@@ -441,7 +441,7 @@ pub(crate) fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
             tally.calls,
             humantime::format_rfc3339_seconds(from),
             humantime::format_rfc3339_seconds(now),
-        );
+        ))?;
     }
     match failure {
         Some(e) => Err(e),

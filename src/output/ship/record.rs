@@ -65,7 +65,7 @@ fn text_of(raw: &RawValue, field: &str) -> Option<String> {
 pub(crate) fn parse(line: &[u8]) -> Result<Shippable, &'static str> {
     let logged = Line::parse(line).ok_or("not a log line")?;
     let (key, event, payload) = match logged.body {
-        Body::Invalid(_) => return Err("invalidJson: the body was not JSON"),
+        Body::Invalid(_) => return Err("the body was not JSON"),
         Body::Notification(n) => {
             let env = Envelope::parse(n.get().as_bytes()).unwrap_or_default();
             let uuid = env.uuid.filter(|u| !u.is_empty()).ok_or("no uuid")?;
@@ -134,8 +134,8 @@ mod tests {
         assert_eq!(parse(&r).unwrap().key, "message:606");
 
         let cases: &[(Vec<u8>, &str)] = &[
-            (logged(b"x"), "invalidJson"),
-            (logged(b"\xff"), "invalidJson"),
+            (logged(b"x"), "not JSON"),
+            (logged(b"\xff"), "not JSON"),
             (logged(br#"{"event":"/x"}"#), "no uuid"),
             (logged(b"[1]"), "no uuid"),
             (b"garbage".to_vec(), "not a log line"),

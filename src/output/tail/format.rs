@@ -153,7 +153,7 @@ pub(crate) fn render(entry: &Entry, colour: bool, out: &mut String) {
                     }
                     d
                 }
-                None => "not JSON, not UTF-8 (invalidJsonBase64)".to_string(),
+                None => "not JSON, not UTF-8 (logged as base64)".to_string(),
             };
             (received_at.as_str(), "invalid", None, detail, Tone::Alarm)
         }
@@ -545,7 +545,7 @@ mod tests {
                 "01:06:25  presence   ext 9    \\u{1b}[2J",
             ),
             (b"[1,2]", "01:06:25  event               (no event)"),
-            (b"\xff\xfe", "01:06:25  invalid             not JSON, not UTF-8 (invalidJsonBase64)"),
+            (b"\xff\xfe", "01:06:25  invalid             not JSON, not UTF-8 (logged as base64)"),
         ];
         for (body, want) in cases {
             assert_eq!(line_for(body, false), want);

@@ -51,7 +51,7 @@ impl TailConfig {
         })?;
         let lines = parse_count(&vars.flag_or_default(flags, &cli::LINES), 0, 100_000_000)?;
         let json = flags.switch(&cli::JSON);
-        let no_color = std::env::var("NO_COLOR").ok();
+        let no_color = vars.get(cli::NO_COLOR).map(|s| s.text);
         Ok(TailConfig {
             log: PathBuf::from(log.text),
             follow: flags.switch(&cli::FOLLOW),
