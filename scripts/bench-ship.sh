@@ -8,7 +8,7 @@
 # On the single server it also measures the end-to-end lag of `serve --ship` under a steady
 # LAG_RATE events/s (scripts/bench/lag.py): from each POST to the stream's delivery.
 # SYNC is JetStream's sync_interval: `always` (an acknowledged publish survives a power cut; the
-# README's advice) or e.g. `2m` (nats-server's default), which shows what the shipper alone can do.
+# docs/deploying.md's advice) or e.g. `2m` (nats-server's default), which shows what the shipper alone can do.
 # Each leg also prints the shipper's CPU time per event (user + system), which tells whether the
 # shipper or the sink is what limits.
 # Needs: a release build (built here), nats-server >= 2.10 (scripts/setup.sh installs PyPI's

@@ -1,11 +1,9 @@
-//! ringhook: receive RingCentral webhooks and keep their subscriptions alive.
+//! ringhook: receive RingCentral events, keep them in one durable log, carry them onward.
 //!
-//! See `README.md` ("Architecture") for the bird's-eye view. In short: `cli` turns arguments into
-//! typed flags, `config` holds the shared parsers (environment, env file, values), and each
-//! subcommand lives in its own module or folder (`serve/`, `register/`, `check`). `webhook` is
-//! the wire contract both sides share; `serve::policy` and `register::plan` are pure;
-//! `serve::server` owns the sockets, `serve::event_log` owns the file, `platform` owns the
-//! RingCentral REST JSON.
+//! `ARCHITECTURE.md` has the bird's-eye view and the codemap. In short: `input/` puts events
+//! into the log (`serve`, `catchup`), `log/` alone knows the log's lines, `output/` carries them
+//! on (`ship`, `tail`); `register/` keeps the subscription alive; `cli` declares every setting
+//! once, `config` parses them, `platform` and `https` talk to RingCentral.
 #![forbid(unsafe_code)]
 // Every module is private and its items `pub(crate)`, so the compiler reports dead code; the only
 // public surface is `run` and the few items `internals` re-exports for the tests and fuzz targets.

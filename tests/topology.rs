@@ -1,4 +1,4 @@
-//! The README's reference topology, for real: two `ringhook serve` behind HAProxy (health-checked
+//! The reference topology of docs/deploying.md, for real: two `ringhook serve` behind HAProxy (health-checked
 //! on `--health-path`), each with its own `ringhook ship` into one JetStream stream. Thousands of
 //! notifications, some uuids posted to both receivers; shippers SIGKILLed and restarted, the
 //! nats-server restarted once. At the end the stream holds exactly the acknowledged uuids, each
@@ -137,7 +137,7 @@ fn logged(paths: &[&Path]) -> HashMap<String, String> {
 #[test]
 fn two_receivers_behind_haproxy_ship_each_uuid_once_into_one_stream() {
     let dir = tempfile::tempdir().unwrap();
-    // sync_interval: always where the server knows it (>= 2.10), as the README asks.
+    // sync_interval: always where the server knows it (>= 2.10), as docs/deploying.md asks.
     let version = Command::new(nats_server_bin())
         .arg("--version")
         .output()
