@@ -45,3 +45,57 @@ macro_rules! warn {
 macro_rules! error {
     ($($t:tt)*) => { $crate::oplog::emit("ERROR", format_args!($($t)*)) };
 }
+
+/// Text that came from outside (a request, a log line, a sink's answer), shown safely: control
+/// characters (escape sequences, `\r`, `\n`) and the bidirectional overrides and isolates
+/// (U+202A–U+202E, U+2066–U+2069, which reorder what a terminal shows) are written escaped,
+/// as `\u{1b}`, `\n` or `\u{202e}`, so a value can neither forge a line nor drive the terminal.
+/// Use it for every value that did not come from ringhook itself: `info!("… {}", Escaped(uuid))`.
+pub(crate) struct Escaped<'a>(pub &'a str);
+
+/// True for a character [`Escaped`] writes escaped.
+pub(crate) fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        let mut rest = self.0;
+        while let Some(i) = rest.find(needs_escape) {
+            f.write_str(&rest[..i])?;
+            let c = rest[i..].chars().next().expect("found at i");
+            // `\n`, `\r`, `\t` as Rust writes them; the rest by code point.
+            if c.is_control() {
+                for e in c.escape_default() {
+                    f.write_char(e)?;
+                }
+            } else {
+                for e in c.escape_unicode() {
+                    f.write_char(e)?;
+                }
+            }
+            rest = &rest[i + c.len_utf8()..];
+        }
+        f.write_str(rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_text_cannot_forge_a_line_or_drive_the_terminal() {
+        for (raw, shown) in [
+            ("plain-uuid-1", "plain-uuid-1"),
+            ("a\r\n2026 ERROR forged", "a\\r\\n2026 ERROR forged"),
+            ("\u{1b}[31mred", "\\u{1b}[31mred"),
+            ("abc\u{202e}fed", "abc\\u{202e}fed"),
+            ("\u{2066}x\u{2069}", "\\u{2066}x\\u{2069}"),
+            ("ünïcödé ✓", "ünïcödé ✓"),
+        ] {
+            assert_eq!(Escaped(raw).to_string(), shown);
+        }
+    }
+}

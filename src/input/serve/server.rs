@@ -733,7 +733,7 @@ impl Server {
                     if self.throttle.allow(Kind::Duplicate) {
                         info!(
                             "duplicate notification {} acknowledged, not logged again",
-                            rec.uuid.as_deref().unwrap_or("?")
+                            crate::oplog::Escaped(rec.uuid.as_deref().unwrap_or("?"))
                         );
                     }
                 }

@@ -377,17 +377,9 @@ fn quoted(d: &mut String, s: &str, max: usize) {
     d.push('"');
 }
 
-/// Control characters (escape sequences, newlines) written as `\u{1b}`, `\n`.
+/// Control characters and bidirectional overrides written escaped (`\u{1b}`, `\n`, `\u{202e}`).
 fn clean(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::oplog::Escaped(s).to_string()
 }
 
 #[cfg(test)]
@@ -490,6 +482,16 @@ mod tests {
             }
         }
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn text_from_an_event_cannot_reorder_or_drive_the_terminal() {
+        let line = line_for(
+            "{\"event\":\"/x\",\"body\":{\"name\":\"abc\\u202efed\\u001b[31m\\r\\n\"}}".as_bytes(),
+            false,
+        );
+        assert!(line.contains(r"abc\u{202e}fed\u{1b}[31m\r\n"), "{line}");
+        assert!(!line.contains(['\u{202e}', '\u{1b}', '\r', '\n']), "{line}");
     }
 
     #[test]
