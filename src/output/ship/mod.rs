@@ -648,6 +648,7 @@ impl Driver<'_> {
                 if self.cfg.once {
                     break;
                 }
+                self.sink.idle();
                 self.follower.wait();
             }
         }
