@@ -31,8 +31,8 @@ fn header_safe(s: &str) -> bool {
 }
 
 impl Shippable {
-    /// Why this record still cannot go to any sink, though it parsed: its key and `receivedAt`
-    /// become header values (`Idempotency-Key`, `Nats-Msg-Id`, `Ringhook-Received-At`), and a
+    /// Why this record still cannot go to any sink, though it parsed: its key and time of
+    /// receipt become header values (`Idempotency-Key`, `Nats-Msg-Id`, `Ringhook-Received-At`), and a
     /// value that is not plain visible ASCII would break the request (an HTTP client refuses
     /// it, so it would be retried for ever) or inject headers (NATS sends it as it is). Such a
     /// record is dead-lettered, never encoded: an encoded key would no longer be the uuid the
@@ -43,7 +43,7 @@ impl Shippable {
                 "its uuid cannot be a header value (only visible ASCII, at most 256 bytes, is sent as Idempotency-Key or Nats-Msg-Id)",
             )
         } else if !header_safe(&self.received_at) {
-            Some("its receivedAt cannot be a header value")
+            Some("its time of receipt cannot be a header value")
         } else {
             None
         }
@@ -200,7 +200,7 @@ mod tests {
         }
         let mut s = key("u1");
         s.received_at = "2026\r\nX: y".into();
-        assert!(s.refusal().unwrap().contains("receivedAt"));
+        assert!(s.refusal().unwrap().contains("time of receipt"));
     }
 
     #[test]
