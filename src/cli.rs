@@ -352,6 +352,10 @@ pub(crate) const WINDOW: Opt = Opt::flag(
 .env(&["RINGHOOK_SHIP_WINDOW"])
 .default("256");
 pub(crate) const ONCE: Opt = Opt::switch("--once", "Ship what is in the log, then exit");
+pub(crate) const SUPERVISED: Opt = Opt::switch(
+    "--supervised",
+    "Stop when stdin ends or the parent process dies (serve --ship runs ship so)",
+);
 
 // ---- register, list, unregister ----
 
@@ -778,6 +782,7 @@ const SHIP: &[&Opt] = &[
     &FROM,
     &WINDOW,
     &ONCE,
+    &SUPERVISED,
     &DRY_RUN.reworded("Print one line per record saying what would be sent; send nothing"),
 ];
 

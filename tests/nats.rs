@@ -49,6 +49,8 @@ pub struct NatsServer {
     pub port: u16,
     store: PathBuf,
     extra: Vec<String>,
+    /// The server's log lines after "Server is ready" (a trace with `-V`).
+    pub log: std::sync::mpsc::Receiver<String>,
 }
 
 impl NatsServer {
@@ -91,6 +93,7 @@ impl NatsServer {
             port,
             store: store.to_path_buf(),
             extra: extra.to_vec(),
+            log: rx,
         }
     }
 
@@ -189,8 +192,13 @@ impl Client {
 
     /// Creates stream `name` over `subjects` with a one-hour duplicate window.
     pub fn create_stream(&mut self, name: &str, subjects: &str) {
+        self.create_stream_with(name, subjects, "");
+    }
+
+    /// The same with more of the stream's configuration (`,"max_msg_size":4096`).
+    pub fn create_stream_with(&mut self, name: &str, subjects: &str, more: &str) {
         let req = format!(
-            r#"{{"name":"{name}","subjects":["{subjects}"],"storage":"file","duplicate_window":3600000000000}}"#
+            r#"{{"name":"{name}","subjects":["{subjects}"],"storage":"file","duplicate_window":3600000000000{more}}}"#
         );
         let v = self.request(&format!("$JS.API.STREAM.CREATE.{name}"), &req);
         assert!(v.get("error").is_none(), "{v}");
@@ -598,4 +606,266 @@ fn exactly_once_through_kills_and_a_server_restart() {
         crate::ship::cursor_offset(&dir.path().join("events.log.cursor")),
         Some(len)
     );
+}
+
+/// A shipper running until stopped, its operational log read line by line.
+struct Shipper {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    all: Vec<String>,
+}
+
+impl Shipper {
+    fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Shipper {
+        let mut child = ship(dir, args, env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines() {
+                let Ok(l) = l else { break };
+                let _ = tx.send(l);
+            }
+        });
+        Shipper {
+            child,
+            lines,
+            all: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `needle`.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.all.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!("no {needle:?} within {PATIENCE:?}: {:#?}", self.all),
+            }
+        }
+    }
+
+    /// SIGTERM; every line it wrote.
+    fn stop(mut self) -> Vec<String> {
+        kill(&self.child, "TERM");
+        assert!(self.child.wait().unwrap().success());
+        self.all.extend(self.lines.iter());
+        self.all
+    }
+}
+
+#[test]
+fn keys_that_cannot_be_headers_and_refusals_for_good_are_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(&dir.path().join("js"), &[]);
+    let mut c = Client::connect(&server.addr());
+    c.create_stream_with("H", "h.>", r#","max_msg_size":4096"#);
+    let log = dir.path().join("events.log");
+    let mut want = append(&log, "ok", 0..1);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    use std::io::Write;
+    for uuid in [
+        r"crlf\r\nX-Injected: yes",
+        r"els\r\nNats-Expected-Last-Sequence: 999",
+    ] {
+        f.write_all(crate::ship::line(uuid, 1).0.as_bytes())
+            .unwrap();
+    }
+    // Larger than the stream takes (4 KiB), smaller than the server's max_payload (1 MiB).
+    let big = format!(
+        r#"{{"receivedAt":"2026-12-02T00:00:00.000Z","notification":{{"uuid":"big-1","event":"/restapi/v1.0/account/~/extension/1/presence","body":{{"pad":"{}"}}}}}}"#,
+        "x".repeat(8000)
+    );
+    f.write_all(format!("{big}\n").as_bytes()).unwrap();
+    drop(f);
+    want.extend(append(&log, "ok", 1..3));
+    let to = format!("nats://{}/h.{{event}}", server.addr());
+    let out = run(ship(
+        dir.path(),
+        &["--log-file", "events.log", "--to", &to, "--once"],
+        &[("RINGHOOK_SHIP_TIMEOUT", "2s")],
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("failing since"), "nothing to retry: {err}");
+    assert_exactly(&mut c, "H", &want);
+    let dead: Vec<serde_json::Value> =
+        std::fs::read_to_string(dir.path().join("events.log.dead-letter"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    assert!(dead[0]["reason"].as_str().unwrap().contains("header"));
+    assert!(dead[1]["reason"].as_str().unwrap().contains("header"));
+    assert_eq!(dead[2]["record"]["notification"]["uuid"], "big-1");
+    let why = dead[2]["reason"].as_str().unwrap();
+    assert!(why.contains("10054"), "{why}");
+}
+
+/// A NATS server that acknowledges the first publish of its first connection twice and the
+/// others never; later connections acknowledge each publish once. Reports what it did.
+fn hostile_nats() -> (String, std::sync::mpsc::Receiver<&'static str>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                w.write_all(b"INFO {\"server_id\":\"hostile\",\"version\":\"2.10.0\",\"proto\":1,\"headers\":true,\"max_payload\":1048576}\r\n").unwrap();
+                if n > 0 {
+                    let _ = tx.send("reconnected");
+                }
+                let mut acked = false;
+                loop {
+                    let mut l = String::new();
+                    if r.read_line(&mut l).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let words: Vec<&str> = l.split_whitespace().collect();
+                    match words.first().copied() {
+                        Some("PING") => {
+                            let _ = w.write_all(b"PONG\r\n");
+                        }
+                        Some("HPUB") => {
+                            let total: usize = words.last().unwrap().parse().unwrap();
+                            let mut body = vec![0; total + 2];
+                            if r.read_exact(&mut body).is_err() {
+                                return;
+                            }
+                            let ack = br#"{"stream":"S","seq":1}"#;
+                            let msg = format!("MSG {} 1 {}\r\n", words[2], ack.len());
+                            let times = match (n, acked) {
+                                (0, false) => 2,
+                                (0, true) => 0,
+                                _ => 1,
+                            };
+                            for _ in 0..times {
+                                let _ = w.write_all(msg.as_bytes());
+                                let _ = w.write_all(ack);
+                                let _ = w.write_all(b"\r\n");
+                            }
+                            if n == 0 && !acked {
+                                acked = true;
+                                let _ = tx.send("acknowledged twice");
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn a_duplicate_acknowledgement_neither_spins_nor_stops_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, events) = hostile_nats();
+    let log = dir.path().join("events.log");
+    // Two records, a window of two: nothing more to publish once the first is acknowledged.
+    append(&log, "d", 0..2);
+    let to = format!("nats://{addr}/d.{{event}}");
+    let mut shipper = Shipper::start(
+        dir.path(),
+        &["--log-file", "events.log", "--to", &to, "--window", "2"],
+        &[("RINGHOOK_SHIP_TIMEOUT", "1s")],
+    );
+    let pid = shipper.child.id();
+    assert_eq!(events.recv_timeout(PATIENCE), Ok("acknowledged twice"));
+    let (t0, cpu0) = (Instant::now(), crate::support::cpu_ticks(pid).unwrap());
+    // The second publish is never acknowledged: the timeout must fire and ship reconnect,
+    // having waited, not spun, in between.
+    let reconnected = events.recv_timeout(PATIENCE);
+    let cpu = crate::support::cpu_ticks(pid).unwrap() - cpu0;
+    let wall = t0.elapsed();
+    let cpu_ms = cpu * 1000 / crate::support::ticks_per_second();
+    if reconnected.is_err() {
+        kill(&shipper.child, "KILL");
+        panic!("no reconnect within {PATIENCE:?}; {cpu_ms} ms of CPU in {wall:?}");
+    }
+    assert!(
+        u128::from(cpu_ms) * 2 < wall.as_millis(),
+        "{cpu_ms} ms of CPU in {wall:?}: spinning"
+    );
+    shipper.wait_for("no acknowledgement within 1s");
+    shipper.wait_for("recovered");
+    let lines = shipper.stop();
+    let len = std::fs::metadata(&log).unwrap().len();
+    assert_eq!(
+        crate::ship::cursor_offset(&dir.path().join("events.log.cursor")),
+        Some(len),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn an_idle_shipper_answers_pings_and_stays_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    // The server pings every second and drops a client two pings behind (the defaults are
+    // 2 minutes and 2).
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(&conf, "ping_interval: \"1s\"\nping_max: 2\n").unwrap();
+    let server = NatsServer::start(
+        &dir.path().join("js"),
+        &["-c", conf.to_str().unwrap(), "-DV"],
+    );
+    let mut c = Client::connect(&server.addr());
+    c.create_stream("I", "i.>");
+    let log = dir.path().join("events.log");
+    let mut want = append(&log, "i", 0..1);
+    let to = format!("nats://{}/i.{{event}}", server.addr());
+    let mut shipper = Shipper::start(
+        dir.path(),
+        &["--log-file", "events.log", "--to", &to],
+        &[("RINGHOOK_SHIP_TIMEOUT", "2s")],
+    );
+    shipper.wait_for("caught up");
+    // The shipper's connection, by its publish; then four pings answered while idle.
+    let mut cid = None;
+    let mut pongs = 0;
+    let deadline = Instant::now() + PATIENCE;
+    while pongs < 4 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let l = server.log.recv_timeout(left).expect("the shipper's PONGs");
+        if cid.is_none() && l.contains("<<- [HPUB i.") {
+            cid = l.split(" - ").nth(1).map(str::to_string);
+        }
+        let Some(cid) = &cid else { continue };
+        if !l.contains(&format!(" - {cid} - ")) {
+            continue;
+        }
+        assert!(!l.contains("Stale"), "dropped as stale: {l}");
+        if l.contains("<<- [PONG]") {
+            pongs += 1;
+        }
+    }
+    // After the quiet spell the next record goes at once, on the same connection.
+    want.extend(append(&log, "i", 1..2));
+    let mut c = Client::connect(&server.addr());
+    c.wait_count("I", 2);
+    let lines = shipper.stop();
+    assert_exactly(&mut c, "I", &want);
+    let connects = lines
+        .iter()
+        .filter(|l| l.contains("connected to NATS"))
+        .count();
+    assert_eq!(connects, 1, "{lines:#?}");
+    assert!(!lines.iter().any(|l| l.contains("failing")), "{lines:#?}");
 }

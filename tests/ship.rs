@@ -340,8 +340,12 @@ fn every_record_delivered_or_dead_lettered_in_order_through_faults() {
         .unwrap()
         .write_all(b"{\"receivedAt\":\"2026-12-02T00:00:01.000Z\",\"invalidJson\":\"not json\"}\n")
         .unwrap();
+    let after_invalid = std::fs::metadata(&log).unwrap().len();
     want.extend(append(&log, "b", 20..40));
-    let ends = line_ends(&log);
+    let mut ends = line_ends(&log);
+    // The invalid line goes to the dead-letter file without the sink: once a-19 is confirmed,
+    // the cursor may pass it (and does, when a commit falls between the two).
+    ends.insert("a-19".into(), after_invalid);
     let cursor = dir.path().join("events.log.cursor");
 
     // Faults by request number; "b-25" is refused for good.
@@ -805,4 +809,271 @@ fn serve_ship_runs_the_shipper_beside_the_loop_and_restarts_it() {
     assert_eq!(post(&s, "after-stall"), 200);
     assert!(s.stop().success());
     assert!(s.stderr().contains("--ship"), "{}", s.stderr());
+}
+
+/// Appends the log line of a notification whose uuid is `uuid_json` (JSON string contents, so
+/// `\r\n` or `\u001b` are written escaped, as a sender would).
+fn append_raw(path: &Path, uuid_json: &str, i: usize) {
+    let (l, _) = line(uuid_json, i);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .unwrap()
+        .write_all(l.as_bytes())
+        .unwrap();
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn a_key_that_cannot_be_a_header_is_dead_lettered_never_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.log");
+    let mut want = append(&log, "ok", 0..2);
+    // Anyone with the verification token can send these: JSON allows any character in a uuid.
+    let forged = r"esc\u001b[31mred\r\n2026-01-01T00:00:00.000Z ERROR forged";
+    for (i, uuid) in [r"crlf\r\nX-Injected: yes", forged, r"caf\u00e9"]
+        .iter()
+        .enumerate()
+    {
+        append_raw(&log, uuid, 10 + i);
+    }
+    want.extend(append(&log, "ok", 2..4));
+    let sink = HttpSink::start(|_, _: &str| Act::Answer(200, None));
+    let args = ["--log-file", "events.log", "--to", &sink.url, "--once"];
+
+    // --dry-run says what would happen, the uuid escaped: no escape sequence, no forged line.
+    let mut dry = args.to_vec();
+    dry.push("--dry-run");
+    let out = run(ship(dir.path(), &dry, &[]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains(['\x1b', '\r']), "{text:?}");
+    assert!(
+        text.contains(r"dead-letter esc\u{1b}[31mred\r\n2026-01-01T00:00:00.000Z ERROR forged"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 7, "{text}");
+
+    let out = run(ship(dir.path(), &args, &[]));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    // Only the good records reached the sink, and no header was injected.
+    assert_eq!(
+        dedup_keys(&sink.delivered()),
+        want.iter().map(|(u, _)| u.clone()).collect::<Vec<_>>()
+    );
+    for g in sink.got.lock().unwrap().iter() {
+        assert!(!g.headers.contains_key("x-injected"), "{g:?}");
+    }
+    // The operational log shows the uuid escaped: no colours, no forged ERROR line.
+    assert!(!err.contains(['\x1b', '\r']), "{err:?}");
+    assert!(
+        !err.lines()
+            .any(|l| l.starts_with("2026-01-01T00:00:00.000Z ERROR")),
+        "{err}"
+    );
+    assert!(
+        err.contains(r"dead-lettered esc\u{1b}[31mred\r\n2026-01-01T00:00:00.000Z ERROR forged"),
+        "{err}"
+    );
+    // The dead-letter file holds the whole notifications, for the owner's eyes only.
+    let dl = dir.path().join("events.log.dead-letter");
+    let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    assert_eq!(
+        dead[0]["record"]["notification"]["uuid"],
+        "crlf\r\nX-Injected: yes"
+    );
+    assert_eq!(dead[2]["record"]["notification"]["uuid"], "caf\u{e9}");
+    for d in &dead {
+        assert!(d["reason"].as_str().unwrap().contains("header"), "{d}");
+    }
+    assert_eq!(mode(&dl), 0o600);
+    // One left wider by an older version or a hand is narrowed before more is written to it.
+    std::fs::set_permissions(&dl, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    append_raw(&log, r"tab\there", 20);
+    let out = run(ship(dir.path(), &args, &[]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(&dl), 0o600);
+    assert_eq!(std::fs::read_to_string(&dl).unwrap().lines().count(), 4);
+}
+
+#[test]
+fn retry_after_zero_a_past_date_or_garbage_never_remove_the_backoff() {
+    // Each sink is overloaded for good; each shipper must keep to its backoff (100 ms doubling),
+    // a handful of POSTs in 2 s (the bug: tens of thousands).
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.log");
+    append(&log, "ra", 0..1);
+    let mut runs = Vec::new();
+    for (i, after) in ["0", "Wed, 21 Oct 2015 07:28:00 GMT", "soon"]
+        .into_iter()
+        .enumerate()
+    {
+        let sink = HttpSink::start(move |_, _: &str| Act::Answer(503, Some(after)));
+        let cursor = format!("c{i}");
+        let dead = format!("d{i}");
+        let child = ship(
+            dir.path(),
+            &[
+                "--log-file",
+                "events.log",
+                "--to",
+                &sink.url,
+                "--cursor",
+                &cursor,
+                "--dead-letter",
+                &dead,
+            ],
+            &[],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+        runs.push((after, sink, child));
+    }
+    for (_, sink, _) in &runs {
+        sink.events.recv_timeout(PATIENCE).expect("a first POST");
+    }
+    // The window the POSTs are counted in (a bound on a count, not a timing).
+    std::thread::sleep(Duration::from_secs(2));
+    for (after, sink, mut child) in runs {
+        let n = sink.got.lock().unwrap().len();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(n <= 10, "Retry-After: {after}: {n} POSTs in 2 s");
+    }
+}
+
+#[test]
+fn one_shipper_per_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.log");
+    append(&log, "one", 0..3);
+    let sink = HttpSink::start(|_, _: &str| Act::Answer(200, None));
+    let args = ["--log-file", "events.log", "--to", &sink.url];
+    let mut first = ship(dir.path(), &args, &[])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    sink.wait_delivered(3);
+    // A second shipper on the same cursor says so and leaves it alone.
+    let mut once = args.to_vec();
+    once.push("--once");
+    let out = run(ship(dir.path(), &once, &[]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("events.log.cursor"), "{err}");
+    assert!(err.contains("another ringhook ship"), "{err}");
+    assert_eq!(sink.got.lock().unwrap().len(), 3);
+    // Once the first has gone, the next one takes over where it stopped.
+    let _ = Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status();
+    wait_output_child(&mut first);
+    append(&log, "one", 3..4);
+    let out = run(ship(dir.path(), &once, &[]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(sink.delivered().len(), 4);
+}
+
+#[test]
+fn a_shipper_dies_with_its_serve() {
+    use crate::support::{Serve, exited};
+    let sink = HttpSink::start(|_, _: &str| Act::Answer(200, None));
+    let mut s = Serve::new()
+        .env("WEBHOOK_VERIFICATION_TOKEN", "t")
+        .log_file()
+        .args(["--ship", &sink.url])
+        .start();
+    let started = s.wait_for("shipper started (pid ");
+    let pid: u32 = started
+        .split("(pid ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(')')
+        .parse()
+        .unwrap();
+    s.signal("KILL");
+    // Not `wait_exit`: the shipper shares serve's stderr and would keep it open.
+    s.child.wait().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while !exited(pid) {
+        if Instant::now() > deadline {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("the shipper (pid {pid}) outlived its SIGKILLed serve");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn the_lag_is_counted_without_reading_the_backlog_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.log");
+    // A backlog of ~20 MB and a slow sink: it stays a backlog for the whole test.
+    {
+        let mut text = String::new();
+        for i in 0..60_000 {
+            text.push_str(&line(&format!("lag-{i}"), i).0);
+        }
+        std::fs::write(&log, text).unwrap();
+    }
+    let size = std::fs::metadata(&log).unwrap().len();
+    let sink = HttpSink::start(|_, _: &str| {
+        std::thread::sleep(Duration::from_millis(20));
+        Act::Answer(200, None)
+    });
+    let mut child = ship(
+        dir.path(),
+        &["--log-file", "events.log", "--to", &sink.url],
+        &[("RINGHOOK_SHIP_STATUS_EVERY", "50ms")],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let pid = child.id();
+    let (tx, status) = channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || status.recv_timeout(PATIENCE).expect("a status line");
+    next();
+    let before = crate::support::read_chars(pid);
+    let mut last = String::new();
+    for _ in 0..10 {
+        last = next();
+    }
+    let read = crate::support::read_chars(pid) - before;
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+    let lag = v["ship"]["lagEvents"].as_u64().unwrap();
+    assert!((59_000..=60_000).contains(&lag), "{last}");
+    assert!(
+        read < size / 2,
+        "{read} bytes read over 10 status lines with a backlog of {size} bytes"
+    );
 }

@@ -1,6 +1,8 @@
 //! The cursor file: which log file (device, inode, fingerprint of its first line) and the byte
 //! offset after the last record the sink confirmed. Written atomically (temporary file, fsync,
 //! rename, fsync of the folder), so a crash leaves the old cursor or the new one, never half.
+//! One writer at a time: whoever writes it holds [`lock`] (`FILE.lock` beside it), which also
+//! makes the fixed temporary name (`FILE.tmp`) that one writer's.
 //!
 //! Format, one JSON line: `{"dev":2049,"ino":1234,"fingerprint":"9f2c…","offset":5120}`.
 
@@ -64,11 +66,40 @@ pub(crate) fn load(path: &Path) -> Result<Option<Cursor>, String> {
         .map_err(|why| format!("cursor {label}: {why}; delete it or give --from to start anew"))
 }
 
-/// Writes the cursor at `path` atomically and durably.
+/// `path` with `suffix` appended to its name.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// The lock file of the cursor at `path`.
+pub(crate) fn lock_path(path: &Path) -> PathBuf {
+    beside(path, ".lock")
+}
+
+/// Takes the cursor's one-writer lock: an exclusive `flock` on [`lock_path`] (created 0600,
+/// never removed: removing it would let a third writer lock a new file while the second holds
+/// the old). Held as long as the file returned stays open; the kernel lets go however the
+/// process ends, SIGKILL included. `None` when another process holds it.
+pub(crate) fn lock(path: &Path) -> io::Result<Option<File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(lock_path(path))?;
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(f)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the cursor at `path` atomically and durably (the caller holds [`lock`]).
 pub(crate) fn store(path: &Path, cursor: &Cursor) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
+    let tmp = beside(path, ".tmp");
     let mut f = File::create(&tmp)?;
     f.write_all(cursor.to_line().as_bytes())?;
     f.sync_all()?;
@@ -102,5 +133,16 @@ mod tests {
         assert_eq!(load(&p), Ok(Some(c)));
         std::fs::write(&p, "junk").unwrap();
         assert!(load(&p).unwrap_err().contains("--from"));
+    }
+
+    #[test]
+    fn one_lock_holder_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c");
+        let held = lock(&p).unwrap().expect("free");
+        // flock belongs to the open file: a second open, even in this process, is refused.
+        assert!(lock(&p).unwrap().is_none());
+        drop(held);
+        assert!(lock(&p).unwrap().is_some());
     }
 }

@@ -176,7 +176,7 @@ fn folder(path: &Path) -> &Path {
 /// (`events.log.1`, `events.log-2026`), not one of ringhook's own files beside it.
 fn log_or_copy(file: &[u8], log: &[u8]) -> bool {
     file.starts_with(log)
-        && ![&b".cursor"[..], b".tmp", b".dead-letter"]
+        && ![&b".cursor"[..], b".tmp", b".dead-letter", b".lock"]
             .iter()
             .any(|s| file.ends_with(s))
 }
@@ -387,10 +387,11 @@ impl Follower {
         self.pause = (self.pause * 2).min(POLL);
     }
 
-    /// Complete lines after the cursor in the current file (the lag, counted on a schedule).
-    pub(crate) fn lines_behind(&self, cursor: &Cursor) -> io::Result<u64> {
+    /// Complete lines after the cursor in the current file, and the offset of the end it read
+    /// to: a lag counted incrementally starts its next count there (`ship` does).
+    pub(crate) fn lines_behind(&self, cursor: &Cursor) -> io::Result<(u64, u64)> {
         if cursor.ino != self.ino || cursor.dev != self.dev {
-            return Ok(0);
+            return Ok((0, cursor.offset));
         }
         let mut pos = cursor.offset;
         let mut n = 0;
@@ -398,7 +399,7 @@ impl Follower {
         loop {
             let got = self.file.read_at(&mut chunk, pos)?;
             if got == 0 {
-                return Ok(n);
+                return Ok((n, pos));
             }
             n += chunk[..got].iter().filter(|&&b| b == b'\n').count() as u64;
             pos += got as u64;

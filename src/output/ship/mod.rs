@@ -5,7 +5,12 @@
 //! sink confirmed (or that went to the dead-letter file, synced first); `record`, what a line
 //! means to a sink; `sink`, the trait every sink implements; one file per sink (`http`, `nats/`
 //! with its client). It never writes the event log, and never skips a record: a sink that fails
-//! is retried forever with capped, jittered backoff (the log is the buffer).
+//! is retried forever with capped, jittered backoff (the log is the buffer; a sink's
+//! `Retry-After` can lengthen the wait, never shorten it).
+//!
+//! One shipper per cursor: it holds the cursor's lock (`crate::log::cursor::lock`) while it runs.
+//! Run by `serve --ship` (`--supervised`), it dies with serve: a parent-death signal, and the
+//! end of its stdin (a pipe only serve holds) as the second way to notice.
 //!
 //! Status for a supervisor (`serve --ship`): a JSON line on stdout every 10 s and at exit,
 //! `{"ship":{"delivered":N,"deadLettered":N,"lagEvents":N,"lagSeconds":S,"failing":bool}}`.
@@ -18,6 +23,7 @@ mod sink;
 use std::fs::OpenOptions;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +34,7 @@ use crate::config::{Setting, Vars};
 use crate::error::Error;
 use crate::log::cursor::{self, Cursor};
 use crate::log::follow::{self, Follower, Start};
+use crate::oplog::Escaped;
 use record::Shippable;
 pub(crate) use sink::{Record, Sink, Verdict};
 
@@ -74,6 +81,8 @@ pub(crate) struct ShipConfig {
     pub from: Option<StartAt>,
     /// `--once`: ship what is there, then exit.
     pub once: bool,
+    /// `--supervised`: stop when stdin ends or the parent dies (`serve --ship`).
+    pub supervised: bool,
     /// `--dry-run`: print what would be sent; touch nothing.
     pub dry_run: bool,
     /// Records in flight at most (NATS).
@@ -231,6 +240,7 @@ impl ShipConfig {
             dead_letter,
             from,
             once: flags.switch(&cli::ONCE),
+            supervised: flags.switch(&cli::SUPERVISED),
             dry_run: flags.switch(&cli::DRY_RUN),
             window,
             roots: crate::config::trust_roots(vars)?,
@@ -253,8 +263,24 @@ pub(crate) struct Item {
 }
 
 impl Item {
+    /// Why it goes to the dead-letter file without being offered to the sink, if it does.
+    fn refusal(&self) -> Option<&'static str> {
+        match &self.ship {
+            Err(why) => Some(why),
+            Ok(s) => s.refusal(),
+        }
+    }
+
+    /// The key, for the operational log (escaped there: it came from a request).
+    fn key(&self) -> Option<&str> {
+        self.ship.as_ref().ok().map(|s| s.key.as_str())
+    }
+
     /// What a sink sends for this record; `None` when it goes to the dead-letter file.
     fn outgoing(&self) -> Option<Record<'_>> {
+        if self.refusal().is_some() {
+            return None;
+        }
         let s = self.ship.as_ref().ok()?;
         Some(Record {
             key: &s.key,
@@ -265,15 +291,15 @@ impl Item {
     }
 }
 
-/// The wait before retry number `failures` (1, 2, …): the sink's `Retry-After` when it gave one,
-/// else doubling from 200 ms up to 30 s, scaled by `jitter` in `0..1024` to 50–100 %.
+/// The wait before retry number `failures` (1, 2, …): doubling from 200 ms up to 30 s, scaled
+/// by `jitter` in `0..1024` to 50–100 %, or the sink's `Retry-After` when that is longer. A
+/// `Retry-After` of 0 (or a past date, read as none) never shortens the wait: an overloaded
+/// sink saying "now" must not get a retry loop without pause.
 /// (Integers only: float formatting and arithmetic would cost the binary ~15 KB.)
 pub(crate) fn backoff(failures: u32, retry_after: Option<Duration>, jitter: u32) -> Duration {
-    if let Some(a) = retry_after {
-        return a;
-    }
     let exp = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16));
-    exp.min(MAX_BACKOFF) * (1024 + jitter.min(1023)) / 2048
+    let ours = exp.min(MAX_BACKOFF) * (1024 + jitter.min(1023)) / 2048;
+    retry_after.map_or(ours, |a| a.max(ours))
 }
 
 /// A random number (std's hasher keys are random per process and call).
@@ -301,8 +327,50 @@ struct Stats {
     dead_lettered: u64,
 }
 
+/// `--supervised` (how `serve --ship` runs ship): SIGTERM when the parent dies
+/// (PR_SET_PDEATHSIG), so a SIGKILLed serve leaves no shipper behind to race its successor's.
+/// A parent that died before this was set shows as the end of stdin ([`parent_gone`]).
+fn die_with_parent() {
+    use rustix::process::{Signal, set_parent_process_death_signal};
+    if let Err(e) = set_parent_process_death_signal(Some(Signal::TERM)) {
+        warn!("--supervised: no signal when the parent ends ({e}); watching stdin only");
+    }
+}
+
+/// True when stdin (under `--supervised`, a pipe the parent holds and never writes) has
+/// reached its end or an error: the parent is gone. Looked at without waiting.
+fn parent_gone() -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let stdin = std::io::stdin();
+    let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+}
+
 /// Runs `ringhook ship`.
 pub(crate) fn run(cfg: ShipConfig) -> Result<(), Error> {
+    let supervised = cfg.supervised && !cfg.dry_run;
+    if supervised {
+        die_with_parent();
+    }
+    // Held until the process ends, however it ends: one writer per cursor.
+    let _lock = if cfg.dry_run {
+        None
+    } else {
+        let held = cursor::lock(&cfg.cursor)
+            .map_err(|e| Error::runtime(format!("cursor {}: {e}", cfg.cursor.display())))?;
+        Some(held.ok_or_else(|| {
+            Error::Config(format!(
+                "cursor {} is in use by another ringhook ship (it holds {}): one shipper per \
+                 cursor; give this one its own --cursor, or stop the other",
+                cfg.cursor.display(),
+                cursor::lock_path(&cfg.cursor).display()
+            ))
+        })?)
+    };
     let stop = Arc::new(AtomicBool::new(false));
     // SIGHUP (logrotate's habit, or a `kill -HUP` meant for serve) is ignored: rotation is
     // followed without it.
@@ -336,10 +404,12 @@ pub(crate) fn run(cfg: ShipConfig) -> Result<(), Error> {
     let stored = follower.cursor();
     Driver {
         cfg: &cfg,
+        ahead: Ahead::at(&stored),
         stored,
         follower,
         sink: sink.as_mut(),
         stop,
+        supervised,
         stats: Stats::default(),
     }
     .run()
@@ -402,17 +472,23 @@ fn dry_run(cfg: &ShipConfig, sink: &dyn Sink, follower: &mut Follower) -> Result
             after: line.after,
             done: None,
         };
-        let text = match item.outgoing() {
-            Some(r) => format!(
+        let text = match (item.outgoing(), item.key()) {
+            (Some(r), _) => format!(
                 "send {} to {} ({} bytes)",
-                r.key,
-                sink.destination(&r),
+                Escaped(r.key),
+                Escaped(&sink.destination(&r)),
                 r.payload.len()
             ),
-            None => format!(
-                "dead-letter line at byte {}: {}",
+            (None, Some(key)) => format!(
+                "dead-letter {} (the line ending at byte {}): {}",
+                Escaped(key),
                 item.after.offset,
-                item.ship.as_ref().err().copied().unwrap_or("")
+                item.refusal().unwrap_or("")
+            ),
+            (None, None) => format!(
+                "dead-letter the line ending at byte {}: {}",
+                item.after.offset,
+                item.refusal().unwrap_or("")
             ),
         };
         if writeln!(out, "{text}").is_err() {
@@ -422,25 +498,81 @@ fn dry_run(cfg: &ShipConfig, sink: &dyn Sink, follower: &mut Follower) -> Result
     Ok(())
 }
 
+/// The complete lines the follower has not read yet, counted once each: `lines` newlines lie
+/// between where the follower is (`last`) and `counted_to` in one file. Each status counts only
+/// the bytes appended since the last (`counted_to` on), and each line read takes one off: the
+/// lag never costs a read of the backlog per status line.
+#[derive(Debug)]
+struct Ahead {
+    dev: u64,
+    ino: u64,
+    last: u64,
+    counted_to: u64,
+    lines: u64,
+}
+
+impl Ahead {
+    /// Nothing counted yet, from `c` on.
+    fn at(c: &Cursor) -> Ahead {
+        Ahead {
+            dev: c.dev,
+            ino: c.ino,
+            last: c.offset,
+            counted_to: c.offset,
+            lines: 0,
+        }
+    }
+
+    /// The follower is at `c` now: after one more line, or in another file, or back at the
+    /// start of a truncated one (then counting starts again).
+    fn moved_to(&mut self, c: &Cursor) {
+        let elsewhere = (c.dev, c.ino) != (self.dev, self.ino);
+        // Back at an earlier byte (a truncated file read again), or past what was counted.
+        if elsewhere || c.offset < self.last || c.offset > self.counted_to {
+            *self = Ahead::at(c);
+        } else if c.offset > self.last {
+            self.last = c.offset;
+            self.lines = self.lines.saturating_sub(1);
+        }
+    }
+}
+
 struct Driver<'a> {
     cfg: &'a ShipConfig,
     follower: Follower,
     sink: &'a mut dyn Sink,
     stop: Arc<AtomicBool>,
+    /// `--supervised`: the end of stdin means the parent is gone.
+    supervised: bool,
     stats: Stats,
     /// The cursor last written.
     stored: Cursor,
+    /// Lines not yet read, for the lag.
+    ahead: Ahead,
 }
 
 impl Driver<'_> {
+    /// A stop signal came, or serve (the supervisor) is gone.
+    fn stopping(&self) -> bool {
+        if self.stop.load(Ordering::Relaxed) {
+            return true;
+        }
+        if self.supervised && parent_gone() {
+            info!("--supervised: stdin ended (the parent is gone); stopping");
+            self.stop.store(true, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
     fn last_stored(&self) -> Cursor {
         self.stored.clone()
     }
 
     /// Appends the record to the dead-letter file, synced before the cursor passes it.
     fn dead_letter(&mut self, item: &Item, status: u16, reason: &str) -> Result<(), Error> {
-        let key = item.ship.as_ref().map_or("-", |s| s.key.as_str());
-        warn!("dead-lettered {key}: {reason}");
+        let key = item.key().unwrap_or("-");
+        warn!("dead-lettered {}: {}", Escaped(key), Escaped(reason));
         let mut line = Vec::with_capacity(item.line.len() + 128);
         line.extend_from_slice(b"{\"record\":");
         if serde_json::from_slice::<&serde_json::value::RawValue>(&item.line).is_ok() {
@@ -459,11 +591,20 @@ impl Driver<'_> {
             .as_bytes(),
         );
         let label = || format!("--dead-letter {}", self.cfg.dead_letter.display());
+        // Whole notifications (SMS text, phone numbers): the owner's eyes only, as the log.
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&self.cfg.dead_letter)
             .map_err(|e| Error::runtime(format!("{}: {e}", label())))?;
+        let mode = f.metadata().map_or(0, |m| m.permissions().mode() & 0o777);
+        if mode & 0o077 != 0 {
+            match f.set_permissions(std::fs::Permissions::from_mode(0o600)) {
+                Ok(()) => warn!("{}: was mode {mode:o}; now 0600", label()),
+                Err(e) => warn!("{}: mode {mode:o} (others can read it): {e}", label()),
+            }
+        }
         f.write_all(&line)
             .and_then(|()| f.sync_data())
             .map_err(|e| Error::runtime(format!("{}: {e}", label())))?;
@@ -474,7 +615,7 @@ impl Driver<'_> {
     /// Sleeps `d`, waking early for a stop signal.
     fn sleep(&self, d: Duration) {
         let end = Instant::now() + d;
-        while !self.stop.load(Ordering::Relaxed) {
+        while !self.stopping() {
             let now = Instant::now();
             if now >= end {
                 break;
@@ -483,9 +624,25 @@ impl Driver<'_> {
         }
     }
 
+    /// Complete lines after the committed cursor: those read and not yet confirmed, and those
+    /// not yet read (counted in the bytes appended since the last count only).
+    fn lag_events(&mut self, pending: usize) -> u64 {
+        self.ahead.moved_to(&self.follower.cursor());
+        let from = Cursor {
+            offset: self.ahead.counted_to,
+            ..self.follower.cursor()
+        };
+        if let Ok((lines, end)) = self.follower.lines_behind(&from) {
+            self.ahead.lines += lines;
+            self.ahead.counted_to = end;
+        }
+        pending as u64 + self.ahead.lines
+    }
+
     /// The status line on stdout, and the lag on the operational log when there is one.
-    fn status(&self, committed: &Cursor, oldest: Option<&Item>, failing: bool, log: bool) {
-        let behind = self.follower.lines_behind(committed).unwrap_or(0);
+    fn status(&mut self, pending: &std::collections::VecDeque<Item>, failing: bool, log: bool) {
+        let behind = self.lag_events(pending.len());
+        let oldest = pending.front();
         let lag_secs = oldest
             .and_then(|i| i.ship.as_ref().ok())
             .and_then(|s| humantime::parse_rfc3339_weak(&s.received_at).ok())
@@ -518,7 +675,7 @@ impl Driver<'_> {
         let mut verdicts = Vec::new();
         let mut eof;
         loop {
-            if self.stop.load(Ordering::Relaxed) {
+            if self.stopping() {
                 break;
             }
             // Fill the window.
@@ -531,18 +688,19 @@ impl Driver<'_> {
                     eof = true;
                     break;
                 };
-                let ship = record::parse(&line.bytes);
-                let done = ship.as_ref().err().map(|why| Verdict::DeadLetter {
-                    status: 0,
-                    reason: (*why).to_string(),
-                });
+                self.ahead.moved_to(&line.after);
                 batch_start.get_or_insert((Instant::now(), self.stats.delivered));
-                pending.push_back(Item {
+                let mut item = Item {
+                    ship: record::parse(&line.bytes),
                     line: line.bytes,
-                    ship,
                     after: line.after,
-                    done,
+                    done: None,
+                };
+                item.done = item.refusal().map(|why| Verdict::DeadLetter {
+                    status: 0,
+                    reason: why.to_string(),
                 });
+                pending.push_back(item);
             }
             // Submit what is not yet in flight.
             let mut trouble = None;
@@ -614,10 +772,12 @@ impl Driver<'_> {
                 failures += 1;
                 if failing_since.is_none() {
                     failing_since = Some((SystemTime::now(), Instant::now()));
+                    // The reason may quote the sink (a NATS -ERR, a TLS alert): escaped.
                     warn!(
-                        "sink {} failing since {}: {reason}",
+                        "sink {} failing since {}: {}",
                         self.sink.describe(),
-                        humantime::format_rfc3339_seconds(SystemTime::now())
+                        humantime::format_rfc3339_seconds(SystemTime::now()),
+                        Escaped(&reason)
                     );
                 }
                 self.sink.reset();
@@ -642,19 +802,20 @@ impl Driver<'_> {
             }
             if now >= next_status {
                 next_status = now + self.cfg.status_every;
-                self.status(&committed, pending.front(), failing_since.is_some(), true);
+                self.status(&pending, failing_since.is_some(), true);
             }
             if caught_up {
                 if self.cfg.once {
                     break;
                 }
+                self.sink.idle();
                 self.follower.wait();
             }
         }
         if committed != self.last_stored() {
             store_cursor(self.cfg, &committed)?;
         }
-        self.status(&committed, pending.front(), failing_since.is_some(), false);
+        self.status(&pending, failing_since.is_some(), false);
         Ok(())
     }
 }
@@ -674,7 +835,9 @@ mod tests {
             (9, None, 0, MAX_BACKOFF / 2),
             (u32::MAX, None, 0, MAX_BACKOFF / 2),
             (3, Some(ms(7000)), 300, ms(7000)),
-            (3, Some(Duration::ZERO), 300, Duration::ZERO),
+            // Retry-After: 0 (or shorter than ours) never shortens the backoff.
+            (3, Some(Duration::ZERO), 0, ms(400)),
+            (3, Some(ms(500)), 1024, ms(800) * 2047 / 2048),
         ] {
             assert_eq!(
                 backoff(failures, after, jitter),
@@ -711,6 +874,7 @@ mod tests {
                 dead_letter: "d".into(),
                 from: None,
                 once: false,
+                supervised: false,
                 dry_run: false,
                 window: 1,
                 roots: Default::default(),

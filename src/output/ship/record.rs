@@ -21,6 +21,35 @@ pub(crate) struct Shippable {
     pub payload: Range<usize>,
 }
 
+/// Longest key sent as a header value; RingCentral's uuids are a few dozen characters.
+const MAX_KEY: usize = 256;
+
+/// True for text that can be a header value as it is: visible ASCII only (no space, no control
+/// character such as CR, LF or ESC, nothing beyond U+007E), not empty, at most [`MAX_KEY`] bytes.
+fn header_safe(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_KEY && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+impl Shippable {
+    /// Why this record still cannot go to any sink, though it parsed: its key and time of
+    /// receipt become header values (`Idempotency-Key`, `Nats-Msg-Id`, `Ringhook-Received-At`), and a
+    /// value that is not plain visible ASCII would break the request (an HTTP client refuses
+    /// it, so it would be retried for ever) or inject headers (NATS sends it as it is). Such a
+    /// record is dead-lettered, never encoded: an encoded key would no longer be the uuid the
+    /// consumer sees in the payload, and only a sender with the token can write one.
+    pub(crate) fn refusal(&self) -> Option<&'static str> {
+        if !header_safe(&self.key) {
+            Some(
+                "its uuid cannot be a header value (only visible ASCII, at most 256 bytes, is sent as Idempotency-Key or Nats-Msg-Id)",
+            )
+        } else if !header_safe(&self.received_at) {
+            Some("its time of receipt cannot be a header value")
+        } else {
+            None
+        }
+    }
+}
+
 fn range_in(line: &[u8], raw: &RawValue) -> Range<usize> {
     // The raw value borrows from `line`: its offset is the distance between the two pointers.
     let start = raw.get().as_ptr() as usize - line.as_ptr() as usize;
@@ -144,6 +173,34 @@ mod tests {
         for (line, why) in cases {
             assert!(parse(line).unwrap_err().contains(why), "{line:?}");
         }
+    }
+
+    #[test]
+    fn keys_that_cannot_be_header_values_are_refused() {
+        let key = |k: &str| Shippable {
+            key: k.into(),
+            event: "presence".into(),
+            received_at: "2026-01-01T00:00:00.000Z".into(),
+            payload: 0..0,
+        };
+        for ok in ["u1", "message:606", "5a0a-7c3e_x.y~z", &"k".repeat(MAX_KEY)] {
+            assert_eq!(key(ok).refusal(), None, "{ok}");
+        }
+        for bad in [
+            "crlf\r\nX-Injected: yes",
+            "a\u{1b}[31m",
+            "two words",
+            "caf\u{e9}",
+            "tab\there",
+            "nul\0",
+            "del\u{7f}",
+            &"k".repeat(MAX_KEY + 1),
+        ] {
+            assert!(key(bad).refusal().unwrap().contains("uuid"), "{bad:?}");
+        }
+        let mut s = key("u1");
+        s.received_at = "2026\r\nX: y".into();
+        assert!(s.refusal().unwrap().contains("time of receipt"));
     }
 
     #[test]

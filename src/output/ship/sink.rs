@@ -54,4 +54,8 @@ pub(crate) trait Sink {
     fn poll(&mut self, wait: Duration, out: &mut Vec<(u64, Verdict)>) -> Result<(), String>;
     /// Drops the connection after a failure; the next `submit` connects again.
     fn reset(&mut self);
+    /// Nothing is in flight and the log has nothing new: keep the connection alive without
+    /// waiting (a NATS server drops a client that answers no PING). A connection that turns out
+    /// lost is dropped quietly: the next `submit` connects again.
+    fn idle(&mut self) {}
 }

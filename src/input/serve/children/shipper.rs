@@ -3,10 +3,13 @@
 //! with its own cursor. If it dies it is started again, after 1 s doubling to a minute (reset
 //! once it has run a minute); at shutdown it gets SIGTERM (it writes its cursor and exits) and,
 //! after 5 s, SIGKILL. Its stdout is its status line, kept here for the metrics
-//! ([`ShipStatus`]); its stderr is the operational log's, shared.
+//! ([`ShipStatus`]); its stderr is the operational log's, shared. Its stdin is a pipe held here
+//! and never written: if serve dies, even by SIGKILL, the child sees its end (beside the
+//! parent-death signal it asks for) and stops, so no shipper outlives serve to race the next.
+//! The cursor's lock refuses a second shipper anyway (it exits 2 and is started again later).
 
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{ChildStdin, Stdio};
 use std::time::{Duration, Instant};
 
 use mio::Registry;
@@ -71,6 +74,8 @@ impl ShipStatus {
 struct Run {
     proc: Running,
     partial: Vec<u8>,
+    /// The child's stdin, kept open while it should run: its end tells the child serve is gone.
+    _stdin: Option<ChildStdin>,
 }
 
 /// The shipper child and its restarts.
@@ -114,12 +119,14 @@ impl Shipper {
             .arg(&self.cfg.log_file)
             .arg("--to")
             .arg(&self.cfg.to)
-            .stdin(Stdio::null());
+            .arg("--supervised")
+            .stdin(Stdio::piped());
         match Running::spawn(&mut cmd, registry, crate::input::serve::wake::SHIPPER) {
-            Ok(proc) => {
+            Ok(mut proc) => {
                 self.starts += 1;
                 info!("--ship: shipper started (pid {})", proc.child.id());
                 self.run = Some(Run {
+                    _stdin: proc.child.stdin.take(),
                     proc,
                     partial: Vec::new(),
                 });

@@ -1,14 +1,20 @@
 //! The NATS JetStream sink: HPUB each notification with `Nats-Msg-Id: <uuid>` and a reply
 //! subject of our own inbox, and count it delivered when the stream's acknowledgement comes back
 //! (`{"stream":…,"seq":…}`, duplicates included). A window of publishes is in flight; the
-//! reply subject's last token is the record's slot, so acknowledgements find their publish.
+//! reply subject's last token is the record's slot, so acknowledgements find their publish, and
+//! one for no publish in flight (a duplicate, a stranger) is ignored. Each publish must be
+//! acknowledged within the timeout counted from when it was sent.
 //! No responders (status 503), a JetStream error, `-ERR`, a silent server or a lost connection
 //! are failures: the driver resets the connection and publishes the unacknowledged records
-//! again, which the stream's duplicate window turns into no-ops where they had landed.
+//! again, which the stream's duplicate window turns into no-ops where they had landed. The
+//! JetStream errors no retry can cure (the message too large for the stream, an expectation
+//! header the stream does not meet) dead-letter the record instead. While idle, the server's
+//! PINGs are answered, so a quiet spell does not cost the connection.
 
 pub(crate) mod client;
 pub(crate) mod nkey;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::{Record, Sink, Verdict};
@@ -16,6 +22,7 @@ use crate::cli;
 use crate::config::{Setting, Vars, secret_or_file};
 use crate::error::Error;
 use crate::https::TrustRoots;
+use crate::oplog::Escaped;
 use crate::secret::Secret;
 use client::{Auth, Conn, ServerOp, status_of};
 
@@ -148,10 +155,19 @@ pub(crate) struct NatsSink {
     creds_path: Option<std::path::PathBuf>,
     conn: Option<Conn>,
     inbox: String,
-    outstanding: usize,
-    last_progress: Instant,
+    /// The publishes awaiting their acknowledgement: slot → when it was sent (slots grow with
+    /// time on one connection, so the first is the oldest).
+    inflight: BTreeMap<u64, Instant>,
     done: Vec<(u64, Verdict)>,
 }
+
+/// JetStream API errors (`err_code`, nats-server's `errors.json`) about the message itself, which
+/// no retry can cure: message size exceeds maximum allowed (10054), header size exceeds maximum
+/// allowed (10097), expected stream does not match (10060), wrong last msg ID (10070), wrong
+/// last sequence (10071, 10164), invalid per-message TTL (10165), per-message TTL disabled
+/// (10166). Everything else (storage full, no leader, a sealed stream, …) concerns the stream, is
+/// retried, and the operator sees it failing.
+const REFUSED_FOR_GOOD: &[u64] = &[10054, 10097, 10060, 10070, 10071, 10164, 10165, 10166];
 
 /// What an acknowledgement's JSON means.
 pub(crate) fn judge_ack(payload: &[u8]) -> Verdict {
@@ -161,6 +177,14 @@ pub(crate) fn judge_ack(payload: &[u8]) -> Verdict {
             .get("description")
             .and_then(|d| d.as_str())
             .unwrap_or("an error");
+        let code = e.get("err_code").and_then(serde_json::Value::as_u64);
+        if let Some(code) = code.filter(|c| REFUSED_FOR_GOOD.contains(c)) {
+            let status = e.get("code").and_then(serde_json::Value::as_u64);
+            return Verdict::DeadLetter {
+                status: status.and_then(|s| u16::try_from(s).ok()).unwrap_or(0),
+                reason: format!("JetStream refused it for good: {why} (err_code {code})"),
+            };
+        }
         return Verdict::Retry {
             after: None,
             reason: format!("JetStream: {why}"),
@@ -204,8 +228,7 @@ impl NatsSink {
             creds_path: auth.creds_path,
             conn: None,
             inbox: String::new(),
-            outstanding: 0,
-            last_progress: Instant::now(),
+            inflight: BTreeMap::new(),
             done: Vec::new(),
         }
     }
@@ -230,8 +253,7 @@ impl NatsSink {
             c.flush()?;
             info!("connected to NATS at {}", self.addr);
             self.conn = Some(c);
-            self.outstanding = 0;
-            self.last_progress = Instant::now();
+            self.inflight.clear();
         }
         Ok(self.conn.as_mut().expect("just set"))
     }
@@ -270,7 +292,8 @@ impl Sink for NatsSink {
             return Ok(());
         }
         conn.hpub(&subject, &reply, &header, payload)?;
-        self.outstanding += 1;
+        // Timed from the flush that follows (in `poll`, at once): near enough to the send.
+        self.inflight.insert(slot, Instant::now());
         Ok(())
     }
 
@@ -281,8 +304,9 @@ impl Sink for NatsSink {
         };
         conn.flush()?;
         let mut deadline = Instant::now() + wait;
-        while self.outstanding > 0 {
-            let Some(op) = conn.next(deadline)? else {
+        while let Some((_, &oldest)) = self.inflight.first_key_value() {
+            // Never wait past the oldest publish's timeout.
+            let Some(op) = conn.next(deadline.min(oldest + self.timeout))? else {
                 break;
             };
             match op {
@@ -298,24 +322,28 @@ impl Sink for NatsSink {
                     else {
                         continue;
                     };
+                    // A duplicate, or an answer to a publish of before a reset: not ours.
+                    if self.inflight.remove(&slot).is_none() {
+                        continue;
+                    }
                     if headers.as_deref().and_then(status_of) == Some(503) {
                         return Err("no responders: no JetStream stream takes this subject".into());
                     }
-                    self.outstanding -= 1;
-                    self.last_progress = Instant::now();
                     out.push((slot, judge_ack(&payload)));
                     // Take what else has arrived, without waiting.
                     deadline = Instant::now();
                 }
-                ServerOp::Err(e) => return Err(format!("the server said: {e}")),
+                ServerOp::Err(e) => return Err(format!("the server said: {}", Escaped(&e))),
                 _ => {}
             }
         }
-        if self.outstanding > 0 && self.last_progress.elapsed() > self.timeout {
-            return Err(format!(
-                "no acknowledgement within {}",
-                humantime::format_duration(self.timeout)
-            ));
+        if let Some((_, oldest)) = self.inflight.first_key_value() {
+            if oldest.elapsed() >= self.timeout {
+                return Err(format!(
+                    "no acknowledgement within {}",
+                    humantime::format_duration(self.timeout)
+                ));
+            }
         }
         Ok(())
     }
@@ -323,7 +351,31 @@ impl Sink for NatsSink {
     fn reset(&mut self) {
         self.conn = None;
         self.done.clear();
-        self.outstanding = 0;
+        self.inflight.clear();
+    }
+
+    fn idle(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        // What has arrived (PINGs are answered inside `next`), waiting a millisecond at most.
+        let lost = loop {
+            match conn.next(Instant::now() + Duration::from_millis(1)) {
+                Ok(None) => break None,
+                Ok(Some(ServerOp::Err(e))) => {
+                    break Some(format!("the server said: {}", Escaped(&e)));
+                }
+                Ok(Some(_)) => {}
+                Err(e) => break Some(e),
+            }
+        };
+        if let Some(why) = lost {
+            info!(
+                "NATS connection to {} lost while idle ({why}); connecting again for the next record",
+                self.addr
+            );
+            self.reset();
+        }
     }
 }
 
@@ -337,11 +389,26 @@ mod tests {
             (br#"{"stream":"EV","seq":7}"#, true),
             (br#"{"stream":"EV","seq":7,"duplicate":true}"#, true),
             (br#"{"error":{"code":503,"description":"raft"}}"#, false),
+            (
+                br#"{"error":{"code":503,"err_code":10008,"description":"temporarily unavailable"}}"#,
+                false,
+            ),
             (br#"{"type":"other"}"#, false),
             (b"", false),
         ];
         for (ack, delivered) in cases {
             assert_eq!(judge_ack(ack) == Verdict::Delivered, *delivered, "{ack:?}");
+        }
+        // The message itself is refused: no retry will do; the stream's trouble: retried.
+        for (code, dead) in [(10054, true), (10071, true), (10164, true), (10047, false)] {
+            let ack = format!(r#"{{"error":{{"code":400,"err_code":{code},"description":"d"}}}}"#);
+            let v = judge_ack(ack.as_bytes());
+            assert_eq!(
+                matches!(v, Verdict::DeadLetter { status: 400, .. }),
+                dead,
+                "{v:?}"
+            );
+            assert_eq!(matches!(v, Verdict::Retry { .. }), !dead, "{v:?}");
         }
     }
 }
