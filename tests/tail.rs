@@ -298,3 +298,76 @@ fn follow_prints_appends_and_survives_logrotate() {
     assert!(next().contains("\"u-3\""));
     assert!(next().contains("\"u-4\""));
 }
+
+/// Two renames while `tail -f` is frozen (SIGSTOP): `mv e.log e.log.1; (write B); mv e.log.1
+/// e.log.2; mv e.log e.log.1; (write C)`. It finishes its file, then prints `e.log.1`'s lines,
+/// then the live file's, in order.
+#[test]
+fn follow_reads_every_renamed_copy_in_order_after_a_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("e.log");
+    let presence = "/restapi/v1.0/account/~/extension/7/presence";
+    std::fs::write(&log, record(1, presence)).unwrap();
+    let mut child = ringhook(dir.path())
+        .args(["tail", "-f", "-n", "1", "--json", "--log-file", "e.log"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let pid = child.id().to_string();
+    let _child = Kill(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        rx.recv_timeout(crate::support::PATIENCE)
+            .expect("a line from tail -f")
+    };
+    assert!(next().contains("\"u-1\""));
+    let signal = |sig: &str| {
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    let append = |path: &Path, i: usize| {
+        use std::io::Write as _;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .unwrap()
+            .write_all(record(i, presence).as_bytes())
+            .unwrap();
+    };
+    signal("-STOP");
+    append(&log, 2);
+    std::fs::rename(&log, dir.path().join("e.log.1")).unwrap();
+    append(&log, 3);
+    append(&log, 4);
+    std::fs::rename(dir.path().join("e.log.1"), dir.path().join("e.log.2")).unwrap();
+    std::fs::rename(&log, dir.path().join("e.log.1")).unwrap();
+    append(&log, 5);
+    signal("-CONT");
+    for i in 2..=5 {
+        let l = next();
+        assert!(l.contains(&format!("\"u-{i}\"")), "{i}: {l}");
+    }
+}

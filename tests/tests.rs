@@ -18,6 +18,8 @@ mod output;
 mod powercut;
 mod register;
 mod register_faults;
+#[cfg(feature = "ship")]
+mod rotation;
 mod serve;
 mod serve_register;
 #[cfg(feature = "ship")]
