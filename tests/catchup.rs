@@ -4,6 +4,8 @@
 //! Every run goes through `install::Setup::run` (no secret in any output, the session revoked);
 //! every request to the sync endpoints is checked against the OpenAPI subset by the fake.
 
+use std::process::Command;
+
 use serde_json::Value;
 
 use crate::fake_platform::{ACCOUNT_ID, FakeCall, FakeMessage, FakePlatform, OWNER_ID};
@@ -510,4 +512,51 @@ fn serve_register_catches_up_after_a_restart_through_its_own_log() {
     assert!(rec.iter().any(|l| l.contains(&fake.call_json(&c1.id))));
     assert_eq!(fake.sync_violations(), Vec::<String>::new());
     s.stop();
+}
+
+// ---- issue 21: late-stored messages, rotated logs, the state file's mode ----------------------
+
+/// The state file (subscription, sync tokens) is 0600 whatever the umask, as the event log is.
+#[test]
+fn the_state_file_is_0600_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let (mut s, since) = install();
+    s.serve.stop();
+    let mode = |s: &Setup| {
+        std::fs::metadata(s.state_path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    // Run under `umask 000`, as a service manager might.
+    let under_umask_0 = |s: &Setup, args: &[&str]| {
+        let mut cmd = Command::new("sh");
+        cmd.env_clear()
+            .current_dir(s.dir.path())
+            .args([
+                "-c",
+                "umask 000 && exec \"$@\"",
+                "sh",
+                crate::support::bin(),
+            ])
+            .args(args);
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
+        for (k, v) in &s.env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // Written by `register` (under the test's own umask).
+    assert_eq!(mode(&s), 0o600, "after register");
+    s.fake.add_message(OWNER_ID, "SMS", "Inbound");
+    under_umask_0(&s, &["catchup", "--since", &since]);
+    assert_eq!(mode(&s), 0o600, "after catchup");
 }
