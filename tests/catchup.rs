@@ -516,6 +516,48 @@ fn serve_register_catches_up_after_a_restart_through_its_own_log() {
 
 // ---- issue 21: late-stored messages, rotated logs, the state file's mode ----------------------
 
+/// Where the last run's message sync reached (the state file's sync point).
+fn messages_reached(s: &Setup) -> std::time::SystemTime {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(s.state_path()).unwrap()).unwrap();
+    let points = v["sync"]["messages"]
+        .as_object()
+        .expect("a message sync point");
+    let t = points.values().next().unwrap()["time"].as_str().unwrap();
+    humantime::parse_rfc3339_weak(t).unwrap()
+}
+
+/// A voicemail created 10 s before the last run reached (the voicemail sample's creationTime
+/// is 10 s before its lastModifiedTime) but stored after it; then the platform refuses the
+/// token: the full sync instead must reach back far enough to bring it.
+#[test]
+fn a_message_stored_after_the_last_run_survives_a_refused_token() {
+    let (mut s, since) = install();
+    s.serve.stop();
+    let m1 = s.fake.add_message(OWNER_ID, "SMS", "Inbound");
+    catchup(&s, &["--since", &since]);
+    let reached = messages_reached(&s);
+    let late = s.fake.add_message_created(
+        OWNER_ID,
+        "VoiceMail",
+        "Inbound",
+        reached - std::time::Duration::from_secs(10),
+    );
+    s.fake.invalidate_sync_tokens();
+    s.fake.clear_journal();
+    let r = catchup(&s, &[]);
+    assert!(r.stderr.contains("wants a full sync"), "{}", r.stderr);
+    assert!(
+        summary(&r).contains("recovered 1 message (1 voicemail)"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(message_ids(&recovered(&s)), ids_of(&[&m1, &late]));
+    // Once: the next run (a full sync again, the token is gone) writes nothing more.
+    s.fake.invalidate_sync_tokens();
+    let r = catchup(&s, &[]);
+    assert!(summary(&r).contains("recovered 0 messages"), "{}", r.stderr);
+}
+
 /// The state file (subscription, sync tokens) is 0600 whatever the umask, as the event log is.
 #[test]
 fn the_state_file_is_0600_whatever_the_umask() {

@@ -165,10 +165,17 @@ fn kinds(
                 .collect()
         };
         let point = saved.messages.get(ext);
+        // A message reaches the store after its creationTime (a voicemail when its recording
+        // ends): a full sync reaches back as far as an ISync's cutoff would accept.
+        let full_from = plan::message_full_from(since, point, last, now);
+        let mut step = plan::step(since, point, &frame, last, plan::MESSAGE_SLACK, now);
+        if let Step::FSync { from } = &mut step {
+            *from = full_from;
+        }
         out.push(Kind {
             extension: Some(ext.clone()),
-            step: plan::step(since, point, &frame, last, plan::MESSAGE_SLACK, now),
-            full_from: plan::full_from(since, point, last, now),
+            step,
+            full_from,
             target: SyncEndpoints {
                 sync: format!("{account}/extension/{ext}/message-sync"),
                 list: format!("{account}/extension/{ext}/message-store"),
