@@ -558,6 +558,35 @@ fn a_message_stored_after_the_last_run_survives_a_refused_token() {
     assert!(summary(&r).contains("recovered 0 messages"), "{}", r.stderr);
 }
 
+/// What a rotated copy of the log holds is in the log: after `mv events.log events.log.1`, the
+/// ISync's overlap (and a message read since) is not written again.
+#[test]
+fn after_a_rotation_what_the_rotated_copy_holds_is_not_written_again() {
+    let (mut s, since) = install();
+    s.serve.stop();
+    let m1 = s.fake.add_message(OWNER_ID, "SMS", "Inbound");
+    let c1 = s.fake.add_call(OWNER_ID);
+    catchup(&s, &["--since", &since]);
+    let log = s.serve.log_path();
+    let rotated = log.with_file_name(format!("{}.1", log.file_name().unwrap().to_string_lossy()));
+    let held = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(held.matches("\"recovered\":").count(), 2, "{held}");
+    std::fs::rename(&log, &rotated).unwrap();
+    // Read since: the ISync brings it back.
+    s.fake.touch_message(m1.id);
+    let m2 = s.fake.add_message(OWNER_ID, "SMS", "Inbound");
+    let r = catchup(&s, &[]);
+    assert!(
+        summary(&r).contains("recovered 1 message (1 SMS) and 0 calls"),
+        "{}",
+        r.stderr
+    );
+    let now = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(now.matches("\"recovered\":").count(), 1, "{now}");
+    assert!(now.contains(&s.fake.message_json(m2.id)), "{now}");
+    assert!(!now.contains(&c1.id), "{now}");
+}
+
 /// The state file (subscription, sync tokens) is 0600 whatever the umask, as the event log is.
 #[test]
 fn the_state_file_is_0600_whatever_the_umask() {

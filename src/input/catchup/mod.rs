@@ -4,9 +4,10 @@
 //! (Call Log Sync, for the account) can be read back. The run: read the state file (the
 //! subscription and the sync tokens) and the end of the event log, sign in, read the
 //! subscription's filters ([`plan::coverage`]: nothing they do not cover is fetched), sync each
-//! kind ([`api::sync`]), keep what is covered, new and not yet in the log ([`record::Seen`]),
-//! append it as recovered lines (`crate::log::line::recovered_line`), then store the new tokens. Lines are durable
-//! before the tokens move, so a crash repeats work rather than losing records.
+//! kind ([`api::sync`]), keep what is covered, new and not yet in the log or its rotated copies
+//! ([`record::Seen`]), append it as recovered lines (`crate::log::line::recovered_line`), then
+//! store the new tokens. Lines are durable before the tokens move, so a crash repeats work rather
+//! than losing records.
 //!
 //! Concurrency: `serve` appends to the log with group commit, cuts failed batches back and
 //! repairs a torn tail at start; a second writer could be cut away. So `catchup` appends only
@@ -360,7 +361,7 @@ pub(crate) fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
             s.log_path.display()
         ))
     };
-    let last = record::scan(&log, None, true)
+    let last = record::scan_with_copies(&s.log_path, &log, None, true)
         .map_err(io)?
         .last_notification;
     let now = SystemTime::now();
@@ -378,7 +379,9 @@ pub(crate) fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
     }
     let back_to = candidates.clone().filter_map(|(_, r)| r.head.time()).min();
     let seen = match back_to {
-        Some(t) => record::scan(&log, Some(t - SKEW), false).map_err(io)?,
+        Some(t) => {
+            record::scan_with_copies(&s.log_path, &log, Some(t - SKEW), false).map_err(io)?
+        }
         None => record::Seen::default(),
     };
     let mut lines = Vec::new();
