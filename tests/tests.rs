@@ -10,6 +10,7 @@ mod check;
 mod exec;
 mod fake_platform;
 mod faults;
+mod fifo;
 mod install;
 mod metrics;
 #[cfg(feature = "ship")]
