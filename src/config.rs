@@ -146,18 +146,9 @@ pub(crate) fn declared_default(opt: &Opt) -> Setting {
 
 fn read_env_file(path: &Path, explicit: bool) -> Result<HashMap<String, String>, Error> {
     let label = if explicit { "--env-file" } else { "env file" };
-    let file = std::fs::File::open(path)
+    // Read with a bound: a huge file must be an error, not an endless read.
+    let text = read_bounded(path, MAX_ENV_FILE, "an env file")
         .map_err(|e| Error::Config(format!("{label} {}: {e}", path.display())))?;
-    // Read with a bound: `--env-file /dev/zero` must be an error, not an endless read.
-    let mut text = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_ENV_FILE + 1), &mut text)
-        .map_err(|e| Error::Config(format!("{label} {}: {e}", path.display())))?;
-    if text.len() as u64 > MAX_ENV_FILE {
-        return Err(Error::Config(format!(
-            "{label} {}: larger than 1 MiB, not an env file",
-            path.display()
-        )));
-    }
     parse_env(&text[..]).map_err(|why| Error::Config(format!("{label} {}: {why}", path.display())))
 }
 
@@ -325,20 +316,63 @@ pub(crate) fn trust_roots(vars: &Vars) -> Result<TrustRoots, Error> {
     }
 }
 
-/// The text of the file at `path`, of at most `max` bytes (a whole number of KiB): `/dev/zero`
-/// must be an error, not the end of memory. The error is the I/O error, or "larger than N KiB,
-/// not {what}"; never the content.
-pub(crate) fn read_bounded_text(path: &Path, max: u64, what: &str) -> Result<String, String> {
-    let mut text = String::new();
-    std::fs::File::open(path)
+/// Opens the file a setting names (an env file, a token or credentials file), refusing anything
+/// that is not a regular file: a FIFO blocks the open until a writer comes and the read until
+/// it writes, a terminal waits for a person, a device never ends. It is opened with `O_NONBLOCK`,
+/// so not even a FIFO swapped in after a look can block, and checked with `fstat` on the
+/// descriptor itself: what is read is what was checked. The error says what the file is.
+pub(crate) fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    use std::os::unix::fs::FileTypeExt;
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = std::fs::File::from(rustix::fs::open(path, flags, Mode::empty())?);
+    let t = file.metadata()?.file_type();
+    if t.is_file() {
+        return Ok(file);
+    }
+    let kind = if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "a socket"
+    };
+    Err(std::io::Error::other(format!(
+        "not a regular file ({kind}); give a file"
+    )))
+}
+
+/// The bytes of the regular file at `path` ([`open_regular`]), at most `max` (a whole number of
+/// KiB): a huge file must be an error, not the end of memory. The error is the I/O error, "not a
+/// regular file", or "larger than N KiB (MiB), not {what}"; never the content.
+fn read_bounded(path: &Path, max: u64, what: &str) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    open_regular(path)
         .and_then(|file| {
-            std::io::Read::read_to_string(&mut std::io::Read::take(file, max + 1), &mut text)
+            std::io::Read::read_to_end(&mut std::io::Read::take(file, max + 1), &mut bytes)
         })
         .map_err(|e| e.to_string())?;
-    if text.len() as u64 > max {
-        return Err(format!("larger than {} KiB, not {what}", max >> 10));
+    if bytes.len() as u64 > max {
+        let size = match max % (1 << 20) {
+            0 => format!("{} MiB", max >> 20),
+            _ => format!("{} KiB", max >> 10),
+        };
+        return Err(format!("larger than {size}, not {what}"));
     }
-    Ok(text)
+    Ok(bytes)
+}
+
+/// The text of the regular file at `path`, of at most `max` bytes: the one way every setting's
+/// file is read (NATS_CREDS, the token files, through [`read_small_file`]; the env file reads
+/// the same bytes). The error is the I/O error, "not a regular file (a FIFO)…", or "larger than
+/// N KiB, not {what}"; never the content.
+pub(crate) fn read_bounded_text(path: &Path, max: u64, what: &str) -> Result<String, String> {
+    String::from_utf8(read_bounded(path, max, what)?)
+        .map_err(|_| "stream did not contain valid UTF-8".to_string())
 }
 
 /// The text of a small file holding a token or password, surrounding whitespace trimmed.
@@ -413,6 +447,32 @@ pub(crate) fn verification_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_settings_file_is_read_with_a_bound_and_only_if_regular() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big");
+        // Sparse: 2 MiB of zeros on no disk.
+        std::fs::File::create(&p).unwrap().set_len(2 << 20).unwrap();
+        assert_eq!(
+            read_bounded_text(&p, 4096, "a token file").unwrap_err(),
+            "larger than 4 KiB, not a token file"
+        );
+        let e = read_env_file(&p, true).unwrap_err().to_string();
+        assert!(e.contains("larger than 1 MiB, not an env file"), "{e}");
+        std::fs::write(&p, "t0ken\n").unwrap();
+        assert_eq!(
+            read_bounded_text(&p, 4096, "a token file").unwrap(),
+            "t0ken\n"
+        );
+        let e = read_bounded_text(dir.path(), 4096, "a token file").unwrap_err();
+        assert!(e.starts_with("not a regular file (a directory)"), "{e}");
+        let e = read_bounded_text(Path::new("/dev/zero"), 4096, "x").unwrap_err();
+        assert!(
+            e.starts_with("not a regular file (a character device)"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn urls_need_a_scheme_and_host() {

@@ -1,9 +1,10 @@
 //! The state file: which subscription this installation owns, so that a changed address (a new
 //! tunnel URL) still finds the old subscription to delete, and where `catchup` left off (its sync
-//! tokens). Written atomically (temp + rename).
+//! tokens). Written atomically (temp + rename), 0600.
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -121,7 +122,15 @@ pub(crate) fn save(path: &Path, state: &State) -> Result<(), Error> {
     let mut text = serde_json::to_vec_pretty(state).expect("plain struct serializes");
     text.push(b'\n');
     let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        // 0600 whatever the umask (it names the subscription and holds the sync tokens), as the
+        // event log is; the mode is set again in case a stale temporary file had another.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         f.write_all(&text)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -180,6 +189,8 @@ mod tests {
         };
         save(&path, &s).unwrap();
         assert_eq!(load(&path).unwrap(), Some(s));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
         std::fs::write(&path, "{not json").unwrap();
         assert_eq!(load(&path).unwrap(), None);
         remove(&path).unwrap();

@@ -4,6 +4,8 @@
 //! Every run goes through `install::Setup::run` (no secret in any output, the session revoked);
 //! every request to the sync endpoints is checked against the OpenAPI subset by the fake.
 
+use std::process::Command;
+
 use serde_json::Value;
 
 use crate::fake_platform::{ACCOUNT_ID, FakeCall, FakeMessage, FakePlatform, OWNER_ID};
@@ -510,4 +512,122 @@ fn serve_register_catches_up_after_a_restart_through_its_own_log() {
     assert!(rec.iter().any(|l| l.contains(&fake.call_json(&c1.id))));
     assert_eq!(fake.sync_violations(), Vec::<String>::new());
     s.stop();
+}
+
+// ---- issue 21: late-stored messages, rotated logs, the state file's mode ----------------------
+
+/// Where the last run's message sync reached (the state file's sync point).
+fn messages_reached(s: &Setup) -> std::time::SystemTime {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(s.state_path()).unwrap()).unwrap();
+    let points = v["sync"]["messages"]
+        .as_object()
+        .expect("a message sync point");
+    let t = points.values().next().unwrap()["time"].as_str().unwrap();
+    humantime::parse_rfc3339_weak(t).unwrap()
+}
+
+/// A voicemail created 10 s before the last run reached (the voicemail sample's creationTime
+/// is 10 s before its lastModifiedTime) but stored after it; then the platform refuses the
+/// token: the full sync instead must reach back far enough to bring it.
+#[test]
+fn a_message_stored_after_the_last_run_survives_a_refused_token() {
+    let (mut s, since) = install();
+    s.serve.stop();
+    let m1 = s.fake.add_message(OWNER_ID, "SMS", "Inbound");
+    catchup(&s, &["--since", &since]);
+    let reached = messages_reached(&s);
+    let late = s.fake.add_message_created(
+        OWNER_ID,
+        "VoiceMail",
+        "Inbound",
+        reached - std::time::Duration::from_secs(10),
+    );
+    s.fake.invalidate_sync_tokens();
+    s.fake.clear_journal();
+    let r = catchup(&s, &[]);
+    assert!(r.stderr.contains("wants a full sync"), "{}", r.stderr);
+    assert!(
+        summary(&r).contains("recovered 1 message (1 voicemail)"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(message_ids(&recovered(&s)), ids_of(&[&m1, &late]));
+    // Once: the next run (a full sync again, the token is gone) writes nothing more.
+    s.fake.invalidate_sync_tokens();
+    let r = catchup(&s, &[]);
+    assert!(summary(&r).contains("recovered 0 messages"), "{}", r.stderr);
+}
+
+/// What a rotated copy of the log holds is in the log: after `mv events.log events.log.1`, the
+/// ISync's overlap (and a message read since) is not written again.
+#[test]
+fn after_a_rotation_what_the_rotated_copy_holds_is_not_written_again() {
+    let (mut s, since) = install();
+    s.serve.stop();
+    let m1 = s.fake.add_message(OWNER_ID, "SMS", "Inbound");
+    let c1 = s.fake.add_call(OWNER_ID);
+    catchup(&s, &["--since", &since]);
+    let log = s.serve.log_path();
+    let rotated = log.with_file_name(format!("{}.1", log.file_name().unwrap().to_string_lossy()));
+    let held = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(held.matches("\"recovered\":").count(), 2, "{held}");
+    std::fs::rename(&log, &rotated).unwrap();
+    // Read since: the ISync brings it back.
+    s.fake.touch_message(m1.id);
+    let m2 = s.fake.add_message(OWNER_ID, "SMS", "Inbound");
+    let r = catchup(&s, &[]);
+    assert!(
+        summary(&r).contains("recovered 1 message (1 SMS) and 0 calls"),
+        "{}",
+        r.stderr
+    );
+    let now = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(now.matches("\"recovered\":").count(), 1, "{now}");
+    assert!(now.contains(&s.fake.message_json(m2.id)), "{now}");
+    assert!(!now.contains(&c1.id), "{now}");
+}
+
+/// The state file (subscription, sync tokens) is 0600 whatever the umask, as the event log is.
+#[test]
+fn the_state_file_is_0600_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let (mut s, since) = install();
+    s.serve.stop();
+    let mode = |s: &Setup| {
+        std::fs::metadata(s.state_path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    // Run under `umask 000`, as a service manager might.
+    let under_umask_0 = |s: &Setup, args: &[&str]| {
+        let mut cmd = Command::new("sh");
+        cmd.env_clear()
+            .current_dir(s.dir.path())
+            .args([
+                "-c",
+                "umask 000 && exec \"$@\"",
+                "sh",
+                crate::support::bin(),
+            ])
+            .args(args);
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
+        for (k, v) in &s.env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // Written by `register` (under the test's own umask).
+    assert_eq!(mode(&s), 0o600, "after register");
+    s.fake.add_message(OWNER_ID, "SMS", "Inbound");
+    under_umask_0(&s, &["catchup", "--since", &since]);
+    assert_eq!(mode(&s), 0o600, "after catchup");
 }

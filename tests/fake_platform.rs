@@ -1231,6 +1231,27 @@ impl FakePlatform {
         m
     }
 
+    /// A message stored now whose `creationTime` is `created`, earlier (a voicemail reaches
+    /// the store when its recording ends, seconds after it was created).
+    pub fn add_message_created(
+        &self,
+        ext: &str,
+        kind: &'static str,
+        direction: &'static str,
+        created: SystemTime,
+    ) -> FakeMessage {
+        let mut m = self.add_message(ext, kind, direction);
+        let ms = created
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        m.created = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        let mut w = self.sync_world();
+        let stored = w.sync.messages.iter_mut().find(|x| x.id == m.id).unwrap();
+        stored.created = m.created;
+        m
+    }
+
     /// Marks a message read now: Message Sync's ISync returns it again.
     pub fn touch_message(&self, id: u64) {
         let mut w = self.sync_world();

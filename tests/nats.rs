@@ -497,7 +497,7 @@ fn nkey_credentials_files_answer_the_servers_nonce() {
             vec![("NATS_CREDS", "broken.nk")],
             "NATS_CREDS broken.nk: not a valid user nkey seed: checksum mismatch",
         ),
-        (vec![("NATS_CREDS", "/dev/zero")], "larger than 16 KiB"),
+        (vec![("NATS_CREDS", "/dev/zero")], "not a regular file"),
         (vec![("NATS_CREDS", "events.log")], "No such file"),
         (
             vec![("NATS_CREDS", "user.nk"), ("NATS_TOKEN", "t")],

@@ -10,6 +10,7 @@ mod check;
 mod exec;
 mod fake_platform;
 mod faults;
+mod fifo;
 mod install;
 mod metrics;
 #[cfg(feature = "ship")]
@@ -18,6 +19,8 @@ mod output;
 mod powercut;
 mod register;
 mod register_faults;
+#[cfg(feature = "ship")]
+mod rotation;
 mod serve;
 mod serve_register;
 #[cfg(feature = "ship")]

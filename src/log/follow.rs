@@ -1,14 +1,19 @@
-//! The log follower: complete lines of the event log, in order, like `tail -F`.
+//! The log follower: complete lines of the event log, in order, like `tail -F`, across every
+//! rotated copy.
 //!
 //! Open it at a [`Cursor`] (or the start or end of the file), then call [`Follower::next_line`]
 //! until it says there is nothing more for now, and [`Follower::wait`] before asking again. It
-//! never returns a line without its final `\n` (a line still being written), finishes a file
-//! that logrotate renamed before it takes the new file at the path (once the writer has moved
-//! on: the new file has bytes), and starts a file again from its beginning when it shrinks
-//! (copytruncate), saying so on the operational log. Between looks it waits on inotify (see
-//! [`Wake`]): a line is seen when it is written. The looks themselves stay on a schedule as the
-//! bound, quick while lines keep coming ([`QUICK_POLL`]) and doubling to [`POLL`] once the log is
-//! quiet; each costs one `fstat` and one `stat`.
+//! never returns a line without its final `\n` (a line still being written). The log's files are
+//! a chain, oldest first ([`rotated::chain`]): the rotated copies, then the file at the path.
+//! Reading one to its end, it goes on with the next once the writer has moved past it (a later
+//! file has bytes), so a follower that was stopped or lagging while the log was renamed twice
+//! reads `events.log.2`, then `events.log.1`, then the log. A file cut back under it
+//! (copytruncate) is read on from the copy beside it that holds its lines (same first line);
+//! bytes no copy holds are lost and said so on the operational log with their count, before the
+//! cut file is read again from its start. Between looks it waits on inotify (see [`Wake`]): a
+//! line is seen when it is written. The looks themselves stay on a schedule as the bound, quick
+//! while lines keep coming ([`QUICK_POLL`]) and doubling to [`POLL`] once the log is quiet; each
+//! costs one `fstat` and one `stat` (and a listing of the folder while a rotated file is read).
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -17,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::cursor::Cursor;
+use super::rotated::{self, folder, log_or_copy};
+use crate::oplog::Escaped;
 
 /// How often a caught-up follower looks for more once the log is quiet.
 pub(crate) const POLL: Duration = Duration::from_millis(200);
@@ -53,12 +60,19 @@ pub(crate) struct Follower {
     dev: u64,
     ino: u64,
     fingerprint: Option<u64>,
+    /// The hash of the file's first line or of its first 4 KiB, whichever is shorter: checked
+    /// after every read, cheaply, so bytes of a file cut and written again are never taken for
+    /// the old file's.
+    head: Option<u64>,
     /// File offset of `buf[0]`.
     base: u64,
     buf: Vec<u8>,
     /// Bytes of `buf` already returned.
     used: usize,
-    /// Set when the path names another file: finish this one, then switch.
+    /// The largest size this file was seen to have: what a cut took unread is counted from it.
+    seen: u64,
+    /// Set when the writer has moved past this file (a later one has bytes): one more read,
+    /// then the next file.
     rotated: bool,
     /// The next [`Follower::wait`].
     pause: Duration,
@@ -164,46 +178,43 @@ fn fingerprint_of(file: &File) -> io::Result<Option<u64>> {
     }
 }
 
-/// The folder that holds `path` (`.` for a bare file name).
-fn folder(path: &Path) -> &Path {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
+/// The hash of `file`'s first line, or of its first 4 KiB when the line is longer: one read.
+fn head_of(file: &File) -> io::Result<Option<u64>> {
+    let mut chunk = [0; 4096];
+    let mut n = 0;
+    while n < chunk.len() {
+        match file.read_at(&mut chunk[n..], n as u64)? {
+            0 => break,
+            got => n += got,
+        }
+        if chunk[..n].contains(&b'\n') {
+            break;
+        }
     }
+    Ok(match chunk[..n].iter().position(|&b| b == b'\n') {
+        Some(i) => Some(fnv1a(&chunk[..=i])),
+        None if n == chunk.len() => Some(fnv1a(&chunk)),
+        None => None,
+    })
 }
 
-/// Whether `file`, a name in the log's folder, is the log `log` itself or a copy of it
-/// (`events.log.1`, `events.log-2026`), not one of ringhook's own files beside it.
-fn log_or_copy(file: &[u8], log: &[u8]) -> bool {
-    file.starts_with(log)
-        && ![&b".cursor"[..], b".tmp", b".dead-letter", b".lock"]
-            .iter()
-            .any(|s| file.ends_with(s))
+/// Shows a path from the folder's listing (any bytes) safely.
+fn shown(p: &Path) -> String {
+    Escaped(&p.to_string_lossy()).to_string()
 }
 
-/// Files in the path's folder whose name extends the path's (`events.log.1`, `events.log-2026`).
-fn siblings(path: &Path) -> Vec<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
-    let Some(name) = path.file_name() else {
-        return vec![];
-    };
-    let Ok(entries) = std::fs::read_dir(folder(path)) else {
-        return vec![];
-    };
-    // No order needed: at most one file can match the cursor's device, inode and fingerprint.
-    entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.len() > name.len() && log_or_copy(n.as_bytes(), name.as_bytes()))
-        })
-        .collect()
+/// Opens `c`'s path and checks it is still that file (a rename may have come in between).
+fn open_copy(c: &rotated::Copy) -> Option<File> {
+    let f = File::open(&c.path).ok()?;
+    let m = f.metadata().ok()?;
+    c.is(m.dev(), m.ino()).then_some(f)
 }
 
 impl Follower {
-    /// Opens `path` at `start`. A cursor that matches no file (device, inode and first line) is
-    /// an error naming the cursor: replaying from zero is a decision for `--from`, not a guess.
+    /// Opens `path` at `start`. A cursor is looked for among the log's files by device, inode
+    /// and first line; failing that, in a copy with its first line (copytruncate's copy). One
+    /// that matches no file is an error naming the cursor: replaying from zero is a decision for
+    /// `--from`, not a guess.
     pub(crate) fn open(path: &Path, start: &Start) -> Result<Follower, String> {
         let label = path.display();
         let (file, offset) = match start {
@@ -212,25 +223,35 @@ impl Follower {
                 (file, 0)
             }
             Start::At(c) => {
-                let mut candidates = vec![path.to_path_buf()];
-                candidates.extend(siblings(path));
-                let found = candidates.into_iter().find_map(|p| {
-                    let f = File::open(&p).ok()?;
-                    let m = f.metadata().ok()?;
-                    let fp = fingerprint_of(&f).ok()?;
-                    (m.dev() == c.dev
-                        && m.ino() == c.ino
-                        && fp == Some(c.fingerprint)
-                        && m.len() >= c.offset)
-                        .then_some(f)
-                });
-                let file = found.ok_or_else(|| {
-                    format!(
-                        "the cursor (file {}:{}, offset {}) matches neither {label} nor a rotated \
-                         copy beside it; choose where to start with --from start, end, a time or a uuid",
-                        c.dev, c.ino, c.offset
-                    )
-                })?;
+                let chain = rotated::chain(path);
+                let holds = |same: bool| {
+                    chain.iter().find_map(|cp| {
+                        if cp.is(c.dev, c.ino) != same || cp.len < c.offset {
+                            return None;
+                        }
+                        let f = open_copy(cp)?;
+                        (fingerprint_of(&f).ok()? == Some(c.fingerprint)).then_some((f, cp))
+                    })
+                };
+                let file = match holds(true) {
+                    Some((f, _)) => f,
+                    None => {
+                        let (f, cp) = holds(false).ok_or_else(|| {
+                            format!(
+                                "the cursor (file {}:{}, offset {}) matches neither {label} nor a \
+                                 rotated copy beside it; choose where to start with --from start, \
+                                 end, a time or a uuid",
+                                c.dev, c.ino, c.offset
+                            )
+                        })?;
+                        info!(
+                            "the cursor's file was copied to {} and cut (copytruncate): reading on \
+                             from the copy",
+                            shown(&cp.path)
+                        );
+                        f
+                    }
+                };
                 (file, c.offset)
             }
         };
@@ -238,12 +259,14 @@ impl Follower {
         let mut f = Follower {
             path: path.to_path_buf(),
             fingerprint: fingerprint_of(&file).map_err(|e| format!("{label}: {e}"))?,
+            head: head_of(&file).map_err(|e| format!("{label}: {e}"))?,
             file,
             dev: m.dev(),
             ino: m.ino(),
             base: offset,
             buf: Vec::new(),
             used: 0,
+            seen: m.len(),
             rotated: false,
             pause: QUICK_POLL,
             waited: false,
@@ -280,6 +303,7 @@ impl Follower {
                 self.used += i + 1;
                 if self.fingerprint.is_none() {
                     self.fingerprint = fingerprint_of(&self.file)?;
+                    self.head = head_of(&self.file)?;
                 }
                 self.pause = QUICK_POLL;
                 return Ok(Some(Line {
@@ -303,15 +327,24 @@ impl Follower {
             let n = self.file.read(&mut self.buf[len..])?;
             self.buf.truncate(len + n);
             if n > 0 {
-                // The first bytes after a wait: is this still the file that was being read? A
-                // copytruncate refilled past the offset before this look would otherwise be read
-                // from the middle of a line.
-                if std::mem::take(&mut self.waited)
-                    && self.fingerprint.is_some()
-                    && fingerprint_of(&self.file)? != self.fingerprint
-                {
-                    self.truncated()?;
+                // Is this still the file that was being read? A copytruncate refilled past the
+                // offset (while this follower lagged, or before this look) would otherwise be
+                // read from the middle of a line. After a wait, the whole first line is
+                // compared; otherwise its first 4 KiB, one read per chunk.
+                let waited = std::mem::take(&mut self.waited);
+                let changed = match waited {
+                    true => {
+                        self.fingerprint.is_some()
+                            && fingerprint_of(&self.file)? != self.fingerprint
+                    }
+                    false => self.head.is_some() && head_of(&self.file)? != self.head,
+                };
+                if changed {
+                    self.buf.truncate(len);
+                    self.cut()?;
+                    continue;
                 }
+                self.seen = self.seen.max(self.base + self.buf.len() as u64);
                 continue;
             }
             // At the end of this file: has it shrunk, or been replaced at the path?
@@ -319,61 +352,133 @@ impl Follower {
             let end = self.base + self.buf.len() as u64;
             // Shrunk, or cut and written again before this poll: its first line changed.
             if size < end || (end > 0 && fingerprint_of(&self.file)? != self.fingerprint) {
-                self.truncated()?;
+                self.cut()?;
                 continue;
             }
-            match std::fs::metadata(&self.path) {
-                Ok(m) if m.dev() != self.dev || m.ino() != self.ino => {
-                    // The writer moves on only after a reopen; until the new file has bytes,
-                    // this one may still grow.
-                    if m.len() > 0 && self.rotated {
+            self.seen = self.seen.max(size);
+            let here = std::fs::metadata(&self.path)
+                .is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino);
+            if !here {
+                if let Some(next) = self.next_file() {
+                    // The writer moves on only after its last write here: one more read of this
+                    // file after seeing a later one has bytes, then the next.
+                    if std::mem::replace(&mut self.rotated, true) {
                         if !self.buf.is_empty() {
                             warn!(
-                                "{} was rotated with a torn last line of {} bytes; skipped",
-                                self.path.display(),
+                                "{} ended with a torn last line of {} bytes; skipped",
+                                shown(&self.path),
                                 self.buf.len()
                             );
                         }
-                        let file = File::open(&self.path)?;
                         info!(
-                            "{} was rotated: following the new file",
-                            self.path.display()
+                            "{} was rotated: following {}",
+                            self.path.display(),
+                            shown(&next.path)
                         );
-                        self.restart(Some(file))?;
-                        continue;
+                        match open_copy(&next) {
+                            Some(file) => self.restart(Some(file), 0)?,
+                            // Renamed meanwhile: look again.
+                            None => self.rotated = false,
+                        }
                     }
-                    // One more read of the old file after seeing the new one has bytes.
-                    self.rotated = m.len() > 0;
-                    if self.rotated {
-                        continue;
-                    }
+                    continue;
                 }
-                _ => {}
             }
             self.waited = true;
             return Ok(None);
         }
     }
 
-    /// The file at hand was cut (and perhaps written again): read it from its start.
-    fn truncated(&mut self) -> io::Result<()> {
-        warn!(
-            "{} was truncated (copytruncate?): reading it again from its start",
-            self.path.display()
-        );
-        self.restart(None)
+    /// The file after this one in the log's chain, once the writer has moved past this one (a
+    /// later file has bytes); `None` while this one may still grow. A file no longer beside the
+    /// log (deleted, compressed) is placed by its modification time.
+    fn next_file(&self) -> Option<rotated::Copy> {
+        let chain = rotated::chain(&self.path);
+        let later = match chain.iter().position(|c| c.is(self.dev, self.ino)) {
+            Some(i) => &chain[i + 1..],
+            None => {
+                let m = self.file.metadata().ok()?;
+                let t = (m.mtime(), m.mtime_nsec());
+                // The file at the path is always later.
+                let live =
+                    chain.len() - usize::from(chain.last().is_some_and(|c| c.path == self.path));
+                let i = chain[..live].partition_point(|c| c.mtime < t);
+                &chain[i..]
+            }
+        };
+        later.iter().any(|c| c.len > 0).then(|| later[0].clone())
     }
 
-    fn restart(&mut self, file: Option<File>) -> io::Result<()> {
+    /// The file at hand was cut back (copytruncate, or `: > log`). A copy beside the log that
+    /// starts with its first line and reaches the cursor holds the rest: read on there (then the
+    /// later files, then the cut file from its start). Bytes it was seen to have that no copy
+    /// holds are lost: a warning counts them.
+    fn cut(&mut self) -> io::Result<()> {
+        let at = self.base;
+        let copy = self.fingerprint.and_then(|fp| {
+            rotated::copies(&self.path).into_iter().find_map(|c| {
+                if c.is(self.dev, self.ino) || c.len < at {
+                    return None;
+                }
+                let f = open_copy(&c)?;
+                (fingerprint_of(&f).ok()? == Some(fp)).then_some((f, c))
+            })
+        });
+        match copy {
+            Some((file, c)) => {
+                let lost = self.seen.saturating_sub(c.len);
+                if lost > 0 {
+                    warn!(
+                        "{} was copied to {} and truncated (copytruncate): {lost} bytes written \
+                         between the copy and the cut could not be read",
+                        self.path.display(),
+                        shown(&c.path)
+                    );
+                } else {
+                    info!(
+                        "{} was copied to {} and truncated (copytruncate): reading on from the copy",
+                        self.path.display(),
+                        shown(&c.path)
+                    );
+                }
+                let fingerprint = self.fingerprint;
+                self.restart(Some(file), at)?;
+                self.fingerprint = fingerprint;
+            }
+            None => {
+                let lost = self.seen.saturating_sub(at);
+                if lost > 0 {
+                    warn!(
+                        "{} was truncated with {lost} bytes not yet read and no copy beside it \
+                         holds them (copytruncate with immediate compression?): they are lost; \
+                         reading it again from its start",
+                        self.path.display()
+                    );
+                } else {
+                    warn!(
+                        "{} was truncated (copytruncate?): reading it again from its start",
+                        self.path.display()
+                    );
+                }
+                self.restart(None, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `file` (or the file at hand) from `offset` on.
+    fn restart(&mut self, file: Option<File>, offset: u64) -> io::Result<()> {
         if let Some(f) = file {
             let m = f.metadata()?;
             self.dev = m.dev();
             self.ino = m.ino();
             self.file = f;
         }
-        self.file.seek(SeekFrom::Start(0))?;
+        self.file.seek(SeekFrom::Start(offset))?;
         self.fingerprint = fingerprint_of(&self.file)?;
-        self.base = 0;
+        self.head = head_of(&self.file)?;
+        self.seen = self.file.metadata()?.len();
+        self.base = offset;
         self.buf.clear();
         self.used = 0;
         self.rotated = false;
@@ -521,5 +626,40 @@ mod tests {
         std::fs::write(&p, "3\n").unwrap();
         let mut g = Follower::open(&p, &Start::At(c)).unwrap();
         assert_eq!(lines(&mut g), ["2", "3"]);
+    }
+
+    #[test]
+    fn two_renames_are_read_in_order_and_a_copy_holds_what_was_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.log");
+        let at = |n: &str| dir.path().join(n);
+        std::fs::write(&p, "a1\n").unwrap();
+        let mut f = Follower::open(&p, &Start::Beginning).unwrap();
+        assert_eq!(lines(&mut f), ["a1"]);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"a2\n")
+            .unwrap();
+        std::fs::rename(&p, at("e.log.1")).unwrap();
+        std::fs::write(&p, "b1\nb2\n").unwrap();
+        std::fs::rename(at("e.log.1"), at("e.log.2")).unwrap();
+        std::fs::rename(&p, at("e.log.1")).unwrap();
+        std::fs::write(&p, "c1\n").unwrap();
+        assert_eq!(lines(&mut f), ["a2", "b1", "b2", "c1"]);
+        // copytruncate with the follower behind: the copy holds the rest.
+        let mut w = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        w.write_all(b"c2\nc3\n").unwrap();
+        std::fs::copy(&p, at("e.log.0")).unwrap();
+        w.set_len(0).unwrap();
+        w.write_all(b"d1\n").unwrap();
+        assert_eq!(lines(&mut f), ["c2", "c3", "d1"]);
+        // A file of the log deleted while read (compressed away): the later ones still follow.
+        std::fs::rename(&p, at("e.log.x")).unwrap();
+        w.write_all(b"d2\n").unwrap();
+        std::fs::remove_file(at("e.log.x")).unwrap();
+        std::fs::write(&p, "e1\n").unwrap();
+        assert_eq!(lines(&mut f), ["d2", "e1"]);
     }
 }

@@ -9,7 +9,8 @@
 //! - [`histogram`]: how long the syncs take;
 //! - [`writer`]: the append-only file, group commit, fdatasync, cut-back, torn-tail repair;
 //! - [`follow`]: reads the log from a [`cursor`] on, across rotations;
-//! - [`cursor`]: where a reader is, stored as one line.
+//! - [`cursor`]: where a reader is, stored as one line;
+//! - [`rotated`]: the rotated copies of the log beside it, oldest first.
 //!
 //! Never: a second writer of the file, a line that is not whole JSON on one line.
 
@@ -23,6 +24,7 @@ pub(crate) mod follow;
 pub(crate) mod histogram;
 pub(crate) mod line;
 pub(crate) mod pattern;
+pub(crate) mod rotated;
 pub(crate) mod writer;
 
 pub(crate) use line::Record;

@@ -4,9 +4,10 @@
 //! (Call Log Sync, for the account) can be read back. The run: read the state file (the
 //! subscription and the sync tokens) and the end of the event log, sign in, read the
 //! subscription's filters ([`plan::coverage`]: nothing they do not cover is fetched), sync each
-//! kind ([`api::sync`]), keep what is covered, new and not yet in the log ([`record::Seen`]),
-//! append it as recovered lines (`crate::log::line::recovered_line`), then store the new tokens. Lines are durable
-//! before the tokens move, so a crash repeats work rather than losing records.
+//! kind ([`api::sync`]), keep what is covered, new and not yet in the log or its rotated copies
+//! ([`record::Seen`]), append it as recovered lines (`crate::log::line::recovered_line`), then
+//! store the new tokens. Lines are durable before the tokens move, so a crash repeats work rather
+//! than losing records.
 //!
 //! Concurrency: `serve` appends to the log with group commit, cuts failed batches back and
 //! repairs a torn tail at start; a second writer could be cut away. So `catchup` appends only
@@ -165,10 +166,17 @@ fn kinds(
                 .collect()
         };
         let point = saved.messages.get(ext);
+        // A message reaches the store after its creationTime (a voicemail when its recording
+        // ends): a full sync reaches back as far as an ISync's cutoff would accept.
+        let full_from = plan::message_full_from(since, point, last, now);
+        let mut step = plan::step(since, point, &frame, last, plan::MESSAGE_SLACK, now);
+        if let Step::FSync { from } = &mut step {
+            *from = full_from;
+        }
         out.push(Kind {
             extension: Some(ext.clone()),
-            step: plan::step(since, point, &frame, last, plan::MESSAGE_SLACK, now),
-            full_from: plan::full_from(since, point, last, now),
+            step,
+            full_from,
             target: SyncEndpoints {
                 sync: format!("{account}/extension/{ext}/message-sync"),
                 list: format!("{account}/extension/{ext}/message-store"),
@@ -353,7 +361,7 @@ pub(crate) fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
             s.log_path.display()
         ))
     };
-    let last = record::scan(&log, None, true)
+    let last = record::scan_with_copies(&s.log_path, &log, None, true)
         .map_err(io)?
         .last_notification;
     let now = SystemTime::now();
@@ -371,7 +379,9 @@ pub(crate) fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
     }
     let back_to = candidates.clone().filter_map(|(_, r)| r.head.time()).min();
     let seen = match back_to {
-        Some(t) => record::scan(&log, Some(t - SKEW), false).map_err(io)?,
+        Some(t) => {
+            record::scan_with_copies(&s.log_path, &log, Some(t - SKEW), false).map_err(io)?
+        }
         None => record::Seen::default(),
     };
     let mut lines = Vec::new();

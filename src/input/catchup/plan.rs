@@ -199,6 +199,27 @@ pub(crate) fn full_from(
         .unwrap_or(now - DEFAULT_WINDOW)
 }
 
+/// Where a full sync of messages starts: [`full_from`], less [`MESSAGE_SLACK`] unless it is
+/// `--since` (a time the user chose). The last run reached its sync time, but a message created
+/// before it may reach the store after it: the platform's own sync overlap is 5 s, RingCentral's
+/// voicemail sample is stored 10 s after its creationTime, and a long voicemail or a fax only
+/// when it ends, minutes later. Without the slack, a full sync in place of a refused token
+/// would start exactly at the sync time and never see such a message; with it, the full sync
+/// reaches back as far as the ISync it replaces accepts (its cutoff is the same slack), and the
+/// log's dedupe drops the overlap.
+pub(crate) fn message_full_from(
+    since: Option<SystemTime>,
+    point: Option<&SyncPoint>,
+    last_notification: Option<SystemTime>,
+    now: SystemTime,
+) -> SystemTime {
+    let from = full_from(since, point, last_notification, now);
+    match since {
+        Some(_) => from,
+        None => from - MESSAGE_SLACK,
+    }
+}
+
 /// ISync when there is a token for this very frame and no `--since`; FSync otherwise.
 pub(crate) fn step(
     since: Option<SystemTime>,
@@ -491,6 +512,29 @@ mod tests {
             Step::FSync {
                 from: t("2026-11-23T04:00:00Z")
             }
+        );
+    }
+
+    #[test]
+    fn a_full_sync_of_messages_reaches_back_by_the_slack_but_not_before_since() {
+        let now = t("2026-11-23T05:00:00Z");
+        let point = SyncPoint {
+            token: None,
+            time: "2026-11-23T04:00:00Z".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            message_full_from(None, Some(&point), None, now),
+            t("2026-11-23T03:00:00Z")
+        );
+        assert_eq!(
+            message_full_from(None, None, Some(t("2026-11-23T04:30:00Z")), now),
+            t("2026-11-23T03:30:00Z")
+        );
+        let since = t("2026-11-23T02:00:00Z");
+        assert_eq!(
+            message_full_from(Some(since), Some(&point), None, now),
+            since
         );
     }
 

@@ -9,12 +9,14 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
 use std::time::SystemTime;
 
 use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::log::line::{Body, Line};
+use crate::oplog::Escaped;
 
 /// The fields of a message or call-log record that `catchup` reads; the record is kept whole.
 /// (A plain `Value`, not a derived struct: the binary already carries its parser.)
@@ -172,12 +174,52 @@ const BLOCK: u64 = 64 * 1024;
 /// Reads the log at `file` backwards from its last whole line until a line received before
 /// `back_to` (or the start), collecting what [`Seen`] holds. With `first_notification`, stops at
 /// the newest notification instead (all that a first run needs to know before fetching).
+#[cfg(test)]
 pub(crate) fn scan(
-    mut file: &File,
+    file: &File,
     back_to: Option<SystemTime>,
     first_notification: bool,
 ) -> io::Result<Seen> {
     let mut seen = Seen::default();
+    scan_into(&mut seen, file, back_to, first_notification)?;
+    Ok(seen)
+}
+
+/// [`scan`] of the log at `path` (open as `file`), then, while the point is not reached, of its
+/// rotated copies newest first (`crate::log::rotated`): after `mv events.jsonl events.jsonl.1`,
+/// what the copy holds is still in the log. A copy that cannot be read is skipped with a line.
+pub(crate) fn scan_with_copies(
+    path: &Path,
+    file: &File,
+    back_to: Option<SystemTime>,
+    first_notification: bool,
+) -> io::Result<Seen> {
+    let mut seen = Seen::default();
+    if scan_into(&mut seen, file, back_to, first_notification)? {
+        return Ok(seen);
+    }
+    for copy in crate::log::rotated::copies(path).iter().rev() {
+        let read = File::open(&copy.path)
+            .and_then(|f| scan_into(&mut seen, &f, back_to, first_notification));
+        match read {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => warn!(
+                "cannot read the rotated copy {} of the event log: {e}; not deduplicating against it",
+                Escaped(&copy.path.to_string_lossy())
+            ),
+        }
+    }
+    Ok(seen)
+}
+
+/// Adds what `file` holds to `seen`, backwards; true when it reached where the scan stops.
+fn scan_into(
+    seen: &mut Seen,
+    mut file: &File,
+    back_to: Option<SystemTime>,
+    first_notification: bool,
+) -> io::Result<bool> {
     let mut pos = file.metadata()?.len();
     let mut carry: Vec<u8> = Vec::new();
     while pos > 0 {
@@ -199,16 +241,16 @@ pub(crate) fn scan(
         for l in lines.into_iter().rev().filter(|l| !l.is_empty()) {
             let at = seen.take(l);
             if first_notification && seen.last_notification.is_some() {
-                return Ok(seen);
+                return Ok(true);
             }
             if let (Some(at), Some(b)) = (at, back_to) {
                 if at < b {
-                    return Ok(seen);
+                    return Ok(true);
                 }
             }
         }
     }
-    Ok(seen)
+    Ok(false)
 }
 
 #[cfg(test)]

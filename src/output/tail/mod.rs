@@ -20,8 +20,11 @@ use format::Entry;
 
 /// Bytes read per step when reading the log backwards.
 const BLOCK: u64 = 64 * 1024;
-/// A line longer than this is not the event log's (`serve --max-body` is at most 64 MiB).
-const MAX_LINE: usize = 65 << 20;
+/// The longest line `-n` shows: four times `serve`'s default `--max-body` (1 MiB), room for the
+/// envelope and an invalid body's escapes. A longer line is skipped with a warning giving its
+/// size, never read whole: the backward scan keeps at most this much of a line in memory and
+/// reads each byte once (a 50 MB line cost 25 s and 157 MB before it was bounded).
+const MAX_SHOWN: usize = 4 << 20;
 
 /// What `ringhook tail` was asked for.
 #[derive(Debug, Clone)]
@@ -164,7 +167,8 @@ fn follow(mut f: Follower, printer: &mut Printer, out: &mut impl Write) -> io::R
 }
 
 /// The last `n` complete lines of `file` before `end` that `keep` accepts, oldest first. A last
-/// line without its `\n` (being written) is not complete.
+/// line without its `\n` (being written) is not complete; a line longer than [`MAX_SHOWN`] is
+/// skipped (a warning gives its size and where it starts) and not counted.
 fn last_lines(
     file: &File,
     end: u64,
@@ -173,14 +177,16 @@ fn last_lines(
 ) -> io::Result<Vec<Vec<u8>>> {
     let mut found = Vec::new();
     let mut pos = end;
-    // The start of a line whose rest is in `carry`, read in an earlier (later in the file) step.
+    // The start of a line whose rest is in `carry`, read in an earlier (later in the file) step;
+    // it ends with that line's `\n`.
     let mut carry: Vec<u8> = Vec::new();
+    // The bytes seen so far of a line too long to show, whose start is still to be found.
+    let mut skipping: Option<u64> = None;
     let mut at_end = true;
     while pos > 0 && found.len() < n {
         let start = pos.saturating_sub(BLOCK);
         let mut chunk = vec![0; (pos - start) as usize];
         file.read_exact_at(&mut chunk, start)?;
-        chunk.extend_from_slice(&carry);
         pos = start;
         if at_end {
             // Bytes after the last newline are a line still being written.
@@ -189,11 +195,23 @@ fn last_lines(
                     chunk.truncate(i + 1);
                     at_end = false;
                 }
-                None => {
-                    carry.clear();
-                    continue;
-                }
+                None => continue,
             }
+        }
+        if let Some(len) = skipping.as_mut() {
+            // Only where the long line starts matters: count the rest, keep nothing.
+            let Some(i) = chunk.iter().rposition(|&b| b == b'\n') else {
+                *len += chunk.len() as u64;
+                if pos == 0 {
+                    skipped(*len, 0);
+                }
+                continue;
+            };
+            skipped(*len + (chunk.len() - i - 1) as u64, pos + i as u64 + 1);
+            skipping = None;
+            chunk.truncate(i + 1);
+        } else {
+            chunk.extend_from_slice(&carry);
         }
         // Whole lines follow the first newline, unless this block starts the file.
         let whole_from = match (pos, chunk.iter().position(|&b| b == b'\n')) {
@@ -201,7 +219,15 @@ fn last_lines(
             (_, Some(i)) => i + 1,
             (_, None) => chunk.len(),
         };
+        // Where the line at hand ends in `chunk` (its `\n` excluded), to say where a long one is.
+        let mut line_end = chunk.len();
         for line in chunk[whole_from..].split(|&b| b == b'\n').rev() {
+            let line_start = line_end - line.len();
+            line_end = line_start.saturating_sub(1);
+            if line.len() > MAX_SHOWN {
+                skipped(line.len() as u64, pos + line_start as u64);
+                continue;
+            }
             if !line.is_empty() && keep(line) {
                 found.push(line.to_vec());
                 if found.len() == n {
@@ -210,15 +236,21 @@ fn last_lines(
             }
         }
         chunk.truncate(whole_from);
-        if chunk.len() > MAX_LINE {
-            return Err(io::Error::other(
-                "a line longer than 65 MiB: not an event log",
-            ));
+        if chunk.len() > MAX_SHOWN {
+            // Without its `\n`.
+            skipping = Some(chunk.len() as u64 - 1);
+            carry = Vec::new();
+        } else {
+            carry = chunk;
         }
-        carry = chunk;
     }
     found.reverse();
     Ok(found)
+}
+
+/// Says that a line of `len` bytes starting at byte `at` was not shown.
+fn skipped(len: u64, at: u64) {
+    warn!("a line of {len} bytes at byte {at} skipped: longer than 4 MiB, too long to show");
 }
 
 #[cfg(test)]
@@ -266,6 +298,31 @@ mod tests {
         let got = lines_of(big.as_bytes(), 10, 1);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].len(), 3 * BLOCK as usize);
+    }
+
+    #[test]
+    fn a_line_too_long_to_show_is_skipped_not_read_whole() {
+        let long = "x".repeat(2 * MAX_SHOWN + 12_345);
+        for (content, want) in [
+            (format!("a\nb\n{long}\nc\nd\n"), vec!["a", "b", "c", "d"]),
+            // At the very start of the file.
+            (format!("{long}\nc\nd\n"), vec!["c", "d"]),
+            // Just longer than the bound, and just short of it.
+            (
+                format!(
+                    "a\n{}\n{}\nd\n",
+                    "y".repeat(MAX_SHOWN + 1),
+                    "z".repeat(MAX_SHOWN - 1)
+                ),
+                vec!["a", &"z".repeat(MAX_SHOWN - 1), "d"],
+            ),
+        ] {
+            let got = lines_of(content.as_bytes(), 4, 1);
+            let len = |v: &[String]| v.iter().map(String::len).collect::<Vec<_>>();
+            let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+            assert_eq!(len(&got), len(&want));
+            assert!(got == want);
+        }
     }
 
     #[test]

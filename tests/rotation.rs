@@ -1,0 +1,275 @@
+//! `ringhook ship` across every rotation scheme, with real files, real signals and the real
+//! binary into a loopback HTTP sink: rename (once, twice, while stopped or while lagging) loses
+//! nothing and keeps the order; copytruncate reads what the copy holds, and what no copy holds is
+//! said with its size. (`tail -f` across two renames is in `tests/tail.rs`.)
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::ship::{Act, HttpSink, append, run, ship};
+use crate::support::PATIENCE;
+
+fn keys(want: &[(String, String)]) -> Vec<String> {
+    want.iter().map(|(u, _)| u.clone()).collect()
+}
+
+/// Keys delivered, in order, consecutive repeats (retries) merged.
+fn delivered(sink: &HttpSink) -> Vec<String> {
+    let mut k: Vec<String> = sink.delivered().into_iter().map(|g| g.key).collect();
+    k.dedup();
+    k
+}
+
+fn kill(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// `ship` running in the background; stopped with SIGTERM, its stderr returned.
+struct Shipper(Child);
+
+impl Shipper {
+    fn start(dir: &Path, url: &str, env: &[(&str, &str)]) -> Shipper {
+        Shipper(
+            ship(dir, &["--log-file", "e.log", "--to", url], env)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn stop(mut self) -> String {
+        kill(&self.0, "-TERM");
+        let deadline = Instant::now() + PATIENCE;
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "ship did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut s = String::new();
+        self.0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        s
+    }
+}
+
+impl Drop for Shipper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn once(dir: &Path, url: &str) -> String {
+    let out = run(ship(
+        dir,
+        &["--log-file", "e.log", "--to", url, "--once"],
+        &[],
+    ));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    err
+}
+
+/// The reproduction: `mv e.log e.log.1; (write B); mv e.log.1 e.log.2; mv e.log e.log.1;
+/// (write C)` while the shipper is stopped: the cursor's file is now `e.log.2`, then `e.log.1`
+/// and `e.log` follow, every record once, in order.
+#[test]
+fn a_stopped_shipper_ships_every_renamed_copy_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("e.log");
+    let mut want = append(&log, "a", 0..5);
+    let sink = HttpSink::start(|_, _| Act::Answer(200, None));
+    once(dir.path(), &sink.url);
+    assert_eq!(delivered(&sink), keys(&want));
+    // Logged while the shipper is stopped.
+    want.extend(append(&log, "a", 5..8));
+    std::fs::rename(&log, dir.path().join("e.log.1")).unwrap();
+    want.extend(append(&log, "b", 0..4));
+    std::fs::rename(dir.path().join("e.log.1"), dir.path().join("e.log.2")).unwrap();
+    std::fs::rename(&log, dir.path().join("e.log.1")).unwrap();
+    want.extend(append(&log, "c", 0..3));
+    once(dir.path(), &sink.url);
+    assert_eq!(delivered(&sink), keys(&want));
+    // The cursor is on the live file now: a third run sends nothing.
+    once(dir.path(), &sink.url);
+    assert_eq!(sink.delivered().len(), want.len());
+}
+
+/// The same two renames while a running shipper is frozen (SIGSTOP) mid-log: it finishes its
+/// file, then `e.log.1`, then the live one.
+#[test]
+fn a_lagging_shipper_ships_every_renamed_copy_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("e.log");
+    let mut want = append(&log, "a", 0..5);
+    let sink = HttpSink::start(|_, _| Act::Answer(200, None));
+    let shipper = Shipper::start(dir.path(), &sink.url, &[]);
+    sink.wait_delivered(5);
+    kill(&shipper.0, "-STOP");
+    want.extend(append(&log, "a", 5..8));
+    std::fs::rename(&log, dir.path().join("e.log.1")).unwrap();
+    want.extend(append(&log, "b", 0..4));
+    std::fs::rename(dir.path().join("e.log.1"), dir.path().join("e.log.2")).unwrap();
+    std::fs::rename(&log, dir.path().join("e.log.1")).unwrap();
+    want.extend(append(&log, "c", 0..3));
+    kill(&shipper.0, "-CONT");
+    sink.wait_delivered(want.len());
+    // And on from the live file.
+    want.extend(append(&log, "d", 0..2));
+    sink.wait_delivered(want.len());
+    let err = shipper.stop();
+    assert_eq!(delivered(&sink), keys(&want), "{err}");
+    assert!(!err.contains("WARN"), "{err}");
+}
+
+/// A sink that holds request `n` until [`Gate::open`]: the shipper is then certainly in the
+/// middle of the log, with what it read of it in memory.
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    fn wait(&self) {
+        let (m, c) = &*self.0;
+        let mut open = m.lock().unwrap();
+        while !*open {
+            open = c.wait(open).unwrap();
+        }
+    }
+
+    fn open(&self) {
+        let (m, c) = &*self.0;
+        *m.lock().unwrap() = true;
+        c.notify_all();
+    }
+}
+
+/// A log of `n` records, long enough that ship reads it in many steps.
+fn long_log(log: &Path, n: usize) -> Vec<(String, String)> {
+    let want = append(log, "a", 0..n);
+    assert!(std::fs::metadata(log).unwrap().len() > 4 * 64 * 1024);
+    want
+}
+
+/// copytruncate (`cp e.log e.log.1; : > e.log`) under a shipper held mid-log by its sink: the
+/// rest of the old file is read from the copy, then the new lines; nothing is skipped.
+#[test]
+fn copytruncate_under_a_lagging_shipper_reads_the_rest_from_the_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("e.log");
+    let mut want = long_log(&log, 2000);
+    let gate = Gate::default();
+    let g = gate.clone();
+    let sink = HttpSink::start(move |n, _| {
+        if n == 11 {
+            g.wait();
+        }
+        Act::Answer(200, None)
+    });
+    let shipper = Shipper::start(dir.path(), &sink.url, &[("RINGHOOK_SHIP_TIMEOUT", "60s")]);
+    sink.wait_delivered(10);
+    std::fs::copy(&log, dir.path().join("e.log.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    want.extend(append(&log, "c", 0..3));
+    gate.open();
+    sink.wait_delivered(want.len());
+    let err = shipper.stop();
+    assert_eq!(delivered(&sink), keys(&want), "{err}");
+    assert!(err.contains("e.log.1"), "the copy is named: {err}");
+    assert!(!err.contains("WARN"), "{err}");
+}
+
+/// copytruncate whose copy is gone at once (compressed without `delaycompress`): what the
+/// shipper had not read is lost, and said so with its exact size.
+#[test]
+fn a_truncated_tail_no_copy_holds_is_a_warning_with_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("e.log");
+    let a = long_log(&log, 2000);
+    let gate = Gate::default();
+    let g = gate.clone();
+    let sink = HttpSink::start(move |n, _| {
+        if n == 11 {
+            g.wait();
+        }
+        Act::Answer(200, None)
+    });
+    let shipper = Shipper::start(dir.path(), &sink.url, &[("RINGHOOK_SHIP_TIMEOUT", "60s")]);
+    sink.wait_delivered(10);
+    let lines: Vec<String> = BufReader::new(std::fs::File::open(&log).unwrap())
+        .lines()
+        .map(|l| l.unwrap() + "\n")
+        .collect();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let c = append(&log, "c", 0..3);
+    gate.open();
+    // What came: a prefix of the old records, then the new ones.
+    let deadline = Instant::now() + PATIENCE;
+    while !delivered(&sink).ends_with(&keys(&c)) {
+        assert!(Instant::now() < deadline, "{:?}", delivered(&sink));
+        let _ = sink.events.recv_timeout(Duration::from_millis(100));
+    }
+    let err = shipper.stop();
+    let got = delivered(&sink);
+    let shipped = got.len() - c.len();
+    assert!(
+        shipped < a.len(),
+        "the test did not truncate ahead of the shipper"
+    );
+    assert_eq!(got[..shipped], keys(&a)[..shipped], "{err}");
+    // The warning counts exactly the bytes of the records never shipped.
+    let lost: usize = lines[shipped..].iter().map(String::len).sum();
+    let warn = err
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("truncated"))
+        .unwrap_or_else(|| panic!("no warning:\n{err}"));
+    assert!(warn.contains(&format!(" {lost} bytes")), "{lost}: {warn}");
+}
+
+/// copytruncate while the shipper is stopped: the cursor's inode now holds other lines; the copy
+/// beside it holds the cursor's, and the run goes on from there.
+#[test]
+fn copytruncate_while_stopped_resumes_in_the_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("e.log");
+    let mut want = append(&log, "a", 0..5);
+    let sink = HttpSink::start(|_, _| Act::Answer(200, None));
+    once(dir.path(), &sink.url);
+    want.extend(append(&log, "a", 5..8));
+    std::fs::copy(&log, dir.path().join("e.log.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    want.extend(append(&log, "c", 0..3));
+    once(dir.path(), &sink.url);
+    assert_eq!(delivered(&sink), keys(&want));
+    // A compressed older copy beside it is never read as lines.
+    std::fs::write(dir.path().join("e.log.2.gz"), b"\x1f\x8b\x08\x00junk\n").unwrap();
+    want.extend(append(&log, "d", 0..2));
+    once(dir.path(), &sink.url);
+    assert_eq!(delivered(&sink), keys(&want));
+}
