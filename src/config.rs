@@ -310,9 +310,10 @@ pub(crate) fn parse_url(s: &Setting) -> Result<String, Error> {
 pub(crate) fn trust_roots(vars: &Vars) -> Result<TrustRoots, Error> {
     match vars.get(cli::CA_FILE) {
         None => Ok(TrustRoots::default()),
-        Some(s) => {
-            TrustRoots::with_pem_file(std::path::Path::new(&s.text)).map_err(|e| invalid(&s, e))
-        }
+        // Bounded and regular-only like every setting's file (Debian's whole bundle is 220 KB).
+        Some(s) => read_bounded(Path::new(&s.text), 4 << 20, "a CA file")
+            .and_then(|pem| TrustRoots::from_pem(&pem))
+            .map_err(|e| invalid(&s, e)),
     }
 }
 

@@ -16,11 +16,10 @@ pub struct TrustRoots {
 }
 
 impl TrustRoots {
-    /// Reads every certificate of a PEM file; it is an error when there is none.
-    pub fn with_pem_file(path: &std::path::Path) -> Result<TrustRoots, String> {
-        let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    /// Every certificate of a PEM file's bytes; it is an error when there is none.
+    pub fn from_pem(pem: &[u8]) -> Result<TrustRoots, String> {
         let mut certs = Vec::new();
-        for item in ureq::tls::parse_pem(&pem) {
+        for item in ureq::tls::parse_pem(pem) {
             // A key in the same file is not ours to use; skip it like any other section.
             if let PemItem::Certificate(c) = item.map_err(|e| format!("not valid PEM: {e}"))? {
                 certs.push(c);

@@ -93,6 +93,14 @@ fn a_fifo_or_a_folder_as_a_settings_file_is_refused_at_once() {
             "--verification-token-file .: not a regular file (a directory)".to_string(),
         ),
     ];
+    let mut check = ringhook(dir.path());
+    check
+        .args(["check", "https://127.0.0.1:9/webhook"])
+        .env("RINGHOOK_CA_FILE", f);
+    cases.push((
+        check,
+        format!("invalid RINGHOOK_CA_FILE: '{f}': not a regular file (a FIFO)"),
+    ));
     #[cfg(feature = "ship")]
     {
         std::fs::write(dir.path().join("events.log"), "").unwrap();

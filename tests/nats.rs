@@ -411,7 +411,7 @@ fn tls_sink_trusted_through_the_ca_file_and_refused_without_it() {
         &dir.path().join("js"),
         &["--tls", "--tlscert", &cert_file, "--tlskey", &key_file],
     );
-    let roots = TrustRoots::with_pem_file(Path::new(&ca_file)).unwrap();
+    let roots = TrustRoots::from_pem(&std::fs::read(&ca_file).unwrap()).unwrap();
     let mut client = Client::connect_trusting(&server.addr(), &roots);
     client.create_stream("T", "t.>");
     let log = dir.path().join("events.log");
