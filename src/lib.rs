@@ -42,7 +42,7 @@ pub mod internals {
     pub use crate::input::serve::policy::Policy;
     pub use crate::oplog::set_quiet;
     #[cfg(any(feature = "ship", test))]
-    pub use crate::output::ship::nats::client::{Auth, Conn, ServerOp, status_of};
+    pub use crate::output::ship::nats::client::{Auth, NatsConn, ServerOp, status_of};
     #[cfg(feature = "ship")]
     pub use crate::output::ship::nats::nkey::Creds;
     pub use crate::secret::{Secret, VerificationToken};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use ringhook::internals::TrustRoots;
-use ringhook::internals::{Auth, Conn, ServerOp};
+use ringhook::internals::{Auth, NatsConn, ServerOp};
 
 use crate::ship::{append, run, ship, until_failing, wait_output};
 use crate::support::PATIENCE;
@@ -130,7 +130,7 @@ pub type Answer = (Option<Vec<u8>>, Vec<u8>);
 
 /// A test-side client on the crate's own protocol subset.
 pub struct Client {
-    conn: Conn,
+    conn: NatsConn,
     next: u64,
 }
 
@@ -141,7 +141,7 @@ impl Client {
 
     /// Connects, over TLS if the server requires it, trusting `roots`.
     pub fn connect_trusting(addr: &str, roots: &TrustRoots) -> Client {
-        let mut conn = Conn::connect(addr, false, &Auth::default(), roots, PATIENCE).unwrap();
+        let mut conn = NatsConn::connect(addr, false, &Auth::default(), roots, PATIENCE).unwrap();
         conn.subscribe("_T.*", 1).unwrap();
         Client { conn, next: 0 }
     }
@@ -344,7 +344,7 @@ fn credentials_from_the_environment_and_refusals() {
         "NATS_USER=ship\nNATS_PASSWORD=pw-9x\n",
     )
     .unwrap();
-    let mut c = Conn::connect(
+    let mut c = NatsConn::connect(
         &server.addr(),
         false,
         &Auth {
@@ -464,7 +464,7 @@ fn nkey_credentials_files_answer_the_servers_nonce() {
     let broken = SEED.replacen("SUAP", "SUAQ", 1);
     std::fs::write(dir.path().join("broken.nk"), &broken).unwrap();
 
-    let anonymous = Conn::connect(
+    let anonymous = NatsConn::connect(
         &server.addr(),
         false,
         &Auth::default(),
@@ -473,7 +473,7 @@ fn nkey_credentials_files_answer_the_servers_nonce() {
     );
     assert!(anonymous.err().unwrap().contains("refused the login"));
     let creds = ringhook::internals::Creds::read(&dir.path().join("user.nk")).unwrap();
-    let mut conn = Conn::connect(
+    let mut conn = NatsConn::connect(
         &server.addr(),
         false,
         &Auth {

@@ -46,7 +46,7 @@ pub(crate) enum Start {
 
 /// One complete line and the cursor just after it.
 #[derive(Debug, Clone)]
-pub(crate) struct Line {
+pub(crate) struct FollowedLine {
     /// The bytes, `\n` excluded.
     pub bytes: Vec<u8>,
     /// Where reading resumes after this line.
@@ -296,7 +296,7 @@ impl Follower {
     }
 
     /// The next complete line, or `None` when there is none yet (call [`Follower::wait`]).
-    pub(crate) fn next_line(&mut self) -> io::Result<Option<Line>> {
+    pub(crate) fn next_line(&mut self) -> io::Result<Option<FollowedLine>> {
         loop {
             if let Some(i) = self.buf[self.used..].iter().position(|&b| b == b'\n') {
                 let bytes = self.buf[self.used..self.used + i].to_vec();
@@ -306,7 +306,7 @@ impl Follower {
                     self.head = head_of(&self.file)?;
                 }
                 self.pause = QUICK_POLL;
-                return Ok(Some(Line {
+                return Ok(Some(FollowedLine {
                     bytes,
                     after: self.cursor(),
                 }));

@@ -12,10 +12,10 @@
 //! is a one-liner in the platform's own terms (`SUB-505 Subscriptions limit exceeded`).
 //!
 //! Retry policy, per call: a 429 waits `Retry-After` (30 s when absent) as long as the total
-//! waited stays within [`Policy::max_wait`]; 5xx answers and network failures are retried up to
-//! [`Policy::retries`] times with doubling backoff — except a create, which is never blindly
+//! waited stays within [`RetryPolicy::max_wait`]; 5xx answers and network failures are retried up to
+//! [`RetryPolicy::retries`] times with doubling backoff — except a create, which is never blindly
 //! resent: [`Session::create_subscription`] lists again and adopts what a lost answer created.
-//! A call that gets no whole answer within [`Policy::timeout`] is not retried at all: the platform
+//! A call that gets no whole answer within [`RetryPolicy::timeout`] is not retried at all: the platform
 //! had its chance, and the run (a cron job, `serve --register`) fails in bounded time.
 
 use std::fmt;
@@ -27,7 +27,7 @@ pub(crate) mod transport;
 pub(crate) mod wire;
 
 pub(crate) use session::{Session, login};
-pub(crate) use transport::Policy;
+pub(crate) use transport::RetryPolicy;
 pub(crate) use wire::{Credentials, Endpoint, NewSubscription, Subscription};
 
 /// Answers larger than this are not read whole (a page of 1000 extensions is about 2 MB).
@@ -65,7 +65,7 @@ pub(crate) enum PlatformError {
         /// What the last `Retry-After` asked for.
         retry_after: Duration,
     },
-    /// No whole answer within [`Policy::timeout`].
+    /// No whole answer within [`RetryPolicy::timeout`].
     Timeout {
         /// The limit that passed.
         after: Duration,

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::transport::{Answer, Backoff, CONNECT_TIMEOUT, Transport};
+use super::transport::{Backoff, CONNECT_TIMEOUT, Reply, Transport};
 use super::wire::*;
 use super::{MAX_BODY, MAX_PAGES, PlatformError};
 use crate::https::agent;
@@ -90,7 +90,7 @@ impl Session {
         format!("Bearer {}", self.access.expose())
     }
 
-    fn get(&self, what: &str, url: &str) -> Result<Answer, PlatformError> {
+    fn get(&self, what: &str, url: &str) -> Result<Reply, PlatformError> {
         let auth = self.bearer();
         self.http.send(what, true, |agent| {
             agent
@@ -101,7 +101,7 @@ impl Session {
         })
     }
 
-    fn expect(answer: Answer, ok: u16) -> Result<Vec<u8>, PlatformError> {
+    fn expect(answer: Reply, ok: u16) -> Result<Vec<u8>, PlatformError> {
         if answer.status == ok || (ok == 200 && answer.status == 201) {
             Ok(answer.body)
         } else {

@@ -12,7 +12,7 @@ use crate::config::{
     verification_token,
 };
 use crate::error::Error;
-use crate::platform::{Credentials, Endpoint, Policy};
+use crate::platform::{Credentials, Endpoint, RetryPolicy};
 use crate::secret::{self, Secret, VerificationToken};
 
 use crate::state;
@@ -175,7 +175,7 @@ fn credentials(vars: &Vars, missing: &mut Missing) -> Option<Credentials> {
 fn platform(vars: &Vars, missing: &mut Missing) -> Result<Option<PlatformSettings>, Error> {
     let server = server(vars)?;
     let roots = crate::config::trust_roots(vars)?;
-    let mut policy = Policy::default();
+    let mut policy = RetryPolicy::default();
     if let Some(s) = vars.get(cli::MAX_WAIT) {
         policy.max_wait = parse_duration(&s)?;
     }

@@ -8,14 +8,14 @@ use super::wire::{Endpoint, api_error};
 use super::{MAX_BODY, PlatformError};
 use crate::https::describe_transport;
 
-/// Connect timeout for platform calls (less when [`Policy::timeout`] is less).
+/// Connect timeout for platform calls (less when [`RetryPolicy::timeout`] is less).
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default whole-call timeout for platform calls (a 1000-record page included).
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How calls are retried.
 #[derive(Debug, Clone)]
-pub(crate) struct Policy {
+pub(crate) struct RetryPolicy {
     /// Total time a run may spend waiting on 429 answers.
     pub max_wait: Duration,
     /// Retries after a 5xx or a network failure.
@@ -29,9 +29,9 @@ pub(crate) struct Policy {
     pub timeout: Duration,
 }
 
-impl Default for Policy {
-    fn default() -> Policy {
-        Policy {
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
             max_wait: Duration::from_secs(300),
             retries: 3,
             backoff: Duration::from_millis(500),
@@ -43,12 +43,12 @@ impl Default for Policy {
 
 /// Retries with doubling backoff: the one place that counts them, pauses and says so.
 pub(super) struct Backoff<'a> {
-    pub(super) policy: &'a Policy,
+    pub(super) policy: &'a RetryPolicy,
     pub(super) attempt: u32,
 }
 
 impl<'a> Backoff<'a> {
-    pub(super) fn new(policy: &'a Policy) -> Backoff<'a> {
+    pub(super) fn new(policy: &'a RetryPolicy) -> Backoff<'a> {
         Backoff { policy, attempt: 0 }
     }
 
@@ -72,7 +72,7 @@ impl<'a> Backoff<'a> {
 }
 
 /// One answer, read whole.
-pub(super) struct Answer {
+pub(super) struct Reply {
     pub(super) status: u16,
     pub(super) body: Vec<u8>,
 }
@@ -85,7 +85,7 @@ pub(super) fn retry_after(resp: &ureq::http::Response<ureq::Body>) -> Option<Dur
 /// What one try of a call came to.
 pub(super) enum Try {
     /// Hand this back: an answer, or a failure not worth another try.
-    Done(Result<Answer, PlatformError>),
+    Done(Result<Reply, PlatformError>),
     /// Failed in a way another try may cure.
     Again(PlatformError),
 }
@@ -104,7 +104,7 @@ impl Transport {
         what: &str,
         idempotent: bool,
         call: F,
-    ) -> Result<Answer, PlatformError>
+    ) -> Result<Reply, PlatformError>
     where
         F: Fn(&ureq::Agent) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     {
@@ -126,7 +126,7 @@ impl Transport {
     }
 
     /// A 429: waits what the platform asks (`Retry-After`), unless the run's total wait would
-    /// then exceed [`Policy::max_wait`].
+    /// then exceed [`RetryPolicy::max_wait`].
     pub(super) fn wait_out_rate_limit(
         &self,
         what: &str,
@@ -176,7 +176,7 @@ impl Transport {
                     .map_err(|e| self.failed(&e));
                 match body {
                     Ok(body) if status >= 500 => again(api_error(status, &body)),
-                    Ok(body) => Try::Done(Ok(Answer { status, body })),
+                    Ok(body) => Try::Done(Ok(Reply { status, body })),
                     Err(e @ PlatformError::Timeout { .. }) => Try::Done(Err(e)),
                     Err(e) => again(e),
                 }

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::PlatformError;
-use super::transport::Policy;
+use super::transport::RetryPolicy;
 use crate::https::TrustRoots;
 use crate::secret::Secret;
 
@@ -22,7 +22,7 @@ pub(crate) struct Endpoint {
     /// Roots to trust.
     pub roots: TrustRoots,
     /// Retry policy.
-    pub policy: Policy,
+    pub policy: RetryPolicy,
 }
 
 /// How the user proves who they are.

@@ -115,7 +115,7 @@ pub(crate) fn probe(
         .with_config()
         .limit(READ_LIMIT)
         .read_to_vec();
-    let answer = Answer {
+    let answer = Handshake {
         validation: &validation,
         status: resp.status(),
         headers: resp.headers(),
@@ -150,7 +150,7 @@ fn unanswered(url: &str, e: &ureq::Error, timeout: Duration, elapsed: Duration) 
 }
 
 /// What came back from the handshake, as the wire had it.
-struct Answer<'a> {
+struct Handshake<'a> {
     /// The `Validation-Token` we sent, to be echoed.
     validation: &'a str,
     status: http::StatusCode,
@@ -161,7 +161,7 @@ struct Answer<'a> {
 
 /// Judges an answer against the platform's rules: 200, the token echoed, JSON, at most
 /// [`MAX_ANSWER_BYTES`] in all, within [`TIME_LIMIT`]. Pure.
-fn judge(url: &str, answer: &Answer<'_>, elapsed: Duration) -> Report {
+fn judge(url: &str, answer: &Handshake<'_>, elapsed: Duration) -> Report {
     let mut report = Report::blank(url, elapsed);
     let status = answer.status;
     report.status = Some(status.as_u16());
@@ -356,7 +356,7 @@ mod tests {
                 http::HeaderValue::from_str(v).unwrap(),
             );
         }
-        let answer = Answer {
+        let answer = Handshake {
             validation: SENT,
             status: http::StatusCode::from_u16(status).unwrap(),
             headers: &map,

@@ -92,7 +92,7 @@ fn expand(session: &Session, s: &RegisterSettings) -> Result<Vec<String>, Error>
 /// What `register` did (or, in a dry run, would do).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Outcome {
+struct RegisterOutcome {
     /// `created`, `renewed`, `updated`, `replaced`, `moved`, `nothing` (dry run: `create`...).
     action: &'static str,
     dry_run: bool,
@@ -109,7 +109,7 @@ fn reconcile(
     s: &RegisterSettings,
     saved: Option<&State>,
     dry_run: bool,
-) -> Result<Outcome, Error> {
+) -> Result<RegisterOutcome, Error> {
     let filters = expand(session, s)?;
     let existing = session
         .subscriptions()
@@ -139,7 +139,7 @@ fn reconcile(
         for (id, why) in &plan.delete {
             info!("dry run: would delete {id} ({why})");
         }
-        return Ok(Outcome {
+        return Ok(RegisterOutcome {
             action: plan.action.verb(),
             dry_run: true,
             id: kept.as_ref().map(|k| k.id.clone()),
@@ -156,7 +156,7 @@ fn reconcile(
         warn!("the platform disabled the filter {f}: {reason}");
     }
     record(s, saved, owned.as_ref(), plan.action, &sub, now)?;
-    Ok(Outcome {
+    Ok(RegisterOutcome {
         action: plan.action.done(),
         dry_run: false,
         id: Some(sub.id.clone()),

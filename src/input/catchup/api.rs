@@ -16,8 +16,8 @@ use serde_json::value::RawValue;
 use crate::platform::{PlatformError, Session};
 use crate::state::SyncPoint;
 
-use super::plan::{Budget, Group, MAX_SYNC_RECORDS, Step, needs_full_sync};
-use super::record::Head;
+use super::plan::{Budget, Group, MAX_SYNC_RECORDS, SyncStep, needs_full_sync};
+use super::record::RecordHead;
 
 /// A record fetched, with the endpoint it came from.
 #[derive(Debug)]
@@ -27,7 +27,7 @@ pub(crate) struct Fetched {
     /// As sent.
     pub raw: Box<RawValue>,
     /// What `catchup` reads of it.
-    pub head: Head,
+    pub head: RecordHead,
 }
 
 /// Why a kind was not (fully) caught up.
@@ -63,7 +63,7 @@ pub(crate) struct SyncEndpoints {
 /// One answer: the records kept as sent, the rest read as a plain `Value`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Page {
+struct SyncPage {
     records: Vec<Box<RawValue>>,
     #[serde(default)]
     sync_info: Value,
@@ -71,7 +71,7 @@ struct Page {
     navigation: Value,
 }
 
-impl Page {
+impl SyncPage {
     fn info(&self, key: &str) -> Option<String> {
         Some(self.sync_info.get(key)?.as_str()?.to_string())
     }
@@ -107,7 +107,7 @@ fn encode(v: &str) -> String {
 }
 
 enum Got {
-    Page(Page),
+    SyncPage(SyncPage),
     /// The platform refused the sync token.
     Refused,
 }
@@ -133,11 +133,13 @@ fn fetch(
         e => Failure::Platform(e),
     })?;
     if status == 200 {
-        return serde_json::from_slice(&body).map(Got::Page).map_err(|e| {
-            Failure::Platform(PlatformError::BadAnswer {
-                detail: format!("{what}: {e}"),
-            })
-        });
+        return serde_json::from_slice(&body)
+            .map(Got::SyncPage)
+            .map_err(|e| {
+                Failure::Platform(PlatformError::BadAnswer {
+                    detail: format!("{what}: {e}"),
+                })
+            });
     }
     let err = Session::error_of(status, &body);
     if let PlatformError::Api {
@@ -168,7 +170,7 @@ fn fetch(
 
 fn heads(records: Vec<Box<RawValue>>, source: &'static str, out: &mut Vec<Fetched>) {
     for raw in records {
-        let head = Head::parse(&raw);
+        let head = RecordHead::parse(&raw);
         out.push(Fetched { source, raw, head });
     }
 }
@@ -189,7 +191,7 @@ pub(crate) struct Synced {
     /// The new sync point; `None` when nothing moved.
     pub point: Option<SyncPoint>,
     /// The step actually taken (an ISync may have become an FSync).
-    pub step: Step,
+    pub step: SyncStep,
     /// Set when the run stopped short (rate limit, budget); the point then says where.
     pub stopped: Option<Failure>,
 }
@@ -200,47 +202,47 @@ pub(crate) fn sync(
     session: &Session,
     budget: &mut Budget,
     t: &SyncEndpoints,
-    step: Step,
+    step: SyncStep,
     old: Option<&SyncPoint>,
     full_from: SystemTime,
 ) -> Result<Synced, Failure> {
     let mut records = Vec::new();
     let mut step = step;
     let mut point = None;
-    if let Step::ISync { token, .. } = &step {
+    if let SyncStep::ISync { token, .. } = &step {
         let url = format!("{}?syncType=ISync&syncToken={}", t.sync, encode(token));
         match fetch(session, budget, t, "sync (ISync)", &url)? {
-            Got::Page(p) if p.records.len() < MAX_SYNC_RECORDS => {
+            Got::SyncPage(p) if p.records.len() < MAX_SYNC_RECORDS => {
                 point = Some(SyncPoint {
                     backfill: old.and_then(|o| o.backfill.clone()),
                     ..p.point(t)
                 });
                 heads(p.records, t.sources.0, &mut records);
             }
-            Got::Page(_) => {
+            Got::SyncPage(_) => {
                 info!(
                     "{}: {MAX_SYNC_RECORDS} changes or more since the last run: a full sync instead",
                     t.sync
                 );
-                step = Step::FSync { from: full_from };
+                step = SyncStep::FSync { from: full_from };
             }
             Got::Refused => {
                 info!(
                     "{}: the platform wants a full sync (the sync token is no longer valid)",
                     t.sync
                 );
-                step = Step::FSync { from: full_from };
+                step = SyncStep::FSync { from: full_from };
             }
         }
     }
-    if let Step::FSync { from } = step {
+    if let SyncStep::FSync { from } = step {
         let url = format!(
             "{}?syncType=FSync&dateFrom={}&recordCount={MAX_SYNC_RECORDS}{}",
             t.sync,
             encode(&time(from)),
             t.frame_query
         );
-        let Got::Page(p) = fetch(session, budget, t, "sync (FSync)", &url)? else {
+        let Got::SyncPage(p) = fetch(session, budget, t, "sync (FSync)", &url)? else {
             unreachable!("only ISync is refused");
         };
         let older = p
@@ -298,7 +300,7 @@ fn list(
     // Bounded by the budget: every page takes one request of it.
     loop {
         let page = match fetch(session, budget, t, "list", &url) {
-            Ok(Got::Page(p)) => p,
+            Ok(Got::SyncPage(p)) => p,
             Ok(Got::Refused) => unreachable!("only ISync is refused"),
             Err(e) => return Err((reached, e)),
         };

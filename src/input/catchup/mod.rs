@@ -31,7 +31,7 @@ use crate::platform::{self, Session};
 use crate::state::{self, SyncPoint};
 
 use api::{Failure, SyncEndpoints};
-use plan::{Budget, Coverage, Group, Step, Tally};
+use plan::{Budget, Coverage, Group, SyncStep, Tally};
 
 /// Lines logged this long before a candidate's own time are read for dedupe (clock skew).
 const SKEW: Duration = Duration::from_secs(600);
@@ -135,11 +135,11 @@ fn lock(file: &File, path: &Path) -> Result<(), Error> {
 }
 
 /// One kind to sync: messages of an extension, or the account's calls.
-struct Kind {
+struct SyncKind {
     /// `Some(extension id)` for messages, `None` for calls.
     extension: Option<String>,
     target: SyncEndpoints,
-    step: Step,
+    step: SyncStep,
     full_from: SystemTime,
 }
 
@@ -149,7 +149,7 @@ fn kinds(
     since: Option<SystemTime>,
     last: Option<SystemTime>,
     now: SystemTime,
-) -> Vec<Kind> {
+) -> Vec<SyncKind> {
     let account = format!("/restapi/v1.0/account/{}", c.account);
     let mut out = Vec::new();
     // Least recently synced first, so a budget too small for every extension starves none.
@@ -170,10 +170,10 @@ fn kinds(
         // ends): a full sync reaches back as far as an ISync's cutoff would accept.
         let full_from = plan::message_full_from(since, point, last, now);
         let mut step = plan::step(since, point, &frame, last, plan::MESSAGE_SLACK, now);
-        if let Step::FSync { from } = &mut step {
+        if let SyncStep::FSync { from } = &mut step {
             *from = full_from;
         }
-        out.push(Kind {
+        out.push(SyncKind {
             extension: Some(ext.clone()),
             step,
             full_from,
@@ -196,10 +196,10 @@ fn kinds(
         // while before (the log's dedupe makes the overlap harmless).
         let full_from = (plan::full_from(since, point, last, now) - plan::CALL_SLACK).max(floor);
         let mut step = plan::step(since, point, "", last, plan::CALL_SLACK, now);
-        if let Step::FSync { from } = &mut step {
+        if let SyncStep::FSync { from } = &mut step {
             *from = full_from;
         }
-        out.push(Kind {
+        out.push(SyncKind {
             extension: None,
             step,
             full_from,
@@ -218,7 +218,7 @@ fn kinds(
 }
 
 /// What the sync of one kind left to write and store.
-struct Outcome {
+struct KindOutcome {
     extension: Option<String>,
     records: Vec<api::Fetched>,
     point: Option<SyncPoint>,
@@ -239,7 +239,7 @@ fn fetch_all(
     saved: &state::State,
     last: Option<SystemTime>,
     now: SystemTime,
-) -> Result<(Coverage, Vec<Outcome>, Option<Error>), Error> {
+) -> Result<(Coverage, Vec<KindOutcome>, Option<Error>), Error> {
     let p = &s.manage.platform;
     let session = platform::login(p.endpoint.clone(), &p.credentials)
         .map_err(fail(&format!("cannot sign in to {}", p.endpoint.server)))?;
@@ -276,7 +276,7 @@ fn sync_kinds(
     saved: &state::State,
     last: Option<SystemTime>,
     now: SystemTime,
-) -> (Vec<Outcome>, Option<Error>) {
+) -> (Vec<KindOutcome>, Option<Error>) {
     let mut budget = Budget::default();
     let mut out = Vec::new();
     let mut first_error = None;
@@ -293,8 +293,8 @@ fn sync_kinds(
         match api::sync(session, &mut budget, &k.target, step, old, k.full_from) {
             Ok(synced) => {
                 let mut floor = match synced.step {
-                    Step::ISync { cutoff, .. } => cutoff,
-                    Step::FSync { from } => from,
+                    SyncStep::ISync { cutoff, .. } => cutoff,
+                    SyncStep::FSync { from } => from,
                 };
                 if let Some((from, _)) = old.and_then(|o| o.backfill.as_ref()) {
                     if let Ok(f) = humantime::parse_rfc3339_weak(from) {
@@ -307,7 +307,7 @@ fn sync_kinds(
                         describe(why)
                     );
                 }
-                out.push(Outcome {
+                out.push(KindOutcome {
                     extension: k.extension,
                     records: synced.records,
                     point: synced.point,
@@ -498,7 +498,7 @@ fn append(log: &mut File, lines: &[u8]) -> std::io::Result<()> {
 }
 
 /// Stores the new sync points into the state file as it is now (register may have written it).
-fn store(path: &Path, server: &str, outcomes: &[Outcome]) -> Result<(), Error> {
+fn store(path: &Path, server: &str, outcomes: &[KindOutcome]) -> Result<(), Error> {
     let Some(mut st) = state::load(path)?.filter(|st| st.server == server) else {
         warn!(
             "the state file {} changed hands during the run; sync tokens not stored",

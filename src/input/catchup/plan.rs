@@ -170,7 +170,7 @@ pub(crate) fn coverage(filters: &[String]) -> Coverage {
 
 /// Which sync to ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Step {
+pub(crate) enum SyncStep {
     /// Changes since the token.
     ISync {
         /// The stored token.
@@ -228,18 +228,18 @@ pub(crate) fn step(
     last_notification: Option<SystemTime>,
     slack: Duration,
     now: SystemTime,
-) -> Step {
+) -> SyncStep {
     if since.is_none() {
         if let Some(p) = point.filter(|p| p.frame == frame) {
             if let (Some(token), Ok(t)) = (&p.token, humantime::parse_rfc3339_weak(&p.time)) {
-                return Step::ISync {
+                return SyncStep::ISync {
                     token: token.clone(),
                     cutoff: t - slack,
                 };
             }
         }
     }
-    Step::FSync {
+    SyncStep::FSync {
         from: full_from(since, point, last_notification, now),
     }
 }
@@ -445,7 +445,7 @@ mod tests {
             Option<&'a SyncPoint>,
             &'a str,
             Option<&'a str>,
-            Step,
+            SyncStep,
         );
         let cases: &[Case] = &[
             (
@@ -453,7 +453,7 @@ mod tests {
                 Some(&point),
                 "SMS",
                 None,
-                Step::ISync {
+                SyncStep::ISync {
                     token: "tok".into(),
                     cutoff: t("2026-11-23T03:59:00Z"),
                 },
@@ -464,7 +464,7 @@ mod tests {
                 Some(&point),
                 "SMS",
                 None,
-                Step::FSync {
+                SyncStep::FSync {
                     from: t("2026-11-20T00:00:00Z"),
                 },
             ),
@@ -474,7 +474,7 @@ mod tests {
                 Some(&point),
                 "SMS,VoiceMail",
                 Some("2026-11-23T04:30:00Z"),
-                Step::FSync {
+                SyncStep::FSync {
                     from: t("2026-11-23T04:00:00Z"),
                 },
             ),
@@ -484,7 +484,7 @@ mod tests {
                 None,
                 "SMS",
                 Some("2026-11-23T02:10:00Z"),
-                Step::FSync {
+                SyncStep::FSync {
                     from: t("2026-11-23T02:10:00Z"),
                 },
             ),
@@ -493,7 +493,7 @@ mod tests {
                 None,
                 "SMS",
                 None,
-                Step::FSync {
+                SyncStep::FSync {
                     from: t("2026-11-22T05:00:00Z"),
                 },
             ),
@@ -509,7 +509,7 @@ mod tests {
         };
         assert_eq!(
             step(None, Some(&refused), "SMS", None, slack, now),
-            Step::FSync {
+            SyncStep::FSync {
                 from: t("2026-11-23T04:00:00Z")
             }
         );

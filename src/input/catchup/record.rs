@@ -21,7 +21,7 @@ use crate::oplog::Escaped;
 /// The fields of a message or call-log record that `catchup` reads; the record is kept whole.
 /// (A plain `Value`, not a derived struct: the binary already carries its parser.)
 #[derive(Debug, Default)]
-pub(crate) struct Head(Value);
+pub(crate) struct RecordHead(Value);
 
 /// An id as text: `606090030016` whether it came as a number or a string.
 pub(crate) fn id_text(v: Option<&Value>) -> Option<String> {
@@ -32,10 +32,10 @@ pub(crate) fn id_text(v: Option<&Value>) -> Option<String> {
     }
 }
 
-impl Head {
+impl RecordHead {
     /// Reads the head of `raw` (a record that is not an object reads as empty).
-    pub(crate) fn parse(raw: &RawValue) -> Head {
-        Head(serde_json::from_slice(raw.get().as_bytes()).unwrap_or_default())
+    pub(crate) fn parse(raw: &RawValue) -> RecordHead {
+        RecordHead(serde_json::from_slice(raw.get().as_bytes()).unwrap_or_default())
     }
 
     fn text(&self, key: &str) -> Option<&str> {
@@ -102,7 +102,7 @@ impl Seen {
     }
 
     /// True when the call `head` (id `id`) is in the log, itself or through its session.
-    pub(crate) fn has_call(&self, id: &str, head: &Head) -> bool {
+    pub(crate) fn has_call(&self, id: &str, head: &RecordHead) -> bool {
         self.keys.contains(&format!("c:{id}"))
             || head
                 .sessions()
@@ -305,7 +305,7 @@ mod tests {
             records: Vec<&'a RawValue>,
         }
         let page: Page = serde_json::from_slice(&raw).unwrap();
-        let h = Head::parse(page.records[0]);
+        let h = RecordHead::parse(page.records[0]);
         assert_eq!(h.id().as_deref(), Some("QwVrCHkfAA9NQA"));
         assert!(h.alive() && h.time().is_some());
         assert_eq!(
@@ -314,12 +314,12 @@ mod tests {
         );
         let raw = std::fs::read(dir.join("widgets-fixture-message-sync-fsync.json")).unwrap();
         let page: Page = serde_json::from_slice(&raw).unwrap();
-        let h = Head::parse(page.records[2]);
+        let h = RecordHead::parse(page.records[2]);
         assert_eq!(h.id().as_deref(), Some("5475920007"));
         assert_eq!((h.kind(), h.direction()), ("SMS", "Outbound"));
         let gone: Box<RawValue> =
             serde_json::from_str(r#"{"id":1,"availability":"Purged"}"#).unwrap();
-        assert!(!Head::parse(&gone).alive());
+        assert!(!RecordHead::parse(&gone).alive());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::time::Duration;
 
-use super::{Record, Sink, Verdict};
+use super::{Outgoing, Sink, Verdict};
 use crate::cli;
 use crate::config::{Setting, Vars, secret_or_file};
 use crate::error::Error;
@@ -82,7 +82,7 @@ impl Sink for HttpSink {
         self.url.clone()
     }
 
-    fn destination(&self, _record: &Record<'_>) -> String {
+    fn destination(&self, _record: &Outgoing<'_>) -> String {
         self.url.clone()
     }
 
@@ -90,7 +90,7 @@ impl Sink for HttpSink {
         1
     }
 
-    fn submit(&mut self, slot: u64, record: &Record<'_>) -> Result<(), String> {
+    fn submit(&mut self, slot: u64, record: &Outgoing<'_>) -> Result<(), String> {
         let mut req = self
             .agent
             .post(&self.url)

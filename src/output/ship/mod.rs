@@ -36,7 +36,7 @@ use crate::log::cursor::{self, Cursor};
 use crate::log::follow::{self, Follower, Start};
 use crate::oplog::Escaped;
 use record::Shippable;
-pub(crate) use sink::{Record, Sink, Verdict};
+pub(crate) use sink::{Outgoing, Sink, Verdict};
 
 /// First wait after a failure; doubles per failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -277,12 +277,12 @@ impl Item {
     }
 
     /// What a sink sends for this record; `None` when it goes to the dead-letter file.
-    fn outgoing(&self) -> Option<Record<'_>> {
+    fn outgoing(&self) -> Option<Outgoing<'_>> {
         if self.refusal().is_some() {
             return None;
         }
         let s = self.ship.as_ref().ok()?;
-        Some(Record {
+        Some(Outgoing {
             key: &s.key,
             event: &s.event,
             received_at: &s.received_at,

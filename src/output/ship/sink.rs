@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// One record as a sink sends it.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Record<'a> {
+pub(crate) struct Outgoing<'a> {
     /// The idempotency key: the notification's uuid, or `message:<id>` / `call:<id>`.
     pub key: &'a str,
     /// The event's name (`presence`), for sinks that route by it.
@@ -44,12 +44,12 @@ pub(crate) trait Sink {
     /// Where it sends, for the operational log (no secrets).
     fn describe(&self) -> String;
     /// Where `record` would go, for `--dry-run`.
-    fn destination(&self, record: &Record<'_>) -> String;
+    fn destination(&self, record: &Outgoing<'_>) -> String;
     /// Records in flight at most.
     fn window(&self) -> usize;
     /// Sends `record` (`slot` names it in the verdicts); it may only be buffered. An error means
     /// the connection is unusable.
-    fn submit(&mut self, slot: u64, record: &Record<'_>) -> Result<(), String>;
+    fn submit(&mut self, slot: u64, record: &Outgoing<'_>) -> Result<(), String>;
     /// Adds the verdicts that arrived, waiting up to `wait` for the first.
     fn poll(&mut self, wait: Duration, out: &mut Vec<(u64, Verdict)>) -> Result<(), String>;
     /// Drops the connection after a failure; the next `submit` connects again.

@@ -237,7 +237,7 @@ fn read_out(run: &mut Run, registry: &Registry) {
 /// What `register --json` answers (the fields used here).
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Outcome {
+struct ReconcileOutcome {
     action: Option<String>,
     id: Option<String>,
     status: Option<String>,
@@ -245,12 +245,12 @@ struct Outcome {
     filters: Option<u64>,
 }
 
-fn read_outcome(out: &[u8]) -> Option<Outcome> {
+fn read_outcome(out: &[u8]) -> Option<ReconcileOutcome> {
     serde_json::from_slice(out).ok()
 }
 
 /// A run succeeded with `outcome`: what the metrics show of the subscription.
-fn learn(status: &mut RegisterStatus, outcome: Option<&Outcome>, now: SystemTime) {
+fn learn(status: &mut RegisterStatus, outcome: Option<&ReconcileOutcome>, now: SystemTime) {
     status.ok += 1;
     status.failed_in_a_row = 0;
     status.last_success = Some(now);
@@ -267,7 +267,7 @@ fn learn(status: &mut RegisterStatus, outcome: Option<&Outcome>, now: SystemTime
 }
 
 /// One line from `register --json`'s answer: `subscription created 5f1c…, expires …, 2 filters`.
-fn summary(outcome: Option<&Outcome>) -> String {
+fn summary(outcome: Option<&ReconcileOutcome>) -> String {
     match outcome {
         Some(o) => format!(
             "subscription {} {}, expires {}, {} filters",

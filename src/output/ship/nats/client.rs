@@ -3,7 +3,7 @@
 //! servers that require TLS) with timeouts. No maintained synchronous client crate exists (`nats`
 //! is deprecated, `async-nats` needs tokio), and this is a few hundred lines.
 //!
-//! [`parse`] is Sans-IO: bytes in, one server operation out; [`Conn`] does the I/O.
+//! [`parse`] is Sans-IO: bytes in, one server operation out; [`NatsConn`] does the I/O.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -126,7 +126,7 @@ trait Stream: Read + Write + Send {}
 impl<T: Read + Write + Send> Stream for T {}
 
 /// One connection to a NATS server.
-pub struct Conn {
+pub struct NatsConn {
     stream: Box<dyn Stream>,
     tcp: TcpStream,
     rbuf: Vec<u8>,
@@ -160,7 +160,7 @@ fn tls_config(roots: &TrustRoots) -> Result<Arc<rustls::ClientConfig>, String> {
     Ok(Arc::new(cfg))
 }
 
-impl Conn {
+impl NatsConn {
     /// Connects to `addr` (`HOST:PORT`), upgrades to TLS when `tls` or the server requires it,
     /// logs in with `auth` and waits for the server's `PONG`: a connection that is usable.
     pub fn connect(
@@ -169,7 +169,7 @@ impl Conn {
         auth: &Auth,
         roots: &TrustRoots,
         timeout: Duration,
-    ) -> Result<Conn, String> {
+    ) -> Result<NatsConn, String> {
         // One deadline for the whole login: the addresses, the TLS handshake, INFO and PONG.
         let deadline = Instant::now() + timeout;
         let left = || {
@@ -196,7 +196,7 @@ impl Conn {
         tcp.set_nodelay(true).ok();
         tcp.set_read_timeout(Some(timeout)).ok();
         tcp.set_write_timeout(Some(timeout)).ok();
-        let mut conn = Conn {
+        let mut conn = NatsConn {
             stream: Box::new(tcp.try_clone().map_err(|e| e.to_string())?),
             tcp,
             rbuf: Vec::with_capacity(64 << 10),
@@ -277,7 +277,7 @@ impl Conn {
         }
     }
 
-    /// Queues raw protocol bytes (flushed by [`Conn::flush`]).
+    /// Queues raw protocol bytes (flushed by [`NatsConn::flush`]).
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
         self.wbuf.extend_from_slice(bytes);
         Ok(())

@@ -17,14 +17,14 @@ pub(crate) mod nkey;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::{Record, Sink, Verdict};
+use super::{Outgoing, Sink, Verdict};
 use crate::cli;
 use crate::config::{Setting, Vars, secret_or_file};
 use crate::error::Error;
 use crate::https::TrustRoots;
 use crate::oplog::Escaped;
 use crate::secret::Secret;
-use client::{Auth, Conn, ServerOp, status_of};
+use client::{Auth, NatsConn, ServerOp, status_of};
 
 /// NATS credentials, from the environment, the env file or a credential file only.
 #[derive(Debug, Clone, Default)]
@@ -153,7 +153,7 @@ pub(crate) struct NatsSink {
     window: usize,
     /// `NATS_CREDS`, read again before each connect (a renewed user JWT is taken up).
     creds_path: Option<std::path::PathBuf>,
-    conn: Option<Conn>,
+    conn: Option<NatsConn>,
     inbox: String,
     /// The publishes awaiting their acknowledgement: slot → when it was sent (slots grow with
     /// time on one connection, so the first is the oldest).
@@ -201,7 +201,7 @@ pub(crate) fn judge_ack(payload: &[u8]) -> Verdict {
 }
 
 impl NatsSink {
-    fn subject_for(&self, record: &Record<'_>) -> String {
+    fn subject_for(&self, record: &Outgoing<'_>) -> String {
         self.subject.replace("{event}", record.event)
     }
 
@@ -233,7 +233,7 @@ impl NatsSink {
         }
     }
 
-    fn conn(&mut self) -> Result<&mut Conn, String> {
+    fn conn(&mut self) -> Result<&mut NatsConn, String> {
         if self.conn.is_none() {
             if let Some(path) = &self.creds_path {
                 // As the NATS clients do; a file that went bad keeps the last good one.
@@ -245,7 +245,8 @@ impl NatsSink {
                     ),
                 }
             }
-            let mut c = Conn::connect(&self.addr, self.tls, &self.auth, &self.roots, self.timeout)?;
+            let mut c =
+                NatsConn::connect(&self.addr, self.tls, &self.auth, &self.roots, self.timeout)?;
             // A fresh inbox per connection: an acknowledgement can only answer this connection.
             let r = super::random();
             self.inbox = format!("_INBOX.ringhook{r:x}");
@@ -269,11 +270,11 @@ impl Sink for NatsSink {
         format!("{scheme}://{}/{}", self.addr, self.subject)
     }
 
-    fn destination(&self, record: &Record<'_>) -> String {
+    fn destination(&self, record: &Outgoing<'_>) -> String {
         self.subject_for(record)
     }
 
-    fn submit(&mut self, slot: u64, record: &Record<'_>) -> Result<(), String> {
+    fn submit(&mut self, slot: u64, record: &Outgoing<'_>) -> Result<(), String> {
         let payload = record.payload;
         let subject = self.subject_for(record);
         let header = format!("Nats-Msg-Id: {}\r\n", record.key);
