@@ -18,6 +18,7 @@ use crate::input::serve::metrics::{self, Counters};
 use crate::input::serve::policy::{self as policy, Answer, Framing, Head, Outcome, Policy, Route};
 use crate::input::serve::throttle::{Kind, Throttle};
 use crate::log::Record;
+use crate::oplog::Escaped;
 
 /// A chunk-size line or trailer longer than this is refused rather than buffered.
 const MAX_FRAMING: usize = 64 * 1024;
@@ -463,7 +464,12 @@ impl Exchange {
         if let Some(reason) = &answer.reason {
             ctx.counters.rejected += 1;
             if ctx.throttle.allow(Kind::Rejected) {
-                info!("{} {}: {reason}", self.peer, answer.status.as_u16());
+                info!(
+                    "{} {}: {}",
+                    self.peer,
+                    answer.status.as_u16(),
+                    Escaped(reason)
+                );
             }
         }
         self.release(ctx.budget);
@@ -523,7 +529,7 @@ impl Exchange {
         ctx.counters.rejected += 1;
         ctx.counters.responses.count(status.as_u16());
         if ctx.throttle.allow(Kind::Rejected) {
-            info!("{} {}: {why}", self.peer, status.as_u16());
+            info!("{} {}: {}", self.peer, status.as_u16(), Escaped(why));
         }
         self.output.extend_from_slice(&raw_answer(status));
         self.phase = Phase::Answered { close: true };
