@@ -48,8 +48,8 @@ pub(crate) struct Ctx<'a> {
     pub policy: &'a Policy,
     /// Size limits.
     pub limits: &'a Limits,
-    /// False while the event log cannot be written (for the health check).
-    pub log_healthy: bool,
+    /// The event log's health (for the health check).
+    pub log_health: policy::Health,
     /// True after SIGTERM: close after the answer in flight.
     pub draining: bool,
     /// Scratch space for encoding answers (at least 32 KiB).
@@ -403,7 +403,7 @@ impl Exchange {
         ctx: &mut Ctx,
     ) -> Option<Step> {
         let handshake = matches!(route, Route::Handshake(_));
-        match policy::on_body(route, ctx.log_healthy) {
+        match policy::on_body(route, ctx.log_health) {
             Outcome::Answer(a) => {
                 if handshake {
                     ctx.counters.handshakes += 1;
@@ -778,11 +778,12 @@ mod tests {
         ];
         let Outcome::Answer(handshake) = policy::on_body(
             Route::Handshake(http::HeaderValue::from_static("tok-1")),
-            true,
+            policy::Health::Ok,
         ) else {
             panic!("a handshake is answered")
         };
-        let Outcome::Answer(health) = policy::on_body(Route::Health, false) else {
+        let Outcome::Answer(health) = policy::on_body(Route::Health, policy::Health::Unwritable)
+        else {
             panic!("a health check is answered")
         };
         let refused = match policy::on_head(
