@@ -21,6 +21,10 @@
 # notification and handshake latency, beside the group-commit bound $CONNS events / sync time.
 # --ringhook-only: nginx and the ringhook rows only (a quicker run).
 #
+# Beside it: scripts/bench/stall.py (a 2 s sync on the FUSE slow disk, examples/slow_disk.rs:
+# handshake, /health and /metrics latency while it is stuck) and scripts/bench/scrape-flood.sh
+# (notifications while 50 connections scrape /metrics).
+#
 # Installs what it needs when run as root on Debian (wrk, nginx-light, nodejs, npm, webhook,
 # strace; the Express packages from npm into a temporary directory); a receiver that cannot be
 # installed is left out with a note, and one that is installed but cannot start stops the run

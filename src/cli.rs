@@ -179,6 +179,13 @@ pub(crate) const HEALTH_PATH: Opt = Opt::flag(
 )
 .env(&["RINGHOOK_HEALTH_PATH"])
 .means("off");
+pub(crate) const HEALTH_MAX_SYNC: Opt = Opt::flag(
+    "--health-max-sync",
+    "DURATION",
+    "With --health-path: 503 while an fdatasync of the log has run longer than this",
+)
+.env(&["RINGHOOK_HEALTH_MAX_SYNC"])
+.default("5s");
 pub(crate) const METRICS_PATH: Opt = Opt::flag(
     "--metrics-path",
     "PATH",
@@ -700,6 +707,7 @@ pub(crate) const SERVE: &[&Opt] = &[
     &PATH,
     &LOG_FILE,
     &HEALTH_PATH,
+    &HEALTH_MAX_SYNC,
     &METRICS_PATH,
     &TOKEN_FILE,
     &MAX_BODY,

@@ -64,6 +64,7 @@ fn every_alert_has_a_test_and_uses_only_real_families() {
             connections_open: 1,
             log_writable: true,
             log_sync: &Histogram::default(),
+            log_sync_in_flight: None,
             exec: Some(ExecOutcomes::default()),
             register: Some(&r),
             ship: Some(&ShipFigures::default()),

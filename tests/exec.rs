@@ -247,3 +247,34 @@ fn exec_flags_are_validated_at_start() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// A uuid is the sender's text: with escape sequences and CRLF in it, the operational log shows it
+/// escaped (no raw ESC or CR reaches stderr) and no forged line appears, in `--exec`'s lines (a
+/// failure, a full queue) and serve's duplicate line.
+#[test]
+fn a_hostile_uuid_cannot_forge_an_operational_log_line() {
+    const FORGED: &str = "2026-01-01T00:00:00.000Z ERROR forged";
+    let mut s = serve_exec(
+        "sleep 0.3; exit 3",
+        &["--exec-max", "1", "--exec-queue", "0"],
+    );
+    let uuid = format!(r"esc\u001b[31m\r\n{FORGED}");
+    let body = format!(r#"{{"uuid":"{uuid}","event":"/e","body":{{}}}}"#);
+    notify(&s, &body); // runs and fails
+    notify(&s, &body); // a duplicate: acknowledged, its command not run again
+    let other = body.replace("esc", "other");
+    notify(&s, &other); // its command is skipped: the one slot is busy
+    s.wait_until(
+        "the failure, the duplicate and the skip are reported",
+        |err| {
+            err.contains("exit status: 3")
+                && err.contains("duplicate notification")
+                && err.contains("command skipped")
+        },
+    );
+    assert!(s.stop().success());
+    let err = s.stderr();
+    assert!(!err.contains('\u{1b}') && !err.contains('\r'), "{err:?}");
+    assert!(!err.lines().any(|l| l.starts_with(FORGED)), "{err}");
+    assert!(err.contains(r"esc\u{1b}[31m\r\n2026"), "{err}");
+}

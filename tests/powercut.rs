@@ -324,3 +324,108 @@ fn the_disk_forgets_exactly_what_was_not_synced() {
     append("synced", b"\n", true);
     assert_eq!(disk.syncs(), before + 1);
 }
+
+/// True when no answer has arrived on `c` yet (it is not closed either).
+fn unanswered(c: &mut TcpStream) -> bool {
+    use std::io::Read;
+    c.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 1];
+    let pending = matches!(c.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    c.set_nonblocking(false).unwrap();
+    pending
+}
+
+/// A sync stuck for 2 s (an SD card collecting its garbage) holds up its own batch and nothing
+/// else: while it runs, `/metrics` shows it in flight, a handshake is answered, `/health` tells
+/// the truth (200 while the sync is younger than `--health-max-sync`, 503 and why once older),
+/// and a notification sent meanwhile waits for the next batch. The notification in the stuck
+/// batch is answered only after its sync: a power cut right after its 200 keeps it. Orderings,
+/// not durations, are asserted.
+#[test]
+fn a_stuck_sync_holds_up_only_its_own_batch() {
+    let mut disk = match Disk::mount() {
+        Ok(disk) => disk,
+        Err(MountError::Unavailable(e)) => {
+            eprintln!("SKIPPED a_stuck_sync_holds_up_only_its_own_batch: /dev/fuse unusable: {e}");
+            return;
+        }
+        Err(MountError::Failed(e)) => panic!("cannot mount the slow disk: {e}"),
+    };
+    let dir = disk.path().join("logs");
+    std::fs::create_dir(&dir).unwrap();
+    sync_dir(disk.path());
+    let log = dir.join("events.jsonl");
+    let body = |uuid: &str| format!(r#"{{"uuid":"{uuid}","event":"/restapi/v1.0/x","body":{{}}}}"#);
+    for (max_sync, health) in [("1h", 200), ("1ms", 503)] {
+        let mut s = Serve::new()
+            .env("WEBHOOK_VERIFICATION_TOKEN", TOKEN)
+            .env("RINGHOOK_HEALTH_MAX_SYNC", max_sync)
+            .args(["--log-file".as_ref(), log.as_os_str()])
+            .args(["--health-path", "/health", "--metrics-path", "/metrics"])
+            .start();
+        disk.set_sync_delay(Duration::from_secs(2));
+        let (first, second) = (format!("stuck-{max_sync}"), format!("next-{max_sync}"));
+        let mut a = s.connect();
+        a.write_all(&s.notification_request(body(&first).as_bytes(), Some(TOKEN)))
+            .unwrap();
+        // Scrapes are answered while the sync is stuck: until one shows it in flight.
+        let scrape = loop {
+            let r = s.exchange(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert_eq!(r.status, 200);
+            let text = String::from_utf8(r.body.clone()).unwrap();
+            if text.contains("\nringhook_log_sync_in_flight 1\n") {
+                crate::metrics::promtool_accepts(&r.body);
+                break text;
+            }
+            assert!(
+                unanswered(&mut a),
+                "answered before its sync was seen in flight"
+            );
+        };
+        assert!(
+            scrape.contains("\nringhook_log_sync_age_seconds "),
+            "{scrape}"
+        );
+        let h = s.exchange(&s.handshake_request("stuck-handshake"));
+        assert_eq!(h.status, 200);
+        assert_eq!(h.header("validation-token"), Some("stuck-handshake"));
+        assert!(unanswered(&mut a), "answered while its sync is stuck");
+        let mut b = s.connect();
+        b.write_all(&s.notification_request(body(&second).as_bytes(), Some(TOKEN)))
+            .unwrap();
+        let r = loop {
+            let r = s.exchange(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+            if r.status == health {
+                break r;
+            }
+            assert!(
+                unanswered(&mut a),
+                "health never said {health} during the stall"
+            );
+        };
+        if health == 503 {
+            assert!(String::from_utf8_lossy(&r.body).contains("sync"), "{r:?}");
+        }
+        assert!(unanswered(&mut a), "answered while its sync is stuck");
+        assert!(
+            unanswered(&mut b),
+            "the next batch answered before the stuck one"
+        );
+        disk.set_sync_delay(Duration::ZERO);
+        assert_eq!(read_status(&mut a), Some(200));
+        assert_eq!(read_status(&mut b), Some(200));
+        // Both answers came after their syncs: a power cut now keeps both lines.
+        disk.cut(Cut::DropUnsynced);
+        s.signal("KILL");
+        s.wait_exit();
+        drop(s);
+        disk.restart();
+        let text = std::fs::read_to_string(&log).unwrap();
+        for uuid in [&first, &second] {
+            assert!(
+                text.contains(&format!("\"uuid\":\"{uuid}\"")),
+                "{uuid} lost:\n{text}"
+            );
+        }
+    }
+}

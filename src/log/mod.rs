@@ -8,6 +8,7 @@
 //! - [`dedupe`]: the uuids recently logged, so a redelivery is not written twice;
 //! - [`histogram`]: how long the syncs take;
 //! - [`writer`]: the append-only file, group commit, fdatasync, cut-back, torn-tail repair;
+//! - [`disk`]: the one thread where the file's blocking work runs while `serve` serves;
 //! - [`follow`]: reads the log from a [`cursor`] on, across rotations;
 //! - [`cursor`]: where a reader is, stored as one line;
 //! - [`rotated`]: the rotated copies of the log beside it, oldest first.
@@ -19,6 +20,7 @@
 #[cfg_attr(not(feature = "ship"), allow(dead_code))]
 pub(crate) mod cursor;
 pub(crate) mod dedupe;
+mod disk;
 #[cfg_attr(not(feature = "ship"), allow(dead_code))]
 pub(crate) mod follow;
 pub(crate) mod histogram;
@@ -28,4 +30,4 @@ pub(crate) mod rotated;
 pub(crate) mod writer;
 
 pub(crate) use line::Record;
-pub(crate) use writer::{Commit, EventLog};
+pub(crate) use writer::{Batch, Commit, EventLog, Finished};

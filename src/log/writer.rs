@@ -4,16 +4,20 @@
 //!
 //! Durability: a batch of lines is written with one `write` and one `fdatasync`; only then are the
 //! requests in it acknowledged. A failed batch is cut off again (`ftruncate` to the last synced
-//! length) so a later batch never lands after half a line.
+//! length) so a later batch never lands after half a line. The write and the sync run on the
+//! disk thread ([`super::disk`]), one batch at a time: batch N+1 is written only once batch N's
+//! sync returned, so the cut-back of a failed N never takes a line of N+1 with it, and N+1 never
+//! lands in the file behind a batch that may still be cut.
 
-use std::borrow::Borrow;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::dedupe::Dedupe;
+use super::disk::{self, Done, Job};
 use super::histogram::Histogram;
 use super::line::{Line, Record};
 
@@ -32,13 +36,36 @@ enum Destination {
     Stdout,
     File {
         path: PathBuf,
-        file: File,
+        /// Shared with the disk thread while a job is with it (never two jobs at once).
+        file: Arc<File>,
         /// Length of the file up to the last synced line: where a failed batch is cut back to.
         synced_len: u64,
     },
 }
 
+/// A batch back from the log: its records, and what became of each (same order).
+pub(crate) struct Batch {
+    pub records: Vec<Record>,
+    pub verdicts: Vec<Commit>,
+}
+
+/// A job of the log's that is done.
+pub(crate) enum Finished {
+    /// A batch: acknowledge it.
+    Batch(Batch),
+    /// A probe of the unwritable log ([`EventLog::is_healthy`] says how it went).
+    Probe,
+    /// A reopen (SIGHUP), or why it failed (the old file is still written then).
+    Reopen(io::Result<()>),
+}
+
 /// The open event log.
+///
+/// Its file work runs on the disk thread ([`super::disk`]) once [`EventLog::start`] started it
+/// (before that, and for stdout, on the caller's thread): [`EventLog::begin`],
+/// [`EventLog::probe`] and [`EventLog::reopen`] hand a job over and return `None`, or return
+/// what finished at once; [`EventLog::finish`] takes the result when the thread has woken the
+/// loop. One job at a time: start one only when [`EventLog::busy_since`] is `None`.
 pub(crate) struct EventLog {
     sink: Destination,
     dedupe: Dedupe,
@@ -48,6 +75,10 @@ pub(crate) struct EventLog {
     batch_keys: Vec<u64>,
     /// How long each `fdatasync` took (for `ringhook_log_sync_seconds`).
     pub sync_seconds: Histogram,
+    /// The disk thread, once started.
+    disk: Option<disk::Thread>,
+    /// Since when a job has been with the disk thread.
+    busy: Option<Instant>,
 }
 
 /// What opening the log found, for the start-up line.
@@ -60,16 +91,22 @@ pub(crate) struct Recovery {
 }
 
 impl EventLog {
-    /// Events to standard output.
-    pub(crate) fn stdout(dedupe_window: usize) -> EventLog {
+    fn with(sink: Destination, dedupe: Dedupe) -> EventLog {
         EventLog {
-            sink: Destination::Stdout,
-            dedupe: Dedupe::new(dedupe_window),
+            sink,
+            dedupe,
             healthy: true,
             buf: Vec::new(),
             batch_keys: Vec::new(),
             sync_seconds: Histogram::default(),
+            disk: None,
+            busy: None,
         }
+    }
+
+    /// Events to standard output.
+    pub(crate) fn stdout(dedupe_window: usize) -> EventLog {
+        EventLog::with(Destination::Stdout, Dedupe::new(dedupe_window))
     }
 
     /// Opens (creating, mode 0600) the log at `path`: cuts a torn last line, then seeds the
@@ -86,21 +123,21 @@ impl EventLog {
         }
         let mut dedupe = Dedupe::new(dedupe_window);
         recovery.seeded = seed_dedupe(&file, good, &mut dedupe)?;
-        Ok((
-            EventLog {
-                sink: Destination::File {
-                    path: path.to_path_buf(),
-                    file,
-                    synced_len: good,
-                },
-                dedupe,
-                healthy: true,
-                buf: Vec::new(),
-                batch_keys: Vec::new(),
-                sync_seconds: Histogram::default(),
-            },
-            recovery,
-        ))
+        let sink = Destination::File {
+            path: path.to_path_buf(),
+            file: Arc::new(file),
+            synced_len: good,
+        };
+        Ok((EventLog::with(sink, dedupe), recovery))
+    }
+
+    /// Starts the disk thread (a file only; stdout is written on the caller's thread): from now
+    /// on the file's work runs there, and `wake` is called when a job is done.
+    pub(crate) fn start(&mut self, wake: impl Fn() + Send + 'static) -> io::Result<()> {
+        if self.syncs() && self.disk.is_none() {
+            self.disk = Some(disk::Thread::spawn(wake)?);
+        }
+        Ok(())
     }
 
     /// True when a batch is synced (a file), so bigger batches mean fewer syncs.
@@ -113,42 +150,138 @@ impl EventLog {
         self.healthy
     }
 
-    /// While unhealthy, tests whether the file takes writes again: a block of spaces (so it needs
-    /// a new block, as a batch would) is written and synced, then cut back to the synced length
-    /// whatever happened. A crash in between leaves only a torn tail, which opening cuts. Call it
-    /// only between batches. True when the log became healthy. Stdout cannot be probed.
-    pub(crate) fn probe(&mut self) -> bool {
-        let Destination::File {
-            file, synced_len, ..
-        } = &mut self.sink
-        else {
-            return false;
+    /// Since when a job (a batch's write and sync, a probe, a reopen) has been with the disk.
+    pub(crate) fn busy_since(&self) -> Option<Instant> {
+        self.busy
+    }
+
+    /// Hands `job` to the disk thread (`None`), or runs it here when there is none.
+    fn submit(&mut self, job: Job) -> Option<Finished> {
+        let job = match &self.disk {
+            Some(t) => match t.send(job) {
+                Ok(()) => {
+                    self.busy = Some(Instant::now());
+                    return None;
+                }
+                Err(job) => {
+                    error!("the event log's disk thread is gone: writing from the loop");
+                    self.disk = None;
+                    job
+                }
+            },
+            None => job,
         };
-        if self.healthy {
-            return false;
+        let done = disk::run(job, &mut self.buf);
+        Some(self.settle(done))
+    }
+
+    /// The job the disk thread finished, if it did (call it when the thread woke the loop).
+    pub(crate) fn finish(&mut self) -> Option<Finished> {
+        let done = self.disk.as_ref()?.try_done()?;
+        self.busy = None;
+        Some(self.settle(done))
+    }
+
+    /// Waits for the job with the disk thread (tests).
+    #[cfg(test)]
+    pub(crate) fn wait(&mut self) -> Option<Finished> {
+        self.busy?;
+        let done = self.disk.as_ref()?.wait_done()?;
+        self.busy = None;
+        Some(self.settle(done))
+    }
+
+    /// Takes a finished job's result into the log's state.
+    fn settle(&mut self, done: Done) -> Finished {
+        match done {
+            Done::Append {
+                records,
+                mut verdicts,
+                result,
+                sync,
+            } => {
+                if let Some(d) = sync {
+                    self.sync_seconds.observe(d);
+                }
+                if let Destination::File { synced_len, .. } = &mut self.sink {
+                    if let Ok(n) = &result {
+                        *synced_len += n;
+                    }
+                }
+                self.settle_batch(&records, &mut verdicts, result.map(|_| ()));
+                Finished::Batch(Batch { records, verdicts })
+            }
+            Done::Probe { ok } => {
+                self.probed(ok);
+                Finished::Probe
+            }
+            Done::Reopen { result, probed } => {
+                let result = result.map(|new| {
+                    if let (
+                        Some((new, len)),
+                        Destination::File {
+                            file, synced_len, ..
+                        },
+                    ) = (new, &mut self.sink)
+                    {
+                        *file = Arc::new(new);
+                        *synced_len = len;
+                    }
+                });
+                if let Some(ok) = probed {
+                    self.probed(ok);
+                }
+                Finished::Reopen(result)
+            }
         }
-        let wrote = file
-            .write_all(&[b' '; PROBE_BYTES])
-            .and_then(|()| file.sync_data());
-        let cut = file.set_len(*synced_len).and_then(|()| file.sync_data());
-        if wrote.is_ok() && cut.is_ok() {
+    }
+
+    fn probed(&mut self, ok: bool) {
+        if ok && !self.healthy {
             info!("event log writable again");
             self.healthy = true;
         }
-        self.healthy
     }
 
-    /// Writes every record that is not a recent duplicate with one write and one sync (large
-    /// records are written from where they are, not copied into the batch: memory stays at what
-    /// the body budget allows), and puts each record's verdict in `verdicts`. Allocates nothing
-    /// once warm: one batch per loop turn, on the hot path.
-    pub(crate) fn commit<R: Borrow<Record>>(&mut self, records: &[R], verdicts: &mut Vec<Commit>) {
+    /// While unhealthy and idle, tests whether the file takes writes again: a block of spaces
+    /// (so it needs a new block, as a batch would) is written and synced, then cut back to the
+    /// synced length whatever happened. A crash in between leaves only a torn tail, which
+    /// opening cuts. Call it only between batches. `None` when the probe went to the disk
+    /// thread (or there was nothing to probe: healthy, busy, or stdout, which cannot be probed).
+    pub(crate) fn probe(&mut self) -> Option<Finished> {
+        let Destination::File {
+            file, synced_len, ..
+        } = &self.sink
+        else {
+            return None;
+        };
+        if self.healthy || self.busy.is_some() {
+            return None;
+        }
+        let job = Job::Probe {
+            file: file.clone(),
+            synced_len: *synced_len,
+        };
+        self.submit(job)
+    }
+
+    /// Starts a batch: decides which records are recent duplicates (a repeat within the batch
+    /// is one too), then hands the others' lines to the disk (one write, one sync; large records
+    /// are written from where they are, not copied into the batch: memory stays at what the
+    /// body budget allows). `None` while the disk works on it; else the batch is done already
+    /// (nothing to write, or stdout). Allocates nothing once warm: one batch per sync, on the
+    /// hot path. Call it only when no job is with the disk.
+    pub(crate) fn begin(
+        &mut self,
+        records: Vec<Record>,
+        mut verdicts: Vec<Commit>,
+    ) -> Option<Finished> {
+        debug_assert!(self.busy.is_none(), "one job at a time");
         verdicts.clear();
-        // Keys of the uuids this batch writes (a repeat within the batch is a duplicate too).
         let keys = &mut self.batch_keys;
         keys.clear();
-        for r in records {
-            let key = r.borrow().uuid.as_deref().map(|u| self.dedupe.key(u));
+        for r in &records {
+            let key = r.uuid.as_deref().map(|u| self.dedupe.key(u));
             let dup = key.is_some_and(|k| self.dedupe.contains_key(k) || keys.contains(&k));
             if dup {
                 verdicts.push(Commit::Duplicate);
@@ -158,9 +291,50 @@ impl EventLog {
             }
         }
         if !verdicts.contains(&Commit::Written) {
-            return;
+            return Some(Finished::Batch(Batch { records, verdicts }));
         }
-        match self.write_batch(records, verdicts) {
+        match &self.sink {
+            Destination::Stdout => {
+                let lines = records
+                    .iter()
+                    .zip(&verdicts)
+                    .filter(|(_, v)| **v == Commit::Written)
+                    .map(|(r, _)| r.line.as_slice());
+                let mut out = io::stdout().lock();
+                let mut written = 0;
+                let result = write_lines(&mut out, lines, &mut self.buf, &mut written)
+                    .and_then(|()| out.flush());
+                drop(out);
+                self.buf.clear();
+                if self.buf.capacity() > 64 * 1024 {
+                    self.buf = Vec::new();
+                }
+                self.settle_batch(&records, &mut verdicts, result);
+                Some(Finished::Batch(Batch { records, verdicts }))
+            }
+            Destination::File {
+                file, synced_len, ..
+            } => {
+                let job = Job::Append {
+                    file: file.clone(),
+                    records,
+                    verdicts,
+                    synced_len: *synced_len,
+                    cut_first: !self.healthy,
+                };
+                self.submit(job)
+            }
+        }
+    }
+
+    /// A batch's outcome into health, the dedupe window and the verdicts.
+    fn settle_batch(
+        &mut self,
+        records: &[Record],
+        verdicts: &mut [Commit],
+        result: io::Result<()>,
+    ) {
+        match result {
             Ok(()) => {
                 self.healthy = true;
                 for &k in &self.batch_keys {
@@ -174,122 +348,82 @@ impl EventLog {
                 self.healthy = false;
                 // A duplicate of a batch-mate that failed was not logged either.
                 for (v, r) in verdicts.iter_mut().zip(records) {
-                    let logged_before = r
-                        .borrow()
-                        .uuid
-                        .as_deref()
-                        .is_some_and(|u| self.dedupe.contains(u));
+                    let logged_before = r.uuid.as_deref().is_some_and(|u| self.dedupe.contains(u));
                     if !logged_before {
                         *v = Commit::Failed;
                     }
                 }
             }
         }
-        self.buf.clear();
-        if self.buf.capacity() > 64 * 1024 {
-            self.buf = Vec::new();
-        }
     }
 
-    /// Writes the lines of the records whose verdict is [`Commit::Written`].
-    fn write_batch<R: Borrow<Record>>(
-        &mut self,
-        records: &[R],
-        verdicts: &[Commit],
-    ) -> io::Result<()> {
-        let buf = &mut self.buf;
-        let mut written = 0u64;
-        let lines = records
-            .iter()
-            .zip(verdicts)
-            .filter(|(_, v)| **v == Commit::Written)
-            .map(|(r, _)| r.borrow().line.as_slice());
-        // Small lines are gathered into one write; a large one goes out as it is.
-        let mut write = |out: &mut dyn Write| -> io::Result<()> {
-            buf.clear();
-            for line in lines.clone() {
-                if line.len() > BIG_LINE {
-                    out.write_all(buf)?;
-                    buf.clear();
-                    out.write_all(line)?;
-                } else {
-                    buf.extend_from_slice(line);
-                }
-                written += line.len() as u64;
-            }
-            out.write_all(buf)
-        };
-        match &mut self.sink {
-            Destination::Stdout => {
-                let mut out = io::stdout().lock();
-                write(&mut out)?;
-                out.flush()
-            }
-            Destination::File {
-                file, synced_len, ..
-            } => {
-                if !self.healthy {
-                    // The last cut-back (of a failed batch or a probe) may itself have failed.
-                    file.set_len(*synced_len)?;
-                }
-                let result = write(file).and_then(|()| {
-                    let start = Instant::now();
-                    let synced = file.sync_data();
-                    self.sync_seconds.observe(start.elapsed());
-                    synced
-                });
-                match result {
-                    Ok(()) => {
-                        *synced_len += written;
-                        Ok(())
-                    }
-                    Err(e) => {
-                        // Cut back whatever part of the batch reached the file, so the next
-                        // batch starts on a line boundary. If even that fails, the torn tail is
-                        // cut at the next start.
-                        let _ = file.set_len(*synced_len);
-                        Err(e)
-                    }
-                }
-            }
-        }
-    }
-
-    /// Reopens the file at its path (after logrotate moved it). Stdout: nothing to do.
-    pub(crate) fn reopen(&mut self) -> io::Result<()> {
-        if let Destination::File {
+    /// Reopens the file at its path (after logrotate moved it), then probes it if the log is
+    /// unwritable: health is the new file's, so a reopen onto a writable file ends a failed
+    /// stretch at once. Stdout: nothing to do. `None` while the disk thread works on it. Call it
+    /// only when no job is with the disk.
+    pub(crate) fn reopen(&mut self) -> Option<Finished> {
+        let Destination::File {
             path,
             file,
             synced_len,
-        } = &mut self.sink
-        {
-            // SIGHUP with the file still at its path (not rotated): keep it. Opening it again
-            // would fail on our own lock.
-            let same = |a: &std::fs::Metadata, b: &std::fs::Metadata| {
-                use std::os::unix::fs::MetadataExt;
-                (a.dev(), a.ino()) == (b.dev(), b.ino())
-            };
-            let still_here = match (std::fs::metadata(&*path), file.metadata()) {
-                (Ok(at_path), Ok(open)) => same(&at_path, &open),
-                _ => false,
-            };
-            if still_here {
-                self.probe();
-                return Ok(());
-            }
-            let new = open_append(path)?;
-            let len = new.metadata()?.len();
-            let good = end_of_last_line(&new, len)?;
-            if good < len {
-                new.set_len(good)?;
-            }
-            *file = new;
-            *synced_len = good;
-        }
-        // Health is the new file's: a reopen onto a writable file ends a failed stretch at once.
-        self.probe();
-        Ok(())
+        } = &self.sink
+        else {
+            return Some(Finished::Reopen(Ok(())));
+        };
+        let job = Job::Reopen {
+            path: path.clone(),
+            file: file.clone(),
+            synced_len: *synced_len,
+            probe: !self.healthy,
+        };
+        self.submit(job)
     }
+}
+
+/// Writes `lines` to `out`: small ones gathered in `buf` into one write, a large one as it is.
+/// Adds the bytes to `written`.
+pub(super) fn write_lines<'a>(
+    out: &mut impl Write,
+    lines: impl Iterator<Item = &'a [u8]>,
+    buf: &mut Vec<u8>,
+    written: &mut u64,
+) -> io::Result<()> {
+    buf.clear();
+    for line in lines {
+        if line.len() > BIG_LINE {
+            out.write_all(buf)?;
+            buf.clear();
+            out.write_all(line)?;
+        } else {
+            buf.extend_from_slice(line);
+        }
+        *written += line.len() as u64;
+    }
+    out.write_all(buf)
+}
+
+/// SIGHUP: the file at `path` opened again when it is no longer `open` (logrotate moved it), its
+/// torn tail cut; `None` when `open` is still at its path (opening it again would fail on our
+/// own lock).
+pub(super) fn reopen_at(path: &Path, open: &File) -> io::Result<Option<(File, u64)>> {
+    let same = |a: &std::fs::Metadata, b: &std::fs::Metadata| {
+        use std::os::unix::fs::MetadataExt;
+        (a.dev(), a.ino()) == (b.dev(), b.ino())
+    };
+    let still_here = match (std::fs::metadata(path), open.metadata()) {
+        (Ok(at_path), Ok(open)) => same(&at_path, &open),
+        _ => false,
+    };
+    if still_here {
+        return Ok(None);
+    }
+    let new = open_append(path)?;
+    let len = new.metadata()?.len();
+    let good = end_of_last_line(&new, len)?;
+    if good < len {
+        new.set_len(good)?;
+    }
+    Ok(Some((new, good)))
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -323,8 +457,6 @@ fn open_append(path: &Path) -> io::Result<File> {
 }
 
 const BLOCK: u64 = 64 * 1024;
-/// What a probe writes: one page, so a full disk refuses it even where the last page has room.
-const PROBE_BYTES: usize = 4096;
 /// A line longer than this is written on its own rather than copied into the batch.
 const BIG_LINE: usize = 64 * 1024;
 
@@ -394,9 +526,15 @@ mod tests {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     fn commit(log: &mut EventLog, records: &[&Record]) -> Vec<Commit> {
-        let mut verdicts = Vec::new();
-        log.commit(records, &mut verdicts);
-        verdicts
+        let records = records.iter().map(|r| (*r).clone()).collect();
+        let done = match log.begin(records, Vec::new()) {
+            Some(done) => done,
+            None => log.wait().expect("the disk thread answers"),
+        };
+        let Finished::Batch(batch) = done else {
+            panic!("a batch comes back as a batch")
+        };
+        batch.verdicts
     }
 
     fn at() -> SystemTime {
@@ -430,13 +568,47 @@ mod tests {
     }
 
     #[test]
+    fn the_disk_thread_commits_in_order_and_wakes() {
+        let path = tmp("thread");
+        let (mut log, _) = EventLog::open(&path, 100).unwrap();
+        let (tx, woken) = std::sync::mpsc::channel();
+        log.start(move || {
+            let _ = tx.send(());
+        })
+        .unwrap();
+        for i in 0..3 {
+            let r = Record::new(format!("{{\"uuid\":\"t{i}\"}}").as_bytes(), at());
+            assert!(
+                log.begin(vec![r], Vec::new()).is_none(),
+                "handed to the thread"
+            );
+            assert!(log.busy_since().is_some());
+            woken.recv().unwrap();
+            let Some(Finished::Batch(b)) = log.finish() else {
+                panic!("the batch is done once the thread woke us")
+            };
+            assert_eq!(b.verdicts, vec![Commit::Written]);
+            assert!(log.busy_since().is_none());
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let uuids: Vec<_> = text
+            .lines()
+            .map(|l| Line::parse(l.as_bytes()).and_then(|l| l.uuid()).unwrap())
+            .collect();
+        assert_eq!(uuids, ["t0", "t1", "t2"], "{text}");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
     fn a_reopen_without_rotation_keeps_the_file() {
         let path = tmp("reopen-same");
         let (mut log, _) = EventLog::open(&path, 100).unwrap();
         let a = Record::new(br#"{"uuid":"a"}"#, at());
         assert_eq!(commit(&mut log, &[&a]), vec![Commit::Written]);
-        log.reopen()
-            .expect("a SIGHUP without logrotate is not an error");
+        let Some(Finished::Reopen(result)) = log.reopen() else {
+            panic!("without the disk thread, a reopen is done at once")
+        };
+        result.expect("a SIGHUP without logrotate is not an error");
         let b = Record::new(br#"{"uuid":"b"}"#, at());
         assert_eq!(commit(&mut log, &[&b]), vec![Commit::Written]);
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
@@ -487,18 +659,12 @@ mod tests {
         let Ok(file) = OpenOptions::new().append(true).open("/dev/full") else {
             return; // no /dev/full here: nothing to test against
         };
-        let mut log = EventLog {
-            sink: Destination::File {
-                path: PathBuf::from("/dev/full"),
-                file,
-                synced_len: 0,
-            },
-            dedupe: Dedupe::new(10),
-            healthy: true,
-            buf: Vec::new(),
-            batch_keys: Vec::new(),
-            sync_seconds: Histogram::default(),
+        let sink = Destination::File {
+            path: PathBuf::from("/dev/full"),
+            file: Arc::new(file),
+            synced_len: 0,
         };
+        let mut log = EventLog::with(sink, Dedupe::new(10));
         let r = Record::new(br#"{"uuid":"x"}"#, at());
         assert_eq!(commit(&mut log, &[&r]), vec![Commit::Failed]);
         assert!(!log.is_healthy());

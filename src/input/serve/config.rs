@@ -40,6 +40,8 @@ pub struct Limits {
     pub max_buffered: u64,
     /// On SIGTERM, time given to requests in flight before exit.
     pub shutdown_grace: Duration,
+    /// The health check answers 503 while a sync of the log has run longer than this.
+    pub health_max_sync: Duration,
 }
 
 impl Default for Limits {
@@ -87,6 +89,7 @@ impl Limits {
                 MAX_TIMEOUT,
             )?,
             max_connections: parse_count(&value(&cli::MAX_CONNECTIONS), 1, 100_000)? as usize,
+            health_max_sync: positive(value(&cli::HEALTH_MAX_SYNC))?,
         })
     }
 }

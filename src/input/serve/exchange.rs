@@ -18,6 +18,7 @@ use crate::input::serve::metrics::{self, Counters};
 use crate::input::serve::policy::{self as policy, Answer, Framing, Head, Outcome, Policy, Route};
 use crate::input::serve::throttle::{Kind, Throttle};
 use crate::log::Record;
+use crate::oplog::Escaped;
 
 /// A chunk-size line or trailer longer than this is refused rather than buffered.
 const MAX_FRAMING: usize = 64 * 1024;
@@ -47,8 +48,8 @@ pub(crate) struct Ctx<'a> {
     pub policy: &'a Policy,
     /// Size limits.
     pub limits: &'a Limits,
-    /// False while the event log cannot be written (for the health check).
-    pub log_healthy: bool,
+    /// The event log's health (for the health check).
+    pub log_health: policy::Health,
     /// True after SIGTERM: close after the answer in flight.
     pub draining: bool,
     /// Scratch space for encoding answers (at least 32 KiB).
@@ -402,7 +403,7 @@ impl Exchange {
         ctx: &mut Ctx,
     ) -> Option<Step> {
         let handshake = matches!(route, Route::Handshake(_));
-        match policy::on_body(route, ctx.log_healthy) {
+        match policy::on_body(route, ctx.log_health) {
             Outcome::Answer(a) => {
                 if handshake {
                     ctx.counters.handshakes += 1;
@@ -463,7 +464,12 @@ impl Exchange {
         if let Some(reason) = &answer.reason {
             ctx.counters.rejected += 1;
             if ctx.throttle.allow(Kind::Rejected) {
-                info!("{} {}: {reason}", self.peer, answer.status.as_u16());
+                info!(
+                    "{} {}: {}",
+                    self.peer,
+                    answer.status.as_u16(),
+                    Escaped(reason)
+                );
             }
         }
         self.release(ctx.budget);
@@ -523,7 +529,7 @@ impl Exchange {
         ctx.counters.rejected += 1;
         ctx.counters.responses.count(status.as_u16());
         if ctx.throttle.allow(Kind::Rejected) {
-            info!("{} {}: {why}", self.peer, status.as_u16());
+            info!("{} {}: {}", self.peer, status.as_u16(), Escaped(why));
         }
         self.output.extend_from_slice(&raw_answer(status));
         self.phase = Phase::Answered { close: true };
@@ -772,11 +778,12 @@ mod tests {
         ];
         let Outcome::Answer(handshake) = policy::on_body(
             Route::Handshake(http::HeaderValue::from_static("tok-1")),
-            true,
+            policy::Health::Ok,
         ) else {
             panic!("a handshake is answered")
         };
-        let Outcome::Answer(health) = policy::on_body(Route::Health, false) else {
+        let Outcome::Answer(health) = policy::on_body(Route::Health, policy::Health::Unwritable)
+        else {
             panic!("a health check is answered")
         };
         let refused = match policy::on_head(

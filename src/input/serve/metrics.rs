@@ -129,8 +129,52 @@ impl Process {
         let boot = read_small("/proc/stat");
         Process {
             start_time_millis: start_time_millis(&stat, &boot),
-            resident_bytes: resident_bytes(&read_small("/proc/self/status")),
             // The directory being read holds a descriptor of its own: not ours to report.
+            ..Process::read_changing()
+        }
+    }
+}
+
+/// [`Process`] read at most once a second, and its start time once: reading `/proc` costs more
+/// than rendering everything else (`/proc/stat` alone is kilobytes on a many-core machine), and
+/// a flood of scrapes must not eat the loop's time for notifications (issue 21, item 13).
+#[derive(Debug, Default)]
+pub(crate) struct ProcessCache {
+    read_at: Option<std::time::Instant>,
+    last: Process,
+}
+
+impl ProcessCache {
+    /// How long a reading is shown before `/proc` is read again.
+    const FRESH: Duration = Duration::from_secs(1);
+
+    /// The process's figures, read again when the last reading is older than a second.
+    pub(crate) fn get(&mut self, now: std::time::Instant) -> Process {
+        let fresh = self
+            .read_at
+            .is_some_and(|at| now.saturating_duration_since(at) < Self::FRESH);
+        if !fresh {
+            let start = self.last.start_time_millis;
+            self.last = if start.is_some() {
+                Process {
+                    start_time_millis: start,
+                    ..Process::read_changing()
+                }
+            } else {
+                Process::read()
+            };
+            self.read_at = Some(now);
+        }
+        self.last
+    }
+}
+
+impl Process {
+    /// Resident memory and descriptors only (the start time does not change).
+    fn read_changing() -> Process {
+        Process {
+            start_time_millis: None,
+            resident_bytes: resident_bytes(&read_small("/proc/self/status")),
             open_fds: std::fs::read_dir("/proc/self/fd")
                 .ok()
                 .map(|d| (d.count() as u64).saturating_sub(1)),
@@ -185,6 +229,9 @@ pub struct Scrape<'a> {
     pub log_writable: bool,
     /// `fdatasync` durations (empty with the stdout sink).
     pub log_sync: &'a Histogram,
+    /// How long the disk has been at the log's job in flight (a batch's write and sync, a
+    /// probe, a reopen), if one is.
+    pub log_sync_in_flight: Option<Duration>,
     /// With `--exec`.
     pub exec: Option<ExecOutcomes>,
     /// With `--register`.
@@ -242,6 +289,24 @@ pub fn render(s: &Scrape, out: &mut Vec<u8>) {
     );
     w.int("ringhook_log_syncs_total", s.log_sync.count());
     w.histogram("ringhook_log_sync_seconds", "fdatasync time.", s.log_sync);
+    w.head(
+        "ringhook_log_sync_in_flight",
+        "gauge",
+        "1 while a write and fdatasync of the event log runs (its batch waits for it).",
+    );
+    w.int(
+        "ringhook_log_sync_in_flight",
+        u64::from(s.log_sync_in_flight.is_some()),
+    );
+    w.head(
+        "ringhook_log_sync_age_seconds",
+        "gauge",
+        "How long the fdatasync in flight has run (0 when none runs).",
+    );
+    w.secs(
+        "ringhook_log_sync_age_seconds",
+        s.log_sync_in_flight.unwrap_or_default(),
+    );
     w.head(
         "ringhook_log_writable",
         "gauge",
@@ -600,6 +665,7 @@ mod tests {
             connections_open: 1,
             log_writable: true,
             log_sync: &h,
+            log_sync_in_flight: None,
             exec: None,
             register: None,
             ship: None,
@@ -608,6 +674,15 @@ mod tests {
         let plain = text(|o| render(&base, o));
         assert!(plain.contains("ringhook_notifications_total{result=\"logged\"} 0\n"));
         assert!(plain.contains("ringhook_log_writable 1\n"));
+        assert!(plain.contains("ringhook_log_sync_in_flight 0\n"));
+        assert!(plain.contains("ringhook_log_sync_age_seconds 0\n"));
+        let stuck = Scrape {
+            log_sync_in_flight: Some(Duration::from_millis(2500)),
+            ..base
+        };
+        let stuck = text(|o| render(&stuck, o));
+        assert!(stuck.contains("ringhook_log_sync_in_flight 1\n"));
+        assert!(stuck.contains("ringhook_log_sync_age_seconds 2.5\n"));
         assert!(plain.contains("ringhook_last_notification_timestamp_seconds 0\n"));
         for absent in ["ringhook_exec_total", "ringhook_register", "ringhook_ship"] {
             assert!(!plain.contains(absent), "{absent}");

@@ -48,7 +48,11 @@ pub fn check_invariants(input: &[u8], cuts: &[usize], policy: &Policy) -> Vec<u8
         let mut ctx = Ctx {
             policy,
             limits: &limits,
-            log_healthy: ok,
+            log_health: if ok {
+                crate::input::serve::policy::Health::Ok
+            } else {
+                crate::input::serve::policy::Health::Unwritable
+            },
             draining: false,
             scratch: &mut scratch,
             counters: &mut counters,

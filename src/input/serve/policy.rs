@@ -351,9 +351,21 @@ pub(crate) fn on_head(req: &Request<()>, policy: &Policy) -> Head {
     Head::Read(Route::Notification)
 }
 
-/// Decides on a complete request (a notification's body is the exchange's to log). `log_healthy`
-/// is false while the event log cannot be written.
-pub(crate) fn on_body(route: Route, log_healthy: bool) -> Outcome {
+/// What the health check says about the event log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Health {
+    /// It takes writes, and no sync has been running for longer than `--health-max-sync`.
+    Ok,
+    /// The last write or sync failed.
+    Unwritable,
+    /// A sync has been running for longer than `--health-max-sync` (a stalled disk): the
+    /// notifications in its batch wait for it.
+    Stalled,
+}
+
+/// Decides on a complete request (a notification's body is the exchange's to log). `health` is
+/// the event log's.
+pub(crate) fn on_body(route: Route, health: Health) -> Outcome {
     match route {
         Route::Handshake(token) => Outcome::Answer(Answer {
             headers: Headers {
@@ -363,16 +375,19 @@ pub(crate) fn on_body(route: Route, log_healthy: bool) -> Outcome {
             },
             ..Answer::empty(StatusCode::OK)
         }),
-        Route::Health => Outcome::Answer(if log_healthy {
-            Answer {
+        Route::Health => Outcome::Answer(match health {
+            Health::Ok => Answer {
                 body: "{\"status\":\"ok\"}",
                 ..Answer::empty(StatusCode::OK)
-            }
-        } else {
-            Answer {
+            },
+            Health::Unwritable => Answer {
                 body: "{\"status\":\"event log unwritable\"}",
                 ..Answer::empty(StatusCode::SERVICE_UNAVAILABLE)
-            }
+            },
+            Health::Stalled => Answer {
+                body: "{\"status\":\"event log sync stalled longer than --health-max-sync\"}",
+                ..Answer::empty(StatusCode::SERVICE_UNAVAILABLE)
+            },
         }),
         Route::Notification => Outcome::Log,
         Route::Metrics => Outcome::Metrics,
@@ -453,7 +468,7 @@ mod tests {
         let Head::Read(route) = on_head(&r, &policy(None)) else {
             panic!()
         };
-        let Outcome::Answer(a) = on_body(route, true) else {
+        let Outcome::Answer(a) = on_body(route, Health::Ok) else {
             panic!()
         };
         assert_eq!(a.status, StatusCode::OK);
@@ -532,11 +547,11 @@ mod tests {
         let Head::Read(route) = on_head(&r, &policy(None)) else {
             panic!()
         };
-        let Outcome::Answer(ok) = on_body(route.clone(), true) else {
+        let Outcome::Answer(ok) = on_body(route.clone(), Health::Ok) else {
             panic!()
         };
         assert_eq!(ok.status, 200);
-        let Outcome::Answer(bad) = on_body(route, false) else {
+        let Outcome::Answer(bad) = on_body(route, Health::Unwritable) else {
             panic!()
         };
         assert_eq!(bad.status, 503);
@@ -566,9 +581,15 @@ mod tests {
 
     #[test]
     fn notifications_are_logged_and_answers_are_tiny() {
-        assert!(matches!(on_body(Route::Notification, true), Outcome::Log));
+        assert!(matches!(
+            on_body(Route::Notification, Health::Ok),
+            Outcome::Log
+        ));
         // Logged even while the log is unhealthy: the commit's verdict picks 200 or 503.
-        assert!(matches!(on_body(Route::Notification, false), Outcome::Log));
+        assert!(matches!(
+            on_body(Route::Notification, Health::Unwritable),
+            Outcome::Log
+        ));
         assert_eq!(acknowledge(true).status, 200);
         assert_eq!(acknowledge(true).body, "");
         assert_eq!(acknowledge(false).status, 503);

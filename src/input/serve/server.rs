@@ -2,8 +2,11 @@
 //!
 //! Each connection is a small state machine around ureq-proto's Sans-IO server (`Reply`): bytes
 //! in, request head out; body bytes in, body out; response head in, bytes out. The policy lives
-//! in [`super::policy`]; this module owns sockets, clocks, limits and the group commit: every
-//! notification completed in one loop turn is written and synced together, then acknowledged.
+//! in [`super::policy`]; this module owns sockets, clocks, limits and the group commit: the
+//! notifications completed while the disk was busy are written and synced together, then
+//! acknowledged. The write and the sync run on the log's disk thread (`crate::log`), which wakes
+//! the loop when they are done: meanwhile the loop goes on reading, answering handshakes,
+//! `/health` and `/metrics`, and gathering the next batch. One batch is with the disk at a time.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -23,10 +26,10 @@ use crate::input::serve::children::shipper::Shipper;
 use crate::input::serve::config::{Limits, LogTarget, ServeConfig};
 use crate::input::serve::exchange::{BodyBudget, Ctx, Exchange, Step};
 use crate::input::serve::metrics::{self, Counters, ExecOutcomes, Scrape};
-use crate::input::serve::policy::Policy;
+use crate::input::serve::policy::{Health, Policy};
 use crate::input::serve::throttle::{Kind, Throttle};
 use crate::input::serve::wake::{self, earliest};
-use crate::log::{Commit, EventLog, Record};
+use crate::log::{Batch, Commit, EventLog, Finished, Record};
 
 /// The fields of `Server` an exchange may use, borrowed apart from `conns`.
 macro_rules! ctx {
@@ -34,7 +37,7 @@ macro_rules! ctx {
         Ctx {
             policy: &$s.policy,
             limits: &$s.limits,
-            log_healthy: $s.log.is_healthy(),
+            log_health: log_health(&$s.log, &$s.limits),
             draining: $s.shutdown_by.is_some(),
             scratch: &mut $s.scratch,
             counters: &mut $s.counters,
@@ -52,8 +55,21 @@ const LINGER: Duration = Duration::from_secs(2);
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How often an unhealthy log is probed (see [`Server::probe_log`]).
 const PROBE_EVERY: Duration = Duration::from_secs(1);
-/// A sync at least this slow (an SD card) makes the next batch gather before it syncs.
-const SLOW_SYNC: Duration = Duration::from_millis(2);
+
+/// The event log's health for the health check: unwritable, a sync stalled past
+/// `--health-max-sync`, or fine.
+fn log_health(log: &EventLog, limits: &Limits) -> Health {
+    if !log.is_healthy() {
+        Health::Unwritable
+    } else if log
+        .busy_since()
+        .is_some_and(|t| t.elapsed() > limits.health_max_sync)
+    {
+        Health::Stalled
+    } else {
+        Health::Ok
+    }
+}
 
 /// A connection: the socket, its protocol state, and when it last moved.
 struct Conn {
@@ -212,11 +228,21 @@ pub(super) struct Server {
     pending: Vec<Record>,
     pending_ids: Vec<usize>,
     verdicts: Vec<Commit>,
-    /// Group commit on a slow disk: how long the last sync took and how many records it held,
-    /// and until when the batch being gathered may wait for more (see [`Server::commit_due`]).
+    /// The connections of the batch with the disk (same order as its records).
+    in_flight_ids: Vec<usize>,
+    /// Spare buffers for the next batch (the last batch's, once answered).
+    spare: Vec<Record>,
+    /// Group commit: how long the last batch's write and sync took, how many records the batch
+    /// being gathered should wait for, and until when (see [`Server::commit_due`]).
     last_sync: Duration,
-    last_batch: usize,
+    expect: usize,
     gather_until: Option<Instant>,
+    /// When the batch with the disk was handed over.
+    batch_started: Instant,
+    /// SIGHUP came: reopen the log once the disk is free.
+    reopen_due: bool,
+    /// `/proc/self`, read at most once a second for scrapes.
+    process: metrics::ProcessCache,
     /// While the log is unhealthy: when to probe it next (at most once a second), so `/health`
     /// turns 200 when the disk has room again, not at the next notification.
     next_probe: Option<Instant>,
@@ -253,6 +279,12 @@ impl Server {
         poll.registry()
             .register(&mut listener, wake::LISTENER, Interest::READABLE)?;
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD])?;
+        let mut log = log;
+        let waker = mio::Waker::new(poll.registry(), wake::LOG)?;
+        // A failed wake only happens when the loop is gone.
+        log.start(move || {
+            let _ = waker.wake();
+        })?;
         poll.registry()
             .register(&mut signals, wake::SIGNALS, Interest::READABLE)?;
         let recoverer = match (&cfg.register, &cfg.log) {
@@ -288,9 +320,14 @@ impl Server {
             pending: Vec::new(),
             pending_ids: Vec::new(),
             verdicts: Vec::new(),
+            in_flight_ids: Vec::new(),
+            spare: Vec::new(),
             last_sync: Duration::ZERO,
-            last_batch: 0,
+            expect: 0,
+            batch_started: Instant::now(),
             gather_until: None,
+            reopen_due: false,
+            process: metrics::ProcessCache::default(),
             next_probe: None,
             accept_paused_until: None,
             budget: BodyBudget {
@@ -314,7 +351,8 @@ impl Server {
             if let Some(by) = self.shutdown_by {
                 // Connections that only linger have had their last answer: don't wait for them.
                 let done = self.conns.values().all(|c| c.linger_until.is_some())
-                    && self.exec.as_ref().is_none_or(Runner::is_idle);
+                    && self.exec.as_ref().is_none_or(Runner::is_idle)
+                    && self.log.busy_since().is_none();
                 if done {
                     break;
                 }
@@ -343,6 +381,13 @@ impl Server {
                     self.accept();
                 }
             }
+            if self.reopen_due && self.log.busy_since().is_none() {
+                self.reopen_due = false;
+                let was_healthy = self.log.is_healthy();
+                if let Some(f) = self.log.reopen() {
+                    self.finished(f, was_healthy);
+                }
+            }
             if self.commit_due(Instant::now()) {
                 if self.log.syncs() {
                     // What became ready while this turn ran joins the batch rather than wait out
@@ -355,8 +400,12 @@ impl Server {
                 }
                 self.commit();
             }
-            if let Some(r) = &mut self.recoverer {
-                r.after_commit();
+            // The catch-up child hears "ok" only once none of its lines waits or is in flight.
+            let recovering = |ids: &[usize]| ids.contains(&wake::RECOVERED);
+            if !recovering(&self.pending_ids) && !recovering(&self.in_flight_ids) {
+                if let Some(r) = &mut self.recoverer {
+                    r.after_commit();
+                }
             }
             self.wake_held();
         }
@@ -396,6 +445,12 @@ impl Server {
             match event.token() {
                 wake::LISTENER => self.accept(),
                 wake::SIGNALS => self.on_signals(),
+                wake::LOG => {
+                    let was_healthy = self.log.is_healthy();
+                    while let Some(f) = self.log.finish() {
+                        self.finished(f, was_healthy);
+                    }
+                }
                 wake::RECONCILE => {
                     if let Some(r) = &mut self.reconciler {
                         r.on_ready(self.poll.registry());
@@ -491,15 +546,20 @@ impl Server {
                 lag_events: st.lag_events,
                 lag: Duration::from_millis(st.lag_millis),
             });
+        let now = Instant::now();
         let scrape = Scrape {
             counters: &self.counters,
             connections_open: self.conns.len(),
             log_writable: self.log.is_healthy(),
             log_sync: &self.log.sync_seconds,
+            log_sync_in_flight: self
+                .log
+                .busy_since()
+                .map(|t| now.saturating_duration_since(t)),
             exec,
             register: self.reconciler.as_ref().map(|r| &r.status),
             ship: ship.as_ref(),
-            process: metrics::Process::read(),
+            process: self.process.get(now),
         };
         self.scrape.clear();
         metrics::render(&scrape, &mut self.scrape);
@@ -618,19 +678,8 @@ impl Server {
                         s.reap(self.poll.registry());
                     }
                 }
-                SIGHUP => match (self.log.is_healthy(), self.log.reopen()) {
-                    (was_healthy, Ok(())) => {
-                        info!("SIGHUP: event log reopened");
-                        if let Some(r) = &mut self.recoverer {
-                            if !was_healthy && self.log.is_healthy() {
-                                r.due("the event log is writable again");
-                            }
-                        }
-                    }
-                    (_, Err(e)) => error!(
-                        "SIGHUP: cannot reopen the event log: {e}; still writing to the old file"
-                    ),
-                },
+                // Done once the disk is free: a batch with it is written to the old file.
+                SIGHUP => self.reopen_due = true,
                 _ if self.shutdown_by.is_some() => {
                     info!("second stop signal: stopping now");
                     self.shutdown_by = Some(Instant::now());
@@ -671,52 +720,79 @@ impl Server {
         }
     }
 
-    /// Whether the records gathered so far should be written now.
+    /// Whether the records gathered so far should be handed to the disk now.
     ///
-    /// On a fast disk, at the end of every loop turn. When the last sync was slow, the clients
-    /// it answered are about to send their next notifications, which would otherwise each wait
-    /// out a whole sync of a batch they just missed: gather until as many records wait as the
-    /// last batch held, or a quarter of the last sync time has passed. Throughput stays near
-    /// connections / sync time, and no record waits longer than the sync in progress, a quarter
-    /// of it, and its own.
+    /// Never while the disk is busy with a batch (they gather meanwhile). Once it is free: when
+    /// as many records wait as expected — those that gathered during the last sync, and one
+    /// from each client the last batch answered, which is about to send its next — or a quarter
+    /// of the last sync time has passed. Without the wait, the clients just answered would miss
+    /// the batch by microseconds and wait out a whole sync: the clients would split into two
+    /// groups taking turns, half a batch per sync. No record waits longer than the sync in
+    /// progress, a quarter of it, and its own.
     fn commit_due(&mut self, now: Instant) -> bool {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() || self.log.busy_since().is_some() {
             return false;
         }
-        if self.last_sync < SLOW_SYNC
-            || self.pending.len() >= self.last_batch
-            || self.shutdown_by.is_some()
-        {
+        if self.pending.len() >= self.expect || self.shutdown_by.is_some() {
             return true;
         }
         let until = *self.gather_until.get_or_insert(now + self.last_sync / 4);
         now >= until
     }
 
-    /// Writes the gathered records in one batch, then answers each waiting connection.
+    /// Hands the gathered records to the event log as one batch (answered in
+    /// [`Server::acknowledge`] when the disk is done with it).
     fn commit(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() || self.log.busy_since().is_some() {
             return;
         }
         self.gather_until = None;
-        let mut batch = std::mem::take(&mut self.pending);
-        let mut ids = std::mem::take(&mut self.pending_ids);
-        let mut verdicts = std::mem::take(&mut self.verdicts);
-        let started = Instant::now();
+        let batch = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
+        std::mem::swap(&mut self.pending_ids, &mut self.in_flight_ids);
+        self.pending_ids.clear();
+        let verdicts = std::mem::take(&mut self.verdicts);
         let was_healthy = self.log.is_healthy();
-        self.log.commit(&batch, &mut verdicts);
-        self.last_sync = started.elapsed();
-        self.last_batch = batch.len();
-        if let Some(r) = &mut self.recoverer {
-            if !was_healthy && self.log.is_healthy() {
+        self.batch_started = Instant::now();
+        if let Some(f) = self.log.begin(batch, verdicts) {
+            self.finished(f, was_healthy);
+        }
+    }
+
+    /// Acts on a job of the log's that is done.
+    fn finished(&mut self, f: Finished, was_healthy: bool) {
+        match f {
+            Finished::Batch(batch) => self.acknowledge(batch),
+            Finished::Probe => {
+                if self.log.is_healthy() {
+                    self.next_probe = None;
+                }
+            }
+            Finished::Reopen(Ok(())) => info!("SIGHUP: event log reopened"),
+            Finished::Reopen(Err(e)) => {
+                error!("SIGHUP: cannot reopen the event log: {e}; still writing to the old file")
+            }
+        }
+        if !was_healthy && self.log.is_healthy() {
+            if let Some(r) = &mut self.recoverer {
                 r.due("the event log is writable again");
             }
         }
+    }
+
+    /// Answers each connection of a batch the log is done with, then starts its commands.
+    fn acknowledge(&mut self, batch: Batch) {
+        let Batch {
+            records: mut batch,
+            verdicts,
+        } = batch;
+        let ids = std::mem::take(&mut self.in_flight_ids);
+        self.last_sync = self.batch_started.elapsed();
         self.counters.batches += 1;
         if verdicts.contains(&Commit::Written) {
             self.counters.last_notification = Some(SystemTime::now());
         }
         let mut to_run = Vec::new();
+        let mut answered = 0;
         for ((&id, rec), &verdict) in ids.iter().zip(&batch).zip(&verdicts) {
             match verdict {
                 Commit::Written => {
@@ -747,30 +823,34 @@ impl Server {
             let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
             };
+            answered += 1;
             let mut ctx = ctx!(self);
             conn.exch.acknowledge(verdict != Commit::Failed, &mut ctx);
             self.drive(id);
         }
+        // The next batch waits a moment for the clients just answered (see `commit_due`).
+        self.expect = self.pending.len() + answered;
         // Commands start only once every answer of the batch is out.
         if let Some(r) = &mut self.exec {
             for rec in to_run {
                 r.submit(rec, self.poll.registry());
             }
         }
-        // The buffers go back for the next batch, unless answering already started one.
+        // The buffers go back for the next batch.
+        let mut verdicts = verdicts;
         verdicts.clear();
         self.verdicts = verdicts;
-        if self.pending.is_empty() {
-            batch.clear();
-            ids.clear();
-            self.pending = batch;
-            self.pending_ids = ids;
-        }
+        batch.clear();
+        self.spare = batch;
+        let mut ids = ids;
+        ids.clear();
+        self.in_flight_ids = ids;
     }
 
     /// Handles expired deadlines; returns how long the next poll may sleep.
     fn sweep(&mut self, now: Instant) -> Option<Duration> {
-        if !self.pending.is_empty() {
+        let disk_busy = self.log.busy_since().is_some();
+        if !self.pending.is_empty() && !disk_busy {
             // Gathering a batch (see `commit_due`): poll until its time is up.
             return Some(
                 self.gather_until
@@ -826,7 +906,7 @@ impl Server {
                 next = earliest(next, s.deadline());
             }
         }
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() && !disk_busy {
             return Some(Duration::ZERO);
         }
         next.map(|n| n.saturating_duration_since(now) + Duration::from_millis(1))
@@ -839,20 +919,20 @@ impl Server {
             self.next_probe = None;
             return None;
         }
+        if self.log.busy_since().is_some() {
+            return None; // the disk thread wakes the loop when it is done
+        }
         let at = *self.next_probe.get_or_insert(now + PROBE_EVERY);
         if now < at || !self.pending.is_empty() {
             return Some(at);
         }
-        if self.log.probe() {
-            self.next_probe = None;
-            if let Some(r) = &mut self.recoverer {
-                r.due("the event log is writable again");
-            }
-            return None;
+        // The next try a second after this one (`finished` clears it when this one works).
+        let next = now + PROBE_EVERY;
+        self.next_probe = Some(next);
+        if let Some(f) = self.log.probe() {
+            self.finished(f, false);
         }
-        let at = now + PROBE_EVERY;
-        self.next_probe = Some(at);
-        Some(at)
+        self.next_probe
     }
 
     fn expire(&mut self, id: usize) {

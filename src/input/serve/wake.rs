@@ -1,6 +1,6 @@
 //! What wakes serve's loop: an event on one of these mio tokens, or the earliest deadline of its
 //! parts. Connections count up from [`FIRST_CONN`], `--exec` pipes from [`FIRST_EXEC`]; the three
-//! children's stdout pipes sit just below `FIRST_EXEC`.
+//! children's stdout pipes and the log's disk thread sit just below `FIRST_EXEC`.
 
 use std::time::Instant;
 
@@ -18,6 +18,8 @@ pub(crate) const RECONCILE: Token = Token(FIRST_EXEC - 1);
 pub(crate) const RECOVER: Token = Token(FIRST_EXEC - 2);
 /// The shipper child's stdout (`--ship`).
 pub(crate) const SHIPPER: Token = Token(FIRST_EXEC - 3);
+/// The event log's disk thread: a job is done ([`crate::log::EventLog::finish`]).
+pub(crate) const LOG: Token = Token(FIRST_EXEC - 4);
 /// `--exec` children's stdin and stderr pipes count up from here.
 pub(crate) const FIRST_EXEC: usize = usize::MAX / 2;
 /// Not a token: the connection id of records the catch-up child recovered (no socket waits

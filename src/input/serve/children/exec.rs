@@ -20,6 +20,7 @@ use mio::{Interest, Registry, Token};
 use super::Pipe;
 use crate::log::Record;
 use crate::log::pattern::EventPattern;
+use crate::oplog::Escaped;
 
 /// Tokens from here up belong to children's pipes; connections count up from 2 and never get
 /// near (this is half the address space, on 32-bit boards too).
@@ -144,7 +145,7 @@ impl Runner {
                 "exec queue full ({} running, {} waiting): command skipped for {} (the event is in the log)",
                 self.running.len(),
                 self.queue.len(),
-                job.uuid
+                Escaped(&job.uuid)
             );
         }
     }
@@ -177,7 +178,11 @@ impl Runner {
             Ok(c) => c,
             Err(e) => {
                 self.counters.failed += 1;
-                error!("exec {}: cannot start {}: {e}", job.uuid, self.cfg.argv[0]);
+                error!(
+                    "exec {}: cannot start {}: {e}",
+                    Escaped(&job.uuid),
+                    self.cfg.argv[0]
+                );
                 return;
             }
         };
@@ -241,7 +246,7 @@ impl Runner {
                 Err(e) => {
                     error!(
                         "exec {}: cannot collect its exit: {e}",
-                        self.running[i].uuid
+                        Escaped(&self.running[i].uuid)
                     );
                     i += 1;
                 }
@@ -269,14 +274,21 @@ impl Runner {
             self.counters.failed += 1;
             warn!(
                 "exec {}: killed after {took:.1?} (--exec-timeout {:?}){stderr}",
-                run.uuid, self.cfg.timeout
+                Escaped(&run.uuid),
+                self.cfg.timeout
             );
         } else if status.success() {
             self.counters.succeeded += 1;
-            info!("exec {}: exited 0 after {took:.1?}{stderr}", run.uuid);
+            info!(
+                "exec {}: exited 0 after {took:.1?}{stderr}",
+                Escaped(&run.uuid)
+            );
         } else {
             self.counters.failed += 1;
-            warn!("exec {}: {status} after {took:.1?}{stderr}", run.uuid);
+            warn!(
+                "exec {}: {status} after {took:.1?}{stderr}",
+                Escaped(&run.uuid)
+            );
         }
     }
 
