@@ -203,3 +203,38 @@ fn no_test_leaves_a_placeholder() {
     }
     assert_none("a placeholder", found);
 }
+
+#[test]
+fn no_two_types_share_a_name() {
+    // A name says which thing it is: `Record` is the log's, `Outgoing` the sink's.
+    let mut seen: std::collections::HashMap<String, String> = Default::default();
+    let mut found = Vec::new();
+    for (path, text) in rust("src") {
+        for l in text.lines() {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let Some(i) = words
+                .iter()
+                .position(|w| matches!(*w, "struct" | "enum" | "trait"))
+            else {
+                continue;
+            };
+            let before_ok = words[..i]
+                .iter()
+                .all(|w| w.starts_with("pub") || w.starts_with("#["));
+            let Some(name) = words.get(i + 1) else {
+                continue;
+            };
+            let name: String = name
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if !before_ok || !name.starts_with(|c: char| c.is_ascii_uppercase()) {
+                continue;
+            }
+            if let Some(first) = seen.insert(name.clone(), path.clone()) {
+                found.push(format!("{name}: {first} and {path}"));
+            }
+        }
+    }
+    assert_none("two types of one name", found);
+}

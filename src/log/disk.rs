@@ -24,7 +24,7 @@ use super::line::Record;
 use super::writer::{self, Commit};
 
 /// Work for the disk.
-pub(crate) enum Job {
+pub(crate) enum DiskJob {
     /// Write the lines of the records whose verdict is [`Commit::Written`], then `fdatasync`.
     /// On failure, cut the file back to `synced_len`. With `cut_first`, cut back before writing
     /// (the last cut-back of a failed batch or probe may itself have failed).
@@ -69,9 +69,9 @@ pub(crate) enum Done {
 }
 
 /// Runs `job` on the calling thread. `buf` gathers small lines into one write.
-pub(crate) fn run(job: Job, buf: &mut Vec<u8>) -> Done {
+pub(crate) fn run(job: DiskJob, buf: &mut Vec<u8>) -> Done {
     match job {
-        Job::Append {
+        DiskJob::Append {
             file,
             records,
             verdicts,
@@ -93,10 +93,10 @@ pub(crate) fn run(job: Job, buf: &mut Vec<u8>) -> Done {
                 sync,
             }
         }
-        Job::Probe { file, synced_len } => Done::Probe {
+        DiskJob::Probe { file, synced_len } => Done::Probe {
             ok: probe(&file, synced_len),
         },
-        Job::Reopen {
+        DiskJob::Reopen {
             path,
             file,
             synced_len,
@@ -165,14 +165,14 @@ const PROBE_BYTES: usize = 4096;
 
 /// The disk thread: jobs in, results out, the loop woken for each.
 pub(crate) struct Thread {
-    jobs: Sender<Job>,
+    jobs: Sender<DiskJob>,
     done: Receiver<Done>,
 }
 
 impl Thread {
     /// Starts the thread; `wake` is called after each job is done.
     pub(crate) fn spawn(wake: impl Fn() + Send + 'static) -> io::Result<Thread> {
-        let (jobs, todo) = channel::<Job>();
+        let (jobs, todo) = channel::<DiskJob>();
         let (finished, done) = channel();
         std::thread::Builder::new()
             .name("ringhook-disk".into())
@@ -192,7 +192,7 @@ impl Thread {
 
     /// Hands `job` over. (If the thread is gone, which only a panic in it could cause, the job
     /// comes back failed at once.)
-    pub(crate) fn send(&self, job: Job) -> Result<(), Job> {
+    pub(crate) fn send(&self, job: DiskJob) -> Result<(), DiskJob> {
         self.jobs.send(job).map_err(|e| e.0)
     }
 

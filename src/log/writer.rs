@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::dedupe::Dedupe;
-use super::disk::{self, Done, Job};
+use super::disk::{self, DiskJob, Done};
 use super::histogram::Histogram;
 use super::line::{Line, Record};
 
@@ -156,7 +156,7 @@ impl EventLog {
     }
 
     /// Hands `job` to the disk thread (`None`), or runs it here when there is none.
-    fn submit(&mut self, job: Job) -> Option<Finished> {
+    fn submit(&mut self, job: DiskJob) -> Option<Finished> {
         let job = match &self.disk {
             Some(t) => match t.send(job) {
                 Ok(()) => {
@@ -258,7 +258,7 @@ impl EventLog {
         if self.healthy || self.busy.is_some() {
             return None;
         }
-        let job = Job::Probe {
+        let job = DiskJob::Probe {
             file: file.clone(),
             synced_len: *synced_len,
         };
@@ -315,7 +315,7 @@ impl EventLog {
             Destination::File {
                 file, synced_len, ..
             } => {
-                let job = Job::Append {
+                let job = DiskJob::Append {
                     file: file.clone(),
                     records,
                     verdicts,
@@ -370,7 +370,7 @@ impl EventLog {
         else {
             return Some(Finished::Reopen(Ok(())));
         };
-        let job = Job::Reopen {
+        let job = DiskJob::Reopen {
             path: path.clone(),
             file: file.clone(),
             synced_len: *synced_len,

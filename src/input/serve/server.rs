@@ -72,7 +72,7 @@ fn log_health(log: &EventLog, limits: &Limits) -> Health {
 }
 
 /// A connection: the socket, its protocol state, and when it last moved.
-struct Conn {
+struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
     exch: Exchange,
@@ -99,7 +99,7 @@ enum Driven {
     Metrics,
 }
 
-impl Conn {
+impl Connection {
     /// Moves the connection as far as it can go without blocking.
     fn drive(&mut self, ctx: &mut Ctx) -> Driven {
         loop {
@@ -214,7 +214,7 @@ pub(super) struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
     signals: Signals,
-    conns: HashMap<usize, Conn, BuildHasherDefault<IdHasher>>,
+    conns: HashMap<usize, Connection, BuildHasherDefault<IdHasher>>,
     next_id: usize,
     log: EventLog,
     policy: Policy,
@@ -600,7 +600,7 @@ impl Server {
                     self.counters.connections += 1;
                     self.conns.insert(
                         id,
-                        Conn {
+                        Connection {
                             stream,
                             peer,
                             exch: Exchange::new(peer),

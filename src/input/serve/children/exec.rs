@@ -33,7 +33,7 @@ const TAIL: usize = 512;
 pub struct ExecConfig {
     /// The program and its arguments (split like a shell would, without a shell).
     pub argv: Vec<String>,
-    /// Run only for events matching one of these (all events when empty).
+    /// ExecRun only for events matching one of these (all events when empty).
     pub filters: Vec<EventPattern>,
     /// Commands running at once, at most.
     pub max_running: usize,
@@ -44,13 +44,13 @@ pub struct ExecConfig {
 }
 
 /// One event's command, waiting or running.
-struct Job {
+struct ExecJob {
     uuid: String,
     payload: Vec<u8>,
     env: Vec<(&'static str, String)>,
 }
 
-struct Run {
+struct ExecRun {
     child: Child,
     uuid: String,
     started: Instant,
@@ -80,8 +80,8 @@ pub(crate) struct ExecCounters {
 /// The children of `--exec`.
 pub(crate) struct Runner {
     cfg: ExecConfig,
-    queue: VecDeque<Job>,
-    running: Vec<Run>,
+    queue: VecDeque<ExecJob>,
+    running: Vec<ExecRun>,
     next_token: usize,
     /// What happened so far.
     pub counters: ExecCounters,
@@ -125,7 +125,7 @@ impl Runner {
         payload.push(b'\n');
         let uuid = rec.uuid.clone().unwrap_or_default();
         let field = |v: &Option<String>| v.clone().unwrap_or_default();
-        let job = Job {
+        let job = ExecJob {
             payload,
             env: vec![
                 ("RINGHOOK_EVENT", field(&rec.event)),
@@ -155,7 +155,7 @@ impl Runner {
         Token(self.next_token)
     }
 
-    fn spawn(&mut self, job: Job, registry: &Registry) {
+    fn spawn(&mut self, job: ExecJob, registry: &Registry) {
         let mut cmd = Command::new(&self.cfg.argv[0]);
         cmd.args(&self.cfg.argv[1..])
             .envs(job.env)
@@ -187,7 +187,7 @@ impl Runner {
             }
         };
         self.counters.started += 1;
-        let mut run = Run {
+        let mut run = ExecRun {
             stdin: None,
             stderr: None,
             child,
@@ -260,7 +260,7 @@ impl Runner {
         }
     }
 
-    fn report(&mut self, run: &Run, status: std::process::ExitStatus) {
+    fn report(&mut self, run: &ExecRun, status: std::process::ExitStatus) {
         let took = run.started.elapsed();
         let tail = String::from_utf8_lossy(&run.tail);
         let tail = tail.trim();
@@ -336,7 +336,7 @@ impl Runner {
     }
 }
 
-fn kill_group(run: &mut Run) {
+fn kill_group(run: &mut ExecRun) {
     run.killed = true;
     if let Some(pid) = rustix::process::Pid::from_raw(run.child.id() as i32) {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
@@ -346,7 +346,7 @@ fn kill_group(run: &mut Run) {
 
 /// Writes as much of the payload as the pipe takes; closes stdin once it is all out (or the
 /// child stopped reading).
-fn feed(run: &mut Run, registry: &Registry) {
+fn feed(run: &mut ExecRun, registry: &Registry) {
     let Some((_, tx)) = &mut run.stdin else {
         return;
     };
@@ -370,7 +370,7 @@ fn feed(run: &mut Run, registry: &Registry) {
 }
 
 /// Reads what the child wrote to stderr, keeping the tail.
-fn drain(run: &mut Run, registry: &Registry) {
+fn drain(run: &mut ExecRun, registry: &Registry) {
     let Some((_, pipe)) = &mut run.stderr else {
         return;
     };
@@ -383,7 +383,7 @@ fn drain(run: &mut Run, registry: &Registry) {
     });
 }
 
-fn close_pipes(run: &mut Run, registry: &Registry) {
+fn close_pipes(run: &mut ExecRun, registry: &Registry) {
     if let Some((_, mut tx)) = run.stdin.take() {
         let _ = registry.deregister(&mut tx);
     }

@@ -26,7 +26,7 @@ const REMINDER: &str = "/restapi/v1.0/subscription/";
 /// How `serve --register` keeps the subscription alive.
 #[derive(Debug, Clone)]
 pub struct ReconcileConfig {
-    /// Run the reconcile this often.
+    /// ReconcileRun the reconcile this often.
     pub every: Duration,
     /// Also run it when no notification came for this long.
     pub quiet: Option<Duration>,
@@ -40,7 +40,7 @@ pub struct ReconcileConfig {
     pub env: Vec<(String, String)>,
 }
 
-struct Run {
+struct ReconcileRun {
     proc: Running,
     out: Vec<u8>,
     why: &'static str,
@@ -49,7 +49,7 @@ struct Run {
 /// The reconcile child and its schedule.
 pub(crate) struct Reconciler {
     cfg: ReconcileConfig,
-    run: Option<Run>,
+    run: Option<ReconcileRun>,
     next: Instant,
     why_next: &'static str,
     failures: u32,
@@ -125,7 +125,7 @@ impl Reconciler {
         match Running::spawn(&mut cmd, registry, crate::input::serve::wake::RECONCILE) {
             Ok(proc) => {
                 info!("registering ({why})");
-                self.run = Some(Run {
+                self.run = Some(ReconcileRun {
                     proc,
                     out: Vec::new(),
                     why,
@@ -224,7 +224,7 @@ impl Reconciler {
     }
 }
 
-fn read_out(run: &mut Run, registry: &Registry) {
+fn read_out(run: &mut ReconcileRun, registry: &Registry) {
     let out = &mut run.out;
     run.proc.stdout.read_available(registry, |chunk| {
         // One JSON object is expected; more than 64 KiB is not it.

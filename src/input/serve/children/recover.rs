@@ -28,7 +28,7 @@ pub(crate) struct RecoverConfig {
     pub env: Vec<(String, String)>,
 }
 
-struct Run {
+struct RecoverRun {
     proc: Running,
     stdin: Option<ChildStdin>,
     buf: Vec<u8>,
@@ -41,7 +41,7 @@ struct Run {
 /// The catch-up child and when it is due.
 pub(crate) struct Recoverer {
     cfg: RecoverConfig,
-    run: Option<Run>,
+    run: Option<RecoverRun>,
     due: Option<&'static str>,
 }
 
@@ -79,7 +79,7 @@ impl Recoverer {
         match Running::spawn(&mut cmd, registry, crate::input::serve::wake::RECOVER) {
             Ok(mut proc) => {
                 info!("catching up on missed messages and calls ({why})");
-                self.run = Some(Run {
+                self.run = Some(RecoverRun {
                     stdin: proc.child.stdin.take(),
                     proc,
                     buf: Vec::new(),

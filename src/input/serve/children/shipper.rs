@@ -71,7 +71,7 @@ impl ShipStatus {
     }
 }
 
-struct Run {
+struct ShipperRun {
     proc: Running,
     partial: Vec<u8>,
     /// The child's stdin, kept open while it should run: its end tells the child serve is gone.
@@ -81,7 +81,7 @@ struct Run {
 /// The shipper child and its restarts.
 pub(crate) struct Shipper {
     cfg: ShipperConfig,
-    run: Option<Run>,
+    run: Option<ShipperRun>,
     next: Instant,
     failures: u32,
     /// The last status line the child printed.
@@ -125,7 +125,7 @@ impl Shipper {
             Ok(mut proc) => {
                 self.starts += 1;
                 info!("--ship: shipper started (pid {})", proc.child.id());
-                self.run = Some(Run {
+                self.run = Some(ShipperRun {
                     _stdin: proc.child.stdin.take(),
                     proc,
                     partial: Vec::new(),
@@ -194,7 +194,7 @@ impl Shipper {
 }
 
 /// Reads what the pipe holds; returns the last complete status line's status.
-fn read_status(run: &mut Run, registry: &Registry) -> Option<ShipStatus> {
+fn read_status(run: &mut ShipperRun, registry: &Registry) -> Option<ShipStatus> {
     let mut last = None;
     let partial = &mut run.partial;
     run.proc.stdout.read_available(registry, |chunk| {
