@@ -73,3 +73,30 @@ fn attack_own_files_named_like_a_rotated_copy_are_refused_not_read_as_the_log() 
     child.wait().unwrap();
     assert!(!dir.path().join("events.log.http.dead-letter").exists());
 }
+
+/// Defect: a log reached through a symbolic link (`current.log -> data/events.log`, a volume or
+/// a packaged path) is rotated where the file lives, but the rotated copies were looked for only
+/// beside the link. After an ordinary rotation while the shipper was stopped, the cursor matched
+/// "neither current.log nor a rotated copy beside it": ship refused to start (exit 2, under
+/// `serve --ship` for ever), and the records after the cursor in `data/events.log.1` were
+/// stranded (`--from start` skips them). The copies beside the link's target are the log's too.
+#[test]
+fn attack_a_symlinked_log_resumes_into_its_rotated_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let real = dir.path().join("data/events.log");
+    std::os::unix::fs::symlink("data/events.log", dir.path().join("current.log")).unwrap();
+    let mut want = append(&real, "a", 0..3);
+    let sink = HttpSink::start(|_, _: &str| Act::Answer(200, None));
+    let args = ["--log-file", "current.log", "--to", &sink.url, "--once"];
+    let out = run(ship(dir.path(), &args, &[]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    want.extend(append(&real, "a", 3..6));
+    std::fs::rename(&real, dir.path().join("data/events.log.1")).unwrap();
+    want.extend(append(&real, "b", 0..3));
+    let out = run(ship(dir.path(), &args, &[]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: Vec<String> = sink.delivered().iter().map(|g| g.key.clone()).collect();
+    let want: Vec<String> = want.into_iter().map(|(u, _)| u).collect();
+    assert_eq!(got, want);
+}
