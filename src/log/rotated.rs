@@ -109,15 +109,32 @@ pub(crate) fn taken_for_log(log: &Path, other: &Path) -> bool {
     }
 }
 
-/// The rotated copies of the log at `path`, oldest first (the log itself not included).
+/// The rotated copies of the log at `path`, oldest first (the log itself not included). A log
+/// reached through a symbolic link is rotated where the file lives: the copies beside the link's
+/// target count too.
 pub(crate) fn copies(path: &Path) -> Vec<Copy> {
+    let mut out = copies_beside(path);
+    let linked = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if let Some(real) = linked.then(|| std::fs::canonicalize(path).ok()).flatten() {
+        for c in copies_beside(&real) {
+            if !out.iter().any(|o| o.is(c.dev, c.ino)) {
+                out.push(c);
+            }
+        }
+    }
+    out.sort_by(older);
+    out
+}
+
+/// The copies in `path`'s own folder named after it.
+fn copies_beside(path: &Path) -> Vec<Copy> {
     let Some(name) = path.file_name().map(OsStrExt::as_bytes) else {
         return vec![];
     };
     let Ok(entries) = std::fs::read_dir(folder(path)) else {
         return vec![];
     };
-    let mut out: Vec<Copy> = entries
+    entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let n = e.file_name();
@@ -131,9 +148,7 @@ pub(crate) fn copies(path: &Path) -> Vec<Copy> {
             let m = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
             Some(Copy::of(path, &m, rank))
         })
-        .collect();
-    out.sort_by(older);
-    out
+        .collect()
 }
 
 fn older(a: &Copy, b: &Copy) -> Ordering {
