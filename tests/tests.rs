@@ -4,6 +4,8 @@ mod support;
 
 #[cfg(feature = "catchup")]
 mod alerts;
+#[cfg(feature = "ship")]
+mod attack;
 #[cfg(feature = "catchup")]
 mod catchup;
 mod check;

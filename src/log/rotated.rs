@@ -87,15 +87,54 @@ pub(crate) fn log_or_copy(file: &[u8], log: &[u8]) -> bool {
         && !COMPRESSED.iter().any(|s| file[log.len()..].ends_with(s))
 }
 
-/// The rotated copies of the log at `path`, oldest first (the log itself not included).
+/// Whether `other`, a file ringhook would write (a cursor, a dead-letter file), is the log at
+/// `log` or would be taken for a rotated copy of it: in the log's folder, its name the log's or
+/// extending it (`events.log.cursor-http`, `events.log.dlq`) without one of ringhook's own
+/// endings. A follower would read it as the log's lines (and a dead-letter file, read so,
+/// dead-letters each line into itself again).
+pub(crate) fn taken_for_log(log: &Path, other: &Path) -> bool {
+    let (Some(l), Some(o)) = (log.file_name(), other.file_name()) else {
+        return false;
+    };
+    let (l, o) = (l.as_bytes(), o.as_bytes());
+    if !o.starts_with(l) || (o.len() > l.len() && !log_or_copy(o, l)) {
+        return false;
+    }
+    match (
+        std::fs::canonicalize(folder(log)),
+        std::fs::canonicalize(folder(other)),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => folder(log) == folder(other),
+    }
+}
+
+/// The rotated copies of the log at `path`, oldest first (the log itself not included). A log
+/// reached through a symbolic link is rotated where the file lives: the copies beside the link's
+/// target count too.
 pub(crate) fn copies(path: &Path) -> Vec<Copy> {
+    let mut out = copies_beside(path);
+    let linked = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if let Some(real) = linked.then(|| std::fs::canonicalize(path).ok()).flatten() {
+        for c in copies_beside(&real) {
+            if !out.iter().any(|o| o.is(c.dev, c.ino)) {
+                out.push(c);
+            }
+        }
+    }
+    out.sort_by(older);
+    out
+}
+
+/// The copies in `path`'s own folder named after it.
+fn copies_beside(path: &Path) -> Vec<Copy> {
     let Some(name) = path.file_name().map(OsStrExt::as_bytes) else {
         return vec![];
     };
     let Ok(entries) = std::fs::read_dir(folder(path)) else {
         return vec![];
     };
-    let mut out: Vec<Copy> = entries
+    entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let n = e.file_name();
@@ -109,9 +148,7 @@ pub(crate) fn copies(path: &Path) -> Vec<Copy> {
             let m = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
             Some(Copy::of(path, &m, rank))
         })
-        .collect();
-    out.sort_by(older);
-    out
+        .collect()
 }
 
 fn older(a: &Copy, b: &Copy) -> Ordering {
@@ -204,6 +241,24 @@ mod tests {
             ]
         );
         assert!(chain[5].len == 2);
+    }
+
+    #[test]
+    fn own_files_named_as_copies_are_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.log");
+        let other = tempfile::tempdir().unwrap();
+        for (name, taken) in [
+            ("e.log", true),
+            ("e.log.cursor-http", true),
+            ("e.log.dlq", true),
+            ("e.log.http.cursor", false),
+            ("e.log.dead-letter", false),
+            ("other.cursor", false),
+        ] {
+            assert_eq!(taken_for_log(&p, &dir.path().join(name)), taken, "{name}");
+            assert!(!taken_for_log(&p, &other.path().join(name)), "{name}");
+        }
     }
 
     /// Sets a file's modification time (seconds since the epoch).

@@ -216,6 +216,20 @@ impl ShipConfig {
         let dead_letter = vars
             .flag_or(flags, &cli::DEAD_LETTER)
             .map_or_else(|| beside(".dead-letter"), |s| PathBuf::from(s.text));
+        for (opt, file, ending) in [
+            (&cli::CURSOR, &cursor, ".cursor"),
+            (&cli::DEAD_LETTER, &dead_letter, ".dead-letter"),
+        ] {
+            if crate::log::rotated::taken_for_log(&log_file, file) {
+                return Err(Error::Config(format!(
+                    "{} {}: in the log's folder and named after {}, it would be read as the log \
+                     or a rotated copy of it; end its name in {ending} or put it elsewhere",
+                    opt.name,
+                    file.display(),
+                    log_file.display()
+                )));
+            }
+        }
         let from = vars
             .flag_or(flags, &cli::FROM)
             .map(|s| parse_from(&s))
