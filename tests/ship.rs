@@ -1077,3 +1077,54 @@ fn the_lag_is_counted_without_reading_the_backlog_again() {
         "{read} bytes read over 10 status lines with a backlog of {size} bytes"
     );
 }
+
+#[test]
+fn a_sink_that_refuses_every_record_is_waited_for_not_emptied_into_dead_letters() {
+    // An expired token (401) or a wrong URL (404) answers every record the same: the backlog
+    // must wait for the operator, not go to the dead-letter file at full speed.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.log");
+    let sent = append(&log, "auth", 0..5);
+    let fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = fixed.clone();
+    let sink = HttpSink::start(move |n, _: &str| {
+        if f.load(std::sync::atomic::Ordering::SeqCst) {
+            Act::Answer(200, None)
+        } else if n % 2 == 0 {
+            Act::Answer(401, None)
+        } else {
+            Act::Answer(404, None)
+        }
+    });
+    let mut child = ship(
+        dir.path(),
+        &["--log-file", "events.log", "--to", &sink.url],
+        &[],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    // Refused twice (a 401 and a 404), then the operator fixes the token.
+    for _ in 0..2 {
+        sink.events.recv_timeout(PATIENCE).expect("a refused POST");
+    }
+    fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+    sink.wait_delivered(sent.len());
+    let _ = child.kill();
+    let _ = child.wait();
+    let keys: Vec<String> = sink.delivered().into_iter().map(|g| g.key).collect();
+    let want: Vec<String> = sent.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(
+        keys, want,
+        "every record, in order, once the sink takes them"
+    );
+    let dead = dir.path().join("events.log.dead-letter");
+    assert!(
+        std::fs::read_to_string(&dead)
+            .unwrap_or_default()
+            .is_empty(),
+        "nothing dead-lettered for the sink's own trouble"
+    );
+}

@@ -50,6 +50,16 @@ pub(crate) fn judge(status: u16, retry_after: Option<&str>) -> Verdict {
             after: None,
             reason: format!("HTTP {status}"),
         },
+        // Answers about the sink's setup, not about this record: a token that expired
+        // (401, 403), a URL that is wrong or moved (404, 405, 410, 3xx: redirects are not
+        // followed). Every record would get the same, so dead-lettering would empty the whole
+        // backlog into the dead-letter file at full speed; wait until the operator fixes it.
+        300..=399 | 401 | 403 | 404 | 405 | 410 => Verdict::Retry {
+            after: None,
+            reason: format!(
+                "HTTP {status}: the sink refuses every record (check the URL and RINGHOOK_SHIP_TOKEN)"
+            ),
+        },
         _ => Verdict::DeadLetter {
             status,
             reason: format!("the sink refused it with HTTP {status}"),
@@ -152,9 +162,20 @@ mod tests {
             (502, None, retry(None)),
             (408, None, retry(None)),
             (400, None, dead.clone()),
-            (404, None, dead.clone()),
             (413, None, dead.clone()),
-            (301, None, dead),
+            (415, None, dead.clone()),
+            (422, None, dead.clone()),
+            (409, None, dead),
+            // The sink's setup, not the record: an expired token or a wrong URL must not
+            // dead-letter the whole backlog at full speed.
+            (401, None, retry(None)),
+            (403, None, retry(None)),
+            (404, None, retry(None)),
+            (405, None, retry(None)),
+            (410, None, retry(None)),
+            (301, None, retry(None)),
+            (308, None, retry(None)),
+            (307, None, retry(None)),
         ];
         for (status, after, want) in cases {
             let got = judge(status, after);
