@@ -7,6 +7,7 @@ mod alerts;
 #[cfg(feature = "catchup")]
 mod catchup;
 mod check;
+mod deb;
 mod exec;
 mod fake_platform;
 mod faults;
