@@ -50,6 +50,11 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/static}"
+# Run from `cargo test` (tests/static_binary.rs, tests/deb.rs), this inherits the test's
+# CARGO_MANIFEST_* and CARGO_PKG_* variables, which ring's build script tracks: builds by the
+# tests and by hand would never reuse each other's (measured: ring and all after it recompiled,
+# 1.5-2 min per target, each time one follows the other). Cargo sets its own for build scripts.
+while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^CARGO_(MANIFEST|PKG)_')
 cargo="${CARGO:-cargo}"
 
 install=1
