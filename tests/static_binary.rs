@@ -21,15 +21,15 @@
 //! A missing prerequisite (Rust target, cross compiler, zig, qemu) skips loudly on a developer's
 //! machine and fails under CI (`CI=true`), where `scripts/setup.sh` must have installed it.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::support::{PATIENCE, Response, read_response};
+use crate::support::{PATIENCE, Response, TestCa, read_response};
 
 const TOKEN: &str = "static-token-0123456789";
 /// The budget for every static binary.
@@ -220,7 +220,8 @@ fn armv6_binary_serves_on_a_pi_zero_core_under_qemu() {
 }
 
 /// The release binary for `target`: static, for `machine`, within budget, then run under
-/// `qemu` (on `cpu`): handshake, a notification refused without the token and logged with it.
+/// `qemu` (on `cpu`): handshake, a notification refused without the token and logged with it,
+/// then `check` over HTTPS.
 fn serves_under_qemu(target: &str, machine: u16, qemu: &str, cpu: Option<&str>) {
     let Some(bin) = build(target) else {
         return;
@@ -281,6 +282,32 @@ fn serves_under_qemu(target: &str, machine: u16, qemu: &str, cpu: Option<&str>) 
 
     let st = s.stop();
     assert_eq!(st.code(), Some(0), "{}", s.stderr());
+
+    // HTTPS on the same CPU: `check` against a TLS receiver, so ring's code runs here too.
+    let ca = TestCa::new();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let url = tls_receiver(&ca);
+    let mut cmd = Command::new(which(qemu).unwrap());
+    cmd.env_clear()
+        .env("RINGHOOK_CA_FILE", &ca_file)
+        .current_dir(dir.path());
+    if let Some(cpu) = cpu {
+        cmd.args(["-cpu", cpu]);
+    }
+    let out = cmd
+        .arg(&bin)
+        .args(["check", "--timeout", "20s", &url])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "check {url} on {target}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -536,6 +563,49 @@ fn assert_static(elf: &[u8], machine: u16) {
             _ => {}
         }
     }
+}
+
+/// An HTTPS receiver on 127.0.0.1 that answers the webhook handshake as `serve` does (200, the
+/// Validation-Token echoed, JSON), presenting a certificate `ca` signed. `ringhook check` against
+/// it runs a whole TLS 1.3 exchange through ring on the emulated CPU: X25519, ECDSA P-256
+/// verification, an AEAD and SHA-2, i.e. ring's C and assembly and their CPU-feature dispatch.
+fn tls_receiver(ca: &TestCa) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/webhook", listener.local_addr().unwrap());
+    let cfg = ca.server_config();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let Ok(server) = rustls::ServerConnection::new(cfg.clone()) else {
+                return;
+            };
+            let _ = conn.set_read_timeout(Some(PATIENCE));
+            let mut tls = rustls::StreamOwned::new(server, conn);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match tls.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let head = String::from_utf8_lossy(&head);
+            let token = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.eq_ignore_ascii_case("validation-token"))
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_default();
+            let _ = write!(
+                tls,
+                "HTTP/1.1 200 OK\r\nValidation-Token: {token}\r\nContent-Type: application/json\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    url
 }
 
 /// A started `ringhook serve` (perhaps behind chroot/unshare/qemu) and its stderr.
