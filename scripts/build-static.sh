@@ -46,6 +46,12 @@
 #   builds musl for any CPU and gives both targets one toolchain from one registry package, with
 #   no foreign dpkg architecture. Costs (measured): a 100 MB wheel (411 MB installed) and about a
 #   minute per target to compile musl and libunwind on a cold cache ($CARGO_TARGET_DIR/zig/cache).
+#   Measured cold, 2 cores: armv6 4m09s (2m39s CPU), armv7 6m30s while a test build shared the
+#   cores (2m29s CPU); sizes armv6 1,613,256 B, armv7 1,591,728 B.
+#   armv7 is tuned for the Cortex-A7 (Pi 2), so its C and libc may use NEON and VFPv4, which
+#   every Pi from the Pi 2 on has (not some early non-Pi ARMv7 boards). On the ARMv6 binary, ARMv7
+#   code remains only behind run-time checks: musl's atomics pick their ARMv6 or ARMv7 variant from
+#   AT_PLATFORM/AT_HWCAP, ring's NEON routines run only when HWCAP says NEON.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
