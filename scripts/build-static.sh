@@ -30,17 +30,37 @@
 #                               rust-lld links against Rust's own self-contained musl CRT, so no
 #                               aarch64 musl sysroot is needed.
 #
-# 32-bit Raspberry Pi OS and ARMv6 (not buildable on machines whose rustup cannot download these
-# targets, so untested by this project's CI; same mechanism as aarch64):
-#   armv7 -> armv7-unknown-linux-musleabihf  Pi 2/3/4/Zero 2 W running 32-bit Pi OS.
-#            Needs: rustup target add armv7-unknown-linux-musleabihf; apt install gcc-arm-linux-gnueabihf
-#   armv6 -> arm-unknown-linux-musleabihf    Pi 1 and Pi Zero/Zero W (ARMv6 + VFP, hard float).
-#            Same compiler, told to emit ARMv6 code: Debian's arm-linux-gnueabihf-gcc defaults to
-#            ARMv7 + Thumb-2, which an ARMv6 core cannot run (SIGILL in ring's C code).
+#   armv7-unknown-linux-musleabihf  (`armv7`) ARMv7 + VFPv3-D16, hard float, Thumb-2: Pi 2/3/4 and
+#                               Zero 2 W on 32-bit Pi OS, Debian armhf boards.
+#   arm-unknown-linux-musleabihf    (`armv6`) ARMv6 + VFPv2, hard float: every 32-bit Raspberry Pi
+#                               OS ("armhf" there means ARMv6, unlike Debian's), Pi 1 and Zero / Zero W
+#                               included. No ARMv7 instruction may end up in it.
+#   For both, zig (PyPI's ziglang, as cargo-zigbuild uses it) compiles ring's C and links, with
+#   its bundled musl libc and libunwind compiled for the exact CPU (-mcpu below) on first use.
+#   Why zig: rustup cannot download these targets' std here, and -Z build-std compiles std
+#   anyway; what is then missing is the target's musl CRT and libc.a (rustup's rust-std brings
+#   them for x86_64 and aarch64). Debian has none that fits ARMv6: musl-dev:armhf is compiled for
+#   Debian's armhf baseline (ARMv7 + Thumb-2, checked: its objects say Tag_CPU_arch v7, and a
+#   Thumb-2 libc faults on an ARM1176), and musl-dev:armel uses the soft-float ABI (float
+#   arguments in core registers, where our hard-float code passes them in VFP registers). zig
+#   builds musl for any CPU and gives both targets one toolchain from one registry package, with
+#   no foreign dpkg architecture. Costs (measured): a 100 MB wheel (411 MB installed) and about a
+#   minute per target to compile musl and libunwind on a cold cache ($CARGO_TARGET_DIR/zig/cache).
+#   Measured cold, 2 cores: armv6 4m09s (2m39s CPU), armv7 6m30s while a test build shared the
+#   cores (2m29s CPU); sizes armv6 1,613,256 B, armv7 1,591,728 B.
+#   armv7 is tuned for the Cortex-A7 (Pi 2), so its C and libc may use NEON and VFPv4, which
+#   every Pi from the Pi 2 on has (not some early non-Pi ARMv7 boards). On the ARMv6 binary, ARMv7
+#   code remains only behind run-time checks: musl's atomics pick their ARMv6 or ARMv7 variant from
+#   AT_PLATFORM/AT_HWCAP, ring's NEON routines run only when HWCAP says NEON.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/static}"
+# Run from `cargo test` (tests/static_binary.rs, tests/deb.rs), this inherits the test's
+# CARGO_MANIFEST_* and CARGO_PKG_* variables, which ring's build script tracks: builds by the
+# tests and by hand would never reuse each other's (measured: ring and all after it recompiled,
+# 1.5-2 min per target, each time one follows the other). Cargo sets its own for build scripts.
+while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^CARGO_(MANIFEST|PKG)_')
 cargo="${CARGO:-cargo}"
 
 install=1
@@ -74,6 +94,8 @@ missing() {
 }
 
 need_target() {
+  # A zig target needs no rustup component when std is compiled here (-Z build-std).
+  if ((build_std)) && [[ " ${zig_targets[*]-} " == *" $1 "* ]]; then return 0; fi
   if ! rustup target list --installed 2>/dev/null | grep -qx "$1"; then
     ((install)) || missing "Rust target $1" "rustup target add $1"
     rustup target add "$1" >&2
@@ -114,6 +136,48 @@ no_c_unwind() {
   export "$var=${!var:+${!var} }-fno-asynchronous-unwind-tables -fno-unwind-tables"
 }
 
+# zig from PyPI's ziglang, pinned: the version these recipes were measured with.
+zig_version=0.17.1
+zig=""
+need_zig() {
+  [ -n "$zig" ] && return 0
+  local find='import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))'
+  if ! zig="$(python3 -c "$find" 2>/dev/null)" || [ ! -x "$zig" ]; then
+    ((install)) || missing "zig (PyPI ziglang)" "python3 -m pip install ziglang==$zig_version"
+    echo "build-static: installing ziglang==$zig_version from PyPI" >&2
+    python3 -m pip install -q --disable-pip-version-check "ziglang==$zig_version" >&2 ||
+      python3 -m pip install -q --disable-pip-version-check --break-system-packages \
+        "ziglang==$zig_version" >&2
+    zig="$(python3 -c "$find")"
+  fi
+}
+
+# $1: Rust triple, $2: zig triple, $3: zig CPU. Writes $CARGO_TARGET_DIR/zig/$1-cc (and -ar),
+# `zig cc` for that triple and CPU, and makes it the target's C compiler and linker.
+zig_targets=()
+zig_target() {
+  need_zig
+  zig_targets+=("$1")
+  local dir env_name cc_name
+  dir="$(mkdir -p "$CARGO_TARGET_DIR/zig" && cd "$CARGO_TARGET_DIR/zig" && pwd)"
+  env_name="$(echo "$1" | tr 'a-z-' 'A-Z_')"
+  cc_name="$(echo "$1" | tr '-' '_')"
+  # cc-rs adds a clang-style --target=<Rust triple>, which zig does not parse: drop it, as
+  # cargo-zigbuild does; -target and -mcpu here decide. zig's cache stays under target/.
+  cat >"$dir/$1-cc" <<EOF
+#!/bin/sh
+for a; do shift; case "\$a" in --target=*) ;; *) set -- "\$@" "\$a" ;; esac; done
+export ZIG_GLOBAL_CACHE_DIR='$dir/cache' ZIG_LOCAL_CACHE_DIR='$dir/cache'
+exec '$zig' cc -target $2 -mcpu=$3 "\$@"
+EOF
+  printf '#!/bin/sh\nexec %s ar "$@"\n' "'$zig'" >"$dir/$1-ar"
+  chmod +x "$dir/$1-cc" "$dir/$1-ar"
+  export "CC_${cc_name}=$dir/$1-cc" "AR_${cc_name}=$dir/$1-ar"
+  export "CARGO_TARGET_${env_name}_LINKER=$dir/$1-cc"
+  # zig's musl CRT and libc, not the toolchain's (which rustup would bring with the target).
+  export "CARGO_TARGET_${env_name}_RUSTFLAGS=-Clink-self-contained=no $no_unwind"
+}
+
 for t in "${targets[@]}"; do
   # The per-target variables below only affect that target, never the host build.
   env_name="$(echo "$t" | tr 'a-z-' 'A-Z_')"
@@ -136,15 +200,13 @@ for t in "${targets[@]}"; do
       export "CARGO_TARGET_${env_name}_RUSTFLAGS=$lld_flags $no_unwind"
       ;;
     armv7-unknown-linux-musleabihf)
-      need_cc arm-linux-gnueabihf-gcc gcc-arm-linux-gnueabihf
-      export "CC_${cc_name}=arm-linux-gnueabihf-gcc"
-      export "CARGO_TARGET_${env_name}_RUSTFLAGS=$lld_flags $no_unwind"
+      zig_target "$t" arm-linux-musleabihf cortex_a7
       ;;
     arm-unknown-linux-musleabihf)
-      need_cc arm-linux-gnueabihf-gcc gcc-arm-linux-gnueabihf
-      export "CC_${cc_name}=arm-linux-gnueabihf-gcc"
-      export "CFLAGS_${cc_name}=-march=armv6 -mfpu=vfp -mfloat-abi=hard -marm"
-      export "CARGO_TARGET_${env_name}_RUSTFLAGS=$lld_flags $no_unwind"
+      # arm1176jzf_s: the Pi 1 / Zero core (ARMv6KZ + VFPv2): zig's musl and libunwind and ring's
+      # C get no ARMv7 or Thumb-2 instruction (tests/static_binary.rs runs the binary on qemu's
+      # arm1176, which faults on one).
+      zig_target "$t" arm-linux-musleabihf arm1176jzf_s
       ;;
     *) echo "build-static: $t: no recipe; trying with the defaults" >&2 ;;
   esac

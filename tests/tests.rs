@@ -9,6 +9,7 @@ mod attack;
 #[cfg(feature = "catchup")]
 mod catchup;
 mod check;
+mod deb;
 mod exec;
 mod fake_platform;
 mod faults;
