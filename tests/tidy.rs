@@ -151,6 +151,8 @@ fn imports_flow_one_way() {
             &["input", "output", "register"]
         } else if path.starts_with("src/input/serve/") {
             &["output", "register", "input::catchup"]
+        } else if path.starts_with("src/input/connect/") {
+            &["output", "register", "input::catchup"]
         } else if path.starts_with("src/input/catchup/") {
             &["output", "register", "input::serve"]
         } else if path.starts_with("src/output/ship/") {
