@@ -7,8 +7,12 @@ mod alerts;
 #[cfg(feature = "catchup")]
 mod catchup;
 mod check;
+#[cfg(feature = "connect")]
+mod connect;
 mod exec;
 mod fake_platform;
+#[cfg(feature = "connect")]
+mod fake_wsg;
 mod faults;
 mod install;
 mod metrics;

@@ -97,11 +97,13 @@ pub(crate) fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
         filters(configured).len(),
         state_path.display()
     );
+    let local = listener.as_ref().and_then(|l| l.local_addr().ok());
     let mut server = Server::new(cfg, listener, log)
         .map_err(|e| Error::runtime(format!("cannot set up the event loop: {e}")))?;
     server.connect(connector, recoverer);
-    if let Some(addr) = listen {
-        info!("listening on http://{addr} for the health and metrics paths");
+    if let Some(addr) = local {
+        // Tests and scripts wait for this line, as for serve's.
+        info!("listening on http://{addr}/ for the health and metrics paths only");
     }
     server
         .run()

@@ -168,14 +168,20 @@ pub(crate) fn run(cfg: SessionConfig) -> Result<(), Error> {
 
 impl Session {
     fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-            || self
-                .parent
-                .is_some_and(|p| rustix::process::getppid() != Some(p))
+        self.stop.load(Ordering::Relaxed) || self.orphaned()
+    }
+
+    /// The loop is gone (killed): leave at once, the session kept for the next start.
+    fn orphaned(&self) -> bool {
+        self.parent
+            .is_some_and(|p| rustix::process::getppid() != Some(p))
     }
 
     fn run(&mut self) -> Result<(), Error> {
         loop {
+            if self.orphaned() {
+                return Err(Error::StdoutClosed);
+            }
             if self.stopping() {
                 return self.finish();
             }
@@ -424,8 +430,13 @@ impl Session {
             }
         }
         self.failures = 0;
+        self.mark_alive(SystemTime::now(), recovery)?;
         tell(b"S up\n")?;
-        self.steady(sock, idle, absolute, recovery, recovered)
+        let mut last_in = SystemTime::now();
+        let end = self.steady(sock, idle, absolute, recovered, &mut last_in);
+        // The gateway keeps the session for its recovery window from the last sign of life.
+        self.mark_alive(last_in, recovery)?;
+        end
     }
 
     /// Sends the subscription's `ClientRequest` and waits for its answer.
@@ -501,8 +512,8 @@ impl Session {
         mut sock: WebSocket<Stream>,
         idle: Duration,
         absolute: Duration,
-        recovery: Duration,
         recovered: bool,
+        alive: &mut SystemTime,
     ) -> Result<End, Error> {
         let started = Instant::now();
         let beat_every = (idle / 3).max(Duration::from_millis(500));
@@ -519,6 +530,7 @@ impl Session {
             match got {
                 Ok(Incoming::Text(text)) => {
                     last_in = now;
+                    *alive = SystemTime::now();
                     let msg = match Message::parse(&text) {
                         Ok(m) => m,
                         Err(e) => return Ok(End::Reconnect(format!("a message that is {e}"))),
@@ -562,16 +574,19 @@ impl Session {
                     resent = None;
                 }
             }
+            if self.orphaned() {
+                return Err(Error::StdoutClosed);
+            }
             if self.stopping() {
                 self.unsubscribe(&mut sock);
                 return Ok(End::Stop);
             }
             if now.duration_since(last_save) >= SAVE_EVERY {
-                self.mark_alive(recovery)?;
+                self.conn.alive_at = Some(rfc3339(*alive));
+                self.save()?;
                 last_save = now;
             }
             if now >= plan_end {
-                self.mark_alive(recovery)?;
                 let _ = sock.close(1000);
                 return Ok(End::Reconnect(
                     "planned, before the gateway's absolute timeout".into(),
@@ -603,10 +618,10 @@ impl Session {
         }
     }
 
-    fn mark_alive(&mut self, recovery: Duration) -> Result<(), Error> {
-        let now = SystemTime::now();
-        self.conn.alive_at = Some(rfc3339(now));
-        self.conn.recoverable_until = Some(rfc3339(now + recovery));
+    /// Notes the connection's last sign of life and how long it stays recoverable.
+    fn mark_alive(&mut self, at: SystemTime, recovery: Duration) -> Result<(), Error> {
+        self.conn.alive_at = Some(rfc3339(at));
+        self.conn.recoverable_until = Some(rfc3339(at + recovery));
         self.save()
     }
 

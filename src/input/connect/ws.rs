@@ -55,9 +55,10 @@ fn protocol(what: impl Into<String>) -> WsError {
     WsError::Protocol(what.into())
 }
 
-/// True for an error that is only the read timeout passing.
+/// True for an error that is only the read timeout passing (or a signal): try again.
 pub(crate) fn is_timeout(e: &WsError) -> bool {
-    matches!(e, WsError::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+    // A signal (SIGTERM) interrupts a read with a timeout even under SA_RESTART (signal(7)).
+    matches!(e, WsError::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted))
 }
 
 /// What one read brought.
@@ -477,7 +478,7 @@ mod tests {
         // RFC 6455 §1.3.
         assert_eq!(
             accept_for("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kPsGzkHbQ+KsEk="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 

@@ -316,6 +316,7 @@ impl Server {
 
     /// `ringhook connect`: the session child whose notifications the loop logs, and the
     /// catch-up child it asks for after a gap.
+    #[cfg(feature = "connect")]
     pub(crate) fn connect(&mut self, connector: Connector, recoverer: Option<Recoverer>) {
         self.connector = Some(connector);
         self.recoverer = recoverer;
