@@ -306,3 +306,64 @@ fn a_rate_limited_ws_token_waits_retry_after() {
     r.wait_for("WebSocket: subscribed");
     assert_eq!(t.fake.with(|w| w.ws_token_calls), 2);
 }
+
+#[test]
+fn a_bad_message_or_an_oversized_one_remakes_the_connection() {
+    let t = Setup::new();
+    let mut r = start_at_with(&t, &["--max-body", "2KiB"]);
+    r.wait_for("WebSocket: subscribed");
+    t.fake.send_raw(r#"{"not": "an array"}"#);
+    r.wait_for("reconnecting (a message that is not a JSON array");
+    r.wait_for("session recovered");
+    t.fake.send_raw(&format!(
+        "[{{\"type\":\"ServerNotification\"}},\"{}\"]",
+        "x".repeat(4096)
+    ));
+    r.wait_for("reconnecting (a message larger than");
+    r.wait_for("session recovered");
+    t.fake.notify(&body(1));
+    assert_eq!(uuids(&t.wait_lines(1)), ["u-1"]);
+    assert_eq!(t.fake.with(|w| w.connections), 3);
+}
+
+#[test]
+fn an_unknown_session_token_gets_wsg_400_and_a_fresh_session() {
+    let t = Setup::new();
+    let mut r = t.start();
+    r.signal("KILL");
+    r.wait_exit();
+    t.fake.wait("the child left", |w| !w.connected());
+    let state = std::fs::read_to_string(t.state()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let wsc = v["connect"]["wsc"].as_str().unwrap().to_string();
+    std::fs::write(t.state(), state.replace(&wsc, "bogus-wsc")).unwrap();
+    let mut r2 = start_at(&t.fake, &t.state(), &t.log());
+    r2.wait_for("WSG-400");
+    r2.wait_for("subscribed again; catching up since");
+    assert_eq!(t.fake.with(|w| (w.created.len(), w.logins)), (2, 1));
+}
+
+#[test]
+fn a_planned_reconnect_comes_before_the_absolute_timeout() {
+    let t = Setup::new();
+    t.fake.with(|w| w.absolute_timeout = 3);
+    let mut r = t.start();
+    r.wait_for("reconnecting (planned");
+    r.wait_for("session recovered");
+    t.fake.wait("a second connection", |w| w.connections >= 2);
+    assert_eq!(t.fake.with(|w| w.closes.clone()), Vec::<String>::new());
+    t.fake.notify(&body(1));
+    assert_eq!(uuids(&t.wait_lines(1)), ["u-1"]);
+}
+
+fn start_at_with(t: &Setup, extra: &[&str]) -> Running {
+    Serve::connect()
+        .env("RC_SERVER_URL", &t.fake.url)
+        .env("RC_CLIENT_ID", fake::CLIENT_ID)
+        .env("RC_CLIENT_SECRET", fake::CLIENT_SECRET)
+        .env("RC_JWT", fake::JWT)
+        .env("RINGHOOK_STATE", &t.state().to_string_lossy())
+        .args(["--log-file".as_ref(), t.log().as_os_str()])
+        .args(extra)
+        .start()
+}

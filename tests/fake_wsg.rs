@@ -74,6 +74,13 @@ pub struct World {
     next: u64,
 }
 
+impl World {
+    /// True while a client is connected.
+    pub fn connected(&self) -> bool {
+        self.live.is_some()
+    }
+}
+
 pub struct FakeWsg {
     pub url: String,
     world: Arc<(Mutex<World>, Condvar)>,
@@ -291,6 +298,15 @@ impl FakeWsg {
                 if s.lost_at.is_some() && s.sub.is_some() {
                     s.buffer.push(body.to_string());
                 }
+            }
+        });
+    }
+
+    /// Sends `text` as one text frame on the live connection, whatever it is.
+    pub fn send_raw(&self, text: &str) {
+        self.with(|w| {
+            if let Some(l) = &mut w.live {
+                let _ = l.stream.write_all(&frame(1, text.as_bytes()));
             }
         });
     }
