@@ -367,3 +367,18 @@ fn start_at_with(t: &Setup, extra: &[&str]) -> Running {
         .args(extra)
         .start()
 }
+
+#[test]
+fn refused_credentials_stop_with_exit_1() {
+    let t = Setup::new();
+    let mut r = Serve::connect()
+        .env("RC_SERVER_URL", &t.fake.url)
+        .env("RC_CLIENT_ID", fake::CLIENT_ID)
+        .env("RC_CLIENT_SECRET", fake::CLIENT_SECRET)
+        .env("RC_JWT", "not-the-jwt")
+        .env("RINGHOOK_STATE", &t.state().to_string_lossy())
+        .start();
+    r.wait_for("cannot sign in");
+    assert_eq!(r.wait_exit().code(), Some(1));
+    assert!(!r.stderr().contains("not-the-jwt"));
+}

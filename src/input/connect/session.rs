@@ -241,7 +241,7 @@ impl Session {
 
     /// A valid access token: refreshed in the same session when one is kept, a login only when
     /// there is no usable refresh token.
-    fn access(&mut self) -> Result<Secret, Error> {
+    fn access(&mut self) -> Result<Secret, Trouble> {
         let now = SystemTime::now();
         if let Some(t) = &self.tokens {
             if Instant::now() < self.refresh_at {
@@ -263,7 +263,11 @@ impl Session {
                     self.conn.wsc = None;
                     self.login()?
                 }
-                Err(e) => return Err(platform_fail("cannot refresh the access token", e)),
+                Err(e) => {
+                    return Err(Trouble::Again(format!(
+                        "cannot refresh the access token: {e}"
+                    )));
+                }
             }
         } else {
             self.login()?
@@ -278,17 +282,20 @@ impl Session {
         let life = tokens.access_until.duration_since(now).unwrap_or_default();
         self.refresh_at = Instant::now() + life - (life / 4).min(Duration::from_secs(300));
         self.tokens = Some(tokens);
-        self.save()?;
+        self.save().map_err(Trouble::Fatal)?;
         Ok(access)
     }
 
-    fn login(&mut self) -> Result<Tokens, Error> {
+    /// A new session. Credentials the platform refuses (a 4xx) stop the process; anything else
+    /// (no network yet at boot, a 5xx) is tried again.
+    fn login(&mut self) -> Result<Tokens, Trouble> {
         let creds = self.cfg.platform.credentials.clone();
-        self.oauth.login(&creds).map_err(|e| {
-            platform_fail(
-                &format!("cannot sign in to {}", self.cfg.platform.endpoint.server),
-                e,
-            )
+        let what = format!("cannot sign in to {}", self.cfg.platform.endpoint.server);
+        self.oauth.login(&creds).map_err(|e| match e {
+            PlatformError::Api { status, .. } if (400..500).contains(&status) && status != 429 => {
+                Trouble::Fatal(platform_fail(&what, e))
+            }
+            e => Trouble::Again(format!("{what}: {e}")),
         })
     }
 
@@ -320,8 +327,8 @@ impl Session {
     fn connection(&mut self) -> Result<End, Error> {
         let access = match self.access() {
             Ok(a) => a,
-            Err(e) if is_config(&e) => return Err(e),
-            Err(e) => return Ok(End::Reconnect(e.to_string())),
+            Err(Trouble::Fatal(e)) => return Err(e),
+            Err(Trouble::Again(why)) => return Ok(End::Reconnect(why)),
         };
         self.pace();
         if self.stopping() {
@@ -608,9 +615,9 @@ impl Session {
             if self.tokens.is_some() && now >= self.refresh_at {
                 match self.access() {
                     Ok(_) => info!("OAuth access token refreshed (same session)"),
-                    Err(e) if is_config(&e) => return Err(e),
-                    Err(e) => {
-                        warn!("cannot refresh the access token yet: {e}");
+                    Err(Trouble::Fatal(e)) => return Err(e),
+                    Err(Trouble::Again(why)) => {
+                        warn!("{why}; trying again in 10 s");
                         self.refresh_at = now + Duration::from_secs(10);
                     }
                 }
@@ -681,13 +688,10 @@ impl Session {
     }
 }
 
-fn is_config(e: &Error) -> bool {
-    match e {
-        Error::Runtime { message, .. } => {
-            message.starts_with("cannot sign in") && !message.contains("timed out")
-        }
-        _ => true,
-    }
+/// Why no access token: the end of the process, or a reason to try again.
+enum Trouble {
+    Fatal(Error),
+    Again(String),
 }
 
 fn closed(code: Option<u16>, reason: &str) -> String {
