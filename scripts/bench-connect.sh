@@ -26,6 +26,8 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# Proportional set size: the two processes of one binary share its text pages.
+pss_kb() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
 lines() { [ -f "$1" ] && wc -l <"$1" || echo 0; }
 wait_lines() { # FILE N: bounded wait (120 s)
   local end=$((SECONDS + 120))
@@ -53,6 +55,7 @@ sleep 1 # let both processes settle before reading idle memory
 child=$(pgrep -P "$cpid" | head -1)
 c_parent=$(rss_kb "$cpid")
 c_child=$(rss_kb "$child")
+c_pss=$(($(pss_kb "$cpid") + $(pss_kb "$child")))
 t0=$(date +%s.%N)
 echo go >&3
 wait_lines "$dir/connect.jsonl" "$N"
@@ -68,6 +71,7 @@ spid=$!
 pids+=($spid)
 for _ in $(seq 200); do grep -q "listening on" "$dir/serve.err" && break; sleep 0.02; done
 s_idle=$(rss_kb "$spid")
+s_pss=$(pss_kb "$spid")
 t0=$(date +%s.%N)
 python3 scripts/bench/drive.py "$port" "$N" "$CONNS"
 t1=$(date +%s.%N)
@@ -77,4 +81,4 @@ kill -TERM "$spid"; wait "$spid" || true
 echo "binary: $BIN ($(stat -c %s "$BIN") bytes)"
 echo "connect: $N notifications over one WebSocket -> log: $connect_rate events/s"
 echo "serve:   $N notifications over $CONNS HTTP connections -> log: $serve_rate events/s"
-echo "idle RSS: connect loop ${c_parent} kB + session child ${c_child} kB = $((c_parent + c_child)) kB; serve ${s_idle} kB"
+echo "idle RSS: connect loop ${c_parent} kB + session child ${c_child} kB = $((c_parent + c_child)) kB (PSS ${c_pss} kB); serve ${s_idle} kB (PSS ${s_pss} kB)"
