@@ -729,17 +729,20 @@ pub(crate) const SERVE: &[&Opt] = &[
 
 /// `connect`'s settings: serve's log, outputs and optional listener (health and metrics only).
 const CONNECT: &[&Opt] = &[
-    &LOG_FILE,
+    &LOG_FILE.reworded("Append events to FILE, fdatasync'd in batches; '-' is stdout"),
     &STATE.reworded("State file: the OAuth session and the WebSocket session to recover"),
-    &EVENT,
+    &EVENT.reworded("Event filter; repeat for more; {extensionId} is the signed-in user's (~)"),
     &LISTEN
         .reworded("Listen here for the health and metrics paths only (no webhook)")
+        .env_note("")
         .means("no listener"),
     &HEALTH_PATH.reworded("Answer GET PATH with 200 while subscribed and the log is writable"),
     &METRICS_PATH,
     &MAX_BODY.reworded("Largest WebSocket message accepted; a larger one re-makes the connection"),
     &DEDUPE_WINDOW,
-    &SHUTDOWN_GRACE,
+    &SHUTDOWN_GRACE.reworded(
+        "On SIGTERM, time for the session to delete its subscription and for --exec commands",
+    ),
     &EXEC,
     &EXEC_FILTER,
     &EXEC_MAX,
