@@ -121,8 +121,20 @@ fn wait_health(r: &Running, want: u16) {
 #[test]
 fn notifications_are_logged_byte_exact_once_and_sigterm_deletes_the_subscription() {
     let t = Setup::new();
-    let mut r = t.start();
+    let mut r = start_at_with(&t, &["--metrics-path", "/metrics"]);
+    r.wait_for("WebSocket: subscribed");
     wait_health(&r, 200);
+    let m = r.exchange(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let text = String::from_utf8_lossy(&m.body).into_owned();
+    assert!(
+        text.contains("\nringhook_websocket_subscribed 1\n"),
+        "{text}"
+    );
+    // No webhook: a POST is refused, whatever its path.
+    let post = r.exchange(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    );
+    assert_eq!(post.status, 403);
     // The published sample, as the gateway embeds it, and ours.
     let raw = std::fs::read_to_string(reference().join("websocket/docs-server-notification.json"))
         .unwrap();

@@ -531,6 +531,9 @@ impl Server {
         };
         self.scrape.clear();
         metrics::render(&scrape, &mut self.scrape);
+        if let Some(c) = &self.connector {
+            c.render_metrics(&mut self.scrape);
+        }
     }
 
     fn close(&mut self, id: usize) {

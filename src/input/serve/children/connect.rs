@@ -54,6 +54,12 @@ pub(crate) struct Connector {
     /// The child ended for good (a missing permission, refused credentials): the loop stops.
     pub(crate) gave_up: bool,
     stopping: bool,
+    /// Times the child said it was subscribed (a new subscription or a recovered session).
+    ups: u64,
+    /// Gaps it asked to catch up.
+    gaps: u64,
+    /// Times the child was started again after it ended.
+    restarts: u64,
 }
 
 impl Connector {
@@ -68,6 +74,9 @@ impl Connector {
             next_start: Some(Instant::now()),
             gave_up: false,
             stopping: false,
+            ups: 0,
+            gaps: 0,
+            restarts: 0,
         }
     }
 
@@ -136,9 +145,13 @@ impl Connector {
             start += i + 1;
             match line {
                 [b'N', b' ', body @ ..] => heard.records.push(Record::new(body, now)),
-                b"S up" => self.subscribed = true,
+                b"S up" => {
+                    self.subscribed = true;
+                    self.ups += 1;
+                }
                 b"S down" => self.subscribed = false,
                 [b'C', b' ', since @ ..] => {
+                    self.gaps += 1;
                     heard.catch_up = Some(String::from_utf8_lossy(since).into_owned())
                 }
                 _ => {}
@@ -174,6 +187,7 @@ impl Connector {
         if ran >= HEALTHY {
             self.failures = 0;
         }
+        self.restarts += 1;
         self.failures += 1;
         let wait = self.backoff();
         warn!(
@@ -181,6 +195,43 @@ impl Connector {
             wait.as_secs_f64()
         );
         self.next_start = Some(Instant::now() + wait);
+    }
+
+    /// The WebSocket families of `/metrics`, in the text exposition format, after serve's.
+    pub(crate) fn render_metrics(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let families = [
+            (
+                "ringhook_websocket_subscribed",
+                "gauge",
+                "1 while the WebSocket session is subscribed.",
+                u64::from(self.subscribed()),
+            ),
+            (
+                "ringhook_websocket_subscribed_total",
+                "counter",
+                "Connections that got subscribed (a new subscription or a recovered session).",
+                self.ups,
+            ),
+            (
+                "ringhook_websocket_gaps_total",
+                "counter",
+                "Gaps the session could not recover, each caught up.",
+                self.gaps,
+            ),
+            (
+                "ringhook_websocket_session_restarts_total",
+                "counter",
+                "Times the session child ended and was started again.",
+                self.restarts,
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            );
+        }
     }
 
     /// At shutdown: SIGTERM (the child deletes its subscription and revokes its session).
