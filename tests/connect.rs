@@ -222,8 +222,11 @@ fn a_failed_recovery_subscribes_again_and_catches_up() {
             .iter()
             .any(|j| j == "GET /restapi/v1.0/subscription")
     });
-    assert_eq!(t.fake.with(|w| w.created.len()), 2);
     t.fake.wait("subscribed again", |w| w.created.len() == 2);
+    let first = t.fake.with(|w| w.created[0].clone());
+    t.fake.wait("the lost session's subscription deleted", |w| {
+        w.deleted == [first.clone()]
+    });
     t.fake.notify(&body(1));
     assert_eq!(uuids(&t.wait_lines(2)), ["u-0", "u-1"]);
 }
@@ -393,4 +396,68 @@ fn refused_credentials_stop_with_exit_1() {
     r.wait_for("cannot sign in");
     assert_eq!(r.wait_exit().code(), Some(1));
     assert!(!r.stderr().contains("not-the-jwt"));
+}
+
+#[test]
+fn a_refused_subscription_names_the_permission_and_exits_1() {
+    let t = Setup::new();
+    t.fake.with(|w| w.subscription_status = 403);
+    let mut r = start_at(&t.fake, &t.state(), &t.log());
+    let line = r.wait_for("WebSocket Subscriptions");
+    assert!(
+        line.contains("403") && line.contains("subscription"),
+        "{line}"
+    );
+    assert_eq!(r.wait_exit().code(), Some(1));
+}
+
+#[test]
+fn sighup_reopens_the_log() {
+    let t = Setup::new();
+    let mut r = t.start();
+    t.fake.notify(&body(1));
+    t.wait_lines(1);
+    let rotated = t.dir.path().join("events.log.1");
+    std::fs::rename(t.log(), &rotated).unwrap();
+    r.signal("HUP");
+    r.wait_for("SIGHUP: event log reopened");
+    t.fake.notify(&body(2));
+    assert_eq!(uuids(&t.wait_lines(1)), ["u-2"]);
+}
+
+#[test]
+fn a_restart_after_the_recovery_window_subscribes_again_and_catches_up() {
+    let t = Setup::new();
+    t.fake.with(|w| w.recovery_timeout = 1);
+    let mut r = t.start();
+    t.fake.notify(&body(0));
+    t.wait_lines(1);
+    r.signal("KILL");
+    r.wait_exit();
+    t.fake.wait("the child left", |w| !w.connected());
+    // Bounded wait until the saved window has passed.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(t.state()).unwrap()).unwrap();
+        let until = v["connect"]["recoverableUntil"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let until = humantime::parse_rfc3339_weak(&until).unwrap();
+        if std::time::SystemTime::now() > until {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the window never passed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut r2 = start_at(&t.fake, &t.state(), &t.log());
+    let line = r2.wait_for("catching up since");
+    assert!(line.contains("could not be recovered"), "{line}");
+    r2.wait_for("catching up on missed messages and calls");
+    assert_eq!(
+        t.fake.with(|w| w.logins),
+        1,
+        "the OAuth session is still kept"
+    );
 }

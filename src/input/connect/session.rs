@@ -486,9 +486,15 @@ impl Session {
                     Escaped(sub.as_deref().unwrap_or("?")),
                     self.cfg.filters.len()
                 );
-                self.sub_id = sub;
+                let old = std::mem::replace(&mut self.sub_id, sub);
                 self.conn.alive_at = Some(rfc3339(SystemTime::now()));
                 self.save()?;
+                // The lost session's subscription would count against the user's limit until
+                // it expires (RingCentral's own app deletes it too); its answer is not awaited.
+                if let Some(old) = old.filter(|o| Some(o) != self.sub_id.as_ref()) {
+                    let id = self.message_id("del");
+                    let _ = sock.send_text(gateway::delete_subscription(&id, &old).as_bytes());
+                }
                 return Ok(Ok(()));
             }
             let err: ErrorBody = msg.body_as();
