@@ -608,9 +608,9 @@ impl Session {
             if now.duration_since(last_in) > beat_every * 2 + Duration::from_secs(1) {
                 return Ok(End::Reconnect("nothing heard, not even a heartbeat".into()));
             }
-            if now.duration_since(last_out) >= beat_every
-                && now.duration_since(last_in) >= beat_every / 2
-            {
+            // By what we sent, not what we heard: whether notifications keep the gateway's idle
+            // timer alive is not documented (pings do not), a Heartbeat does.
+            if now.duration_since(last_out) >= beat_every {
                 let id = self.message_id("hb");
                 if let Err(e) = sock.send_text(gateway::heartbeat(&id).as_bytes()) {
                     return Ok(End::Reconnect(e.to_string()));
