@@ -581,8 +581,12 @@ impl Session {
                 Err(e) if ws::is_timeout(&e) => {}
                 Err(e) => return Ok(End::Reconnect(e.to_string())),
             }
+            // The resend is over after a second without a notification (or, under a steady
+            // flow, five seconds in): what came until then is counted as resent.
             if let Some((n, at)) = resent {
-                if now.duration_since(at) > Duration::from_secs(1) {
+                if now.duration_since(at) > Duration::from_secs(1)
+                    || now.duration_since(started) > Duration::from_secs(5)
+                {
                     info!("WebSocket: recovered ({n} resent)");
                     resent = None;
                 }
