@@ -331,9 +331,6 @@ impl Server {
         let mut events = Events::with_capacity(256);
         loop {
             let timeout = self.sweep(Instant::now());
-            if self.gave_up() {
-                break;
-            }
             if let Some(by) = self.shutdown_by {
                 // Connections that only linger have had their last answer: don't wait for them.
                 let done = self.conns.values().all(|c| c.linger_until.is_some())
@@ -957,6 +954,13 @@ impl Server {
     fn sweep_connect(&mut self, now: Instant) -> Option<Instant> {
         let c = self.connector.as_mut()?;
         if self.shutdown_by.is_some() {
+            return None;
+        }
+        if c.wants_stop() {
+            // The session cannot go on: stop as a SIGTERM would, by the same path for every part.
+            if let Some(me) = rustix::process::Pid::from_raw(std::process::id() as i32) {
+                let _ = rustix::process::kill_process(me, rustix::process::Signal::TERM);
+            }
             return None;
         }
         c.reap(self.poll.registry());

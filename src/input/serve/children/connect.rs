@@ -53,6 +53,8 @@ pub(crate) struct Connector {
     next_start: Option<Instant>,
     /// The child ended for good (a missing permission, refused credentials): the loop stops.
     pub(crate) gave_up: bool,
+    /// The loop was asked to stop for it.
+    told: bool,
     stopping: bool,
     /// Times the child said it was subscribed (a new subscription or a recovered session).
     ups: u64,
@@ -73,6 +75,7 @@ impl Connector {
             failures: 0,
             next_start: Some(Instant::now()),
             gave_up: false,
+            told: false,
             stopping: false,
             ups: 0,
             gaps: 0,
@@ -88,6 +91,13 @@ impl Connector {
     /// True when no child runs.
     pub(crate) fn is_idle(&self) -> bool {
         self.run.is_none()
+    }
+
+    /// True once, when the child ended for good: the loop then stops.
+    pub(crate) fn wants_stop(&mut self) -> bool {
+        let now = self.gave_up && !self.told;
+        self.told |= now;
+        now
     }
 
     /// When the loop must wake to start the child again.
