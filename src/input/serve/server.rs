@@ -323,6 +323,7 @@ impl Server {
     }
 
     /// True when `connect`'s session child ended for good (the reason is logged).
+    #[cfg(feature = "connect")]
     pub(crate) fn gave_up(&self) -> bool {
         self.connector.as_ref().is_some_and(|c| c.gave_up)
     }
