@@ -470,3 +470,45 @@ fn a_restart_after_the_recovery_window_subscribes_again_and_catches_up() {
         "the OAuth session is still kept"
     );
 }
+
+#[test]
+fn wss_with_the_ca_file_receives_notifications() {
+    let ca = crate::support::TestCa::new();
+    let fake = FakeWsg::start_tls(&ca);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let t = Setup { fake, dir };
+    let mut r = start_at_with_env(&t, &[("RINGHOOK_CA_FILE", &ca_file.to_string_lossy())]);
+    r.wait_for("WebSocket: connected to localhost");
+    r.wait_for("WebSocket: subscribed");
+    t.fake.notify(&body(1));
+    assert_eq!(uuids(&t.wait_lines(1)), ["u-1"]);
+}
+
+#[test]
+fn wss_without_the_ca_is_refused_and_retried() {
+    let ca = crate::support::TestCa::new();
+    let t = Setup {
+        fake: FakeWsg::start_tls(&ca),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let mut r = start_at(&t.fake, &t.state(), &t.log());
+    let line = r.wait_for("WebSocket: reconnecting");
+    assert!(line.contains("localhost"), "{line}");
+    assert!(!t.fake.subscribed());
+}
+
+fn start_at_with_env(t: &Setup, env: &[(&str, &str)]) -> Running {
+    let mut s = Serve::connect()
+        .env("RC_SERVER_URL", &t.fake.url)
+        .env("RC_CLIENT_ID", fake::CLIENT_ID)
+        .env("RC_CLIENT_SECRET", fake::CLIENT_SECRET)
+        .env("RC_JWT", fake::JWT)
+        .env("RINGHOOK_STATE", &t.state().to_string_lossy())
+        .args(["--log-file".as_ref(), t.log().as_os_str()]);
+    for (k, v) in env {
+        s = s.env(k, v);
+    }
+    s.start()
+}

@@ -72,6 +72,8 @@ pub struct World {
     pub access_expires_in: u64,
     pub closes: Vec<String>,
     next: u64,
+    /// The gateway's address the wstoken answer gives (`ws://…/ws`, or the TLS proxy's).
+    ws_uri: String,
 }
 
 impl World {
@@ -235,20 +237,38 @@ impl FakeWsg {
                 access_expires_in: 3600,
                 closes: vec![],
                 next: 0,
+                ws_uri: format!("{}/ws", url.replace("http://", "ws://")),
             }),
             Condvar::new(),
         ));
         let w = world.clone();
-        let ws_url = url.replace("http://", "ws://");
         std::thread::spawn(move || {
             for s in listener.incoming() {
                 let Ok(s) = s else { continue };
                 let w = w.clone();
-                let ws_url = ws_url.clone();
-                std::thread::spawn(move || serve(s, &w, &ws_url));
+                std::thread::spawn(move || serve(s, &w));
             }
         });
         FakeWsg { url, world }
+    }
+
+    /// The same, with the gateway behind TLS (`wss://localhost:PORT/ws`, the certificate from
+    /// `ca`): a proxy that terminates TLS and passes the bytes on to the plain gateway.
+    pub fn start_tls(ca: &crate::support::TestCa) -> FakeWsg {
+        let fake = FakeWsg::start();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        fake.with(|w| w.ws_uri = format!("wss://localhost:{port}/ws"));
+        let config = ca.server_config();
+        let plain = fake.url.trim_start_matches("http://").to_string();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(s) = s else { continue };
+                let (config, plain) = (config.clone(), plain.clone());
+                std::thread::spawn(move || tls_proxy(s, config, &plain));
+            }
+        });
+        fake
     }
 
     pub fn with<T>(&self, f: impl FnOnce(&mut World) -> T) -> T {
@@ -343,7 +363,48 @@ fn close_with(w: &mut World, code: &str) {
     }
 }
 
-fn serve(s: TcpStream, world: &Arc<(Mutex<World>, Condvar)>, ws_url: &str) {
+/// Terminates TLS on `s` and relays both ways to the plain gateway at `plain`.
+fn tls_proxy(s: TcpStream, config: Arc<rustls::ServerConfig>, plain: &str) {
+    let conn = rustls::ServerConnection::new(config).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, s);
+    let Ok(mut back) = TcpStream::connect(plain) else {
+        return;
+    };
+    let tick = Some(Duration::from_millis(5));
+    tls.sock.set_read_timeout(tick).unwrap();
+    back.set_read_timeout(tick).unwrap();
+    let mut buf = [0u8; 16384];
+    let idle = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    };
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if back.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if idle(&e) => {}
+            Err(_) => return,
+        }
+        match back.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if tls.write_all(&buf[..n]).and_then(|()| tls.flush()).is_err() {
+                    return;
+                }
+            }
+            Err(e) if idle(&e) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+fn serve(s: TcpStream, world: &Arc<(Mutex<World>, Condvar)>) {
     let mut reader = BufReader::new(s.try_clone().unwrap());
     let mut s = s;
     while let Some((method, target, headers, body)) = read_head(&mut reader) {
@@ -451,8 +512,7 @@ fn serve(s: TcpStream, world: &Arc<(Mutex<World>, Condvar)>, ws_url: &str) {
                 w.next += 1;
                 let t = format!("wst-{}-{}", w.access[bearer.as_ref().unwrap()].0, w.next);
                 w.ws_tokens.insert(t.clone(), false);
-                let a =
-                    json!({"uri": format!("{ws_url}/ws"), "ws_access_token": t, "expires_in": 60});
+                let a = json!({"uri": w.ws_uri, "ws_access_token": t, "expires_in": 60});
                 respond(&mut s, 200, &[], &a.to_string());
             }
             ("GET", "/restapi/v1.0/subscription") => {
