@@ -445,6 +445,8 @@ pub(crate) const EXTENSION_STATUSES: &[&str] = &["RINGHOOK_EXTENSION_STATUSES"];
 pub(crate) const CA_FILE: &[&str] = &["RINGHOOK_CA_FILE"];
 /// The system's state directory, for the default state file (not ours: not in the reference).
 pub(crate) const XDG_STATE_HOME: &[&str] = &["XDG_STATE_HOME"];
+/// Set by `connect` for its own session child (internal: the child holds the WebSocket).
+pub(crate) const CONNECT_SESSION: &[&str] = &["RINGHOOK_CONNECT_SESSION"];
 /// The home directory, the default state file's last resort (not ours: not in the reference).
 pub(crate) const HOME: &[&str] = &["HOME"];
 
@@ -514,6 +516,12 @@ struct Variable {
 /// Every variable without a flag, secrets included, in the order the reference lists them.
 #[cfg(test)]
 const UNFLAGGED: &[Variable] = &[
+    Variable {
+        names: CONNECT_SESSION,
+        read_by: "connect",
+        unset: "",
+        help: "Internal: set by connect for the child that holds the WebSocket session; never set it yourself",
+    },
     Variable {
         names: PORT,
         read_by: "serve",
@@ -731,6 +739,30 @@ pub(crate) const SERVE: &[&Opt] = &[
     &SERVE_SHIP,
 ];
 
+/// `connect`'s settings: serve's log, outputs and optional listener (health and metrics only).
+const CONNECT: &[&Opt] = &[
+    &LOG_FILE.reworded("Append events to FILE, fdatasync'd in batches; '-' is stdout"),
+    &STATE.reworded("State file: the OAuth session and the WebSocket session to recover"),
+    &EVENT.reworded("Event filter; repeat for more; {extensionId} is the signed-in user's (~)"),
+    &LISTEN
+        .reworded("Listen here for the health and metrics paths only (no webhook)")
+        .env_note("")
+        .means("no listener"),
+    &HEALTH_PATH.reworded("Answer GET PATH with 200 while subscribed and the log is writable"),
+    &METRICS_PATH,
+    &MAX_BODY.reworded("Largest WebSocket message accepted; a larger one re-makes the connection"),
+    &DEDUPE_WINDOW,
+    &SHUTDOWN_GRACE.reworded(
+        "On SIGTERM, time for the session to delete its subscription and for --exec commands",
+    ),
+    &EXEC,
+    &EXEC_FILTER,
+    &EXEC_MAX,
+    &EXEC_QUEUE,
+    &EXEC_TIMEOUT,
+    &SERVE_SHIP,
+];
+
 const REGISTER_FLAGS: &[&Opt] = &[
     &EVENT,
     &ADDRESS,
@@ -813,6 +845,8 @@ pub(crate) enum Subcommand {
     Tail,
     /// `ringhook ship`.
     Ship,
+    /// `ringhook connect`.
+    Connect,
 }
 
 /// A subcommand: its name, one-line description, positional argument and settings.
@@ -838,6 +872,13 @@ pub(crate) const COMMANDS: &[CommandSpec] = &[
         about: "Receive webhooks: answer the handshake, verify, log each event durably",
         positional: "",
         flags: SERVE,
+    },
+    CommandSpec {
+        cmd: Subcommand::Connect,
+        name: "connect",
+        about: "Receive the same events over RingCentral's WebSocket: no public address, no tunnel",
+        positional: "",
+        flags: CONNECT,
     },
     CommandSpec {
         cmd: Subcommand::Register,

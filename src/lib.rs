@@ -87,6 +87,12 @@ fn try_run(args: Vec<std::ffi::OsString>) -> Result<(), Error> {
                 cli::Subcommand::Catchup => Err(error::Error::Usage(
                     "this build has no catchup: build with --features catchup".into(),
                 )),
+                #[cfg(feature = "connect")]
+                cli::Subcommand::Connect => input::connect::run(&flags, &vars),
+                #[cfg(not(feature = "connect"))]
+                cli::Subcommand::Connect => Err(error::Error::Usage(
+                    "this build has no connect: build with --features connect".into(),
+                )),
                 #[cfg(feature = "ship")]
                 cli::Subcommand::Ship => {
                     output::ship::run(output::ship::ShipConfig::resolve(&flags, &vars)?)

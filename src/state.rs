@@ -17,9 +17,11 @@ use crate::error::Error;
 pub(crate) struct State {
     /// Platform the subscription lives on; a state for another server is ignored.
     pub server: String,
-    /// Subscription id.
+    /// Subscription id (`connect`'s WebSocket subscription, when it is `connect`'s).
+    #[serde(default)]
     pub id: String,
-    /// Delivery address it was created with.
+    /// Delivery address it was created with (empty for `connect`).
+    #[serde(default)]
     pub address: String,
     /// Lifetime the platform granted at the last create, renew or update, in seconds.
     #[serde(default)]
@@ -27,6 +29,42 @@ pub(crate) struct State {
     /// Where `catchup` left off; absent from files written before it existed.
     #[serde(default, skip_serializing_if = "SyncState::is_empty")]
     pub sync: SyncState,
+    /// `connect`'s WebSocket session; absent for webhook installations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<ConnectState>,
+}
+
+/// What `connect` keeps across restarts: the OAuth session (a new login would make the
+/// WebSocket session unrecoverable) and the WebSocket session's recovery token.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ConnectState {
+    /// The OAuth refresh token (a secret: never in `Debug`).
+    pub refresh_token: String,
+    /// When it stops working (RFC 3339).
+    pub refresh_until: String,
+    /// The WebSocket session's `wsc` token, for recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wsc: Option<String>,
+    /// Until when (RFC 3339) the gateway keeps the session for recovery: the connection's last
+    /// sign of life plus `recoveryTimeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recoverable_until: Option<String>,
+    /// The connection's last sign of life (RFC 3339): a catch-up starts here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alive_at: Option<String>,
+}
+
+impl std::fmt::Debug for ConnectState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectState")
+            .field("refresh_token", &"(redacted)")
+            .field("refresh_until", &self.refresh_until)
+            .field("wsc", &self.wsc.as_ref().map(|_| "(redacted)"))
+            .field("recoverable_until", &self.recoverable_until)
+            .field("alive_at", &self.alive_at)
+            .finish()
+    }
 }
 
 /// `catchup`'s sync points: Message Sync per extension id, Call Log Sync for the account.
@@ -122,8 +160,9 @@ pub(crate) fn save(path: &Path, state: &State) -> Result<(), Error> {
     let mut text = serde_json::to_vec_pretty(state).expect("plain struct serializes");
     text.push(b'\n');
     let written = (|| {
-        // 0600 whatever the umask (it names the subscription and holds the sync tokens), as the
-        // event log is; the mode is set again in case a stale temporary file had another.
+        // 0600 whatever the umask (it names the subscription, holds the sync tokens and
+        // `connect`'s refresh token), as the event log is; the mode is set again in case a stale
+        // temporary file had another.
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -186,6 +225,7 @@ mod tests {
             address: "https://x/webhook".into(),
             lifetime: Some(7),
             sync: SyncState::default(),
+            connect: None,
         };
         save(&path, &s).unwrap();
         assert_eq!(load(&path).unwrap(), Some(s));

@@ -9,9 +9,13 @@ mod attack;
 #[cfg(feature = "catchup")]
 mod catchup;
 mod check;
+#[cfg(feature = "connect")]
+mod connect;
 mod deb;
 mod exec;
 mod fake_platform;
+#[cfg(feature = "connect")]
+mod fake_wsg;
 mod faults;
 mod fifo;
 mod install;

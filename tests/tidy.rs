@@ -149,7 +149,7 @@ fn imports_flow_one_way() {
     for (path, text) in rust("src") {
         let forbidden: &[&str] = if path.starts_with("src/log/") {
             &["input", "output", "register"]
-        } else if path.starts_with("src/input/serve/") {
+        } else if path.starts_with("src/input/serve/") || path.starts_with("src/input/connect/") {
             &["output", "register", "input::catchup"]
         } else if path.starts_with("src/input/catchup/") {
             &["output", "register", "input::serve"]

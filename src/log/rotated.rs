@@ -92,6 +92,7 @@ pub(crate) fn log_or_copy(file: &[u8], log: &[u8]) -> bool {
 /// extending it (`events.log.cursor-http`, `events.log.dlq`) without one of ringhook's own
 /// endings. A follower would read it as the log's lines (and a dead-letter file, read so,
 /// dead-letters each line into itself again).
+#[cfg_attr(not(feature = "ship"), allow(dead_code))]
 pub(crate) fn taken_for_log(log: &Path, other: &Path) -> bool {
     let (Some(l), Some(o)) = (log.file_name(), other.file_name()) else {
         return false;

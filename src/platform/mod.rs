@@ -25,6 +25,8 @@ pub(crate) mod session;
 pub(crate) mod settings;
 pub(crate) mod transport;
 pub(crate) mod wire;
+#[cfg(feature = "connect")]
+pub(crate) mod wsauth;
 
 pub(crate) use session::{Session, login};
 pub(crate) use transport::RetryPolicy;

@@ -348,6 +348,33 @@ impl RegisterSettings {
     }
 }
 
+/// `connect`'s platform, filters and state file, read as `register` reads them (the tutorial's
+/// filters by default; no address, no verification token: the WebSocket transport has neither).
+#[cfg(feature = "connect")]
+pub(crate) fn connect_settings(
+    flags: &Flags,
+    vars: &Vars,
+    default_filters: &str,
+) -> Result<(PlatformSettings, Vec<String>, PathBuf), Error> {
+    let mut vars = vars.clone();
+    vars.set_default(cli::EVENT.env[0], default_filters);
+    let mut missing = Missing::default();
+    let platform = platform(&vars, &mut missing)?;
+    let filters = filters(flags, &vars, &mut missing)?;
+    let state_path = state_path(flags, &vars);
+    if state_path.is_none() {
+        missing
+            .0
+            .push("RINGHOOK_STATE (or --state; there is no XDG_STATE_HOME or HOME)".into());
+    }
+    missing.check()?;
+    Ok((
+        platform.expect("missing would have said"),
+        filters,
+        state_path.expect("missing would have said"),
+    ))
+}
+
 impl ManageSettings {
     /// Resolves `list`'s and `unregister`'s configuration: credentials required, the rest
     /// optional.

@@ -269,6 +269,7 @@ fn record(
         lifetime,
         // catchup's sync points outlive a replaced subscription: they follow the extensions.
         sync: saved.map(|st| st.sync.clone()).unwrap_or_default(),
+        connect: saved.and_then(|st| st.connect.clone()),
     };
     if saved != Some(&new_state) {
         state::save(&s.state_path, &new_state)?;

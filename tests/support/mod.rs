@@ -52,6 +52,22 @@ impl Serve {
         Serve::at("127.0.0.1:0")
     }
 
+    /// `ringhook connect --listen 127.0.0.1:0 --health-path /health` in a fresh temporary
+    /// directory (the listener serves only health and metrics).
+    pub fn connect() -> Serve {
+        let mut s = Serve::at("127.0.0.1:0");
+        let dir = s.dir.path().to_path_buf();
+        s.cmd = ringhook(&dir);
+        s.cmd.args([
+            "connect",
+            "--listen",
+            "127.0.0.1:0",
+            "--health-path",
+            "/health",
+        ]);
+        s
+    }
+
     /// `ringhook serve --listen ADDR` in a fresh temporary directory.
     pub fn at(listen: &str) -> Serve {
         let dir = tempfile::tempdir().unwrap();

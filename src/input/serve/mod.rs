@@ -60,7 +60,7 @@ pub(crate) fn serve(cfg: ServeConfig) -> Result<(), Error> {
     announce(&cfg, &log_desc);
 
     let (max_connections, path) = (cfg.limits.max_connections, cfg.path.clone());
-    let mut server = Server::new(cfg, listener, log)
+    let mut server = Server::new(cfg, Some(listener), log)
         .map_err(|e| Error::runtime(format!("cannot set up the event loop: {e}")))?;
     descriptor_limit(max_connections);
     // Tests and scripts wait for this exact line: it means the socket accepts.
@@ -71,7 +71,7 @@ pub(crate) fn serve(cfg: ServeConfig) -> Result<(), Error> {
     Ok(())
 }
 
-fn open_log(cfg: &ServeConfig) -> Result<(EventLog, String), Error> {
+pub(crate) fn open_log(cfg: &ServeConfig) -> Result<(EventLog, String), Error> {
     match &cfg.log {
         LogTarget::Stdout => Ok((EventLog::stdout(cfg.dedupe_window), "stdout".to_string())),
         LogTarget::File(path) => {

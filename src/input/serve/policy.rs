@@ -361,6 +361,9 @@ pub(crate) enum Health {
     /// A sync has been running for longer than `--health-max-sync` (a stalled disk): the
     /// notifications in its batch wait for it.
     Stalled,
+    /// `ringhook connect` has no live subscription (connecting, reconnecting, resubscribing):
+    /// nothing arrives.
+    Unsubscribed,
 }
 
 /// Decides on a complete request (a notification's body is the exchange's to log). `health` is
@@ -386,6 +389,10 @@ pub(crate) fn on_body(route: Route, health: Health) -> Outcome {
             },
             Health::Stalled => Answer {
                 body: "{\"status\":\"event log sync stalled longer than --health-max-sync\"}",
+                ..Answer::empty(StatusCode::SERVICE_UNAVAILABLE)
+            },
+            Health::Unsubscribed => Answer {
+                body: "{\"status\":\"not subscribed\"}",
                 ..Answer::empty(StatusCode::SERVICE_UNAVAILABLE)
             },
         }),

@@ -19,6 +19,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::input::serve::children::connect::Connector;
 use crate::input::serve::children::exec::Runner;
 use crate::input::serve::children::reconcile::Reconciler;
 use crate::input::serve::children::recover::{RecoverConfig, Recoverer};
@@ -37,7 +38,7 @@ macro_rules! ctx {
         Ctx {
             policy: &$s.policy,
             limits: &$s.limits,
-            log_health: log_health(&$s.log, &$s.limits),
+            log_health: log_health(&$s.log, &$s.limits, $s.connector.as_ref()),
             draining: $s.shutdown_by.is_some(),
             scratch: &mut $s.scratch,
             counters: &mut $s.counters,
@@ -58,9 +59,11 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// The event log's health for the health check: unwritable, a sync stalled past
 /// `--health-max-sync`, or fine.
-fn log_health(log: &EventLog, limits: &Limits) -> Health {
+fn log_health(log: &EventLog, limits: &Limits, connector: Option<&Connector>) -> Health {
     if !log.is_healthy() {
         Health::Unwritable
+    } else if connector.is_some_and(|c| !c.subscribed()) {
+        Health::Unsubscribed
     } else if log
         .busy_since()
         .is_some_and(|t| t.elapsed() > limits.health_max_sync)
@@ -210,7 +213,7 @@ impl Connection {
     }
 }
 
-pub(super) struct Server {
+pub(crate) struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
     signals: Signals,
@@ -266,18 +269,22 @@ pub(super) struct Server {
     shipper: Option<Shipper>,
     /// Rate limit for the operational log's repeated lines.
     throttle: Throttle,
+    /// `ringhook connect`'s WebSocket session child.
+    connector: Option<Connector>,
 }
 
 impl Server {
-    pub(super) fn new(
+    pub(crate) fn new(
         cfg: ServeConfig,
-        mut listener: TcpListener,
+        mut listener: Option<TcpListener>,
         log: EventLog,
     ) -> io::Result<Server> {
         let max_buffered = cfg.limits.max_buffered;
         let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut listener, wake::LISTENER, Interest::READABLE)?;
+        if let Some(l) = &mut listener {
+            poll.registry()
+                .register(l, wake::LISTENER, Interest::READABLE)?;
+        }
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD])?;
         let mut log = log;
         let waker = mio::Waker::new(poll.registry(), wake::LOG)?;
@@ -301,7 +308,7 @@ impl Server {
         Ok(Server {
             recoverer,
             poll,
-            listener: Some(listener),
+            listener,
             signals,
             conns: HashMap::default(),
             next_id: wake::FIRST_CONN,
@@ -341,10 +348,25 @@ impl Server {
             reconciler: cfg.register.map(|r| Reconciler::new(r, Instant::now())),
             shipper: cfg.ship.map(|s| Shipper::new(s, Instant::now())),
             throttle: Throttle::default(),
+            connector: None,
         })
     }
 
-    pub(super) fn run(&mut self) -> io::Result<()> {
+    /// `ringhook connect`: the session child whose notifications the loop logs, and the
+    /// catch-up child it asks for after a gap.
+    #[cfg(feature = "connect")]
+    pub(crate) fn connect(&mut self, connector: Connector, recoverer: Option<Recoverer>) {
+        self.connector = Some(connector);
+        self.recoverer = recoverer;
+    }
+
+    /// True when `connect`'s session child ended for good (the reason is logged).
+    #[cfg(feature = "connect")]
+    pub(crate) fn gave_up(&self) -> bool {
+        self.connector.as_ref().is_some_and(|c| c.gave_up)
+    }
+
+    pub(crate) fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
         loop {
             let timeout = self.sweep(Instant::now());
@@ -352,7 +374,8 @@ impl Server {
                 // Connections that only linger have had their last answer: don't wait for them.
                 let done = self.conns.values().all(|c| c.linger_until.is_some())
                     && self.exec.as_ref().is_none_or(Runner::is_idle)
-                    && self.log.busy_since().is_none();
+                    && self.log.busy_since().is_none()
+                    && self.connector.as_ref().is_none_or(Connector::is_idle);
                 if done {
                     break;
                 }
@@ -365,6 +388,9 @@ impl Server {
                             );
                         }
                         r.kill_all();
+                    }
+                    if let Some(c) = &mut self.connector {
+                        c.kill();
                     }
                     break;
                 }
@@ -464,6 +490,7 @@ impl Server {
                         }
                     }
                 }
+                wake::CONNECT => self.on_connect(),
                 wake::SHIPPER => {
                     if let Some(s) = &mut self.shipper {
                         s.on_ready(self.poll.registry());
@@ -563,6 +590,9 @@ impl Server {
         };
         self.scrape.clear();
         metrics::render(&scrape, &mut self.scrape);
+        if let Some(c) = &self.connector {
+            c.render_metrics(&mut self.scrape);
+        }
     }
 
     fn close(&mut self, id: usize) {
@@ -677,6 +707,9 @@ impl Server {
                     if let Some(s) = &mut self.shipper {
                         s.reap(self.poll.registry());
                     }
+                    if let Some(c) = &mut self.connector {
+                        c.reap(self.poll.registry());
+                    }
                 }
                 // Done once the disk is free: a batch with it is written to the old file.
                 SIGHUP => self.reopen_due = true,
@@ -705,6 +738,9 @@ impl Server {
                     }
                     if let Some(s) = &mut self.shipper {
                         s.terminate();
+                    }
+                    if let Some(c) = &mut self.connector {
+                        c.terminate();
                     }
                     let idle: Vec<usize> = self
                         .conns
@@ -906,6 +942,7 @@ impl Server {
                 next = earliest(next, s.deadline());
             }
         }
+        next = earliest(next, self.sweep_connect(now));
         if !self.pending.is_empty() && !disk_busy {
             return Some(Duration::ZERO);
         }
@@ -972,4 +1009,48 @@ impl Hasher for IdHasher {
 fn is_out_of_fds(e: &io::Error) -> bool {
     // EMFILE (24) and ENFILE (23): per-process and system-wide descriptor limits.
     matches!(e.raw_os_error(), Some(23) | Some(24))
+}
+
+// ---- `ringhook connect` -----------------------------------------------------------------------
+
+impl Server {
+    /// The session child spoke: its notifications join the batch like a connection's, without a
+    /// connection to answer; a gap starts the catch-up child (never two at once).
+    fn on_connect(&mut self) {
+        let Some(c) = &mut self.connector else { return };
+        let heard = c.on_ready(self.poll.registry());
+        for rec in heard.records {
+            self.pending.push(rec);
+            self.pending_ids.push(wake::STREAMED);
+        }
+        if let (Some(since), Some(r)) = (heard.catch_up, &mut self.recoverer) {
+            info!(
+                "connect: events may have been missed since {}",
+                crate::oplog::Escaped(&since)
+            );
+            r.due("the WebSocket session was not recovered");
+        }
+    }
+
+    /// Starts (again) the session child and the catch-up child when due.
+    fn sweep_connect(&mut self, now: Instant) -> Option<Instant> {
+        let c = self.connector.as_mut()?;
+        if self.shutdown_by.is_some() {
+            return None;
+        }
+        if c.wants_stop() {
+            // The session cannot go on: stop as a SIGTERM would, by the same path for every part.
+            if let Some(me) = rustix::process::Pid::from_raw(std::process::id() as i32) {
+                let _ = rustix::process::kill_process(me, rustix::process::Signal::TERM);
+            }
+            return None;
+        }
+        c.reap(self.poll.registry());
+        c.tick(now, self.poll.registry());
+        if let Some(r) = &mut self.recoverer {
+            r.reap(self.poll.registry());
+            r.tick(self.poll.registry());
+        }
+        c.deadline()
+    }
 }

@@ -20,11 +20,15 @@ pub(crate) const RECOVER: Token = Token(FIRST_EXEC - 2);
 pub(crate) const SHIPPER: Token = Token(FIRST_EXEC - 3);
 /// The event log's disk thread: a job is done ([`crate::log::EventLog::finish`]).
 pub(crate) const LOG: Token = Token(FIRST_EXEC - 4);
+/// `ringhook connect`'s session child's stdout.
+pub(crate) const CONNECT: Token = Token(FIRST_EXEC - 5);
 /// `--exec` children's stdin and stderr pipes count up from here.
 pub(crate) const FIRST_EXEC: usize = usize::MAX / 2;
 /// Not a token: the connection id of records the catch-up child recovered (no socket waits
 /// for them).
 pub(crate) const RECOVERED: usize = usize::MAX;
+/// Not a token: the connection id of notifications `connect`'s session child received.
+pub(crate) const STREAMED: usize = usize::MAX - 1;
 
 /// The earlier of two optional deadlines: how the loop's sleep is bounded by every part.
 pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {

@@ -4,6 +4,8 @@
 //! before SIGKILL, and the doubling wait before a failed child runs again. `--exec` commands
 //! share [`Pipe`].
 
+#[cfg_attr(not(feature = "connect"), allow(dead_code))]
+pub(crate) mod connect;
 pub(crate) mod exec;
 pub(crate) mod reconcile;
 pub(crate) mod recover;

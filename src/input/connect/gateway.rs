@@ -1,0 +1,216 @@
+//! The WebSocket Gateway's messages, pure: every message is a JSON array `[meta]` or
+//! `[meta, body]`; [`Message::parse`] reads the meta and keeps the body's bytes exactly as sent
+//! (`RawValue`), the builders write the client's requests. Samples: `tests/data/websocket/`.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// The meta (first element) of any message.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Meta {
+    /// `ConnectionDetails`, `ClientRequest`, `ServerNotification`, `Heartbeat`, `Error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub message_id: Option<String>,
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub wsc: Option<Wsc>,
+    #[serde(default)]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// The session-context token.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Wsc {
+    pub token: String,
+}
+
+/// `ConnectionDetails`' body (every field optional: read what is there).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Details {
+    #[serde(default)]
+    pub recovery_state: Option<String>,
+    #[serde(default)]
+    pub recovery_error_code: Option<String>,
+    #[serde(default)]
+    pub recovery_timeout: Option<u64>,
+    #[serde(default)]
+    pub idle_timeout: Option<u64>,
+    #[serde(default)]
+    pub absolute_timeout: Option<u64>,
+}
+
+/// An `Error` body, or any error answer's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ErrorBody {
+    #[serde(default)]
+    pub error_code: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// A subscription answer's body, as far as we need it.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct SubscriptionBody {
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// One message: its meta, and its body's bytes as sent.
+#[derive(Debug)]
+pub(crate) struct Message<'a> {
+    pub meta: Meta,
+    pub body: Option<&'a RawValue>,
+}
+
+impl<'a> Message<'a> {
+    /// Reads `[meta]` or `[meta, body]`; anything else is not a gateway message.
+    pub(crate) fn parse(text: &'a [u8]) -> Result<Message<'a>, String> {
+        let parts: Vec<&'a RawValue> =
+            serde_json::from_slice(text).map_err(|_| "not a JSON array".to_string())?;
+        let (meta, body) = match parts.as_slice() {
+            [m] => (*m, None),
+            [m, b] => (*m, Some(*b)),
+            _ => return Err(format!("an array of {} elements", parts.len())),
+        };
+        let meta: Meta =
+            serde_json::from_str(meta.get()).map_err(|_| "a meta without a type".to_string())?;
+        Ok(Message { meta, body })
+    }
+
+    /// The body read as `T` (a missing or unreadable body gives `T::default()`).
+    pub(crate) fn body_as<T: for<'de> Deserialize<'de> + Default>(&self) -> T {
+        self.body
+            .and_then(|b| serde_json::from_str(b.get()).ok())
+            .unwrap_or_default()
+    }
+
+    /// A header of the meta.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.meta
+            .headers
+            .as_ref()?
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The body as one line: a raw newline or carriage return in JSON text is whitespace (inside a
+/// string it must be escaped), so turning them into spaces keeps the very same JSON, which the
+/// log minifies exactly as it would have the original.
+pub(crate) fn one_line(body: &RawValue) -> Vec<u8> {
+    body.get()
+        .bytes()
+        .map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b })
+        .collect()
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serializes")
+}
+
+/// `[{"type":"Heartbeat","messageId":ID}]`.
+pub(crate) fn heartbeat(id: &str) -> String {
+    format!(r#"[{{"type":"Heartbeat","messageId":{}}}]"#, json_str(id))
+}
+
+/// The `ClientRequest` creating the subscription (all filters, WebSocket delivery).
+pub(crate) fn create_subscription(id: &str, filters: &[String]) -> String {
+    let filters = serde_json::to_string(filters).expect("strings serialize");
+    format!(
+        r#"[{{"type":"ClientRequest","messageId":{},"method":"POST","path":"/restapi/v1.0/subscription"}},{{"eventFilters":{filters},"deliveryMode":{{"transportType":"WebSocket"}}}}]"#,
+        json_str(id)
+    )
+}
+
+/// The `ClientRequest` deleting subscription `sub`.
+pub(crate) fn delete_subscription(id: &str, sub: &str) -> String {
+    format!(
+        r#"[{{"type":"ClientRequest","messageId":{},"method":"DELETE","path":{}}}]"#,
+        json_str(id),
+        json_str(&format!("/restapi/v1.0/subscription/{sub}"))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(name: &str) -> Vec<u8> {
+        let path = format!("{}/tests/data/websocket/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn published_samples_parse() {
+        let d = sample("docs-connection-details.json");
+        let m = Message::parse(&d).unwrap();
+        assert_eq!(m.meta.kind, "ConnectionDetails");
+        assert_eq!(
+            m.meta.wsc.as_ref().unwrap().token,
+            "RTFhRG5nfExxxxxxxxxxxcHE3bXkyRURQVQ"
+        );
+        let det: Details = m.body_as();
+        assert_eq!(
+            (det.idle_timeout, det.absolute_timeout, det.recovery_timeout),
+            (Some(1800), Some(86400), Some(180))
+        );
+        assert!(det.recovery_state.is_none());
+        let f = sample("widgets-connection-details-recovery-failed.json");
+        let det: Details = Message::parse(&f).unwrap().body_as();
+        assert_eq!(det.recovery_state.as_deref(), Some("Failed"));
+        assert_eq!(det.recovery_error_code.as_deref(), Some("WSG-1005"));
+        let s = sample("widgets-client-request-create-subscription-response.json");
+        let m = Message::parse(&s).unwrap();
+        assert_eq!(
+            m.header("WSG-SubscriptionId"),
+            Some("9c5bf39a-2c66-43e4-a927-737de24097b1")
+        );
+        assert_eq!(
+            m.body_as::<SubscriptionBody>().id.as_deref(),
+            Some("9c5bf39a-2c66-43e4-a927-737de24097b1")
+        );
+        let n = sample("docs-server-notification.json");
+        let m = Message::parse(&n).unwrap();
+        assert_eq!(m.meta.kind, "ServerNotification");
+        let body = m.body.unwrap();
+        // The body's bytes are those inside the message, and one_line keeps the same JSON.
+        let line = one_line(body);
+        assert!(!line.contains(&b'\n'));
+        let a: serde_json::Value = serde_json::from_str(body.get()).unwrap();
+        let b: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(a, b);
+        let h = sample("widgets-heartbeat-response.json");
+        assert_eq!(Message::parse(&h).unwrap().meta.kind, "Heartbeat");
+        assert!(
+            Message::parse(&sample(
+                "docs-session-recovery-connection-details.NOT-VALID-JSON.json"
+            ))
+            .is_err()
+        );
+        assert!(Message::parse(b"{}").is_err());
+        assert!(Message::parse(b"[1,2,3]").is_err());
+    }
+
+    #[test]
+    fn requests_are_the_documented_shape() {
+        let r = create_subscription(
+            "m1",
+            &["/restapi/v1.0/account/~/extension/~/presence".into()],
+        );
+        let v: serde_json::Value = serde_json::from_str(&r).unwrap();
+        assert_eq!(v[0]["type"], "ClientRequest");
+        assert_eq!(v[1]["deliveryMode"]["transportType"], "WebSocket");
+        let v: serde_json::Value = serde_json::from_str(&heartbeat("h\"1")).unwrap();
+        assert_eq!(v[0]["messageId"], "h\"1");
+        let v: serde_json::Value = serde_json::from_str(&delete_subscription("d", "s1")).unwrap();
+        assert_eq!(v[0]["path"], "/restapi/v1.0/subscription/s1");
+        assert_eq!(v.as_array().unwrap().len(), 1);
+    }
+}

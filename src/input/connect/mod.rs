@@ -1,0 +1,115 @@
+//! `ringhook connect`: the same events as `serve`, over RingCentral's WebSocket transport: one
+//! outbound connection, no public address, no tunnel.
+//!
+//! Two processes of the one binary. The parent is serve's loop itself (the event log with its
+//! group commit, fdatasync and dedupe by uuid, `--exec`, `--ship`, SIGHUP, SIGTERM, and with
+//! `--listen` only `/health` and `/metrics`), which supervises the session child
+//! (`input/serve/children/connect.rs`) and logs each body it prints exactly as a webhook's. The
+//! child ([`session`], run when [`crate::cli::CONNECT_SESSION`] is set) holds the WebSocket with
+//! plain blocking I/O, so the loop stays the only thread that serves and never waits on the
+//! network. [`gateway`] reads and writes the gateway's messages; [`ws`] is RFC 6455's client
+//! side.
+
+pub(crate) mod gateway;
+pub(crate) mod session;
+pub(crate) mod ws;
+
+use std::path::Path;
+
+use mio::net::TcpListener;
+
+use crate::cli::{self, Flags};
+use crate::config::Vars;
+use crate::error::Error;
+use crate::input::serve::children::connect::{Connector, ConnectorConfig};
+use crate::input::serve::children::recover::{RecoverConfig, Recoverer};
+use crate::input::serve::config::{LogTarget, ServeConfig, TUTORIAL_FILTERS};
+use crate::input::serve::server::Server;
+use crate::platform::settings::{EXTENSION_ID, connect_settings};
+
+/// The session's filters: `register`'s, with `{extensionId}` the signed-in user's own (`~`):
+/// a WebSocket subscription belongs to the user whose token holds the socket.
+fn filters(configured: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for f in configured {
+        let f = f.replace(EXTENSION_ID, "~");
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+/// `ringhook connect` (and, with [`cli::CONNECT_SESSION`] set, its session child).
+pub(crate) fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
+    let (platform, configured, state_path) = connect_settings(flags, vars, TUTORIAL_FILTERS)?;
+    let mut cfg = ServeConfig::resolve(flags, vars)?;
+    if vars.get(cli::CONNECT_SESSION).is_some() {
+        return session::run(session::SessionConfig {
+            platform,
+            filters: filters(configured),
+            state_path,
+            max_message: cfg.limits.max_body as usize,
+        });
+    }
+    // No webhook: no request path is empty, so no POST is ever taken as a notification.
+    cfg.path = String::new();
+    cfg.token = None;
+    cfg.register = None;
+    let listen = vars.flag_or(flags, &cli::LISTEN).map(|_| cfg.listen);
+    let (log, log_desc) = crate::input::serve::open_log(&cfg)?;
+    let listener = match listen {
+        Some(addr) => Some(TcpListener::bind(addr).map_err(|e| {
+            Error::runtime_hint(
+                format!("cannot listen on {addr}: {e}"),
+                "check --listen / RINGHOOK_LISTEN",
+            )
+        })?),
+        None => None,
+    };
+    let recoverer = match &cfg.log {
+        LogTarget::File(log) if cfg!(feature = "catchup") => {
+            let mut env = vars.defaults_in_force();
+            env.push((
+                cli::STATE.env[0].to_string(),
+                state_path.display().to_string(),
+            ));
+            Some(Recoverer::new(RecoverConfig {
+                log: log.clone(),
+                env_file: vars.explicit_file().map(Path::to_path_buf),
+                env,
+            }))
+        }
+        _ => None,
+    };
+    let connector = Connector::new(ConnectorConfig {
+        env_file: vars.explicit_file().map(Path::to_path_buf),
+        args: vec![
+            "--state".into(),
+            state_path.clone().into(),
+            "--max-body".into(),
+            cfg.limits.max_body.to_string().into(),
+        ],
+        max_line: cfg.limits.max_body as usize + 64,
+    });
+    info!(
+        "connect: events to {log_desc}; {} filters; state in {}",
+        filters(configured).len(),
+        state_path.display()
+    );
+    let local = listener.as_ref().and_then(|l| l.local_addr().ok());
+    let mut server = Server::new(cfg, listener, log)
+        .map_err(|e| Error::runtime(format!("cannot set up the event loop: {e}")))?;
+    server.connect(connector, recoverer);
+    if let Some(addr) = local {
+        // Tests and scripts wait for this line, as for serve's.
+        info!("listening on http://{addr}/ for the health and metrics paths only");
+    }
+    server
+        .run()
+        .map_err(|e| Error::runtime(format!("event loop failed: {e}")))?;
+    if server.gave_up() {
+        return Err(Error::runtime("the WebSocket session cannot go on"));
+    }
+    Ok(())
+}

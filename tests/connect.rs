@@ -1,0 +1,514 @@
+//! `ringhook connect` against the fake WebSocket Gateway (`fake_wsg.rs`): the real binary, its
+//! session child, real loopback sockets. Waits are on events (log lines, the fake's world), in
+//! bounded loops.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::fake_wsg::{self as fake, FakeWsg, Recovery};
+use crate::support::{PATIENCE, Running, Serve, reference};
+
+fn start_at(fake: &FakeWsg, state: &Path, log: &Path) -> Running {
+    Serve::connect()
+        .env("RC_SERVER_URL", &fake.url)
+        .env("RC_CLIENT_ID", fake::CLIENT_ID)
+        .env("RC_CLIENT_SECRET", fake::CLIENT_SECRET)
+        .env("RC_JWT", fake::JWT)
+        .env("RINGHOOK_STATE", &state.to_string_lossy())
+        .args(["--log-file".as_ref(), log.as_os_str()])
+        .start()
+}
+
+struct Setup {
+    fake: FakeWsg,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup {
+            fake: FakeWsg::start(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state.json")
+    }
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("events.log")
+    }
+    fn start(&self) -> Running {
+        let mut r = start_at(&self.fake, &self.state(), &self.log());
+        r.wait_for("WebSocket: subscribed");
+        r
+    }
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.log())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+    /// Waits until the log holds `n` lines (bounded).
+    fn wait_lines(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let l = self.lines();
+            if l.len() >= n {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "{n} lines not logged: {l:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A notification body, pretty-printed across lines as the gateway's samples are.
+fn body(i: u32) -> String {
+    format!(
+        "{{\n  \"uuid\": \"u-{i}\",\n  \"event\": \"/restapi/v1.0/account/1/extension/1/message-store\",\n  \"timestamp\": \"2026-12-07T00:00:00.000Z\",\n  \"subscriptionId\": \"s\",\n  \"ownerId\": \"1\",\n  \"body\": {{ \"n\": {i}, \"text\": \"a \\\"quoted\\\"\\nline\" }}\n}}"
+    )
+}
+
+/// JSON with the whitespace outside strings removed: what the log keeps of a body.
+fn minify(s: &str) -> String {
+    let (mut out, mut in_str, mut esc) = (String::new(), false, false);
+    for c in s.chars() {
+        if in_str {
+            out.push(c);
+            if esc {
+                esc = false;
+            } else if c == '\\' {
+                esc = true;
+            } else if c == '"' {
+                in_str = false;
+            }
+        } else if c == '"' {
+            in_str = true;
+            out.push(c);
+        } else if !c.is_whitespace() {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn uuids(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["notification"]["uuid"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+fn health(r: &Running) -> u16 {
+    r.exchange(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .status
+}
+
+/// Waits until `/health` answers `want` (the loop hears the child's state a moment after the
+/// child logs it).
+fn wait_health(r: &Running, want: u16) {
+    let deadline = Instant::now() + PATIENCE;
+    while health(r) != want {
+        assert!(Instant::now() < deadline, "/health never answered {want}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn notifications_are_logged_byte_exact_once_and_sigterm_deletes_the_subscription() {
+    let t = Setup::new();
+    let mut r = start_at_with(&t, &["--metrics-path", "/metrics"]);
+    r.wait_for("WebSocket: subscribed");
+    wait_health(&r, 200);
+    let m = r.exchange(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let text = String::from_utf8_lossy(&m.body).into_owned();
+    assert!(
+        text.contains("\nringhook_websocket_subscribed 1\n"),
+        "{text}"
+    );
+    // No webhook: a POST is refused, whatever its path.
+    let post = r.exchange(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    );
+    assert_eq!(post.status, 403);
+    // The published sample, as the gateway embeds it, and ours.
+    let raw = std::fs::read_to_string(reference().join("websocket/docs-server-notification.json"))
+        .unwrap();
+    let parts: Vec<&serde_json::value::RawValue> = serde_json::from_str(&raw).unwrap();
+    let sample = parts[1].get().to_string();
+    t.fake.notify(&sample);
+    t.fake.notify(&body(1));
+    t.fake.notify(&body(1)); // a repeat: dedupe by uuid
+    t.fake.notify(&body(2));
+    let lines = t.wait_lines(3);
+    let notif = |l: &str| {
+        let start = l.find("\"notification\":").unwrap() + "\"notification\":".len();
+        l[start..l.len() - 1].to_string()
+    };
+    assert_eq!(notif(&lines[0]), minify(&sample));
+    assert_eq!(notif(&lines[1]), minify(&body(1)));
+    assert_eq!(notif(&lines[2]), minify(&body(2)));
+    r.wait_for("duplicate notification u-1");
+    assert_eq!(t.lines().len(), 3);
+
+    let st = r.stop();
+    assert!(st.success(), "{st:?}");
+    let created = t.fake.with(|w| w.created.clone());
+    assert_eq!(t.fake.with(|w| w.deleted.clone()), created);
+    assert!(
+        t.fake.with(|w| !w.revoked.is_empty()),
+        "the session is revoked"
+    );
+    let err = r.stderr();
+    for secret in [fake::CLIENT_SECRET, fake::JWT, "acc-", "ref-", "wst-"] {
+        assert!(!err.contains(secret), "a secret leaked: {secret}\n{err}");
+    }
+    let state = std::fs::read_to_string(t.state()).unwrap();
+    assert!(
+        !state.contains("ref-"),
+        "a revoked session is forgotten: {state}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(t.state()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn a_dropped_connection_is_recovered_with_nothing_lost_or_doubled() {
+    let t = Setup::new();
+    let mut r = t.start();
+    for i in 0..3 {
+        t.fake.notify(&body(i));
+    }
+    t.wait_lines(3);
+    t.fake.drop_connection();
+    // Sent while the client is away: kept for recovery.
+    for i in 3..6 {
+        t.fake.notify(&body(i));
+    }
+    r.wait_for("session recovered");
+    r.wait_for("recovered (");
+    t.fake.notify(&body(6));
+    let lines = t.wait_lines(7);
+    let got = uuids(&lines);
+    let want: Vec<String> = (0..7).map(|i| format!("u-{i}")).collect();
+    assert_eq!(got, want, "the resend's repeats are dropped by dedupe");
+    assert_eq!(t.fake.with(|w| w.logins), 1, "no new login to reconnect");
+    assert_eq!(
+        t.fake.with(|w| w.created.len()),
+        1,
+        "the subscription is kept"
+    );
+}
+
+#[test]
+fn a_failed_recovery_subscribes_again_and_catches_up() {
+    let t = Setup::new();
+    let mut r = t.start();
+    t.fake.notify(&body(0));
+    t.wait_lines(1);
+    t.fake.with(|w| w.recovery = Recovery::Failed);
+    t.fake.drop_connection();
+    let line = r.wait_for("subscribed again; catching up since");
+    assert!(line.contains("WSG-1005"), "{line}");
+    r.wait_for("catching up on missed messages and calls");
+    // The catch-up child read the subscription list.
+    t.fake.wait("catch-up listed the subscriptions", |w| {
+        w.journal
+            .iter()
+            .any(|j| j == "GET /restapi/v1.0/subscription")
+    });
+    t.fake.wait("subscribed again", |w| w.created.len() == 2);
+    let first = t.fake.with(|w| w.created[0].clone());
+    t.fake.wait("the lost session's subscription deleted", |w| {
+        w.deleted == [first.clone()]
+    });
+    t.fake.notify(&body(1));
+    assert_eq!(uuids(&t.wait_lines(2)), ["u-0", "u-1"]);
+}
+
+#[test]
+fn sigkill_and_restart_recovers_what_was_sent_meanwhile() {
+    let t = Setup::new();
+    let mut r = t.start();
+    t.fake.notify(&body(0));
+    t.wait_lines(1);
+    // Let the state file learn the session is alive (it is saved on subscribe already).
+    r.signal("KILL");
+    r.wait_exit();
+    // The session child notices its parent is gone and leaves; the gateway keeps the session.
+    t.fake.wait("the connection ended", |w| {
+        w.connections == 1 && !w.journal.is_empty()
+    });
+    t.fake.drop_connection();
+    for i in 1..4 {
+        t.fake.notify(&body(i));
+    }
+    let mut r2 = start_at(&t.fake, &t.state(), &t.log());
+    r2.wait_for("session recovered");
+    let got = uuids(&t.wait_lines(4));
+    assert_eq!(got, ["u-0", "u-1", "u-2", "u-3"]);
+    assert_eq!(
+        t.fake.with(|w| w.logins),
+        1,
+        "the kept session is refreshed, not a new login"
+    );
+    r2.stop();
+}
+
+#[test]
+fn heartbeats_keep_an_idle_connection_past_the_idle_timeout() {
+    let t = Setup::new();
+    t.fake.with(|w| w.idle_timeout = 2);
+    let r = t.start();
+    t.fake
+        .wait("heartbeats for 3 idle timeouts", |w| w.heartbeats >= 9);
+    assert_eq!(t.fake.with(|w| w.closes.clone()), Vec::<String>::new());
+    assert_eq!(t.fake.with(|w| w.connections), 1);
+    // Notifications flowing in do not stop the heartbeats (only what the client sends counts).
+    let beats = t.fake.with(|w| w.heartbeats);
+    let mut i = 0;
+    while t.fake.with(|w| w.heartbeats) < beats + 6 {
+        t.fake.notify(&body(i));
+        i += 1;
+        assert!(i < 400, "no heartbeats while notifications flow");
+        std::thread::sleep(Duration::from_millis(50)); // pacing the sender, not an assertion
+    }
+    assert_eq!(t.fake.with(|w| w.closes.clone()), Vec::<String>::new());
+    t.wait_lines(i as usize);
+    drop(r);
+}
+
+#[test]
+fn an_expiring_access_token_is_refreshed_without_losing_the_connection() {
+    let t = Setup::new();
+    t.fake.with(|w| w.access_expires_in = 3);
+    let mut r = t.start();
+    t.fake.wait("two refreshes", |w| w.refreshes >= 2);
+    for i in 0..3 {
+        t.fake.notify(&body(i));
+    }
+    assert_eq!(uuids(&t.wait_lines(3)), ["u-0", "u-1", "u-2"]);
+    assert_eq!(t.fake.with(|w| w.closes.clone()), Vec::<String>::new());
+    assert_eq!(t.fake.with(|w| (w.connections, w.logins)), (1, 1));
+    r.wait_for("OAuth access token refreshed");
+}
+
+#[test]
+fn gateway_timeouts_reconnect_with_recovery() {
+    let t = Setup::new();
+    let mut r = t.start();
+    t.fake.close_with("WSG-903");
+    r.wait_for("WSG-903");
+    r.wait_for("session recovered");
+    wait_health(&r, 200);
+    t.fake.notify(&body(1));
+    assert_eq!(uuids(&t.wait_lines(1)), ["u-1"]);
+}
+
+#[test]
+fn a_missing_permission_is_one_line_and_exit_1() {
+    let t = Setup::new();
+    t.fake.script_wstoken(403, None);
+    let mut r = start_at(&t.fake, &t.state(), &t.log());
+    let line = r.wait_for("WebSocket Subscriptions");
+    assert!(line.contains("403"), "{line}");
+    let st = r.wait_exit();
+    assert_eq!(st.code(), Some(1), "{}", r.stderr());
+}
+
+#[test]
+fn a_rate_limited_ws_token_waits_retry_after() {
+    let t = Setup::new();
+    t.fake.script_wstoken(429, Some(1));
+    let mut r = start_at(&t.fake, &t.state(), &t.log());
+    r.wait_for("rate limited (HTTP 429); waiting 1 s");
+    r.wait_for("WebSocket: subscribed");
+    assert_eq!(t.fake.with(|w| w.ws_token_calls), 2);
+}
+
+#[test]
+fn a_bad_message_or_an_oversized_one_remakes_the_connection() {
+    let t = Setup::new();
+    let mut r = start_at_with(&t, &["--max-body", "2KiB"]);
+    r.wait_for("WebSocket: subscribed");
+    t.fake.send_raw(r#"{"not": "an array"}"#);
+    r.wait_for("reconnecting (a message that is not a JSON array");
+    r.wait_for("session recovered");
+    t.fake.send_raw(&format!(
+        "[{{\"type\":\"ServerNotification\"}},\"{}\"]",
+        "x".repeat(4096)
+    ));
+    r.wait_for("reconnecting (a message larger than");
+    r.wait_for("session recovered");
+    t.fake.notify(&body(1));
+    assert_eq!(uuids(&t.wait_lines(1)), ["u-1"]);
+    assert_eq!(t.fake.with(|w| w.connections), 3);
+}
+
+#[test]
+fn an_unknown_session_token_gets_wsg_400_and_a_fresh_session() {
+    let t = Setup::new();
+    let mut r = t.start();
+    r.signal("KILL");
+    r.wait_exit();
+    t.fake.wait("the child left", |w| !w.connected());
+    let state = std::fs::read_to_string(t.state()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let wsc = v["connect"]["wsc"].as_str().unwrap().to_string();
+    std::fs::write(t.state(), state.replace(&wsc, "bogus-wsc")).unwrap();
+    let mut r2 = start_at(&t.fake, &t.state(), &t.log());
+    r2.wait_for("WSG-400");
+    r2.wait_for("subscribed again; catching up since");
+    assert_eq!(t.fake.with(|w| (w.created.len(), w.logins)), (2, 1));
+}
+
+#[test]
+fn a_planned_reconnect_comes_before_the_absolute_timeout() {
+    let t = Setup::new();
+    t.fake.with(|w| w.absolute_timeout = 3);
+    let mut r = t.start();
+    r.wait_for("reconnecting (planned");
+    r.wait_for("session recovered");
+    t.fake.wait("a second connection", |w| w.connections >= 2);
+    assert_eq!(t.fake.with(|w| w.closes.clone()), Vec::<String>::new());
+    t.fake.notify(&body(1));
+    assert_eq!(uuids(&t.wait_lines(1)), ["u-1"]);
+}
+
+fn start_at_with(t: &Setup, extra: &[&str]) -> Running {
+    Serve::connect()
+        .env("RC_SERVER_URL", &t.fake.url)
+        .env("RC_CLIENT_ID", fake::CLIENT_ID)
+        .env("RC_CLIENT_SECRET", fake::CLIENT_SECRET)
+        .env("RC_JWT", fake::JWT)
+        .env("RINGHOOK_STATE", &t.state().to_string_lossy())
+        .args(["--log-file".as_ref(), t.log().as_os_str()])
+        .args(extra)
+        .start()
+}
+
+#[test]
+fn refused_credentials_stop_with_exit_1() {
+    let t = Setup::new();
+    let mut r = Serve::connect()
+        .env("RC_SERVER_URL", &t.fake.url)
+        .env("RC_CLIENT_ID", fake::CLIENT_ID)
+        .env("RC_CLIENT_SECRET", fake::CLIENT_SECRET)
+        .env("RC_JWT", "not-the-jwt")
+        .env("RINGHOOK_STATE", &t.state().to_string_lossy())
+        .start();
+    r.wait_for("cannot sign in");
+    assert_eq!(r.wait_exit().code(), Some(1));
+    assert!(!r.stderr().contains("not-the-jwt"));
+}
+
+#[test]
+fn a_refused_subscription_names_the_permission_and_exits_1() {
+    let t = Setup::new();
+    t.fake.with(|w| w.subscription_status = 403);
+    let mut r = start_at(&t.fake, &t.state(), &t.log());
+    let line = r.wait_for("WebSocket Subscriptions");
+    assert!(
+        line.contains("403") && line.contains("subscription"),
+        "{line}"
+    );
+    assert_eq!(r.wait_exit().code(), Some(1));
+}
+
+#[test]
+fn sighup_reopens_the_log() {
+    let t = Setup::new();
+    let mut r = t.start();
+    t.fake.notify(&body(1));
+    t.wait_lines(1);
+    let rotated = t.dir.path().join("events.log.1");
+    std::fs::rename(t.log(), &rotated).unwrap();
+    r.signal("HUP");
+    r.wait_for("SIGHUP: event log reopened");
+    t.fake.notify(&body(2));
+    assert_eq!(uuids(&t.wait_lines(1)), ["u-2"]);
+}
+
+#[test]
+fn a_restart_after_the_recovery_window_subscribes_again_and_catches_up() {
+    let t = Setup::new();
+    t.fake.with(|w| w.recovery_timeout = 1);
+    let mut r = t.start();
+    t.fake.notify(&body(0));
+    t.wait_lines(1);
+    r.signal("KILL");
+    r.wait_exit();
+    t.fake.wait("the child left", |w| !w.connected());
+    // Bounded wait until the saved window has passed.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(t.state()).unwrap()).unwrap();
+        let until = v["connect"]["recoverableUntil"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let until = humantime::parse_rfc3339_weak(&until).unwrap();
+        if std::time::SystemTime::now() > until {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the window never passed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut r2 = start_at(&t.fake, &t.state(), &t.log());
+    let line = r2.wait_for("catching up since");
+    assert!(line.contains("could not be recovered"), "{line}");
+    r2.wait_for("catching up on missed messages and calls");
+    assert_eq!(
+        t.fake.with(|w| w.logins),
+        1,
+        "the OAuth session is still kept"
+    );
+}
+
+#[test]
+fn wss_with_the_ca_file_receives_notifications() {
+    let ca = crate::support::TestCa::new();
+    let fake = FakeWsg::start_tls(&ca);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let t = Setup { fake, dir };
+    let mut r = start_at_with_env(&t, &[("RINGHOOK_CA_FILE", &ca_file.to_string_lossy())]);
+    r.wait_for("WebSocket: connected to localhost");
+    r.wait_for("WebSocket: subscribed");
+    t.fake.notify(&body(1));
+    assert_eq!(uuids(&t.wait_lines(1)), ["u-1"]);
+}
+
+#[test]
+fn wss_without_the_ca_is_refused_and_retried() {
+    let ca = crate::support::TestCa::new();
+    let t = Setup {
+        fake: FakeWsg::start_tls(&ca),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let mut r = start_at(&t.fake, &t.state(), &t.log());
+    let line = r.wait_for("WebSocket: reconnecting");
+    assert!(line.contains("localhost"), "{line}");
+    assert!(!t.fake.subscribed());
+}
+
+fn start_at_with_env(t: &Setup, env: &[(&str, &str)]) -> Running {
+    let mut s = Serve::connect()
+        .env("RC_SERVER_URL", &t.fake.url)
+        .env("RC_CLIENT_ID", fake::CLIENT_ID)
+        .env("RC_CLIENT_SECRET", fake::CLIENT_SECRET)
+        .env("RC_JWT", fake::JWT)
+        .env("RINGHOOK_STATE", &t.state().to_string_lossy())
+        .args(["--log-file".as_ref(), t.log().as_os_str()]);
+    for (k, v) in env {
+        s = s.env(k, v);
+    }
+    s.start()
+}
