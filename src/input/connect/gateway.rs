@@ -47,7 +47,7 @@ pub(crate) struct Details {
 /// An `Error` body, or any error answer's.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct ErrorBody {
+pub(crate) struct GatewayError {
     #[serde(default)]
     pub error_code: Option<String>,
     #[serde(default)]

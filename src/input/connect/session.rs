@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::gateway::{self, Details, ErrorBody, Message, SubscriptionBody};
+use super::gateway::{self, Details, GatewayError, Message, SubscriptionBody};
 use super::ws::{self, Incoming, Target, WebSocket, WsError};
 use crate::error::Error;
 use crate::oplog::Escaped;
@@ -66,7 +66,7 @@ enum End {
 }
 
 /// Everything that outlives one connection.
-struct Session {
+struct WsSession {
     cfg: SessionConfig,
     oauth: OAuth,
     tokens: Option<Tokens>,
@@ -142,7 +142,7 @@ pub(crate) fn run(cfg: SessionConfig) -> Result<(), Error> {
     }
     let server = cfg.platform.endpoint.server.clone();
     let saved = state::load(&cfg.state_path)?.filter(|s| s.server == server);
-    let mut s = Session {
+    let mut s = WsSession {
         oauth: OAuth::new(cfg.platform.endpoint.clone()),
         tokens: None,
         refresh_at: Instant::now(),
@@ -166,7 +166,7 @@ pub(crate) fn run(cfg: SessionConfig) -> Result<(), Error> {
     result
 }
 
-impl Session {
+impl WsSession {
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed) || self.orphaned()
     }
@@ -381,7 +381,7 @@ impl Session {
             Err(e) => return Ok(End::Reconnect(format!("the first message is {e}"))),
         };
         if msg.meta.kind == "Error" {
-            let err: ErrorBody = msg.body_as();
+            let err: GatewayError = msg.body_as();
             let code = err.error_code.unwrap_or_default();
             if code == "WSG-400" {
                 // A token the gateway does not know: start a new session.
@@ -497,7 +497,7 @@ impl Session {
                 }
                 return Ok(Ok(()));
             }
-            let err: ErrorBody = msg.body_as();
+            let err: GatewayError = msg.body_as();
             if status == 403 {
                 return Err(fatal_permission(
                     "the subscription (ClientRequest POST /restapi/v1.0/subscription)",
@@ -565,7 +565,7 @@ impl Session {
                             }
                         }
                         "Error" => {
-                            let err: ErrorBody = msg.body_as();
+                            let err: GatewayError = msg.body_as();
                             return Ok(End::Reconnect(format!(
                                 "the gateway said {} {}",
                                 Escaped(err.error_code.as_deref().unwrap_or("")),
