@@ -4,6 +4,7 @@ mod support;
 
 #[cfg(feature = "catchup")]
 mod alerts;
+mod attack_disk;
 #[cfg(feature = "catchup")]
 mod catchup;
 mod check;
