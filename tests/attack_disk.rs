@@ -483,3 +483,35 @@ fn escaped_bodies_during_a_stall_stay_within_the_body_budget() {
         "VmRSS grew by {grew} kB with --max-buffered 4MiB during a stall"
     );
 }
+
+/// After a long stall, the events that gathered during it are committed at once: the group
+/// commit's wait for "the clients just answered" (a quarter of the last sync) is meant for
+/// ordinary syncs, and after an 8 s stall it would hold them back another 2 s.
+#[test]
+#[ignore = "defect: after a stall the next batch waits a quarter of the stall (last_sync / 4) for clients that may never come"]
+fn what_gathered_during_a_stall_is_committed_at_once_after_it() {
+    let Some(disk) = mount("what_gathered_during_a_stall") else {
+        return;
+    };
+    let dir = log_dir(&disk);
+    let log = dir.join("events.jsonl");
+    let s = serve(&log, &[]);
+    disk.hold_syncs();
+    let mut a = s.connect();
+    a.write_all(&s.notification_request(body("stall-a").as_bytes(), Some(TOKEN)))
+        .unwrap();
+    assert!(disk.wait_held_sync(PATIENCE));
+    let mut b = s.connect();
+    b.write_all(&s.notification_request(body("stall-b").as_bytes(), Some(TOKEN)))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(8));
+    disk.release_syncs();
+    assert_eq!(read_status(&mut a), Some(200));
+    let after_a = Instant::now();
+    assert_eq!(read_status(&mut b), Some(200));
+    let waited = after_a.elapsed();
+    assert!(
+        waited < Duration::from_millis(1000),
+        "the batch gathered during an 8 s stall waited {waited:?} more after it"
+    );
+}
