@@ -5,7 +5,7 @@
 //! and directory entries volatile until they are synced and drops them on command, while the
 //! receiver is SIGKILLed: the power cut a Pi on a flaky supply sees.
 
-mod fs;
+pub(crate) mod fs;
 
 use std::collections::HashMap;
 use std::io::Write;

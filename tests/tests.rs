@@ -6,6 +6,7 @@ mod support;
 mod alerts;
 #[cfg(feature = "ship")]
 mod attack;
+mod attack_disk;
 #[cfg(feature = "catchup")]
 mod catchup;
 mod check;

@@ -79,6 +79,10 @@ struct State {
     /// A cut to make from inside the next write (that crosses a page boundary, if asked).
     armed: Option<(Cut, bool)>,
     last_cut: Option<CutReport>,
+    /// Injected faults (tests/attack_disk.rs): every write fails with this, while set.
+    fail_writes: Option<Errno>,
+    /// Injected faults: this many next file syncs fail with the errno (after their delay).
+    fail_syncs: (u32, Errno),
 }
 
 /// What a cut did.
@@ -164,6 +168,9 @@ impl State {
     }
 
     fn write(&mut self, ino: u64, offset: u64, bytes: &[u8]) -> Res<()> {
+        if let Some(e) = self.fail_writes {
+            return Err(e);
+        }
         let node = self.node(ino)?;
         node.mtime = SystemTime::now();
         let Kind::File {
@@ -218,7 +225,13 @@ impl State {
 
     fn sync(&mut self, ino: u64) -> Res<()> {
         self.syncs += 1;
+        let failing = self.fail_syncs.0 > 0;
         match &mut self.node(ino)?.kind {
+            Kind::File { .. } if failing => {
+                // A failed sync: nothing more is durable than before.
+                self.fail_syncs.0 -= 1;
+                return Err(self.fail_syncs.1);
+            }
             Kind::File {
                 len,
                 synced_len,
@@ -368,8 +381,17 @@ impl Rng {
     }
 }
 
+/// Syncs held until released (tests/attack_disk.rs): whether to hold, and how many wait.
+#[derive(Default)]
+struct Gate {
+    hold: bool,
+    waiting: u32,
+}
+
+type SharedGate = Arc<(Mutex<Gate>, std::sync::Condvar)>;
+
 /// The FUSE side: every request takes the shared state's lock.
-struct Volatile(Arc<Mutex<State>>);
+struct Volatile(Arc<Mutex<State>>, SharedGate);
 
 const TTL: Duration = Duration::ZERO; // the kernel caches nothing: every stat sees the truth
 
@@ -394,6 +416,18 @@ impl Volatile {
     }
 
     fn sync(&self, ino: INodeNo, reply: ReplyEmpty) {
+        {
+            let (gate, cv) = &*self.1;
+            let mut g = gate.lock().unwrap_or_else(|p| p.into_inner());
+            if g.hold {
+                g.waiting += 1;
+                cv.notify_all();
+                while g.hold {
+                    g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
+                }
+                g.waiting -= 1;
+            }
+        }
         // The delay comes first: a cut during it means the sync never completed.
         let delay = self.state().map(|st| st.sync_delay);
         if let Ok(d) = delay {
@@ -703,6 +737,7 @@ impl Filesystem for Volatile {
 /// A mounted volatile disk. Dropping it unmounts it (also when a test fails).
 pub struct Disk {
     state: Arc<Mutex<State>>,
+    gate: SharedGate,
     session: Option<BackgroundSession>,
     mountpoint: PathBuf,
     _backing: tempfile::TempDir,
@@ -761,9 +796,12 @@ impl Disk {
             syncs: 0,
             armed: None,
             last_cut: None,
+            fail_writes: None,
+            fail_syncs: (0, Errno::EIO),
         };
         let mut disk = Disk {
             state: Arc::new(Mutex::new(state)),
+            gate: SharedGate::default(),
             session: None,
             mountpoint,
             _backing: backing,
@@ -779,7 +817,7 @@ impl Disk {
             MountOption::FSName("ringhook-powercut".into()),
             MountOption::Subtype("powercut".into()),
         ];
-        let fs = Volatile(self.state.clone());
+        let fs = Volatile(self.state.clone(), self.gate.clone());
         self.session = Some(fuser::spawn_mount(fs, &self.mountpoint, &config)?);
         Ok(())
     }
@@ -792,6 +830,39 @@ impl Disk {
     /// How long every fsync, fdatasync and directory fsync takes from now on (default none).
     pub fn set_sync_delay(&self, delay: Duration) {
         self.lock().sync_delay = delay;
+    }
+
+    /// Every write fails with `errno` from now on (`None`: writes work again).
+    pub fn fail_writes(&self, errno: Option<Errno>) {
+        self.lock().fail_writes = errno;
+    }
+
+    /// The next `n` file syncs fail with `errno` (nothing they would have made durable is).
+    pub fn fail_syncs(&self, n: u32, errno: Errno) {
+        self.lock().fail_syncs = (n, errno);
+    }
+
+    /// From now on every sync waits until [`Disk::release_syncs`]: a sync that does not return.
+    /// (One thread serves the disk: everything else on it waits behind a held sync too.)
+    pub fn hold_syncs(&self) {
+        self.gate.0.lock().unwrap().hold = true;
+    }
+
+    /// Lets held syncs go on.
+    pub fn release_syncs(&self) {
+        let (gate, cv) = &*self.gate;
+        gate.lock().unwrap().hold = false;
+        cv.notify_all();
+    }
+
+    /// Waits (up to `patience`) until a sync is held; false if none came.
+    pub fn wait_held_sync(&self, patience: Duration) -> bool {
+        let (gate, cv) = &*self.gate;
+        let g = gate.lock().unwrap();
+        let (g, _) = cv
+            .wait_timeout_while(g, patience, |g| g.waiting == 0)
+            .unwrap();
+        g.waiting > 0
     }
 
     /// Syncs served so far.
@@ -844,6 +915,8 @@ impl Disk {
     }
 
     fn unmount(&mut self) {
+        // A held sync would keep the unmount waiting for ever.
+        self.release_syncs();
         if let Some(session) = self.session.take() {
             // Someone may have unmounted it already (`fusermount3 -u`): then only the thread ends.
             if is_mounted(&self.mountpoint) {

@@ -416,7 +416,16 @@ impl Exchange {
             }
             Outcome::Log => {
                 self.phase = Phase::Logging(reply);
-                Some(Step::Log(Record::new(body, SystemTime::now())))
+                let rec = Record::new(body, SystemTime::now());
+                // What waits for the disk is the line, not the body: a body that is not JSON is
+                // logged escaped (a control byte as six), so the line holds the budget, and the
+                // next bodies wait in TCP until it is answered.
+                let line = rec.line.len() as u64;
+                if line > self.granted {
+                    ctx.budget.held += line - self.granted;
+                    self.granted = line;
+                }
+                Some(Step::Log(rec))
             }
             Outcome::Metrics => {
                 self.phase = Phase::Metrics(reply);

@@ -611,6 +611,20 @@ impl Server {
             let Some(listener) = &self.listener else {
                 return;
             };
+            // Full, and every connection waits for the log (a stuck sync under a flood): none can
+            // be evicted, so the next clients wait in the listen backlog, as bodies beyond the
+            // budget wait in TCP, rather than be taken in beyond the cap without bound.
+            if self.conns.len() >= self.limits.max_connections
+                && self.conns.values().all(|c| c.exch.is_logging())
+            {
+                if self.throttle.allow(Kind::AcceptFailed) {
+                    warn!(
+                        "connection cap reached and every connection waits for the event log: not accepting for {ACCEPT_PAUSE:?}"
+                    );
+                }
+                self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                return;
+            }
             match listener.accept() {
                 Ok((mut stream, peer)) => {
                     if self.conns.len() >= self.limits.max_connections {
