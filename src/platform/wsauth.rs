@@ -92,7 +92,10 @@ impl OAuth {
         if t.access_token.is_empty() {
             return Err(bad("the token answer has an empty access_token"));
         }
-        let secs = |s: Option<u64>, d: u64| now + Duration::from_secs(s.unwrap_or(d));
+        // Bounded (ten years): a huge `expires_in` must not overflow the clock (a panic).
+        let secs = |s: Option<u64>, d: u64| {
+            now + Duration::from_secs(s.unwrap_or(d).min(10 * 365 * 86_400))
+        };
         Ok(Tokens {
             access: Secret::new(t.access_token),
             access_until: secs(t.expires_in, 3600),

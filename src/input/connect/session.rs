@@ -45,6 +45,8 @@ const CONNECT_WITHIN: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(120);
 /// How often the state file's sign of life is brought up to date while connected.
 const SAVE_EVERY: Duration = Duration::from_secs(10);
+/// The longest timeout taken from `ConnectionDetails` (the gateway's are 30 min, 24 h, 3 min).
+const MAX_TIMEOUT: u64 = 7 * 86_400;
 /// The permission a 403 on the ws token or the subscription asks for.
 const PERMISSION: &str = "WebSocket Subscriptions";
 
@@ -403,9 +405,13 @@ impl WsSession {
         if let Some(w) = &msg.meta.wsc {
             self.conn.wsc = Some(w.token.clone());
         }
-        let idle = Duration::from_secs(details.idle_timeout.unwrap_or(1800).max(1));
-        let absolute = Duration::from_secs(details.absolute_timeout.unwrap_or(86_400).max(2));
-        let recovery = Duration::from_secs(details.recovery_timeout.unwrap_or(180));
+        // Bounded: a gateway's absurd value must not overflow a clock (a panic).
+        let secs = |v: Option<u64>, default: u64| {
+            Duration::from_secs(v.unwrap_or(default).min(MAX_TIMEOUT))
+        };
+        let idle = secs(details.idle_timeout, 1800).max(Duration::from_secs(1));
+        let absolute = secs(details.absolute_timeout, 86_400).max(Duration::from_secs(2));
+        let recovery = secs(details.recovery_timeout, 180);
         info!(
             "WebSocket: connected to {} (idle timeout {} s, absolute {} s, recovery window {} s)",
             Escaped(&host),
