@@ -141,12 +141,14 @@ impl OAuth {
         )
     }
 
-    /// A fresh single-use WebSocket token (Auth rate group: a 429 waits its `Retry-After`).
+    /// A fresh single-use WebSocket token (Auth rate group). One try: a 429 comes back as
+    /// [`PlatformError::RateLimited`] for the caller, which paces its tries and waits the
+    /// `Retry-After` (a retry here would escape that pacing).
     pub(crate) fn ws_token(&self, access: &Secret) -> Result<WsToken, PlatformError> {
         let url = self.http.url("/restapi/oauth/wstoken");
         let auth = format!("Bearer {}", access.expose());
-        // Not retried after a lost answer: each token counts against the 5 a minute.
-        let answer = self.http.send("get a WebSocket token", false, |agent| {
+        // Not retried at all: each try counts against the 5 a minute.
+        let answer = self.http.send_once(|agent| {
             agent
                 .post(&url)
                 .header("Authorization", &auth)

@@ -45,6 +45,8 @@ const CONNECT_WITHIN: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(120);
 /// How often the state file's sign of life is brought up to date while connected.
 const SAVE_EVERY: Duration = Duration::from_secs(10);
+/// The longest `Retry-After` waited on a ws token before trying again (paced all the same).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// The longest timeout taken from `ConnectionDetails` (the gateway's are 30 min, 24 h, 3 min).
 const MAX_TIMEOUT: u64 = 7 * 86_400;
 /// The permission a 403 on the ws token or the subscription asks for.
@@ -346,6 +348,18 @@ impl WsSession {
             Err(PlatformError::Api { status: 401, .. }) => {
                 self.tokens = None;
                 return Ok(End::Reconnect("the access token was refused".into()));
+            }
+            Err(PlatformError::RateLimited { retry_after, .. }) => {
+                // Waited here, where a stop still wakes it; the try already counts in `pace`.
+                let wait = retry_after.min(MAX_RETRY_AFTER);
+                warn!(
+                    "get a WebSocket token: rate limited (HTTP 429); waiting {} s as the platform asks",
+                    wait.as_secs()
+                );
+                self.sleep(wait);
+                return Ok(End::Reconnect(
+                    "the WebSocket token was rate limited (HTTP 429)".into(),
+                ));
             }
             Err(e) => return Ok(End::Reconnect(format!("no WebSocket token: {e}"))),
         };
