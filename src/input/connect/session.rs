@@ -460,7 +460,7 @@ impl WsSession {
         self.mark_alive(SystemTime::now(), recovery)?;
         tell(b"S up\n")?;
         let mut last_in = SystemTime::now();
-        let end = self.steady(sock, idle, absolute, recovered, &mut last_in);
+        let end = self.steady(sock, (idle, absolute, recovery), recovered, &mut last_in);
         // The gateway keeps the session for its recovery window from the last sign of life.
         self.mark_alive(last_in, recovery)?;
         end
@@ -543,8 +543,7 @@ impl WsSession {
     fn steady(
         &mut self,
         mut sock: WebSocket<Stream>,
-        idle: Duration,
-        absolute: Duration,
+        (idle, absolute, recovery): (Duration, Duration, Duration),
         recovered: bool,
         alive: &mut SystemTime,
     ) -> Result<End, Error> {
@@ -619,8 +618,8 @@ impl WsSession {
                 return Ok(End::Stop);
             }
             if now.duration_since(last_save) >= SAVE_EVERY {
-                self.conn.alive_at = Some(rfc3339(*alive));
-                self.save()?;
+                // The window moves with the sign of life: a SIGKILL later still recovers.
+                self.mark_alive(*alive, recovery)?;
                 last_save = now;
             }
             if now >= plan_end {
