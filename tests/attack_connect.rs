@@ -290,3 +290,27 @@ fn the_saved_recovery_window_follows_the_last_sign_of_life() {
     let mut r2 = t.start();
     r2.wait_for("session recovered");
 }
+
+/// The recovery window was counted from the last message *received*, not from when the
+/// connection was lost: on a quiet connection (a heartbeat answer every third of the idle
+/// timeout, 10 min by default) a drop more than the window (3 min) after the last message never
+/// tried recovery; it subscribed again and caught up, presence events in the gap lost.
+#[test]
+fn a_quiet_connection_dropped_later_than_the_window_still_recovers() {
+    let t = Setup::new();
+    t.fake.with(|w| {
+        w.idle_timeout = 60; // a heartbeat every 20 s
+        w.recovery_timeout = 2;
+    });
+    let mut r = t.start();
+    r.wait_for("WebSocket: subscribed");
+    // Quiet for longer than the window, well before the first heartbeat.
+    std::thread::sleep(Duration::from_secs(4));
+    t.fake.drop_connection();
+    let line = r.wait_for("WebSocket: s");
+    assert!(
+        line.contains("session recovered"),
+        "a drop just now is within the window: {line}\n{}",
+        r.stderr()
+    );
+}
