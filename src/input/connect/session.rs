@@ -655,9 +655,14 @@ impl WsSession {
     }
 
     /// Notes the connection's last sign of life and how long it stays recoverable.
+    ///
+    /// The window runs from now, not from `at`: every call is made while the connection is open
+    /// or just as it ended, and the gateway keeps the session for the window from the moment it
+    /// lost the connection (a quiet one hears a heartbeat answer only every third of the idle
+    /// timeout). `at` stays what the catch-up starts from, should recovery fail.
     fn mark_alive(&mut self, at: SystemTime, recovery: Duration) -> Result<(), Error> {
         self.conn.alive_at = Some(rfc3339(at));
-        self.conn.recoverable_until = Some(rfc3339(at + recovery));
+        self.conn.recoverable_until = Some(rfc3339(SystemTime::now().max(at) + recovery));
         self.save()
     }
 
