@@ -314,3 +314,57 @@ fn a_quiet_connection_dropped_later_than_the_window_still_recovers() {
         r.stderr()
     );
 }
+
+/// SIGTERM while the session is between connections (the ws token refused with a 5xx): exit 0
+/// soon, the OAuth session revoked.
+#[test]
+fn sigterm_while_disconnected_exits_0_and_revokes() {
+    let t = Setup::new();
+    for _ in 0..5 {
+        t.fake.script_wstoken(503, None);
+    }
+    let mut r = t.start();
+    r.wait_for("WebSocket: reconnecting (no WebSocket token");
+    let st = r.stop();
+    assert!(st.success(), "{st:?}\n{}", r.stderr());
+    assert!(t.fake.with(|w| !w.revoked.is_empty()), "{}", r.stderr());
+}
+
+/// The disk that holds the state file (and the log) fills up: `connect` must go on (the log
+/// answers for itself through /health), not stop for good because the state could not be saved.
+#[test]
+fn a_full_state_disk_does_not_stop_connect() {
+    use std::io::Write as _;
+    let t = Setup::new();
+    let mut serve = Serve::connect()
+        .env("RC_SERVER_URL", &t.fake.url)
+        .env("RC_CLIENT_ID", fake::CLIENT_ID)
+        .env("RC_CLIENT_SECRET", fake::CLIENT_SECRET)
+        .env("RC_JWT", fake::JWT);
+    let disk = serve.tmpfs_disk("64k");
+    let (state, log) = (disk.join("state.json"), disk.join("events.log"));
+    let mut r = serve
+        .env("RINGHOOK_STATE", &state.to_string_lossy())
+        .args(["--log-file".as_ref(), log.as_os_str()])
+        .start();
+    r.wait_for("WebSocket: subscribed");
+    let filler = r.in_namespace(&disk.join("filler"));
+    let mut f = std::fs::File::create(&filler).unwrap();
+    while f.write_all(&[b'x'; 1024]).is_ok() {}
+    drop(f);
+    // A notification keeps the connection's sign of life moving; the periodic save (10 s) fails.
+    let mut n = 0;
+    let stopped = within(Duration::from_secs(14), || {
+        n += 1;
+        if n % 20 == 0 {
+            t.fake.notify(&body(n));
+        }
+        r.child.try_wait().unwrap().is_some()
+    });
+    assert!(!stopped, "connect stopped:\n{}", r.stderr());
+    std::fs::remove_file(&filler).unwrap();
+    t.fake.notify(&body(99_999));
+    let log = r.in_namespace(&log);
+    assert!(within(PATIENCE, || std::fs::read_to_string(&log)
+        .is_ok_and(|l| l.contains("u-99999"))));
+}
