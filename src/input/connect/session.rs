@@ -83,6 +83,8 @@ struct WsSession {
     ws_tokens: std::collections::VecDeque<Instant>,
     failures: u32,
     rng: ring::rand::SystemRandom,
+    /// The last state save failed (warned once until one works again).
+    save_failed: std::cell::Cell<bool>,
 }
 
 type Stream = Box<dyn ReadWrite>;
@@ -161,6 +163,7 @@ pub(crate) fn run(cfg: SessionConfig) -> Result<(), Error> {
         ws_tokens: Default::default(),
         failures: 0,
         rng: ring::rand::SystemRandom::new(),
+        save_failed: std::cell::Cell::new(false),
     };
     let result = s.run();
     if matches!(result, Err(Error::StdoutClosed)) {
@@ -225,8 +228,29 @@ impl WsSession {
         base.mul_f64(1.0 + frac / 2.0)
     }
 
-    /// Saves the session's part of the state file (read again first: catch-up writes it too).
+    /// Saves the session's part of the state file. A failure (the disk full, say) is one warning
+    /// and the session goes on: stopping would lose every event, keeping on loses only what a
+    /// restart would have recovered.
     fn save(&self) -> Result<(), Error> {
+        match self.write_state() {
+            Ok(()) => {
+                if self.save_failed.replace(false) {
+                    info!("state file written again");
+                }
+            }
+            Err(e) => {
+                if !self.save_failed.replace(true) {
+                    warn!(
+                        "{e}; going on without it (a restart may need a new session and a catch-up)"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the session's part of the state file (read again first: catch-up writes it too).
+    fn write_state(&self) -> Result<(), Error> {
         let server = self.oauth.server().to_string();
         let mut st = state::load(&self.cfg.state_path)?
             .filter(|s| s.server == server)
