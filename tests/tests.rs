@@ -6,6 +6,8 @@ mod support;
 mod alerts;
 #[cfg(feature = "ship")]
 mod attack;
+#[cfg(feature = "connect")]
+mod attack_connect;
 mod attack_disk;
 #[cfg(feature = "catchup")]
 mod catchup;

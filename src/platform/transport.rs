@@ -125,6 +125,29 @@ impl Transport {
         }
     }
 
+    /// One try of `call`, never sent again: a 429 comes back at once as
+    /// [`PlatformError::RateLimited`] with what `Retry-After` asks, for a caller that paces its
+    /// own requests (each try counts against the rate limit).
+    pub(super) fn send_once<F>(&self, call: F) -> Result<Reply, PlatformError>
+    where
+        F: Fn(&ureq::Agent) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    {
+        let result = call(&self.agent);
+        if let Ok(resp) = &result {
+            if resp.status().as_u16() == 429 {
+                return Err(PlatformError::RateLimited {
+                    waited: Duration::ZERO,
+                    retry_after: retry_after(resp)
+                        .unwrap_or(self.endpoint.policy.default_retry_after),
+                });
+            }
+        }
+        match self.outcome(result, false) {
+            Try::Done(answer) => answer,
+            Try::Again(e) => Err(e),
+        }
+    }
+
     /// A 429: waits what the platform asks (`Retry-After`), unless the run's total wait would
     /// then exceed [`RetryPolicy::max_wait`].
     pub(super) fn wait_out_rate_limit(

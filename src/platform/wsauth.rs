@@ -92,7 +92,10 @@ impl OAuth {
         if t.access_token.is_empty() {
             return Err(bad("the token answer has an empty access_token"));
         }
-        let secs = |s: Option<u64>, d: u64| now + Duration::from_secs(s.unwrap_or(d));
+        // Bounded (ten years): a huge `expires_in` must not overflow the clock (a panic).
+        let secs = |s: Option<u64>, d: u64| {
+            now + Duration::from_secs(s.unwrap_or(d).min(10 * 365 * 86_400))
+        };
         Ok(Tokens {
             access: Secret::new(t.access_token),
             access_until: secs(t.expires_in, 3600),
@@ -138,12 +141,14 @@ impl OAuth {
         )
     }
 
-    /// A fresh single-use WebSocket token (Auth rate group: a 429 waits its `Retry-After`).
+    /// A fresh single-use WebSocket token (Auth rate group). One try: a 429 comes back as
+    /// [`PlatformError::RateLimited`] for the caller, which paces its tries and waits the
+    /// `Retry-After` (a retry here would escape that pacing).
     pub(crate) fn ws_token(&self, access: &Secret) -> Result<WsToken, PlatformError> {
         let url = self.http.url("/restapi/oauth/wstoken");
         let auth = format!("Bearer {}", access.expose());
-        // Not retried after a lost answer: each token counts against the 5 a minute.
-        let answer = self.http.send("get a WebSocket token", false, |agent| {
+        // Not retried at all: each try counts against the 5 a minute.
+        let answer = self.http.send_once(|agent| {
             agent
                 .post(&url)
                 .header("Authorization", &auth)

@@ -45,6 +45,10 @@ const CONNECT_WITHIN: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(120);
 /// How often the state file's sign of life is brought up to date while connected.
 const SAVE_EVERY: Duration = Duration::from_secs(10);
+/// The longest `Retry-After` waited on a ws token before trying again (paced all the same).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// The longest timeout taken from `ConnectionDetails` (the gateway's are 30 min, 24 h, 3 min).
+const MAX_TIMEOUT: u64 = 7 * 86_400;
 /// The permission a 403 on the ws token or the subscription asks for.
 const PERMISSION: &str = "WebSocket Subscriptions";
 
@@ -79,6 +83,8 @@ struct WsSession {
     ws_tokens: std::collections::VecDeque<Instant>,
     failures: u32,
     rng: ring::rand::SystemRandom,
+    /// The last state save failed (warned once until one works again).
+    save_failed: std::cell::Cell<bool>,
 }
 
 type Stream = Box<dyn ReadWrite>;
@@ -157,6 +163,7 @@ pub(crate) fn run(cfg: SessionConfig) -> Result<(), Error> {
         ws_tokens: Default::default(),
         failures: 0,
         rng: ring::rand::SystemRandom::new(),
+        save_failed: std::cell::Cell::new(false),
     };
     let result = s.run();
     if matches!(result, Err(Error::StdoutClosed)) {
@@ -221,8 +228,29 @@ impl WsSession {
         base.mul_f64(1.0 + frac / 2.0)
     }
 
-    /// Saves the session's part of the state file (read again first: catch-up writes it too).
+    /// Saves the session's part of the state file. A failure (the disk full, say) is one warning
+    /// and the session goes on: stopping would lose every event, keeping on loses only what a
+    /// restart would have recovered.
     fn save(&self) -> Result<(), Error> {
+        match self.write_state() {
+            Ok(()) => {
+                if self.save_failed.replace(false) {
+                    info!("state file written again");
+                }
+            }
+            Err(e) => {
+                if !self.save_failed.replace(true) {
+                    warn!(
+                        "{e}; going on without it (a restart may need a new session and a catch-up)"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the session's part of the state file (read again first: catch-up writes it too).
+    fn write_state(&self) -> Result<(), Error> {
         let server = self.oauth.server().to_string();
         let mut st = state::load(&self.cfg.state_path)?
             .filter(|s| s.server == server)
@@ -345,6 +373,18 @@ impl WsSession {
                 self.tokens = None;
                 return Ok(End::Reconnect("the access token was refused".into()));
             }
+            Err(PlatformError::RateLimited { retry_after, .. }) => {
+                // Waited here, where a stop still wakes it; the try already counts in `pace`.
+                let wait = retry_after.min(MAX_RETRY_AFTER);
+                warn!(
+                    "get a WebSocket token: rate limited (HTTP 429); waiting {} s as the platform asks",
+                    wait.as_secs()
+                );
+                self.sleep(wait);
+                return Ok(End::Reconnect(
+                    "the WebSocket token was rate limited (HTTP 429)".into(),
+                ));
+            }
             Err(e) => return Ok(End::Reconnect(format!("no WebSocket token: {e}"))),
         };
         let now = SystemTime::now();
@@ -403,9 +443,13 @@ impl WsSession {
         if let Some(w) = &msg.meta.wsc {
             self.conn.wsc = Some(w.token.clone());
         }
-        let idle = Duration::from_secs(details.idle_timeout.unwrap_or(1800).max(1));
-        let absolute = Duration::from_secs(details.absolute_timeout.unwrap_or(86_400).max(2));
-        let recovery = Duration::from_secs(details.recovery_timeout.unwrap_or(180));
+        // Bounded: a gateway's absurd value must not overflow a clock (a panic).
+        let secs = |v: Option<u64>, default: u64| {
+            Duration::from_secs(v.unwrap_or(default).min(MAX_TIMEOUT))
+        };
+        let idle = secs(details.idle_timeout, 1800).max(Duration::from_secs(1));
+        let absolute = secs(details.absolute_timeout, 86_400).max(Duration::from_secs(2));
+        let recovery = secs(details.recovery_timeout, 180);
         info!(
             "WebSocket: connected to {} (idle timeout {} s, absolute {} s, recovery window {} s)",
             Escaped(&host),
@@ -440,7 +484,7 @@ impl WsSession {
         self.mark_alive(SystemTime::now(), recovery)?;
         tell(b"S up\n")?;
         let mut last_in = SystemTime::now();
-        let end = self.steady(sock, idle, absolute, recovered, &mut last_in);
+        let end = self.steady(sock, (idle, absolute, recovery), recovered, &mut last_in);
         // The gateway keeps the session for its recovery window from the last sign of life.
         self.mark_alive(last_in, recovery)?;
         end
@@ -523,8 +567,7 @@ impl WsSession {
     fn steady(
         &mut self,
         mut sock: WebSocket<Stream>,
-        idle: Duration,
-        absolute: Duration,
+        (idle, absolute, recovery): (Duration, Duration, Duration),
         recovered: bool,
         alive: &mut SystemTime,
     ) -> Result<End, Error> {
@@ -599,8 +642,8 @@ impl WsSession {
                 return Ok(End::Stop);
             }
             if now.duration_since(last_save) >= SAVE_EVERY {
-                self.conn.alive_at = Some(rfc3339(*alive));
-                self.save()?;
+                // The window moves with the sign of life: a SIGKILL later still recovers.
+                self.mark_alive(*alive, recovery)?;
                 last_save = now;
             }
             if now >= plan_end {
@@ -636,9 +679,14 @@ impl WsSession {
     }
 
     /// Notes the connection's last sign of life and how long it stays recoverable.
+    ///
+    /// The window runs from now, not from `at`: every call is made while the connection is open
+    /// or just as it ended, and the gateway keeps the session for the window from the moment it
+    /// lost the connection (a quiet one hears a heartbeat answer only every third of the idle
+    /// timeout). `at` stays what the catch-up starts from, should recovery fail.
     fn mark_alive(&mut self, at: SystemTime, recovery: Duration) -> Result<(), Error> {
         self.conn.alive_at = Some(rfc3339(at));
-        self.conn.recoverable_until = Some(rfc3339(at + recovery));
+        self.conn.recoverable_until = Some(rfc3339(SystemTime::now().max(at) + recovery));
         self.save()
     }
 

@@ -1,0 +1,370 @@
+//! `ringhook connect` attacked as a hostile gateway, a failing disk and a careless operator would:
+//! the real binary against the fake WebSocket Gateway (`fake_wsg.rs`), loopback only, every wait
+//! bounded and on events.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::fake_wsg::{self as fake, FakeWsg};
+use crate::support::{PATIENCE, Running, Serve};
+
+struct Setup {
+    fake: FakeWsg,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup {
+            fake: FakeWsg::start(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state.json")
+    }
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("events.log")
+    }
+    fn serve(&self) -> Serve {
+        Serve::connect()
+            .env("RC_SERVER_URL", &self.fake.url)
+            .env("RC_CLIENT_ID", fake::CLIENT_ID)
+            .env("RC_CLIENT_SECRET", fake::CLIENT_SECRET)
+            .env("RC_JWT", fake::JWT)
+            .env("RINGHOOK_STATE", &self.state().to_string_lossy())
+    }
+    fn start(&self) -> Running {
+        self.serve()
+            .args(["--log-file".as_ref(), self.log().as_os_str()])
+            .start()
+    }
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.log())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+fn body(i: u32) -> String {
+    format!(
+        "{{\"uuid\":\"u-{i}\",\"event\":\"/restapi/v1.0/account/1/extension/1/message-store\",\"timestamp\":\"2026-12-07T00:00:00.000Z\",\"subscriptionId\":\"s\",\"body\":{{\"n\":{i}}}}}"
+    )
+}
+
+/// Waits until `done` holds (bounded); false when the time ran out.
+fn within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    true
+}
+
+/// A `ConnectionDetails` with absurd timeouts (a recovery window of 31,700 years, an absolute
+/// timeout of u64::MAX seconds) made the session child panic on a time overflow; the loop then
+/// restarted it again and again, a fresh ws token each time, notifications lost in between.
+#[test]
+fn absurd_connection_details_timeouts_do_not_crash_the_session() {
+    for (field, value) in [("recovery", 1_000_000_000_000u64), ("absolute", u64::MAX)] {
+        let t = Setup::new();
+        t.fake.with(|w| match field {
+            "recovery" => w.recovery_timeout = value,
+            _ => w.absolute_timeout = value,
+        });
+        let mut r = t.start();
+        r.wait_for("WebSocket: subscribed");
+        let ok = within(PATIENCE, || {
+            t.fake.notify(&body(1));
+            !t.lines().is_empty() || r.stderr().contains("panicked")
+        });
+        let err = r.stderr();
+        assert!(
+            ok && !err.contains("panicked") && !err.contains("session child ended"),
+            "{field} timeout {value}: the session child crashed:\n{err}"
+        );
+        assert!(t.lines()[0].contains("\"u-1\""));
+    }
+}
+
+/// A 429 storm on `POST /restapi/oauth/wstoken` with `Retry-After: 0`: every answer was
+/// "waited out" at once inside the HTTP layer and the request sent again, outside the
+/// session's pacing: dozens of ws-token requests a second against a limit of 5 a minute.
+#[test]
+fn a_429_storm_on_the_ws_token_stays_within_five_a_minute() {
+    let t = Setup::new();
+    for _ in 0..40 {
+        t.fake.script_wstoken(429, Some(0));
+    }
+    let mut r = t.start();
+    r.wait_for("rate limited (HTTP 429)");
+    // The observation window is the point of the test: a rate over time.
+    std::thread::sleep(Duration::from_secs(4));
+    let calls = t.fake.with(|w| w.ws_token_calls);
+    assert!(
+        calls <= 5,
+        "{calls} ws-token requests in about 4 s (the Auth group allows 5 a minute)"
+    );
+}
+
+/// A log that cannot be written (the disk full) while notifications arrive: a webhook gets 503
+/// and RingCentral sends it again; over the WebSocket nothing is sent again, so the loop must at
+/// least catch up the gap once the log is writable. It dropped the notification silently.
+#[test]
+#[ignore = "defect: a notification whose write fails (disk full) is lost with no catch-up or resend"]
+fn a_full_disk_does_not_silently_lose_websocket_notifications() {
+    use std::io::Write as _;
+    let t = Setup::new();
+    let mut serve = t.serve();
+    let disk = serve.tmpfs_disk("64k");
+    let log = disk.join("events.log");
+    let mut r = serve.args(["--log-file".as_ref(), log.as_os_str()]).start();
+    r.wait_for("WebSocket: subscribed");
+    let (log, filler) = (r.in_namespace(&log), r.in_namespace(&disk.join("filler")));
+    t.fake.notify(&body(0));
+    assert!(within(PATIENCE, || std::fs::read_to_string(&log)
+        .is_ok_and(|l| l.contains("u-0"))));
+    let mut f = std::fs::File::create(&filler).unwrap();
+    while f.write_all(&[b'x'; 4096]).is_ok() {}
+    drop(f);
+    // A body larger than any space left.
+    let big = format!(
+        "{{\"uuid\":\"u-lost\",\"event\":\"/e\",\"body\":{{\"pad\":\"{}\"}}}}",
+        "p".repeat(8192)
+    );
+    t.fake.notify(&big);
+    r.wait_for("event log write failed");
+    std::fs::remove_file(&filler).unwrap();
+    t.fake.notify(&body(2));
+    assert!(within(PATIENCE, || std::fs::read_to_string(&log)
+        .is_ok_and(|l| l.contains("u-2"))));
+    let logged = std::fs::read_to_string(&log).unwrap().contains("u-lost");
+    let caught_up = r.stderr().contains("events may have been missed");
+    assert!(
+        logged || caught_up,
+        "u-lost was neither logged nor caught up:\n{}",
+        r.stderr()
+    );
+}
+
+/// The loop's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A gateway that floods notifications faster than the log can take them (here: the log is
+/// stdout, a pipe nobody reads, so every write blocks): memory stays bounded (held).
+#[test]
+fn a_flood_faster_than_the_log_keeps_memory_bounded() {
+    let t = Setup::new();
+    let mut r = t.serve().capture_stdout().start();
+    r.wait_for("WebSocket: subscribed");
+    t.fake.wait("subscribed", |w| !w.created.is_empty());
+    let pid = r.child.id();
+    let before = rss_kib(pid);
+    let pad = "f".repeat(2000);
+    let fake = std::sync::Arc::new(t.fake);
+    let sender = {
+        let fake = fake.clone();
+        std::thread::spawn(move || {
+            for i in 0..12_000u32 {
+                fake.notify(&format!(
+                    "{{\"uuid\":\"flood-{i}\",\"event\":\"/e\",\"body\":{{\"pad\":\"{pad}\"}}}}"
+                ));
+            }
+        })
+    };
+    let mut peak = before;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut done_at = None;
+    while Instant::now() < deadline {
+        peak = peak.max(rss_kib(pid));
+        if sender.is_finished() && done_at.is_none() {
+            done_at = Some(Instant::now());
+        }
+        if done_at.is_some_and(|d| d.elapsed() > Duration::from_secs(2)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = r.child.kill();
+    assert!(
+        peak < before + 12 * 1024,
+        "the loop grew from {before} KiB to {peak} KiB under a flood it cannot log"
+    );
+}
+
+/// An operator kills the session child alone: the loop starts it again, the kept OAuth session
+/// is refreshed (no new login) and the WebSocket session recovered.
+#[test]
+fn sigkill_of_the_session_child_alone_restarts_it_without_a_new_login() {
+    let t = Setup::new();
+    let mut r = t.start();
+    r.wait_for("WebSocket: subscribed");
+    assert!(within(PATIENCE, || std::fs::read_to_string(t.state())
+        .is_ok_and(|s| s.contains("recoverableUntil"))));
+    let pid = r.child.id();
+    let kids =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let kid = kids.split_whitespace().next().expect("the session child");
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", kid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    r.wait_for("session child ended");
+    r.wait_for("session recovered");
+    t.fake.notify(&body(7));
+    assert!(within(PATIENCE, || t.lines().len() == 1));
+    assert_eq!(t.fake.with(|w| w.logins), 1);
+}
+
+/// A uuid with CR, LF and ESC in it reaches the operational log escaped (one line, no escape
+/// sequence).
+#[test]
+fn a_hostile_uuid_is_escaped_in_the_operational_log() {
+    let t = Setup::new();
+    let mut r = t.start();
+    r.wait_for("WebSocket: subscribed");
+    let b = r#"{"uuid":"x\r\nFORGED line \u001b[31m","event":"/e"}"#;
+    let msg = format!("[{{\"type\":\"ServerNotification\",\"messageId\":\"m\"}},{b}]");
+    t.fake.send_raw(&msg);
+    t.fake.send_raw(&msg);
+    r.wait_for("duplicate notification");
+    let err = r.stderr();
+    assert!(!err.contains('\u{1b}'), "{err}");
+    assert!(!err.lines().any(|l| l.starts_with("FORGED")), "{err}");
+    assert_eq!(t.lines().len(), 1);
+}
+
+/// The state file's recovery window was saved once per connection (subscribe time + window) and
+/// never moved on with the sign of life saved every 10 s: after the first window of a long
+/// connection, a SIGKILL (of the child, or of ringhook and a restart) never tried recovery,
+/// though the gateway still kept the session; it subscribed again and caught up instead.
+#[test]
+fn the_saved_recovery_window_follows_the_last_sign_of_life() {
+    let t = Setup::new();
+    t.fake.with(|w| w.recovery_timeout = 4);
+    let mut r = t.start();
+    r.wait_for("WebSocket: subscribed");
+    let saved = |key: &str| {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(t.state()).unwrap_or_default())
+                .unwrap_or_default();
+        v["connect"][key]
+            .as_str()
+            .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+    };
+    assert!(within(PATIENCE, || saved("recoverableUntil").is_some()));
+    let first = saved("aliveAt").expect("a sign of life");
+    // Notifications flow; the periodic save (every 10 s) records the sign of life.
+    let mut n = 0;
+    assert!(within(Duration::from_secs(25), || {
+        n += 1;
+        if n % 20 == 0 {
+            t.fake.notify(&body(n));
+        }
+        saved("aliveAt") > Some(first + Duration::from_secs(5))
+    }));
+    let alive = saved("aliveAt").unwrap();
+    let until = saved("recoverableUntil").expect("a recovery window");
+    assert!(
+        until >= alive + Duration::from_secs(4),
+        "the saved window ends {until:?}, before the last sign of life {alive:?} plus 4 s"
+    );
+    r.signal("KILL");
+    r.wait_exit();
+    t.fake.wait("the child left", |w| !w.connected());
+    let mut r2 = t.start();
+    r2.wait_for("session recovered");
+}
+
+/// The recovery window was counted from the last message *received*, not from when the
+/// connection was lost: on a quiet connection (a heartbeat answer every third of the idle
+/// timeout, 10 min by default) a drop more than the window (3 min) after the last message never
+/// tried recovery; it subscribed again and caught up, presence events in the gap lost.
+#[test]
+fn a_quiet_connection_dropped_later_than_the_window_still_recovers() {
+    let t = Setup::new();
+    t.fake.with(|w| {
+        w.idle_timeout = 60; // a heartbeat every 20 s
+        w.recovery_timeout = 2;
+    });
+    let mut r = t.start();
+    r.wait_for("WebSocket: subscribed");
+    // Quiet for longer than the window, well before the first heartbeat.
+    std::thread::sleep(Duration::from_secs(4));
+    t.fake.drop_connection();
+    let line = r.wait_for("WebSocket: s");
+    assert!(
+        line.contains("session recovered"),
+        "a drop just now is within the window: {line}\n{}",
+        r.stderr()
+    );
+}
+
+/// SIGTERM while the session is between connections (the ws token refused with a 5xx): exit 0
+/// soon, the OAuth session revoked.
+#[test]
+fn sigterm_while_disconnected_exits_0_and_revokes() {
+    let t = Setup::new();
+    for _ in 0..5 {
+        t.fake.script_wstoken(503, None);
+    }
+    let mut r = t.start();
+    r.wait_for("WebSocket: reconnecting (no WebSocket token");
+    let st = r.stop();
+    assert!(st.success(), "{st:?}\n{}", r.stderr());
+    assert!(t.fake.with(|w| !w.revoked.is_empty()), "{}", r.stderr());
+}
+
+/// The disk that holds the state file (and the log) fills up: `connect` must go on (the log
+/// answers for itself through /health), not stop for good because the state could not be saved.
+#[test]
+fn a_full_state_disk_does_not_stop_connect() {
+    use std::io::Write as _;
+    let t = Setup::new();
+    let mut serve = Serve::connect()
+        .env("RC_SERVER_URL", &t.fake.url)
+        .env("RC_CLIENT_ID", fake::CLIENT_ID)
+        .env("RC_CLIENT_SECRET", fake::CLIENT_SECRET)
+        .env("RC_JWT", fake::JWT);
+    let disk = serve.tmpfs_disk("64k");
+    let (state, log) = (disk.join("state.json"), disk.join("events.log"));
+    let mut r = serve
+        .env("RINGHOOK_STATE", &state.to_string_lossy())
+        .args(["--log-file".as_ref(), log.as_os_str()])
+        .start();
+    r.wait_for("WebSocket: subscribed");
+    let filler = r.in_namespace(&disk.join("filler"));
+    let mut f = std::fs::File::create(&filler).unwrap();
+    while f.write_all(&[b'x'; 1024]).is_ok() {}
+    drop(f);
+    // A notification keeps the connection's sign of life moving; the periodic save (10 s) fails.
+    let mut n = 0;
+    let stopped = within(Duration::from_secs(14), || {
+        n += 1;
+        if n % 20 == 0 {
+            t.fake.notify(&body(n));
+        }
+        r.child.try_wait().unwrap().is_some()
+    });
+    assert!(!stopped, "connect stopped:\n{}", r.stderr());
+    std::fs::remove_file(&filler).unwrap();
+    t.fake.notify(&body(99_999));
+    let log = r.in_namespace(&log);
+    assert!(within(PATIENCE, || std::fs::read_to_string(&log)
+        .is_ok_and(|l| l.contains("u-99999"))));
+}
