@@ -116,7 +116,6 @@ fn a_429_storm_on_the_ws_token_stays_within_five_a_minute() {
 /// and RingCentral sends it again; over the WebSocket nothing is sent again, so the loop must at
 /// least catch up the gap once the log is writable. It dropped the notification silently.
 #[test]
-#[ignore = "defect: a notification whose write fails (disk full) is lost with no catch-up or resend"]
 fn a_full_disk_does_not_silently_lose_websocket_notifications() {
     use std::io::Write as _;
     let t = Setup::new();

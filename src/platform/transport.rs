@@ -128,6 +128,7 @@ impl Transport {
     /// One try of `call`, never sent again: a 429 comes back at once as
     /// [`PlatformError::RateLimited`] with what `Retry-After` asks, for a caller that paces its
     /// own requests (each try counts against the rate limit).
+    #[cfg_attr(not(feature = "connect"), allow(dead_code))]
     pub(super) fn send_once<F>(&self, call: F) -> Result<Reply, PlatformError>
     where
         F: Fn(&ureq::Agent) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,

@@ -274,6 +274,9 @@ pub(crate) struct Server {
     throttle: Throttle,
     /// `ringhook connect`'s WebSocket session child.
     connector: Option<Connector>,
+    /// When the first notification from `connect`'s session was refused by the log (disk full,
+    /// I/O error) since it was last writable: nothing resends it, so a catch-up must.
+    streamed_lost: Option<SystemTime>,
 }
 
 impl Server {
@@ -352,6 +355,7 @@ impl Server {
             shipper: cfg.ship.map(|s| Shipper::new(s, Instant::now())),
             throttle: Throttle::default(),
             connector: None,
+            streamed_lost: None,
         })
     }
 
@@ -829,6 +833,19 @@ impl Server {
             }
         }
         if !was_healthy && self.log.is_healthy() {
+            if let Some(since) = self.streamed_lost.take() {
+                let since = humantime::format_rfc3339_seconds(since);
+                match &self.recoverer {
+                    Some(_) => warn!(
+                        "connect: events may have been missed since {since} (the event log could \
+                         not take them); catching up"
+                    ),
+                    None => warn!(
+                        "connect: events may have been missed since {since} (the event log could \
+                         not take them); run 'ringhook catchup' to recover messages and calls"
+                    ),
+                }
+            }
             if let Some(r) = &mut self.recoverer {
                 r.due("the event log is writable again");
             }
@@ -869,7 +886,18 @@ impl Server {
                         );
                     }
                 }
-                Commit::Failed => self.counters.unavailable += 1,
+                Commit::Failed => {
+                    self.counters.unavailable += 1;
+                    // A webhook gets its 503 and the platform sends it again; a notification
+                    // from the WebSocket is sent once.
+                    if id == wake::STREAMED && self.streamed_lost.is_none() {
+                        self.streamed_lost = Some(SystemTime::now());
+                        warn!(
+                            "connect: a notification could not be logged; what the log could not \
+                             take is caught up once it is writable again"
+                        );
+                    }
+                }
             }
             if id == wake::RECOVERED {
                 if let Some(r) = &mut self.recoverer {
