@@ -296,7 +296,7 @@ impl<S: Read + Write> WebSocket<S> {
                     }
                 };
                 // Echo the close (RFC 6455 §5.5.1); the peer then closes the TCP connection.
-                let _ = self.close(code.unwrap_or(1000));
+                let _ = self.close(echoed_close_code(code));
                 Ok(Some(Incoming::Closed(code, reason)))
             }
             0x1 | 0x2 => {
@@ -473,9 +473,39 @@ fn encode_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     out
 }
 
+/// The code to answer a peer's close with: its own when it may be sent (RFC 6455 §7.4), 1000
+/// for a close without one, 1002 (protocol error) for one that must never be on the wire
+/// (0–999, 1004–1006, 1015, 1016–2999, 5000 and up).
+fn echoed_close_code(code: Option<u16>) -> u16 {
+    match code {
+        None => 1000,
+        Some(c @ (1000..=1003 | 1007..=1014 | 3000..=4999)) => c,
+        Some(_) => 1002,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_close_is_answered_with_a_code_that_may_be_sent() {
+        for (got, sent) in [
+            (None, 1000),
+            (Some(1000), 1000),
+            (Some(1001), 1001),
+            (Some(1011), 1011),
+            (Some(4001), 4001),
+            (Some(0), 1002),
+            (Some(1005), 1002),
+            (Some(1006), 1002),
+            (Some(1015), 1002),
+            (Some(2000), 1002),
+            (Some(5000), 1002),
+        ] {
+            assert_eq!(echoed_close_code(got), sent, "{got:?}");
+        }
+    }
 
     #[test]
     fn accept_value_of_the_rfc_example() {
