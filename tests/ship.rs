@@ -1096,24 +1096,32 @@ fn a_sink_that_refuses_every_record_is_waited_for_not_emptied_into_dead_letters(
             Act::Answer(404, None)
         }
     });
-    let mut child = ship(
-        dir.path(),
-        &["--log-file", "events.log", "--to", &sink.url],
-        &[],
-    )
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    /// Killed however the test ends, so a failing run leaves no shipper behind.
+    struct Killed(Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Killed(
+        ship(
+            dir.path(),
+            &["--log-file", "events.log", "--to", &sink.url],
+            &[],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
     // Refused twice (a 401 and a 404), then the operator fixes the token.
     for _ in 0..2 {
         sink.events.recv_timeout(PATIENCE).expect("a refused POST");
     }
     fixed.store(true, std::sync::atomic::Ordering::SeqCst);
     sink.wait_delivered(sent.len());
-    let _ = child.kill();
-    let _ = child.wait();
     let keys: Vec<String> = sink.delivered().into_iter().map(|g| g.key).collect();
     let want: Vec<String> = sent.iter().map(|(k, _)| k.clone()).collect();
     assert_eq!(
