@@ -138,3 +138,27 @@ pub(crate) fn describe_transport(e: &ureq::Error) -> (String, bool) {
         other => (other.to_string(), false),
     }
 }
+
+/// rustls's client settings for TLS outside the HTTP agent (`tls://` NATS, `wss://`): the
+/// built-in Mozilla roots, or `RINGHOOK_CA_FILE`'s alone, as the agent trusts.
+#[cfg_attr(not(any(feature = "ship", feature = "connect")), allow(dead_code))]
+pub(crate) fn tls_config(roots: &TrustRoots) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut store = rustls::RootCertStore::empty();
+    match roots.der_certificates() {
+        Some(certs) => {
+            for c in certs {
+                store
+                    .add(rustls::pki_types::CertificateDer::from(c.to_vec()))
+                    .map_err(|e| format!("RINGHOOK_CA_FILE: {e}"))?;
+            }
+        }
+        None => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}

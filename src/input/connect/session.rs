@@ -819,7 +819,7 @@ fn open(url: &str, cfg: &SessionConfig) -> Result<WebSocket<Stream>, String> {
     let _ = tcp.set_read_timeout(Some(CONNECT_WITHIN));
     let _ = tcp.set_write_timeout(Some(CONNECT_WITHIN));
     let stream: Stream = if target.tls {
-        let config = ws::tls_config(&cfg.platform.endpoint.roots)?;
+        let config = crate::https::tls_config(&cfg.platform.endpoint.roots)?;
         let name = rustls::pki_types::ServerName::try_from(target.host.clone())
             .map_err(|_| format!("{}: not a TLS server name", Escaped(&target.host)))?;
         let client =

@@ -16,12 +16,9 @@
 //! (`max_message`, the body limit); a frame that breaks the RFC is an error, never a panic.
 
 use std::io::{self, Read, Write};
-use std::sync::Arc;
 
 use base64::Engine as _;
 use ring::rand::{SecureRandom, SystemRandom};
-
-use crate::https::TrustRoots;
 
 /// The longest handshake answer head accepted.
 const MAX_HEAD: usize = 16 * 1024;
@@ -143,28 +140,6 @@ impl Target {
             resource,
         })
     }
-}
-
-/// The TLS settings for `wss://`: the built-in Mozilla roots, or `RINGHOOK_CA_FILE`'s.
-pub(crate) fn tls_config(roots: &TrustRoots) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut store = rustls::RootCertStore::empty();
-    match roots.der_certificates() {
-        Some(certs) => {
-            for c in certs {
-                store
-                    .add(rustls::pki_types::CertificateDer::from(c.to_vec()))
-                    .map_err(|e| format!("RINGHOOK_CA_FILE: {e}"))?;
-            }
-        }
-        None => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
 }
 
 impl<S: Read + Write> WebSocket<S> {

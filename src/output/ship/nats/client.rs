@@ -7,7 +7,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::https::TrustRoots;
@@ -139,27 +138,6 @@ fn json_str(out: &mut String, s: &str) {
     out.push_str(&serde_json::to_string(s).expect("a string serializes"));
 }
 
-fn tls_config(roots: &TrustRoots) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut store = rustls::RootCertStore::empty();
-    match roots.der_certificates() {
-        Some(certs) => {
-            for c in certs {
-                store
-                    .add(rustls::pki_types::CertificateDer::from(c.to_vec()))
-                    .map_err(|e| format!("RINGHOOK_CA_FILE: {e}"))?;
-            }
-        }
-        None => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
-}
-
 impl NatsConn {
     /// Connects to `addr` (`HOST:PORT`), upgrades to TLS when `tls` or the server requires it,
     /// logs in with `auth` and waits for the server's `PONG`: a connection that is usable.
@@ -220,7 +198,7 @@ impl NatsConn {
             let host = host.trim_start_matches('[').trim_end_matches(']');
             let name = rustls::pki_types::ServerName::try_from(host.to_string())
                 .map_err(|_| format!("{host}: not a TLS server name"))?;
-            let mut client = rustls::ClientConnection::new(tls_config(roots)?, name)
+            let mut client = rustls::ClientConnection::new(crate::https::tls_config(roots)?, name)
                 .map_err(|e| format!("TLS: {e}"))?;
             let mut sock = conn.tcp.try_clone().map_err(|e| e.to_string())?;
             // The handshake now (bounded by the socket timeouts), so that a certificate the
