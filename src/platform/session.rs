@@ -3,10 +3,9 @@
 
 use std::fmt;
 
-use super::transport::{Backoff, CONNECT_TIMEOUT, Reply, Transport};
+use super::transport::{Backoff, Reply, Transport};
 use super::wire::*;
 use super::{MAX_BODY, MAX_PAGES, PlatformError};
-use crate::https::agent;
 use crate::secret::Secret;
 
 /// An authenticated session. End it with [`Session::revoke`].
@@ -30,49 +29,9 @@ pub(crate) fn login(
     endpoint: Endpoint,
     credentials: &Credentials,
 ) -> Result<Session, PlatformError> {
-    let overall = endpoint.policy.timeout;
-    let http = Transport {
-        agent: agent(&endpoint.roots, CONNECT_TIMEOUT.min(overall), overall),
-        endpoint,
-    };
-    let form: Vec<(&str, &str)> = match credentials {
-        Credentials::Jwt(jwt) => vec![
-            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-            ("assertion", jwt.expose()),
-        ],
-        Credentials::Password {
-            username,
-            password,
-            extension,
-        } => {
-            let mut f = vec![
-                ("grant_type", "password"),
-                ("username", username.as_str()),
-                ("password", password.expose()),
-            ];
-            if let Some(ext) = extension {
-                f.push(("extension", ext.as_str()));
-            }
-            f
-        }
-    };
-    let url = http.url("/restapi/oauth/token");
-    let auth = http.basic();
-    // A token request changes nothing that a second one would duplicate: safe to retry.
-    let answer = http.send("authenticate", true, |agent| {
-        agent
-            .post(&url)
-            .header("Authorization", &auth)
-            .header("Accept", "application/json")
-            .send_form(form.iter().copied())
-    })?;
-    if answer.status != 200 {
-        return Err(api_error(answer.status, &answer.body));
-    }
-    let token: TokenAnswer = parse_json("the token answer", &answer.body)?;
-    if token.access_token.is_empty() {
-        return Err(bad("the token answer has an empty access_token"));
-    }
+    let http = Transport::new(endpoint);
+    let form = credentials.grant_form();
+    let token = http.token("authenticate", &form)?;
     Ok(Session {
         http,
         access: Secret::new(token.access_token),

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::wire::{Endpoint, api_error};
+use super::wire::{Endpoint, TokenAnswer, api_error, bad, parse_json};
 use super::{MAX_BODY, PlatformError};
 use crate::https::describe_transport;
 
@@ -97,6 +97,42 @@ pub(super) struct Transport {
 }
 
 impl Transport {
+    /// The agent for `endpoint`: its trust roots, connecting within [`CONNECT_TIMEOUT`] (or the
+    /// whole call's timeout when that is less).
+    pub(super) fn new(endpoint: Endpoint) -> Transport {
+        let overall = endpoint.policy.timeout;
+        Transport {
+            agent: crate::https::agent(&endpoint.roots, CONNECT_TIMEOUT.min(overall), overall),
+            endpoint,
+        }
+    }
+
+    /// `POST /restapi/oauth/token` with the app's Basic credentials and `form` (a grant): the
+    /// token answer. A token request changes nothing a second one would duplicate: retried.
+    pub(super) fn token(
+        &self,
+        what: &str,
+        form: &[(&str, &str)],
+    ) -> Result<TokenAnswer, PlatformError> {
+        let url = self.url("/restapi/oauth/token");
+        let auth = self.basic();
+        let answer = self.send(what, true, |agent| {
+            agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .header("Accept", "application/json")
+                .send_form(form.iter().copied())
+        })?;
+        if answer.status != 200 {
+            return Err(api_error(answer.status, &answer.body));
+        }
+        let token: TokenAnswer = parse_json("the token answer", &answer.body)?;
+        if token.access_token.is_empty() {
+            return Err(bad("the token answer has an empty access_token"));
+        }
+        Ok(token)
+    }
+
     /// Performs `call` under the retry policy. `idempotent` false means: do not resend after a
     /// 5xx or a lost answer (the caller decides), only after a 429, which the platform refused.
     pub(super) fn send<F>(

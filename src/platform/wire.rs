@@ -41,6 +41,33 @@ pub(crate) enum Credentials {
     },
 }
 
+impl Credentials {
+    /// The OAuth token request's form for this grant (JWT or password).
+    pub(crate) fn grant_form(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Credentials::Jwt(jwt) => vec![
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", jwt.expose()),
+            ],
+            Credentials::Password {
+                username,
+                password,
+                extension,
+            } => {
+                let mut f = vec![
+                    ("grant_type", "password"),
+                    ("username", username.as_str()),
+                    ("password", password.expose()),
+                ];
+                if let Some(ext) = extension {
+                    f.push(("extension", ext.as_str()));
+                }
+                f
+            }
+        }
+    }
+}
+
 /// An extension of the account, as far as filters need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Extension {
@@ -93,11 +120,22 @@ pub(crate) struct NewSubscription<'a> {
 
 // ---- RingCentral JSON -------------------------------------------------------------------------
 
+/// `POST /restapi/oauth/token`'s answer, for a login and for a refresh.
 #[derive(Deserialize)]
 pub(super) struct TokenAnswer {
     pub(super) access_token: String,
     #[serde(default)]
     pub(super) owner_id: Option<serde_json::Value>,
+    /// Seconds the access token lives (`connect` keeps the session; the rest log in per run).
+    #[serde(default)]
+    #[cfg_attr(not(feature = "connect"), allow(dead_code))]
+    pub(super) expires_in: Option<u64>,
+    #[serde(default)]
+    #[cfg_attr(not(feature = "connect"), allow(dead_code))]
+    pub(super) refresh_token: Option<String>,
+    #[serde(default)]
+    #[cfg_attr(not(feature = "connect"), allow(dead_code))]
+    pub(super) refresh_token_expires_in: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]

@@ -8,9 +8,8 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 
 use super::PlatformError;
-use super::transport::{CONNECT_TIMEOUT, Transport};
-use super::wire::{Credentials, Endpoint, api_error, bad, parse_json};
-use crate::https::agent;
+use super::transport::Transport;
+use super::wire::{Credentials, Endpoint, api_error, parse_json};
 use crate::secret::Secret;
 
 /// The tokens of one OAuth session.
@@ -36,17 +35,6 @@ pub(crate) struct WsToken {
 }
 
 #[derive(Deserialize)]
-struct TokenBody {
-    access_token: String,
-    #[serde(default)]
-    expires_in: Option<u64>,
-    #[serde(default)]
-    refresh_token: Option<String>,
-    #[serde(default)]
-    refresh_token_expires_in: Option<u64>,
-}
-
-#[derive(Deserialize)]
 struct WsTokenBody {
     uri: String,
     ws_access_token: String,
@@ -60,12 +48,8 @@ pub(crate) struct OAuth {
 impl OAuth {
     /// A client for `endpoint`.
     pub(crate) fn new(endpoint: Endpoint) -> OAuth {
-        let overall = endpoint.policy.timeout;
         OAuth {
-            http: Transport {
-                agent: agent(&endpoint.roots, CONNECT_TIMEOUT.min(overall), overall),
-                endpoint,
-            },
+            http: Transport::new(endpoint),
         }
     }
 
@@ -75,23 +59,8 @@ impl OAuth {
     }
 
     fn grant(&self, what: &str, form: &[(&str, &str)]) -> Result<Tokens, PlatformError> {
-        let url = self.http.url("/restapi/oauth/token");
-        let auth = self.http.basic();
         let now = SystemTime::now();
-        let answer = self.http.send(what, true, |agent| {
-            agent
-                .post(&url)
-                .header("Authorization", &auth)
-                .header("Accept", "application/json")
-                .send_form(form.iter().copied())
-        })?;
-        if answer.status != 200 {
-            return Err(api_error(answer.status, &answer.body));
-        }
-        let t: TokenBody = parse_json("the token answer", &answer.body)?;
-        if t.access_token.is_empty() {
-            return Err(bad("the token answer has an empty access_token"));
-        }
+        let t = self.http.token(what, form)?;
         // Bounded (ten years): a huge `expires_in` must not overflow the clock (a panic).
         let secs = |s: Option<u64>, d: u64| {
             now + Duration::from_secs(s.unwrap_or(d).min(10 * 365 * 86_400))
@@ -106,27 +75,7 @@ impl OAuth {
 
     /// A new session (JWT or password grant).
     pub(crate) fn login(&self, credentials: &Credentials) -> Result<Tokens, PlatformError> {
-        let form: Vec<(&str, &str)> = match credentials {
-            Credentials::Jwt(jwt) => vec![
-                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                ("assertion", jwt.expose()),
-            ],
-            Credentials::Password {
-                username,
-                password,
-                extension,
-            } => {
-                let mut f = vec![
-                    ("grant_type", "password"),
-                    ("username", username.as_str()),
-                    ("password", password.expose()),
-                ];
-                if let Some(ext) = extension {
-                    f.push(("extension", ext.as_str()));
-                }
-                f
-            }
-        };
+        let form = credentials.grant_form();
         self.grant("authenticate", &form)
     }
 
