@@ -2,51 +2,11 @@
 //! the real binary against the fake WebSocket Gateway (`fake_wsg.rs`), loopback only, every wait
 //! bounded and on events.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::fake_wsg::{self as fake, FakeWsg};
-use crate::support::{PATIENCE, Running, Serve};
-
-struct Setup {
-    fake: FakeWsg,
-    dir: tempfile::TempDir,
-}
-
-impl Setup {
-    fn new() -> Setup {
-        Setup {
-            fake: FakeWsg::start(),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("state.json")
-    }
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("events.log")
-    }
-    fn serve(&self) -> Serve {
-        Serve::connect()
-            .env("RC_SERVER_URL", &self.fake.url)
-            .env("RC_CLIENT_ID", fake::CLIENT_ID)
-            .env("RC_CLIENT_SECRET", fake::CLIENT_SECRET)
-            .env("RC_JWT", fake::JWT)
-            .env("RINGHOOK_STATE", &self.state().to_string_lossy())
-    }
-    fn start(&self) -> Running {
-        self.serve()
-            .args(["--log-file".as_ref(), self.log().as_os_str()])
-            .start()
-    }
-    fn lines(&self) -> Vec<String> {
-        std::fs::read_to_string(self.log())
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-}
+use crate::connect::Setup;
+use crate::fake_wsg as fake;
+use crate::support::{PATIENCE, Serve};
 
 fn body(i: u32) -> String {
     format!(
@@ -77,7 +37,7 @@ fn absurd_connection_details_timeouts_do_not_crash_the_session() {
             "recovery" => w.recovery_timeout = value,
             _ => w.absolute_timeout = value,
         });
-        let mut r = t.start();
+        let mut r = t.launch();
         r.wait_for("WebSocket: subscribed");
         let ok = within(PATIENCE, || {
             t.fake.notify(&body(1));
@@ -101,7 +61,7 @@ fn a_429_storm_on_the_ws_token_stays_within_five_a_minute() {
     for _ in 0..40 {
         t.fake.script_wstoken(429, Some(0));
     }
-    let mut r = t.start();
+    let mut r = t.launch();
     r.wait_for("rate limited (HTTP 429)");
     // The observation window is the point of the test: a rate over time.
     std::thread::sleep(Duration::from_secs(4));
@@ -208,7 +168,7 @@ fn a_flood_faster_than_the_log_keeps_memory_bounded() {
 #[test]
 fn sigkill_of_the_session_child_alone_restarts_it_without_a_new_login() {
     let t = Setup::new();
-    let mut r = t.start();
+    let mut r = t.launch();
     r.wait_for("WebSocket: subscribed");
     assert!(within(PATIENCE, || std::fs::read_to_string(t.state())
         .is_ok_and(|s| s.contains("recoverableUntil"))));
@@ -235,7 +195,7 @@ fn sigkill_of_the_session_child_alone_restarts_it_without_a_new_login() {
 #[test]
 fn a_hostile_uuid_is_escaped_in_the_operational_log() {
     let t = Setup::new();
-    let mut r = t.start();
+    let mut r = t.launch();
     r.wait_for("WebSocket: subscribed");
     let b = r#"{"uuid":"x\r\nFORGED line \u001b[31m","event":"/e"}"#;
     let msg = format!("[{{\"type\":\"ServerNotification\",\"messageId\":\"m\"}},{b}]");
@@ -256,7 +216,7 @@ fn a_hostile_uuid_is_escaped_in_the_operational_log() {
 fn the_saved_recovery_window_follows_the_last_sign_of_life() {
     let t = Setup::new();
     t.fake.with(|w| w.recovery_timeout = 4);
-    let mut r = t.start();
+    let mut r = t.launch();
     r.wait_for("WebSocket: subscribed");
     let saved = |key: &str| {
         let v: serde_json::Value =
@@ -286,7 +246,7 @@ fn the_saved_recovery_window_follows_the_last_sign_of_life() {
     r.signal("KILL");
     r.wait_exit();
     t.fake.wait("the child left", |w| !w.connected());
-    let mut r2 = t.start();
+    let mut r2 = t.launch();
     r2.wait_for("session recovered");
 }
 
@@ -301,7 +261,7 @@ fn a_quiet_connection_dropped_later_than_the_window_still_recovers() {
         w.idle_timeout = 60; // a heartbeat every 20 s
         w.recovery_timeout = 2;
     });
-    let mut r = t.start();
+    let mut r = t.launch();
     r.wait_for("WebSocket: subscribed");
     // Quiet for longer than the window, well before the first heartbeat.
     std::thread::sleep(Duration::from_secs(4));
@@ -322,7 +282,7 @@ fn sigterm_while_disconnected_exits_0_and_revokes() {
     for _ in 0..5 {
         t.fake.script_wstoken(503, None);
     }
-    let mut r = t.start();
+    let mut r = t.launch();
     r.wait_for("WebSocket: reconnecting (no WebSocket token");
     let st = r.stop();
     assert!(st.success(), "{st:?}\n{}", r.stderr());

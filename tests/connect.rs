@@ -2,47 +2,58 @@
 //! session child, real loopback sockets. Waits are on events (log lines, the fake's world), in
 //! bounded loops.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::fake_wsg::{self as fake, FakeWsg, Recovery};
 use crate::support::{PATIENCE, Running, Serve, reference};
 
-fn start_at(fake: &FakeWsg, state: &Path, log: &Path) -> Running {
-    Serve::connect()
-        .env("RC_SERVER_URL", &fake.url)
-        .env("RC_CLIENT_ID", fake::CLIENT_ID)
-        .env("RC_CLIENT_SECRET", fake::CLIENT_SECRET)
-        .env("RC_JWT", fake::JWT)
-        .env("RINGHOOK_STATE", &state.to_string_lossy())
-        .args(["--log-file".as_ref(), log.as_os_str()])
-        .start()
-}
-
-struct Setup {
-    fake: FakeWsg,
+/// A fake gateway and a folder for `connect`'s log and state (`attack_connect.rs` uses it too).
+pub(crate) struct Setup {
+    pub(crate) fake: FakeWsg,
     dir: tempfile::TempDir,
 }
 
 impl Setup {
-    fn new() -> Setup {
+    pub(crate) fn new() -> Setup {
         Setup {
             fake: FakeWsg::start(),
             dir: tempfile::tempdir().unwrap(),
         }
     }
-    fn state(&self) -> PathBuf {
+    pub(crate) fn state(&self) -> PathBuf {
         self.dir.path().join("state.json")
     }
-    fn log(&self) -> PathBuf {
+    pub(crate) fn log(&self) -> PathBuf {
         self.dir.path().join("events.log")
     }
-    fn start(&self) -> Running {
-        let mut r = start_at(&self.fake, &self.state(), &self.log());
+    /// `connect` with the fake's credentials and this state file, not started.
+    pub(crate) fn serve(&self) -> Serve {
+        Serve::connect()
+            .env("RC_SERVER_URL", &self.fake.url)
+            .env("RC_CLIENT_ID", fake::CLIENT_ID)
+            .env("RC_CLIENT_SECRET", fake::CLIENT_SECRET)
+            .env("RC_JWT", fake::JWT)
+            .env("RINGHOOK_STATE", &self.state().to_string_lossy())
+    }
+    /// `connect` logging to this log, with `extra` flags; not waited for.
+    pub(crate) fn launch_with(&self, extra: &[&str]) -> Running {
+        self.serve()
+            .args(["--log-file".as_ref(), self.log().as_os_str()])
+            .args(extra)
+            .start()
+    }
+    /// `connect` logging to this log; not waited for.
+    pub(crate) fn launch(&self) -> Running {
+        self.launch_with(&[])
+    }
+    /// `connect`, once subscribed.
+    pub(crate) fn start(&self) -> Running {
+        let mut r = self.launch();
         r.wait_for("WebSocket: subscribed");
         r
     }
-    fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         std::fs::read_to_string(self.log())
             .unwrap_or_default()
             .lines()
@@ -121,7 +132,7 @@ fn wait_health(r: &Running, want: u16) {
 #[test]
 fn notifications_are_logged_byte_exact_once_and_sigterm_deletes_the_subscription() {
     let t = Setup::new();
-    let mut r = start_at_with(&t, &["--metrics-path", "/metrics"]);
+    let mut r = t.launch_with(&["--metrics-path", "/metrics"]);
     r.wait_for("WebSocket: subscribed");
     wait_health(&r, 200);
     let m = r.exchange(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -248,7 +259,7 @@ fn sigkill_and_restart_recovers_what_was_sent_meanwhile() {
     for i in 1..4 {
         t.fake.notify(&body(i));
     }
-    let mut r2 = start_at(&t.fake, &t.state(), &t.log());
+    let mut r2 = t.launch();
     r2.wait_for("session recovered");
     let got = uuids(&t.wait_lines(4));
     assert_eq!(got, ["u-0", "u-1", "u-2", "u-3"]);
@@ -314,7 +325,7 @@ fn gateway_timeouts_reconnect_with_recovery() {
 fn a_missing_permission_is_one_line_and_exit_1() {
     let t = Setup::new();
     t.fake.script_wstoken(403, None);
-    let mut r = start_at(&t.fake, &t.state(), &t.log());
+    let mut r = t.launch();
     let line = r.wait_for("WebSocket Subscriptions");
     assert!(line.contains("403"), "{line}");
     let st = r.wait_exit();
@@ -325,7 +336,7 @@ fn a_missing_permission_is_one_line_and_exit_1() {
 fn a_rate_limited_ws_token_waits_retry_after() {
     let t = Setup::new();
     t.fake.script_wstoken(429, Some(1));
-    let mut r = start_at(&t.fake, &t.state(), &t.log());
+    let mut r = t.launch();
     r.wait_for("rate limited (HTTP 429); waiting 1 s");
     r.wait_for("WebSocket: subscribed");
     assert_eq!(t.fake.with(|w| w.ws_token_calls), 2);
@@ -334,7 +345,7 @@ fn a_rate_limited_ws_token_waits_retry_after() {
 #[test]
 fn a_bad_message_or_an_oversized_one_remakes_the_connection() {
     let t = Setup::new();
-    let mut r = start_at_with(&t, &["--max-body", "2KiB"]);
+    let mut r = t.launch_with(&["--max-body", "2KiB"]);
     r.wait_for("WebSocket: subscribed");
     t.fake.send_raw(r#"{"not": "an array"}"#);
     r.wait_for("reconnecting (a message that is not a JSON array");
@@ -361,7 +372,7 @@ fn an_unknown_session_token_gets_wsg_400_and_a_fresh_session() {
     let v: serde_json::Value = serde_json::from_str(&state).unwrap();
     let wsc = v["connect"]["wsc"].as_str().unwrap().to_string();
     std::fs::write(t.state(), state.replace(&wsc, "bogus-wsc")).unwrap();
-    let mut r2 = start_at(&t.fake, &t.state(), &t.log());
+    let mut r2 = t.launch();
     r2.wait_for("WSG-400");
     r2.wait_for("subscribed again; catching up since");
     assert_eq!(t.fake.with(|w| (w.created.len(), w.logins)), (2, 1));
@@ -378,18 +389,6 @@ fn a_planned_reconnect_comes_before_the_absolute_timeout() {
     assert_eq!(t.fake.with(|w| w.closes.clone()), Vec::<String>::new());
     t.fake.notify(&body(1));
     assert_eq!(uuids(&t.wait_lines(1)), ["u-1"]);
-}
-
-fn start_at_with(t: &Setup, extra: &[&str]) -> Running {
-    Serve::connect()
-        .env("RC_SERVER_URL", &t.fake.url)
-        .env("RC_CLIENT_ID", fake::CLIENT_ID)
-        .env("RC_CLIENT_SECRET", fake::CLIENT_SECRET)
-        .env("RC_JWT", fake::JWT)
-        .env("RINGHOOK_STATE", &t.state().to_string_lossy())
-        .args(["--log-file".as_ref(), t.log().as_os_str()])
-        .args(extra)
-        .start()
 }
 
 #[test]
@@ -411,7 +410,7 @@ fn refused_credentials_stop_with_exit_1() {
 fn a_refused_subscription_names_the_permission_and_exits_1() {
     let t = Setup::new();
     t.fake.with(|w| w.subscription_status = 403);
-    let mut r = start_at(&t.fake, &t.state(), &t.log());
+    let mut r = t.launch();
     let line = r.wait_for("WebSocket Subscriptions");
     assert!(
         line.contains("403") && line.contains("subscription"),
@@ -460,7 +459,7 @@ fn a_restart_after_the_recovery_window_subscribes_again_and_catches_up() {
         assert!(Instant::now() < deadline, "the window never passed");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut r2 = start_at(&t.fake, &t.state(), &t.log());
+    let mut r2 = t.launch();
     let line = r2.wait_for("catching up since");
     assert!(line.contains("could not be recovered"), "{line}");
     r2.wait_for("catching up on missed messages and calls");
@@ -493,7 +492,7 @@ fn wss_without_the_ca_is_refused_and_retried() {
         fake: FakeWsg::start_tls(&ca),
         dir: tempfile::tempdir().unwrap(),
     };
-    let mut r = start_at(&t.fake, &t.state(), &t.log());
+    let mut r = t.launch();
     let line = r.wait_for("WebSocket: reconnecting");
     assert!(line.contains("localhost"), "{line}");
     assert!(!t.fake.subscribed());
