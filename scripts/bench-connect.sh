@@ -9,7 +9,8 @@
 # the log). serve: scripts/bench/drive.py POSTs N notifications over CONNS keep-alive connections
 # (each answered only once synced); the figure is N / its wall time. Idle RSS: VmRSS of connect's
 # two processes (the loop and the session child) once subscribed, before the burst, and serve's
-# once listening. BINARY defaults to the static musl build (scripts/build-static.sh x86_64),
+# once listening, and how much of it is private (RssAnon; the rest is the binary's clean pages,
+# shared with the page cache). BINARY defaults to the static musl build (scripts/build-static.sh x86_64),
 # else target/release/ringhook.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,8 @@ trap cleanup EXIT
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 # Proportional set size: the two processes of one binary share its text pages.
 pss_kb() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
+# Private memory: the heap, stacks and written data; the rest of RSS is the binary's clean pages.
+anon_kb() { awk '/^RssAnon/ {print $2}' "/proc/$1/status"; }
 lines() { [ -f "$1" ] && wc -l <"$1" || echo 0; }
 wait_lines() { # FILE N: bounded wait (120 s)
   local end=$((SECONDS + 120))
@@ -56,6 +59,7 @@ child=$(pgrep -P "$cpid" | head -1)
 c_parent=$(rss_kb "$cpid")
 c_child=$(rss_kb "$child")
 c_pss=$(($(pss_kb "$cpid") + $(pss_kb "$child")))
+c_anon="$(anon_kb "$cpid") kB + $(anon_kb "$child") kB"
 t0=$(date +%s.%N)
 echo go >&3
 wait_lines "$dir/connect.jsonl" "$N"
@@ -72,6 +76,7 @@ pids+=($spid)
 for _ in $(seq 200); do grep -q "listening on" "$dir/serve.err" && break; sleep 0.02; done
 s_idle=$(rss_kb "$spid")
 s_pss=$(pss_kb "$spid")
+s_anon=$(anon_kb "$spid")
 t0=$(date +%s.%N)
 python3 scripts/bench/drive.py "$port" "$N" "$CONNS"
 t1=$(date +%s.%N)
@@ -82,3 +87,4 @@ echo "binary: $BIN ($(stat -c %s "$BIN") bytes)"
 echo "connect: $N notifications over one WebSocket -> log: $connect_rate events/s"
 echo "serve:   $N notifications over $CONNS HTTP connections -> log: $serve_rate events/s"
 echo "idle RSS: connect loop ${c_parent} kB + session child ${c_child} kB = $((c_parent + c_child)) kB (PSS ${c_pss} kB); serve ${s_idle} kB (PSS ${s_pss} kB)"
+echo "idle private memory (RssAnon): connect loop + session child = $c_anon; serve $s_anon kB"
