@@ -1065,6 +1065,11 @@ fn the_lag_is_counted_without_reading_the_backlog_again() {
     let mut last = String::new();
     for _ in 0..10 {
         last = next();
+        // The age of the oldest record not shipped (received days ago), whether or not one is
+        // in flight at the moment the line is written.
+        let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+        let age = v["ship"]["lagSeconds"].as_f64().unwrap();
+        assert!(age > 3600.0, "{last}");
     }
     let read = crate::support::read_chars(pid) - before;
     let _ = child.kill();

@@ -609,9 +609,10 @@ impl Driver<'_> {
     /// The status line on stdout, and the lag on the operational log when there is one.
     fn status(&mut self, pending: &std::collections::VecDeque<Item>, failing: bool, log: bool) {
         let behind = self.lag_events(pending.len());
-        let oldest = pending.front();
-        let lag_secs = oldest
-            .and_then(|i| i.ship.as_ref().ok())
+        // The oldest record with a time of receipt (a line that is not a record has none).
+        let lag_secs = pending
+            .iter()
+            .find_map(|i| i.ship.as_ref().ok())
             .and_then(|s| humantime::parse_rfc3339_weak(&s.received_at).ok())
             .and_then(|t| SystemTime::now().duration_since(t).ok())
             .unwrap_or_default();
@@ -667,6 +668,13 @@ impl Driver<'_> {
                     reason: why.to_string(),
                 });
                 pending.push_back(item);
+            }
+            // Here, with the window full, the oldest record not shipped is in it (once records
+            // are confirmed, the window may be empty while more wait to be read).
+            let now = Instant::now();
+            if now >= next_status {
+                next_status = now + self.cfg.status_every;
+                self.status(&pending, failing_since.is_some(), true);
             }
             // Submit what is not yet in flight.
             let mut trouble = None;
@@ -765,10 +773,6 @@ impl Driver<'_> {
                         secs(t.elapsed())
                     );
                 }
-            }
-            if now >= next_status {
-                next_status = now + self.cfg.status_every;
-                self.status(&pending, failing_since.is_some(), true);
             }
             if caught_up {
                 if self.cfg.once {
