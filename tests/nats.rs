@@ -981,3 +981,38 @@ fn a_server_announcing_a_tiny_max_payload_is_broken_and_nothing_is_dead_lettered
         );
     }
 }
+
+/// A stream whose `max_msg_size` is below what any notification needs (here 100 bytes) refuses
+/// every record as too large (err_code 10054): that is the stream's setup, not the records', so
+/// they wait, failing, until it is fixed, and none is dead-lettered.
+#[test]
+fn a_stream_refusing_every_small_record_as_too_large_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(&dir.path().join("js"), &[]);
+    let mut c = Client::connect(&server.addr());
+    c.create_stream_with("Z", "z.>", r#","max_msg_size":100"#);
+    let log = dir.path().join("events.log");
+    let want = append(&log, "z", 0..3);
+    let to = format!("nats://{}/z.{{event}}", server.addr());
+    let mut shipper = Shipper::start(
+        dir.path(),
+        &["--log-file", "events.log", "--to", &to],
+        &[("RINGHOOK_SHIP_TIMEOUT", "2s")],
+    );
+    let failing = shipper.wait_for("failing since");
+    assert!(failing.contains("10054"), "{failing}");
+    // The operator fixes the stream.
+    let v = c.request(
+        "$JS.API.STREAM.UPDATE.Z",
+        r#"{"name":"Z","subjects":["z.>"],"storage":"file","duplicate_window":3600000000000,"max_msg_size":-1}"#,
+    );
+    assert!(v.get("error").is_none(), "{v}");
+    shipper.wait_for("recovered");
+    c.wait_count("Z", 3);
+    let lines = shipper.stop();
+    assert_exactly(&mut c, "Z", &want);
+    assert!(
+        !dir.path().join("events.log.dead-letter").exists(),
+        "{lines:#?}"
+    );
+}

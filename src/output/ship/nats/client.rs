@@ -22,7 +22,7 @@ const MAX_MESSAGE: usize = 8 << 20;
 /// and most are several KiB, so a server that takes less than 1 KiB can take no stream of them.
 /// Below it the server (misconfigured, broken or hostile) is at fault, not the records: the
 /// connection fails and is retried, instead of every record going to the dead-letter file.
-const MIN_MAX_PAYLOAD: u64 = 1024;
+pub(crate) const MIN_MAX_PAYLOAD: u64 = 1024;
 
 /// One operation from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
