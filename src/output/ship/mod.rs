@@ -36,7 +36,7 @@ use crate::log::cursor::{self, Cursor};
 use crate::log::follow::{self, Follower, Start};
 use crate::oplog::Escaped;
 use record::Shippable;
-pub(crate) use sink::{Outgoing, Sink, Verdict};
+pub(crate) use sink::{Outgoing, SMALLEST_LIMIT, Sink, Verdict};
 
 /// First wait after a failure; doubles per failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);

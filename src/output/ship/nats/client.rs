@@ -16,13 +16,6 @@ use crate::secret::Secret;
 const MAX_CONTROL: usize = 64 << 10;
 /// Largest message accepted from the server (acknowledgements are tiny).
 const MAX_MESSAGE: usize = 8 << 20;
-/// The smallest `max_payload` a server may announce and still be published to. nats-server
-/// takes any value in its configuration (0 meaning its default, 1 MiB) and announces what it was
-/// given, so the floor is ours: RingCentral's smallest published notifications are ~570 bytes
-/// and most are several KiB, so a server that takes less than 1 KiB can take no stream of them.
-/// Below it the server (misconfigured, broken or hostile) is at fault, not the records: the
-/// connection fails and is retried, instead of every record going to the dead-letter file.
-pub(crate) const MIN_MAX_PAYLOAD: u64 = 1024;
 
 /// One operation from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,13 +188,6 @@ impl NatsConn {
         let info: serde_json::Value =
             serde_json::from_str(&info).map_err(|_| "INFO is not JSON".to_string())?;
         if let Some(m) = info.get("max_payload").and_then(|v| v.as_u64()) {
-            if m < MIN_MAX_PAYLOAD {
-                return Err(format!(
-                    "the server announces a max_payload of {m} bytes, below the {MIN_MAX_PAYLOAD} \
-                     any usable server takes: a misconfigured or broken server; the records wait \
-                     until it announces more"
-                ));
-            }
             conn.max_payload = usize::try_from(m).unwrap_or(usize::MAX);
         }
         if info.get("headers").and_then(|v| v.as_bool()) == Some(false) {

@@ -19,7 +19,7 @@ pub(crate) mod nkey;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::{Outgoing, Sink, Verdict};
+use super::{Outgoing, SMALLEST_LIMIT, Sink, Verdict};
 use crate::cli;
 use crate::config::{Setting, Vars, secret_or_file};
 use crate::error::Error;
@@ -174,9 +174,9 @@ const REFUSED_FOR_GOOD: &[u64] = &[10054, 10097, 10060, 10070, 10071, 10164, 101
 const TOO_LARGE: &[u64] = &[10054, 10097];
 
 /// What an acknowledgement's JSON means for a publish of `size` bytes (headers and payload). A
-/// publish smaller than [`client::MIN_MAX_PAYLOAD`] refused as too large says the stream's limit
-/// is set below what any notification stream needs: the stream's setup is at fault, as with a
-/// server announcing such a `max_payload`, so it is retried rather than dead-lettered.
+/// publish smaller than [`SMALLEST_LIMIT`] refused as too large says the stream's limit is set
+/// below what any notification stream needs: the stream's setup is at fault, so it is retried
+/// rather than dead-lettered.
 pub(crate) fn judge_ack(payload: &[u8], size: usize) -> Verdict {
     let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
     if let Some(e) = v.get("error") {
@@ -186,14 +186,14 @@ pub(crate) fn judge_ack(payload: &[u8], size: usize) -> Verdict {
             .unwrap_or("an error");
         let code = e.get("err_code").and_then(serde_json::Value::as_u64);
         if let Some(code) = code.filter(|c| TOO_LARGE.contains(c)) {
-            if (size as u64) < client::MIN_MAX_PAYLOAD {
+            if size < SMALLEST_LIMIT {
                 return Verdict::Retry {
                     after: None,
                     reason: format!(
                         "JetStream refuses a message of {size} bytes as too large: {why} \
                          (err_code {code}); a stream limit below {} bytes is its setup's fault, \
                          not the records' (check the stream's max_msg_size)",
-                        client::MIN_MAX_PAYLOAD
+                        SMALLEST_LIMIT
                     ),
                 };
             }
@@ -267,6 +267,14 @@ impl NatsSink {
             }
             let mut c =
                 NatsConn::connect(&self.addr, self.tls, &self.auth, &self.roots, self.timeout)?;
+            if c.max_payload < SMALLEST_LIMIT {
+                return Err(format!(
+                    "the server announces a max_payload of {} bytes, below the {SMALLEST_LIMIT} \
+                     any usable server takes: a misconfigured or broken server; the records wait \
+                     until it announces more",
+                    c.max_payload
+                ));
+            }
             // A fresh inbox per connection: an acknowledgement can only answer this connection.
             let r = super::random();
             self.inbox = format!("_INBOX.ringhook{r:x}");
