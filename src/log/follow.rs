@@ -405,8 +405,13 @@ impl Follower {
 
     /// The files of the log written after this one, in order: the ones it reads next.
     fn later_files(&self) -> Vec<rotated::Copy> {
+        self.files_after(self.dev, self.ino)
+    }
+
+    /// The files of the log written after file `(dev, ino)` (this one, or a copy of it).
+    fn files_after(&self, dev: u64, ino: u64) -> Vec<rotated::Copy> {
         let mut chain = rotated::chain(&self.path);
-        let i = match chain.iter().position(|c| c.is(self.dev, self.ino)) {
+        let i = match chain.iter().position(|c| c.is(dev, ino)) {
             Some(i) => i + 1,
             None => {
                 let Ok(m) = self.file.metadata() else {
@@ -428,16 +433,7 @@ impl Follower {
     /// holds are lost: a warning counts them.
     fn cut(&mut self) -> io::Result<()> {
         let at = self.base;
-        let copy = self.fingerprint.and_then(|fp| {
-            rotated::copies(&self.path).into_iter().find_map(|c| {
-                if c.is(self.dev, self.ino) || c.len < at {
-                    return None;
-                }
-                let f = open_copy(&c)?;
-                (fingerprint_of(&f).ok()? == Some(fp)).then_some((f, c))
-            })
-        });
-        match copy {
+        match self.copy_holding(at) {
             Some((file, c)) => {
                 let lost = self.seen.saturating_sub(c.len);
                 if lost > 0 {
@@ -479,6 +475,19 @@ impl Follower {
         Ok(())
     }
 
+    /// A copy beside the log that starts with this file's first line and reaches `at`: where a
+    /// file cut back (copytruncate) is read on from.
+    fn copy_holding(&self, at: u64) -> Option<(File, rotated::Copy)> {
+        let fp = self.fingerprint?;
+        rotated::copies(&self.path).into_iter().find_map(|c| {
+            if c.is(self.dev, self.ino) || c.len < at {
+                return None;
+            }
+            let f = open_copy(&c)?;
+            (fingerprint_of(&f).ok()? == Some(fp)).then_some((f, c))
+        })
+    }
+
     /// Reads `file` (or the file at hand) from `offset` on.
     fn restart(&mut self, file: Option<File>, offset: u64) -> io::Result<()> {
         if let Some(f) = file {
@@ -510,8 +519,16 @@ impl Follower {
     /// rotated copies written after it, then the file at the path). Counted incrementally (see
     /// [`Backlog`]): what was counted before is not read again.
     pub(crate) fn unread(&mut self) -> io::Result<u64> {
-        let later = self.later_files();
         let at = self.cursor();
+        // Cut back under it (copytruncate) and not yet noticed: it will read on from the copy
+        // that holds this file's lines, then the files after that copy (the cut one included).
+        let cut = self.file.metadata()?.len() < at.offset
+            || (self.head.is_some() && head_of(&self.file)? != self.head);
+        if let Some((f, c)) = cut.then(|| self.copy_holding(at.offset)).flatten() {
+            let later = self.files_after(c.dev, c.ino);
+            return self.backlog.count((c.dev, c.ino), &f, at.offset, &later);
+        }
+        let later = self.later_files();
         self.backlog
             .count((self.dev, self.ino), &self.file, at.offset, &later)
     }
@@ -658,6 +675,18 @@ mod tests {
         assert_eq!(left, 0);
         append(&p, b"8\n");
         assert_eq!(f.unread().unwrap(), 1);
+        // Copied and cut (copytruncate) before the follower looks: the rest is in the copy, then
+        // the cut file holds the new lines.
+        append(&p, b"9\n");
+        std::fs::copy(&p, at("e.log.0")).unwrap();
+        std::fs::write(&p, "10\n11\n12\n").unwrap();
+        assert_eq!(f.unread().unwrap(), 5);
+        let mut left = 5;
+        while f.next_line().unwrap().is_some() {
+            left -= 1;
+            assert_eq!(f.unread().unwrap(), left);
+        }
+        assert_eq!(left, 0);
     }
 
     #[test]
