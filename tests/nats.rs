@@ -869,3 +869,150 @@ fn an_idle_shipper_answers_pings_and_stays_connected() {
     assert_eq!(connects, 1, "{lines:#?}");
     assert!(!lines.iter().any(|l| l.contains("failing")), "{lines:#?}");
 }
+
+/// A NATS server whose first `hostile` connections announce `max_payload` `max` in their INFO;
+/// later ones announce 1 MiB and acknowledge every publish. Sends the `Nats-Msg-Id` of each
+/// publish it acknowledges, and "hostile" for each connection it made with the bad INFO.
+fn nats_announcing(
+    max: &'static str,
+    hostile: usize,
+) -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                let max = if n < hostile { max } else { "1048576" };
+                let info = format!(
+                    "INFO {{\"server_id\":\"fake\",\"version\":\"2.10.0\",\"proto\":1,\"headers\":true,\"max_payload\":{max}}}\r\n"
+                );
+                w.write_all(info.as_bytes()).unwrap();
+                if n < hostile {
+                    let _ = tx.send("hostile".to_string());
+                }
+                loop {
+                    let mut l = String::new();
+                    if r.read_line(&mut l).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let words: Vec<&str> = l.split_whitespace().collect();
+                    match words.first().copied() {
+                        Some("PING") => {
+                            let _ = w.write_all(b"PONG\r\n");
+                        }
+                        Some("HPUB") => {
+                            let total: usize = words.last().unwrap().parse().unwrap();
+                            let mut body = vec![0; total + 2];
+                            if r.read_exact(&mut body).is_err() {
+                                return;
+                            }
+                            let text = String::from_utf8_lossy(&body).into_owned();
+                            let id = text
+                                .lines()
+                                .find_map(|h| h.strip_prefix("Nats-Msg-Id: "))
+                                .unwrap_or("")
+                                .to_string();
+                            let ack = br#"{"stream":"S","seq":1}"#;
+                            let msg = format!("MSG {} 1 {}\r\n", words[2], ack.len());
+                            let _ = w.write_all(msg.as_bytes());
+                            let _ = w.write_all(ack);
+                            let _ = w.write_all(b"\r\n");
+                            let _ = tx.send(id);
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn a_server_announcing_a_tiny_max_payload_is_broken_and_nothing_is_dead_lettered() {
+    for max in ["0", "100"] {
+        let dir = tempfile::tempdir().unwrap();
+        // Two connections with the bad INFO (the second is the retry), then a sane server.
+        let (addr, events) = nats_announcing(max, 2);
+        let log = dir.path().join("events.log");
+        let sent = append(&log, "t", 0..3);
+        let to = format!("nats://{addr}/t.{{event}}");
+        let mut shipper = Shipper::start(
+            dir.path(),
+            &["--log-file", "events.log", "--to", &to],
+            &[("RINGHOOK_SHIP_TIMEOUT", "2s")],
+        );
+        let failing = shipper.wait_for("failing since");
+        assert!(
+            failing.contains(&format!("max_payload of {max} bytes")),
+            "{failing}"
+        );
+        let mut got = Vec::new();
+        while got.len() < sent.len() {
+            let e = events
+                .recv_timeout(PATIENCE)
+                .expect("the records, once the server is sane");
+            if e != "hostile" {
+                got.push(e);
+            }
+        }
+        shipper.wait_for("recovered");
+        let lines = shipper.stop();
+        let want: Vec<String> = sent.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(got, want, "{lines:#?}");
+        assert!(
+            !dir.path().join("events.log.dead-letter").exists(),
+            "{lines:#?}"
+        );
+        assert!(
+            !lines.iter().any(|l| l.contains("dead-lettered")),
+            "{lines:#?}"
+        );
+        let len = std::fs::metadata(&log).unwrap().len();
+        assert_eq!(
+            crate::ship::cursor_offset(&dir.path().join("events.log.cursor")),
+            Some(len)
+        );
+    }
+}
+
+/// A stream whose `max_msg_size` is below what any notification needs (here 100 bytes) refuses
+/// every record as too large (err_code 10054): that is the stream's setup, not the records', so
+/// they wait, failing, until it is fixed, and none is dead-lettered.
+#[test]
+fn a_stream_refusing_every_small_record_as_too_large_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(&dir.path().join("js"), &[]);
+    let mut c = Client::connect(&server.addr());
+    c.create_stream_with("Z", "z.>", r#","max_msg_size":100"#);
+    let log = dir.path().join("events.log");
+    let want = append(&log, "z", 0..3);
+    let to = format!("nats://{}/z.{{event}}", server.addr());
+    let mut shipper = Shipper::start(
+        dir.path(),
+        &["--log-file", "events.log", "--to", &to],
+        &[("RINGHOOK_SHIP_TIMEOUT", "2s")],
+    );
+    let failing = shipper.wait_for("failing since");
+    assert!(failing.contains("10054"), "{failing}");
+    // The operator fixes the stream.
+    let v = c.request(
+        "$JS.API.STREAM.UPDATE.Z",
+        r#"{"name":"Z","subjects":["z.>"],"storage":"file","duplicate_window":3600000000000,"max_msg_size":-1}"#,
+    );
+    assert!(v.get("error").is_none(), "{v}");
+    shipper.wait_for("recovered");
+    c.wait_count("Z", 3);
+    let lines = shipper.stop();
+    assert_exactly(&mut c, "Z", &want);
+    assert!(
+        !dir.path().join("events.log.dead-letter").exists(),
+        "{lines:#?}"
+    );
+}

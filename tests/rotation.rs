@@ -273,3 +273,93 @@ fn copytruncate_while_stopped_resumes_in_the_copy() {
     once(dir.path(), &sink.url);
     assert_eq!(delivered(&sink), keys(&want));
 }
+
+/// The status lines of a shipper whose stdout is piped, one by one, as JSON.
+fn statuses(child: &mut Child) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            let Ok(v) = serde_json::from_str(&l) else {
+                continue;
+            };
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a status line that `done` accepts; panics with the last one seen.
+fn status_until(
+    rx: &std::sync::mpsc::Receiver<serde_json::Value>,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + PATIENCE;
+    let mut last = serde_json::Value::Null;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(v) if done(&v) => return v,
+            Ok(v) => last = v,
+            Err(_) => panic!("no status with {what} within {PATIENCE:?}; the last: {last}"),
+        }
+    }
+}
+
+/// The log renamed twice while the sink refuses everything: the lag counts every record not
+/// shipped, in the renamed copies the shipper still reads and in the live file, not only the
+/// rest of the file it is in; the age is the oldest record's; both drain to 0 once it takes them.
+#[test]
+fn the_lag_counts_every_renamed_copy_still_to_ship() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("e.log");
+    let mut want = append(&log, "a", 0..5);
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let o = open.clone();
+    let sink = HttpSink::start(move |_, _| {
+        if o.load(std::sync::atomic::Ordering::SeqCst) {
+            Act::Answer(200, None)
+        } else {
+            Act::Answer(503, None)
+        }
+    });
+    let mut shipper = Shipper(
+        ship(dir.path(), &["--log-file", "e.log", "--to", &sink.url], &[])
+            .env("RINGHOOK_SHIP_STATUS_EVERY", "10ms")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let status = statuses(&mut shipper.0);
+    // Refused: the shipper holds the first record and cannot go on.
+    sink.events.recv_timeout(PATIENCE).expect("a refused POST");
+    want.extend(append(&log, "a", 5..8));
+    std::fs::rename(&log, dir.path().join("e.log.1")).unwrap();
+    want.extend(append(&log, "b", 0..4));
+    std::fs::rename(dir.path().join("e.log.1"), dir.path().join("e.log.2")).unwrap();
+    std::fs::rename(&log, dir.path().join("e.log.1")).unwrap();
+    want.extend(append(&log, "c", 0..6));
+    let n = want.len() as u64;
+    let v = status_until(&status, &format!("lagEvents {n}"), |v| {
+        v["ship"]["lagEvents"] == n
+    });
+    // The records say they were received on 2026-12-02: days ago.
+    let age = v["ship"]["lagSeconds"].as_f64().unwrap();
+    assert!(age > 3600.0, "{v}");
+    assert_eq!(v["ship"]["failing"], true, "{v}");
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    sink.wait_delivered(want.len());
+    let v = status_until(&status, "every record delivered", |v| {
+        v["ship"]["delivered"] == n
+    });
+    assert_eq!(v["ship"]["lagEvents"], 0, "{v}");
+    assert_eq!(v["ship"]["lagSeconds"].as_f64(), Some(0.0), "{v}");
+    let err = shipper.stop();
+    assert_eq!(delivered(&sink), keys(&want), "{err}");
+}

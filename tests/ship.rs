@@ -1065,6 +1065,11 @@ fn the_lag_is_counted_without_reading_the_backlog_again() {
     let mut last = String::new();
     for _ in 0..10 {
         last = next();
+        // The age of the oldest record not shipped (received days ago), whether or not one is
+        // in flight at the moment the line is written.
+        let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+        let age = v["ship"]["lagSeconds"].as_f64().unwrap();
+        assert!(age > 3600.0, "{last}");
     }
     let read = crate::support::read_chars(pid) - before;
     let _ = child.kill();
@@ -1134,5 +1139,71 @@ fn a_sink_that_refuses_every_record_is_waited_for_not_emptied_into_dead_letters(
             .unwrap_or_default()
             .is_empty(),
         "nothing dead-lettered for the sink's own trouble"
+    );
+}
+
+#[test]
+fn a_sink_calling_every_small_record_too_large_is_waited_for() {
+    // 413 for a body under 1 KiB: the sink's (or a proxy's) body limit is set below any
+    // notification's size, and every record would follow into the dead-letter file.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.log");
+    let sent = append(&log, "small", 0..3);
+    let fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = fixed.clone();
+    let sink = HttpSink::start(move |_, _: &str| {
+        if f.load(std::sync::atomic::Ordering::SeqCst) {
+            Act::Answer(200, None)
+        } else {
+            Act::Answer(413, None)
+        }
+    });
+    let mut child = ship(
+        dir.path(),
+        &["--log-file", "events.log", "--to", &sink.url],
+        &[],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, lines) = channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines() {
+            let Ok(l) = l else { break };
+            let _ = tx.send(l);
+        }
+    });
+    let mut wait_for = |needle: &str| {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = lines.recv_timeout(left);
+            match l {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("no {needle:?} within {PATIENCE:?}");
+                }
+            }
+        }
+    };
+    let failing = wait_for("failing since");
+    assert!(failing.contains("413"), "{failing}");
+    fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+    sink.wait_delivered(sent.len());
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let keys: Vec<String> = sink.delivered().into_iter().map(|g| g.key).collect();
+    let want: Vec<String> = sent.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(keys, want);
+    assert!(
+        !dir.path().join("events.log.dead-letter").exists(),
+        "nothing dead-lettered for the sink's own limit"
     );
 }

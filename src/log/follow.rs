@@ -21,6 +21,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::backlog::Backlog;
 use super::cursor::Cursor;
 use super::rotated::{self, folder, log_or_copy};
 use crate::oplog::Escaped;
@@ -80,6 +81,8 @@ pub(crate) struct Follower {
     /// fingerprint first.
     waited: bool,
     wake: Wake,
+    /// The lines not yet read, as last counted ([`Follower::unread`]).
+    backlog: Backlog,
 }
 
 /// Ends a follower's wait early when the log's file (or a rotated copy, or a new file at its
@@ -179,7 +182,7 @@ fn fingerprint_of(file: &File) -> io::Result<Option<u64>> {
 }
 
 /// The hash of `file`'s first line, or of its first 4 KiB when the line is longer: one read.
-fn head_of(file: &File) -> io::Result<Option<u64>> {
+pub(super) fn head_of(file: &File) -> io::Result<Option<u64>> {
     let mut chunk = [0; 4096];
     let mut n = 0;
     while n < chunk.len() {
@@ -204,7 +207,7 @@ fn shown(p: &Path) -> String {
 }
 
 /// Opens `c`'s path and checks it is still that file (a rename may have come in between).
-fn open_copy(c: &rotated::Copy) -> Option<File> {
+pub(super) fn open_copy(c: &rotated::Copy) -> Option<File> {
     let f = File::open(&c.path).ok()?;
     let m = f.metadata().ok()?;
     c.is(m.dev(), m.ino()).then_some(f)
@@ -271,6 +274,7 @@ impl Follower {
             pause: QUICK_POLL,
             waited: false,
             wake: Wake::watch(path),
+            backlog: Backlog::default(),
         };
         f.file
             .seek(SeekFrom::Start(offset))
@@ -306,6 +310,8 @@ impl Follower {
                     self.head = head_of(&self.file)?;
                 }
                 self.pause = QUICK_POLL;
+                let at = self.cursor();
+                self.backlog.took(at.dev, at.ino, at.offset);
                 return Ok(Some(FollowedLine {
                     bytes,
                     after: self.cursor(),
@@ -393,20 +399,32 @@ impl Follower {
     /// later file has bytes); `None` while this one may still grow. A file no longer beside the
     /// log (deleted, compressed) is placed by its modification time.
     fn next_file(&self) -> Option<rotated::Copy> {
-        let chain = rotated::chain(&self.path);
-        let later = match chain.iter().position(|c| c.is(self.dev, self.ino)) {
-            Some(i) => &chain[i + 1..],
+        let later = self.later_files();
+        later.iter().any(|c| c.len > 0).then(|| later[0].clone())
+    }
+
+    /// The files of the log written after this one, in order: the ones it reads next.
+    fn later_files(&self) -> Vec<rotated::Copy> {
+        self.files_after(self.dev, self.ino)
+    }
+
+    /// The files of the log written after file `(dev, ino)` (this one, or a copy of it).
+    fn files_after(&self, dev: u64, ino: u64) -> Vec<rotated::Copy> {
+        let mut chain = rotated::chain(&self.path);
+        let i = match chain.iter().position(|c| c.is(dev, ino)) {
+            Some(i) => i + 1,
             None => {
-                let m = self.file.metadata().ok()?;
+                let Ok(m) = self.file.metadata() else {
+                    return vec![];
+                };
                 let t = (m.mtime(), m.mtime_nsec());
                 // The file at the path is always later.
                 let live =
                     chain.len() - usize::from(chain.last().is_some_and(|c| c.path == self.path));
-                let i = chain[..live].partition_point(|c| c.mtime < t);
-                &chain[i..]
+                chain[..live].partition_point(|c| c.mtime < t)
             }
         };
-        later.iter().any(|c| c.len > 0).then(|| later[0].clone())
+        chain.split_off(i)
     }
 
     /// The file at hand was cut back (copytruncate, or `: > log`). A copy beside the log that
@@ -415,16 +433,7 @@ impl Follower {
     /// holds are lost: a warning counts them.
     fn cut(&mut self) -> io::Result<()> {
         let at = self.base;
-        let copy = self.fingerprint.and_then(|fp| {
-            rotated::copies(&self.path).into_iter().find_map(|c| {
-                if c.is(self.dev, self.ino) || c.len < at {
-                    return None;
-                }
-                let f = open_copy(&c)?;
-                (fingerprint_of(&f).ok()? == Some(fp)).then_some((f, c))
-            })
-        });
-        match copy {
+        match self.copy_holding(at) {
             Some((file, c)) => {
                 let lost = self.seen.saturating_sub(c.len);
                 if lost > 0 {
@@ -466,6 +475,19 @@ impl Follower {
         Ok(())
     }
 
+    /// A copy beside the log that starts with this file's first line and reaches `at`: where a
+    /// file cut back (copytruncate) is read on from.
+    fn copy_holding(&self, at: u64) -> Option<(File, rotated::Copy)> {
+        let fp = self.fingerprint?;
+        rotated::copies(&self.path).into_iter().find_map(|c| {
+            if c.is(self.dev, self.ino) || c.len < at {
+                return None;
+            }
+            let f = open_copy(&c)?;
+            (fingerprint_of(&f).ok()? == Some(fp)).then_some((f, c))
+        })
+    }
+
     /// Reads `file` (or the file at hand) from `offset` on.
     fn restart(&mut self, file: Option<File>, offset: u64) -> io::Result<()> {
         if let Some(f) = file {
@@ -482,6 +504,7 @@ impl Follower {
         self.buf.clear();
         self.used = 0;
         self.rotated = false;
+        self.backlog.moved(self.dev, self.ino, offset);
         Ok(())
     }
 
@@ -492,23 +515,22 @@ impl Follower {
         self.pause = (self.pause * 2).min(POLL);
     }
 
-    /// Complete lines after the cursor in the current file, and the offset of the end it read
-    /// to: a lag counted incrementally starts its next count there (`ship` does).
-    pub(crate) fn lines_behind(&self, cursor: &Cursor) -> io::Result<(u64, u64)> {
-        if cursor.ino != self.ino || cursor.dev != self.dev {
-            return Ok((0, cursor.offset));
+    /// Complete lines not yet read: the rest of this file and every later file of the log (the
+    /// rotated copies written after it, then the file at the path). Counted incrementally (see
+    /// [`Backlog`]): what was counted before is not read again.
+    pub(crate) fn unread(&mut self) -> io::Result<u64> {
+        let at = self.cursor();
+        // Cut back under it (copytruncate) and not yet noticed: it will read on from the copy
+        // that holds this file's lines, then the files after that copy (the cut one included).
+        let cut = self.file.metadata()?.len() < at.offset
+            || (self.head.is_some() && head_of(&self.file)? != self.head);
+        if let Some((f, c)) = cut.then(|| self.copy_holding(at.offset)).flatten() {
+            let later = self.files_after(c.dev, c.ino);
+            return self.backlog.count((c.dev, c.ino), &f, at.offset, &later);
         }
-        let mut pos = cursor.offset;
-        let mut n = 0;
-        let mut chunk = vec![0; CHUNK];
-        loop {
-            let got = self.file.read_at(&mut chunk, pos)?;
-            if got == 0 {
-                return Ok((n, pos));
-            }
-            n += chunk[..got].iter().filter(|&&b| b == b'\n').count() as u64;
-            pos += got as u64;
-        }
+        let later = self.later_files();
+        self.backlog
+            .count((self.dev, self.ino), &self.file, at.offset, &later)
     }
 }
 
@@ -612,6 +634,59 @@ mod tests {
         let t = Instant::now();
         wake.sleep(short);
         assert!(t.elapsed() >= short, "woken by another file");
+    }
+
+    #[test]
+    fn unread_counts_this_file_and_every_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.log");
+        let at = |n: &str| dir.path().join(n);
+        let append = |p: &Path, b: &[u8]| {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(p)
+                .unwrap()
+                .write_all(b)
+                .unwrap()
+        };
+        std::fs::write(&p, "1\n2\n").unwrap();
+        let mut f = Follower::open(&p, &Start::Beginning).unwrap();
+        assert_eq!(f.unread().unwrap(), 2);
+        f.next_line().unwrap().unwrap();
+        assert_eq!(f.unread().unwrap(), 1);
+        append(&p, b"3\n4");
+        assert_eq!(f.unread().unwrap(), 2, "a torn last line is not a line yet");
+        // Renamed twice while behind: the copies written after this file count, then the log.
+        std::fs::rename(&p, at("e.log.1")).unwrap();
+        append(&at("e.log.1"), b"\n");
+        std::fs::write(&p, "5\n6\n").unwrap();
+        std::fs::rename(at("e.log.1"), at("e.log.2")).unwrap();
+        std::fs::rename(&p, at("e.log.1")).unwrap();
+        std::fs::write(&p, "7\n").unwrap();
+        assert_eq!(f.unread().unwrap(), 6);
+        // Older copies and ringhook's own files beside the log do not.
+        std::fs::write(at("e.log.cursor"), "x\n").unwrap();
+        assert_eq!(f.unread().unwrap(), 6);
+        let mut left = 6;
+        while f.next_line().unwrap().is_some() {
+            left -= 1;
+            assert_eq!(f.unread().unwrap(), left);
+        }
+        assert_eq!(left, 0);
+        append(&p, b"8\n");
+        assert_eq!(f.unread().unwrap(), 1);
+        // Copied and cut (copytruncate) before the follower looks: the rest is in the copy, then
+        // the cut file holds the new lines.
+        append(&p, b"9\n");
+        std::fs::copy(&p, at("e.log.0")).unwrap();
+        std::fs::write(&p, "10\n11\n12\n").unwrap();
+        assert_eq!(f.unread().unwrap(), 5);
+        let mut left = 5;
+        while f.next_line().unwrap().is_some() {
+            left -= 1;
+            assert_eq!(f.unread().unwrap(), left);
+        }
+        assert_eq!(left, 0);
     }
 
     #[test]

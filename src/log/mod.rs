@@ -10,6 +10,7 @@
 //! - [`writer`]: the append-only file, group commit, fdatasync, cut-back, torn-tail repair;
 //! - [`disk`]: the one thread where the file's blocking work runs while `serve` serves;
 //! - [`follow`]: reads the log from a [`cursor`] on, across rotations;
+//! - [`backlog`]: what a follower has still to read, counted across the rotated files;
 //! - [`cursor`]: where a reader is, stored as one line;
 //! - [`rotated`]: the rotated copies of the log beside it, oldest first.
 //!
@@ -17,6 +18,8 @@
 
 // What only `ship` uses of the cursor and the follower (stored cursors, a start at an offset, the
 // lag count) is dead in a build without it; `tail -f` uses the rest.
+#[cfg_attr(not(feature = "ship"), allow(dead_code))]
+pub(crate) mod backlog;
 #[cfg_attr(not(feature = "ship"), allow(dead_code))]
 pub(crate) mod cursor;
 pub(crate) mod dedupe;

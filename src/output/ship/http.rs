@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::time::Duration;
 
-use super::{Outgoing, Sink, Verdict};
+use super::{Outgoing, SMALLEST_LIMIT, Sink, Verdict};
 use crate::cli;
 use crate::config::{Setting, Vars, secret_or_file};
 use crate::error::Error;
@@ -34,8 +34,8 @@ impl HttpConfig {
 /// Longest `Retry-After` honoured; a sink asking for more is asked again after this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
-/// What one POST's answer means.
-pub(crate) fn judge(status: u16, retry_after: Option<&str>) -> Verdict {
+/// What one POST's answer means, for a body of `size` bytes.
+pub(crate) fn judge(status: u16, retry_after: Option<&str>, size: usize) -> Verdict {
     let after = retry_after
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
@@ -58,6 +58,15 @@ pub(crate) fn judge(status: u16, retry_after: Option<&str>) -> Verdict {
             after: None,
             reason: format!(
                 "HTTP {status}: the sink refuses every record (check the URL and RINGHOOK_SHIP_TOKEN)"
+            ),
+        },
+        // Too large, said of a body smaller than any stream of notifications needs: the sink's
+        // (or a proxy's) body limit, which every record would hit.
+        413 if size < SMALLEST_LIMIT => Verdict::Retry {
+            after: None,
+            reason: format!(
+                "HTTP 413 for {size} bytes: the sink's body limit is below {SMALLEST_LIMIT} bytes, \
+                 which no stream of notifications fits (check its or its proxy's limit)"
             ),
         },
         _ => Verdict::DeadLetter {
@@ -118,6 +127,7 @@ impl Sink for HttpSink {
             resp.headers()
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok()),
+            record.payload.len(),
         );
         // Drain a bounded body so the connection can be reused.
         let mut body = resp.into_body();
@@ -178,7 +188,7 @@ mod tests {
             (307, None, retry(None)),
         ];
         for (status, after, want) in cases {
-            let got = judge(status, after);
+            let got = judge(status, after, SMALLEST_LIMIT);
             let same = match (&got, &want) {
                 (Verdict::Retry { after: a, .. }, Verdict::Retry { after: b, .. }) => a == b,
                 (Verdict::DeadLetter { status: s, .. }, Verdict::DeadLetter { .. }) => *s == status,
@@ -186,5 +196,10 @@ mod tests {
             };
             assert!(same, "{status} {after:?}: {got:?}");
         }
+        // 413 for a body under 1 KiB: the sink's limit, which every record would hit.
+        assert!(matches!(
+            judge(413, None, SMALLEST_LIMIT - 1),
+            Verdict::Retry { after: None, .. }
+        ));
     }
 }

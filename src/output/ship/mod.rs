@@ -36,7 +36,7 @@ use crate::log::cursor::{self, Cursor};
 use crate::log::follow::{self, Follower, Start};
 use crate::oplog::Escaped;
 use record::Shippable;
-pub(crate) use sink::{Outgoing, Sink, Verdict};
+pub(crate) use sink::{Outgoing, SMALLEST_LIMIT, Sink, Verdict};
 
 /// First wait after a failure; doubles per failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -418,7 +418,6 @@ pub(crate) fn run(cfg: ShipConfig) -> Result<(), Error> {
     let stored = follower.cursor();
     Driver {
         cfg: &cfg,
-        ahead: Ahead::at(&stored),
         stored,
         follower,
         sink: sink.as_mut(),
@@ -512,45 +511,6 @@ fn dry_run(cfg: &ShipConfig, sink: &dyn Sink, follower: &mut Follower) -> Result
     Ok(())
 }
 
-/// The complete lines the follower has not read yet, counted once each: `lines` newlines lie
-/// between where the follower is (`last`) and `counted_to` in one file. Each status counts only
-/// the bytes appended since the last (`counted_to` on), and each line read takes one off: the
-/// lag never costs a read of the backlog per status line.
-#[derive(Debug)]
-struct Ahead {
-    dev: u64,
-    ino: u64,
-    last: u64,
-    counted_to: u64,
-    lines: u64,
-}
-
-impl Ahead {
-    /// Nothing counted yet, from `c` on.
-    fn at(c: &Cursor) -> Ahead {
-        Ahead {
-            dev: c.dev,
-            ino: c.ino,
-            last: c.offset,
-            counted_to: c.offset,
-            lines: 0,
-        }
-    }
-
-    /// The follower is at `c` now: after one more line, or in another file, or back at the
-    /// start of a truncated one (then counting starts again).
-    fn moved_to(&mut self, c: &Cursor) {
-        let elsewhere = (c.dev, c.ino) != (self.dev, self.ino);
-        // Back at an earlier byte (a truncated file read again), or past what was counted.
-        if elsewhere || c.offset < self.last || c.offset > self.counted_to {
-            *self = Ahead::at(c);
-        } else if c.offset > self.last {
-            self.last = c.offset;
-            self.lines = self.lines.saturating_sub(1);
-        }
-    }
-}
-
 struct Driver<'a> {
     cfg: &'a ShipConfig,
     follower: Follower,
@@ -561,8 +521,6 @@ struct Driver<'a> {
     stats: Stats,
     /// The cursor last written.
     stored: Cursor,
-    /// Lines not yet read, for the lag.
-    ahead: Ahead,
 }
 
 impl Driver<'_> {
@@ -639,26 +597,22 @@ impl Driver<'_> {
     }
 
     /// Complete lines after the committed cursor: those read and not yet confirmed, and those
-    /// not yet read (counted in the bytes appended since the last count only).
+    /// not yet read, in this file and the later ones (the follower counts them incrementally).
     fn lag_events(&mut self, pending: usize) -> u64 {
-        self.ahead.moved_to(&self.follower.cursor());
-        let from = Cursor {
-            offset: self.ahead.counted_to,
-            ..self.follower.cursor()
-        };
-        if let Ok((lines, end)) = self.follower.lines_behind(&from) {
-            self.ahead.lines += lines;
-            self.ahead.counted_to = end;
-        }
-        pending as u64 + self.ahead.lines
+        let unread = self.follower.unread().unwrap_or_else(|e| {
+            warn!("the lag could not be counted: {e}");
+            0
+        });
+        pending as u64 + unread
     }
 
     /// The status line on stdout, and the lag on the operational log when there is one.
     fn status(&mut self, pending: &std::collections::VecDeque<Item>, failing: bool, log: bool) {
         let behind = self.lag_events(pending.len());
-        let oldest = pending.front();
-        let lag_secs = oldest
-            .and_then(|i| i.ship.as_ref().ok())
+        // The oldest record with a time of receipt (a line that is not a record has none).
+        let lag_secs = pending
+            .iter()
+            .find_map(|i| i.ship.as_ref().ok())
             .and_then(|s| humantime::parse_rfc3339_weak(&s.received_at).ok())
             .and_then(|t| SystemTime::now().duration_since(t).ok())
             .unwrap_or_default();
@@ -702,7 +656,6 @@ impl Driver<'_> {
                     eof = true;
                     break;
                 };
-                self.ahead.moved_to(&line.after);
                 batch_start.get_or_insert((Instant::now(), self.stats.delivered));
                 let mut item = Item {
                     ship: record::parse(&line.bytes),
@@ -715,6 +668,13 @@ impl Driver<'_> {
                     reason: why.to_string(),
                 });
                 pending.push_back(item);
+            }
+            // Here, with the window full, the oldest record not shipped is in it (once records
+            // are confirmed, the window may be empty while more wait to be read).
+            let now = Instant::now();
+            if now >= next_status {
+                next_status = now + self.cfg.status_every;
+                self.status(&pending, failing_since.is_some(), true);
             }
             // Submit what is not yet in flight.
             let mut trouble = None;
@@ -813,10 +773,6 @@ impl Driver<'_> {
                         secs(t.elapsed())
                     );
                 }
-            }
-            if now >= next_status {
-                next_status = now + self.cfg.status_every;
-                self.status(&pending, failing_since.is_some(), true);
             }
             if caught_up {
                 if self.cfg.once {

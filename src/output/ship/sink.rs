@@ -5,6 +5,14 @@
 
 use std::time::Duration;
 
+/// The smallest size limit a sink may set and still be sent to. RingCentral's smallest published
+/// notifications are ~570 bytes and most are several KiB, so a sink whose limit is below 1 KiB
+/// (a NATS server's `max_payload` or a stream's `max_msg_size`, an HTTP sink answering 413) can
+/// take no stream of them: its setup is wrong (or it is broken, or hostile), not the records.
+/// Every record would follow, so a record under this size said to be too large is a failure to
+/// retry, never a reason to dead-letter; larger ones refused so are dead-lettered.
+pub(crate) const SMALLEST_LIMIT: usize = 1024;
+
 /// One record as a sink sends it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Outgoing<'a> {

@@ -188,7 +188,7 @@ impl NatsConn {
         let info: serde_json::Value =
             serde_json::from_str(&info).map_err(|_| "INFO is not JSON".to_string())?;
         if let Some(m) = info.get("max_payload").and_then(|v| v.as_u64()) {
-            conn.max_payload = m as usize;
+            conn.max_payload = usize::try_from(m).unwrap_or(usize::MAX);
         }
         if info.get("headers").and_then(|v| v.as_bool()) == Some(false) {
             return Err("the server does not support headers (nats-server >= 2.2 needed)".into());

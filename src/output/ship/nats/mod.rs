@@ -8,7 +8,9 @@
 //! are failures: the driver resets the connection and publishes the unacknowledged records
 //! again, which the stream's duplicate window turns into no-ops where they had landed. The
 //! JetStream errors no retry can cure (the message too large for the stream, an expectation
-//! header the stream does not meet) dead-letter the record instead. While idle, the server's
+//! header the stream does not meet) dead-letter the record instead, unless a server or stream
+//! says a message under 1 KiB is too large: that is its setup's fault, and every record would
+//! follow, so it is a failure like the others. While idle, the server's
 //! PINGs are answered, so a quiet spell does not cost the connection.
 
 pub(crate) mod client;
@@ -17,7 +19,7 @@ pub(crate) mod nkey;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::{Outgoing, Sink, Verdict};
+use super::{Outgoing, SMALLEST_LIMIT, Sink, Verdict};
 use crate::cli;
 use crate::config::{Setting, Vars, secret_or_file};
 use crate::error::Error;
@@ -155,9 +157,9 @@ pub(crate) struct NatsSink {
     creds_path: Option<std::path::PathBuf>,
     conn: Option<NatsConn>,
     inbox: String,
-    /// The publishes awaiting their acknowledgement: slot → when it was sent (slots grow with
-    /// time on one connection, so the first is the oldest).
-    inflight: BTreeMap<u64, Instant>,
+    /// The publishes awaiting their acknowledgement: slot → when it was sent and its size
+    /// (slots grow with time on one connection, so the first is the oldest).
+    inflight: BTreeMap<u64, (Instant, usize)>,
     done: Vec<(u64, Verdict)>,
 }
 
@@ -168,9 +170,14 @@ pub(crate) struct NatsSink {
 /// (10166). Everything else (storage full, no leader, a sealed stream, …) concerns the stream, is
 /// retried, and the operator sees it failing.
 const REFUSED_FOR_GOOD: &[u64] = &[10054, 10097, 10060, 10070, 10071, 10164, 10165, 10166];
+/// Of those, the ones that say the message is too large (10054, 10097).
+const TOO_LARGE: &[u64] = &[10054, 10097];
 
-/// What an acknowledgement's JSON means.
-pub(crate) fn judge_ack(payload: &[u8]) -> Verdict {
+/// What an acknowledgement's JSON means for a publish of `size` bytes (headers and payload). A
+/// publish smaller than [`SMALLEST_LIMIT`] refused as too large says the stream's limit is set
+/// below what any notification stream needs: the stream's setup is at fault, so it is retried
+/// rather than dead-lettered.
+pub(crate) fn judge_ack(payload: &[u8], size: usize) -> Verdict {
     let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
     if let Some(e) = v.get("error") {
         let why = e
@@ -178,6 +185,19 @@ pub(crate) fn judge_ack(payload: &[u8]) -> Verdict {
             .and_then(|d| d.as_str())
             .unwrap_or("an error");
         let code = e.get("err_code").and_then(serde_json::Value::as_u64);
+        if let Some(code) = code.filter(|c| TOO_LARGE.contains(c)) {
+            if size < SMALLEST_LIMIT {
+                return Verdict::Retry {
+                    after: None,
+                    reason: format!(
+                        "JetStream refuses a message of {size} bytes as too large: {why} \
+                         (err_code {code}); a stream limit below {} bytes is its setup's fault, \
+                         not the records' (check the stream's max_msg_size)",
+                        SMALLEST_LIMIT
+                    ),
+                };
+            }
+        }
         if let Some(code) = code.filter(|c| REFUSED_FOR_GOOD.contains(c)) {
             let status = e.get("code").and_then(serde_json::Value::as_u64);
             return Verdict::DeadLetter {
@@ -247,6 +267,14 @@ impl NatsSink {
             }
             let mut c =
                 NatsConn::connect(&self.addr, self.tls, &self.auth, &self.roots, self.timeout)?;
+            if c.max_payload < SMALLEST_LIMIT {
+                return Err(format!(
+                    "the server announces a max_payload of {} bytes, below the {SMALLEST_LIMIT} \
+                     any usable server takes: a misconfigured or broken server; the records wait \
+                     until it announces more",
+                    c.max_payload
+                ));
+            }
             // A fresh inbox per connection: an acknowledgement can only answer this connection.
             let r = super::random();
             self.inbox = format!("_INBOX.ringhook{r:x}");
@@ -281,7 +309,8 @@ impl Sink for NatsSink {
         self.conn()?;
         let reply = format!("{}.{slot}", self.inbox);
         let conn = self.conn.as_mut().expect("connected above");
-        if payload.len() + header.len() + 12 > conn.max_payload {
+        let size = payload.len() + header.len() + 12;
+        if size > conn.max_payload {
             let max = conn.max_payload;
             self.done.push((
                 slot,
@@ -294,7 +323,7 @@ impl Sink for NatsSink {
         }
         conn.hpub(&subject, &reply, &header, payload)?;
         // Timed from the flush that follows (in `poll`, at once): near enough to the send.
-        self.inflight.insert(slot, Instant::now());
+        self.inflight.insert(slot, (Instant::now(), size));
         Ok(())
     }
 
@@ -305,7 +334,7 @@ impl Sink for NatsSink {
         };
         conn.flush()?;
         let mut deadline = Instant::now() + wait;
-        while let Some((_, &oldest)) = self.inflight.first_key_value() {
+        while let Some((_, &(oldest, _))) = self.inflight.first_key_value() {
             // Never wait past the oldest publish's timeout.
             let Some(op) = conn.next(deadline.min(oldest + self.timeout))? else {
                 break;
@@ -324,13 +353,13 @@ impl Sink for NatsSink {
                         continue;
                     };
                     // A duplicate, or an answer to a publish of before a reset: not ours.
-                    if self.inflight.remove(&slot).is_none() {
+                    let Some((_, size)) = self.inflight.remove(&slot) else {
                         continue;
-                    }
+                    };
                     if headers.as_deref().and_then(status_of) == Some(503) {
                         return Err("no responders: no JetStream stream takes this subject".into());
                     }
-                    out.push((slot, judge_ack(&payload)));
+                    out.push((slot, judge_ack(&payload, size)));
                     // Take what else has arrived, without waiting.
                     deadline = Instant::now();
                 }
@@ -338,7 +367,7 @@ impl Sink for NatsSink {
                 _ => {}
             }
         }
-        if let Some((_, oldest)) = self.inflight.first_key_value() {
+        if let Some((_, (oldest, _))) = self.inflight.first_key_value() {
             if oldest.elapsed() >= self.timeout {
                 return Err(format!(
                     "no acknowledgement within {}",
@@ -398,12 +427,27 @@ mod tests {
             (b"", false),
         ];
         for (ack, delivered) in cases {
-            assert_eq!(judge_ack(ack) == Verdict::Delivered, *delivered, "{ack:?}");
+            assert_eq!(
+                judge_ack(ack, 4096) == Verdict::Delivered,
+                *delivered,
+                "{ack:?}"
+            );
         }
         // The message itself is refused: no retry will do; the stream's trouble: retried.
-        for (code, dead) in [(10054, true), (10071, true), (10164, true), (10047, false)] {
+        // Too large, said of a message smaller than any stream of notifications needs: the
+        // stream's setup, retried.
+        for (code, size, dead) in [
+            (10054, 4096, true),
+            (10097, 1024, true),
+            (10071, 4096, true),
+            (10164, 4096, true),
+            (10047, 4096, false),
+            (10054, 1023, false),
+            (10097, 300, false),
+            (10071, 300, true),
+        ] {
             let ack = format!(r#"{{"error":{{"code":400,"err_code":{code},"description":"d"}}}}"#);
-            let v = judge_ack(ack.as_bytes());
+            let v = judge_ack(ack.as_bytes(), size);
             assert_eq!(
                 matches!(v, Verdict::DeadLetter { status: 400, .. }),
                 dead,
