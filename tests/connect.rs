@@ -511,3 +511,80 @@ fn start_at_with_env(t: &Setup, env: &[(&str, &str)]) -> Running {
     }
     s.start()
 }
+
+#[test]
+fn a_resend_that_fills_the_recovery_buffer_catches_up() {
+    let t = Setup::new();
+    t.fake.with(|w| w.recovery_buffer_size = 5);
+    let mut r = t.start();
+    t.fake.notify(&body(0));
+    t.wait_lines(1);
+    t.fake.drop_connection();
+    // Eight while away: the gateway keeps and resends only the last five.
+    for i in 1..9 {
+        t.fake.notify(&body(i));
+    }
+    r.wait_for("session recovered");
+    let line = r.wait_for("the gateway's whole recovery buffer");
+    assert!(line.contains("5 notifications resent"), "{line}");
+    assert!(line.contains("catching up since"), "{line}");
+    r.wait_for("catching up on missed messages and calls");
+    t.fake.wait("catch-up listed the subscriptions", |w| {
+        w.journal
+            .iter()
+            .any(|j| j == "GET /restapi/v1.0/subscription")
+    });
+    assert_eq!(
+        uuids(&t.wait_lines(6)),
+        ["u-0", "u-4", "u-5", "u-6", "u-7", "u-8"]
+    );
+    assert_eq!(t.fake.with(|w| w.created.len()), 1, "the session is kept");
+}
+
+#[test]
+fn a_resend_short_of_the_recovery_buffer_needs_no_catch_up() {
+    let t = Setup::new();
+    t.fake.with(|w| w.recovery_buffer_size = 5);
+    let mut r = t.start();
+    t.fake.drop_connection();
+    for i in 0..4 {
+        t.fake.notify(&body(i));
+    }
+    r.wait_for("session recovered");
+    let line = r.wait_for("recovered (");
+    assert!(line.contains("4 resent"), "{line}");
+    assert!(!r.stderr().contains("catching up"), "{}", r.stderr());
+}
+
+/// A body of subscription `sub`.
+fn body_of(uuid: &str, sub: &str) -> String {
+    serde_json::json!({"uuid": uuid, "event": "/restapi/v1.0/account/1/extension/1/presence",
+        "timestamp": "2026-12-07T00:00:00.000Z", "subscriptionId": sub, "body": {}})
+    .to_string()
+}
+
+#[test]
+fn a_notification_of_another_subscription_is_logged_and_warned_once() {
+    let t = Setup::new();
+    let mut r = t.start();
+    let ours = t.fake.with(|w| w.created[0].clone());
+    t.fake.notify(&body_of("a", &ours));
+    t.fake.notify(&body_of("b", "old-sub\u{1b}[31m"));
+    t.fake.notify(&body_of("c", "old-sub\u{1b}[31m"));
+    t.fake.notify(&body_of("d", "other-sub"));
+    assert_eq!(uuids(&t.wait_lines(4)), ["a", "b", "c", "d"]);
+    // The child warns in order, so once the second id's warning is in, the first's repeat would
+    // have been too.
+    r.wait_for("a notification of subscription other-sub arrived");
+    let err = r.stderr();
+    let warned = err
+        .lines()
+        .filter(|l| l.contains("a notification of subscription old-sub\\u{1b}[31m arrived"))
+        .count();
+    assert_eq!(warned, 1, "{err}");
+    assert!(!err.contains('\u{1b}'), "the id is escaped: {err}");
+    assert!(
+        !err.contains(&format!("subscription {ours} arrived")),
+        "{err}"
+    );
+}

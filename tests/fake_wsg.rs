@@ -5,7 +5,8 @@
 //! `ClientRequest` and its answer (`WSG-SubscriptionId`), `ServerNotification`s, `Heartbeat`
 //! answers, the idle timeout (`WSG-902`, only app messages count, pings do not), the close when the
 //! OAuth session's access token has expired, recovery with `wsc` (`Successful` with a resend of
-//! the buffer plus already-delivered ones, or `Failed`/`WSG-1005`), `WSG-400` for an unknown
+//! the buffer plus already-delivered ones, the most recent `recoveryBufferSize` of them, or
+//! `Failed`/`WSG-1005`), `WSG-400` for an unknown
 //! `wsc`, and scripted 403/429 answers. Everything is journaled; no sleeps as assertions.
 #![allow(dead_code)]
 
@@ -69,6 +70,8 @@ pub struct World {
     pub idle_timeout: u64,
     pub absolute_timeout: u64,
     pub recovery_timeout: u64,
+    /// `recoveryBufferSize`: a resend is the most recent this many notifications at most.
+    pub recovery_buffer_size: usize,
     pub access_expires_in: u64,
     pub closes: Vec<String>,
     next: u64,
@@ -234,6 +237,7 @@ impl FakeWsg {
                 idle_timeout: 1800,
                 absolute_timeout: 86400,
                 recovery_timeout: 180,
+                recovery_buffer_size: 100,
                 access_expires_in: 3600,
                 closes: vec![],
                 next: 0,
@@ -590,6 +594,10 @@ fn websocket(
             let n = sess.sent.len();
             resend.extend(sess.sent[n.saturating_sub(2)..].iter().cloned());
             resend.append(&mut sess.buffer);
+            // "The client will receive only the most recent events."
+            let keep = w.recovery_buffer_size;
+            let sess = w.sessions.get_mut(wsc).unwrap();
+            resend.drain(..resend.len().saturating_sub(keep));
             sess.lost_at = None;
             state = Some((wsc.clone(), true));
         } else {
@@ -621,7 +629,7 @@ fn websocket(
         );
     }
     let mut d = json!({"creationTime": "2026-12-07T00:00:00.000+0000", "maxConnectionsPerSession": 50,
-        "recoveryBufferSize": 100, "recoveryTimeout": w.recovery_timeout, "idleTimeout": w.idle_timeout,
+        "recoveryBufferSize": w.recovery_buffer_size, "recoveryTimeout": w.recovery_timeout, "idleTimeout": w.idle_timeout,
         "absoluteTimeout": w.absolute_timeout, "maxActiveRequests": 10});
     for (k, v) in details.as_object().unwrap() {
         d[k] = v.clone();

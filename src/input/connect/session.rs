@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::gateway::{self, Details, GatewayError, Message, SubscriptionBody};
+use super::gateway::{self, Details, GatewayError, Message, NotificationBody, SubscriptionBody};
 use super::ws::{self, Incoming, Target, WebSocket, WsError};
 use crate::error::Error;
 use crate::oplog::Escaped;
@@ -49,6 +49,9 @@ const SAVE_EVERY: Duration = Duration::from_secs(10);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// The longest timeout taken from `ConnectionDetails` (the gateway's are 30 min, 24 h, 3 min).
 const MAX_TIMEOUT: u64 = 7 * 86_400;
+/// Foreign subscription ids warned about per connection (a gateway sending endless new ones
+/// must not grow memory or the log).
+const MAX_FOREIGN: usize = 8;
 /// The permission a 403 on the ws token or the subscription asks for.
 const PERMISSION: &str = "WebSocket Subscriptions";
 
@@ -61,6 +64,13 @@ pub(crate) struct SessionConfig {
     pub state_path: PathBuf,
     /// The largest message accepted (the body limit).
     pub max_message: usize,
+}
+
+/// A recovered session's resend: where a catch-up would start, and the gateway's buffer size
+/// (a resend that fills it may have dropped older notifications).
+struct Resend {
+    since: String,
+    buffer: u64,
 }
 
 /// Why a connection ended (for the operational log), and whether the process stops.
@@ -450,6 +460,7 @@ impl WsSession {
         let idle = secs(details.idle_timeout, 1800).max(Duration::from_secs(1));
         let absolute = secs(details.absolute_timeout, 86_400).max(Duration::from_secs(2));
         let recovery = secs(details.recovery_timeout, 180);
+        let buffer = details.recovery_buffer_size.unwrap_or(100).max(1);
         info!(
             "WebSocket: connected to {} (idle timeout {} s, absolute {} s, recovery window {} s)",
             Escaped(&host),
@@ -458,8 +469,12 @@ impl WsSession {
             recovery.as_secs()
         );
         let since = self.conn.alive_at.clone();
-        let recovered = recoverable && details.recovery_state.as_deref() == Some("Successful");
-        if recovered {
+        let recovered = (recoverable && details.recovery_state.as_deref() == Some("Successful"))
+            .then(|| Resend {
+                since: since.clone().unwrap_or_else(|| rfc3339(now)),
+                buffer,
+            });
+        if recovered.is_some() {
             info!(
                 "WebSocket: session recovered; subscription {} kept",
                 Escaped(self.sub_id.as_deref().unwrap_or("?"))
@@ -568,7 +583,7 @@ impl WsSession {
         &mut self,
         mut sock: WebSocket<Stream>,
         (idle, absolute, recovery): (Duration, Duration, Duration),
-        recovered: bool,
+        recovered: Option<Resend>,
         alive: &mut SystemTime,
     ) -> Result<End, Error> {
         let started = Instant::now();
@@ -578,7 +593,9 @@ impl WsSession {
         let mut last_in = Instant::now();
         let mut last_out = Instant::now();
         let mut last_save = Instant::now();
-        let mut resent: Option<(u64, Instant)> = recovered.then(|| (0, Instant::now()));
+        let mut resent: Option<(u64, Instant)> = recovered.as_ref().map(|_| (0, Instant::now()));
+        // Subscription ids not ours already warned about on this connection.
+        let mut foreign: Vec<String> = Vec::new();
         loop {
             sock.get_ref().set_timeout(TICK);
             let got = sock.read();
@@ -597,13 +614,22 @@ impl WsSession {
                     match msg.meta.kind.as_str() {
                         "ServerNotification" => {
                             if let Some(body) = msg.body {
+                                self.check_subscription(&msg, &mut foreign);
                                 let mut line = b"N ".to_vec();
                                 line.extend_from_slice(&gateway::one_line(body));
                                 line.push(b'\n');
                                 tell(&line)?;
-                                if let Some((n, at)) = &mut resent {
+                                if let (Some((n, at)), Some(r)) = (&mut resent, &recovered) {
                                     *n += 1;
                                     *at = now;
+                                    if *n == r.buffer {
+                                        // "Only the most recent events" are resent beyond it.
+                                        info!(
+                                            "WebSocket: {n} notifications resent, the gateway's whole recovery buffer: older ones may have been dropped; catching up since {}",
+                                            r.since
+                                        );
+                                        tell(format!("C {}\n", r.since).as_bytes())?;
+                                    }
                                 }
                             }
                         }
@@ -676,6 +702,33 @@ impl WsSession {
                 }
             }
         }
+    }
+
+    /// Warns (once per id and connection, at most [`MAX_FOREIGN`] ids) about a notification
+    /// whose `subscriptionId` is not the current subscription's. It is logged all the same: the
+    /// log is the only copy of an event, and a late one of the subscription just replaced is
+    /// still an event.
+    fn check_subscription(&self, msg: &Message<'_>, foreign: &mut Vec<String>) {
+        let Some(ours) = self.sub_id.as_deref() else {
+            return;
+        };
+        let Some(theirs) = msg.body_as::<NotificationBody>().subscription_id else {
+            return;
+        };
+        if theirs == ours || foreign.len() >= MAX_FOREIGN || foreign.contains(&theirs) {
+            return;
+        }
+        warn!(
+            "WebSocket: a notification of subscription {} arrived for {}; logged all the same{}",
+            Escaped(&theirs),
+            Escaped(ours),
+            if foreign.len() + 1 == MAX_FOREIGN {
+                " (further foreign subscription ids on this connection are not reported)"
+            } else {
+                ""
+            }
+        );
+        foreign.push(theirs);
     }
 
     /// Notes the connection's last sign of life and how long it stays recoverable.
