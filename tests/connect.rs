@@ -588,3 +588,85 @@ fn a_notification_of_another_subscription_is_logged_and_warned_once() {
         "{err}"
     );
 }
+
+/// The session child of `connect` running as `parent` (bounded wait until there is one).
+fn session_child(parent: u32) -> u32 {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid ...`: comm may hold spaces, so read after the last ')'.
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            let mut fields = after.split(' ');
+            let (state, ppid) = (fields.next(), fields.next());
+            if ppid == Some(&parent.to_string()) && state != Some("Z") {
+                let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                if env
+                    .split(|b| *b == 0)
+                    .any(|v| v.starts_with(b"RINGHOOK_CONNECT_SESSION="))
+                {
+                    return pid;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no session child of {parent}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill(pid: u32) {
+    let st = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn ws_tokens_stay_within_the_limit_across_child_and_process_restarts() {
+    let t = Setup::new();
+    let mut a = t.start();
+    // Two children killed: the loop starts a new one after 1 s, then 2 s.
+    for n in 2..4 {
+        let child = session_child(a.child.id());
+        kill(child);
+        a.wait_for("WebSocket session child ended");
+        // Connected again (the session recovered): after its ws token.
+        a.wait_for("WebSocket: connected to");
+        assert_eq!(t.fake.with(|w| w.ws_token_calls), n);
+    }
+    // Then the whole process, twice, started again at once.
+    a.signal("KILL");
+    a.wait_exit();
+    t.fake.wait("the child left", |w| !w.connected());
+    let mut b = t.launch();
+    b.wait_for("WebSocket: connected to");
+    assert_eq!(t.fake.with(|w| w.ws_token_calls), 4);
+    b.signal("KILL");
+    b.wait_exit();
+    t.fake.wait("the child left", |w| !w.connected());
+    // A fifth token within the minute would exceed what connect allows itself: it waits for
+    // the first to leave the minute instead, and asks for nothing meanwhile.
+    let mut c = t.launch();
+    let line = c.wait_for("tokens taken this minute; next in");
+    let secs: f64 = line
+        .split("next in ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    let first = t.fake.with(|w| w.ws_token_times[0]);
+    let left = Duration::from_secs(60).saturating_sub(first.elapsed());
+    assert!(
+        (secs - left.as_secs_f64()).abs() < 5.0,
+        "waits until the first token is a minute old: {line}, {left:?} left"
+    );
+    assert_eq!(t.fake.with(|w| w.ws_token_calls), 4);
+    assert!(!t.fake.subscribed());
+    drop(c);
+}

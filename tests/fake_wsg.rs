@@ -58,6 +58,8 @@ pub struct World {
     pub revoked: Vec<String>,
     ws_tokens: HashMap<String, bool>,
     pub ws_token_calls: u64,
+    /// When each wstoken request came.
+    pub ws_token_times: Vec<Instant>,
     wstoken_script: VecDeque<(u16, Option<u64>)>,
     pub subscription_status: u16,
     sessions: HashMap<String, WsSession>,
@@ -225,6 +227,7 @@ impl FakeWsg {
                 revoked: vec![],
                 ws_tokens: HashMap::new(),
                 ws_token_calls: 0,
+                ws_token_times: vec![],
                 wstoken_script: VecDeque::new(),
                 subscription_status: 200,
                 sessions: HashMap::new(),
@@ -486,6 +489,7 @@ fn serve(s: TcpStream, world: &Arc<(Mutex<World>, Condvar)>) {
             }
             ("POST", "/restapi/oauth/wstoken") => {
                 w.ws_token_calls += 1;
+                w.ws_token_times.push(Instant::now());
                 if let Some((st, ra)) = w.wstoken_script.pop_front() {
                     let mut h = vec![];
                     if let Some(r) = ra {

@@ -35,6 +35,8 @@ use crate::state::{self, ConnectState, State};
 /// ws tokens fetched per minute at most: the Auth rate group allows 5, and a refresh or the
 /// catch-up's login may need one.
 const WS_TOKENS_PER_MINUTE: usize = 4;
+/// The window [`WS_TOKENS_PER_MINUTE`] counts in.
+const MINUTE: Duration = Duration::from_secs(60);
 /// How long a read blocks before the clocks, the stop flag and the parent are looked at.
 const TICK: Duration = Duration::from_millis(250);
 /// Waiting for `ConnectionDetails` or a `ClientRequest`'s answer (the SDKs wait 60 s).
@@ -90,7 +92,6 @@ struct WsSession {
     sub_id: Option<String>,
     stop: Arc<AtomicBool>,
     parent: Option<rustix::process::Pid>,
-    ws_tokens: std::collections::VecDeque<Instant>,
     failures: u32,
     rng: ring::rand::SystemRandom,
     /// The last state save failed (warned once until one works again).
@@ -170,7 +171,6 @@ pub(crate) fn run(cfg: SessionConfig) -> Result<(), Error> {
         cfg,
         stop,
         parent: Some(rustix::process::getppid()).flatten(),
-        ws_tokens: Default::default(),
         failures: 0,
         rng: ring::rand::SystemRandom::new(),
         save_failed: std::cell::Cell::new(false),
@@ -273,7 +273,17 @@ impl WsSession {
                 connect: None,
             });
         st.id = self.sub_id.clone().unwrap_or_default();
-        st.connect = (!self.conn.refresh_token.is_empty()).then(|| self.conn.clone());
+        st.connect = if !self.conn.refresh_token.is_empty() {
+            Some(self.conn.clone())
+        } else if !self.conn.ws_tokens.is_empty() {
+            // No session kept (after SIGTERM), but the next start still paces its ws tokens.
+            Some(ConnectState {
+                ws_tokens: self.conn.ws_tokens.clone(),
+                ..Default::default()
+            })
+        } else {
+            None
+        };
         state::save(&self.cfg.state_path, &st)
     }
 
@@ -337,27 +347,58 @@ impl WsSession {
         })
     }
 
-    /// Waits until one more ws token fits in the minute.
-    fn pace(&mut self) {
-        let minute = Duration::from_secs(60);
-        while let Some(&first) = self.ws_tokens.front() {
-            if first.elapsed() >= minute {
-                self.ws_tokens.pop_front();
-            } else if self.ws_tokens.len() >= WS_TOKENS_PER_MINUTE {
-                let wait = minute - first.elapsed();
-                info!(
-                    "WebSocket: {WS_TOKENS_PER_MINUTE} tokens taken this minute; next in {:.1} s",
-                    wait.as_secs_f64()
-                );
-                self.sleep(wait);
-                if self.stopping() {
-                    return;
-                }
-            } else {
-                break;
+    /// The ws tokens taken in the last minute, oldest first: this process's and those the state
+    /// file names (an earlier child or process; the file is read again, as catch-up writes it
+    /// too). A time in the future (the clock set back) counts as now.
+    fn recent_ws_tokens(&self, now: SystemTime) -> Vec<SystemTime> {
+        let saved = state::load(&self.cfg.state_path)
+            .ok()
+            .flatten()
+            .filter(|s| s.server == self.oauth.server())
+            .and_then(|s| s.connect)
+            .map(|c| c.ws_tokens)
+            .unwrap_or_default();
+        let mut times: Vec<SystemTime> = self
+            .conn
+            .ws_tokens
+            .iter()
+            .chain(&saved)
+            .filter_map(|t| humantime::parse_rfc3339_weak(t).ok())
+            .map(|t| t.min(now))
+            .filter(|t| now.duration_since(*t).unwrap_or_default() < MINUTE)
+            .collect();
+        times.sort();
+        times.dedup();
+        times
+    }
+
+    /// Waits until one more ws token fits in the minute, then notes it in the state file before
+    /// it is asked for (a child killed right after still counts it).
+    fn pace(&mut self) -> Result<(), Error> {
+        loop {
+            let now = SystemTime::now();
+            let times = self.recent_ws_tokens(now);
+            if times.len() < WS_TOKENS_PER_MINUTE {
+                let mut kept: Vec<String> = times.iter().map(|t| rfc3339(*t)).collect();
+                kept.push(rfc3339(now));
+                kept.drain(..kept.len().saturating_sub(WS_TOKENS_PER_MINUTE));
+                self.conn.ws_tokens = kept;
+                return self.save();
+            }
+            let first = times[times.len() - WS_TOKENS_PER_MINUTE];
+            let wait = (first + MINUTE)
+                .duration_since(now)
+                .unwrap_or_default()
+                .max(Duration::from_millis(1));
+            info!(
+                "WebSocket: {WS_TOKENS_PER_MINUTE} tokens taken this minute; next in {:.1} s",
+                wait.as_secs_f64()
+            );
+            self.sleep(wait);
+            if self.stopping() {
+                return Ok(());
             }
         }
-        self.ws_tokens.push_back(Instant::now());
     }
 
     /// One connection, from the ws token to its end. `Err` only for what stops the process
@@ -368,7 +409,7 @@ impl WsSession {
             Err(Trouble::Fatal(e)) => return Err(e),
             Err(Trouble::Again(why)) => return Ok(End::Reconnect(why)),
         };
-        self.pace();
+        self.pace()?;
         if self.stopping() {
             return Ok(End::Stop);
         }
@@ -793,6 +834,7 @@ impl WsSession {
         }
         self.conn = ConnectState {
             alive_at: alive,
+            ws_tokens: std::mem::take(&mut self.conn.ws_tokens),
             ..Default::default()
         };
         self.save()
