@@ -670,3 +670,57 @@ fn ws_tokens_stay_within_the_limit_across_child_and_process_restarts() {
     assert!(!t.fake.subscribed());
     drop(c);
 }
+
+#[test]
+fn extension_id_in_a_filter_expands_over_the_accounts_extensions() {
+    let t = Setup::new();
+    t.fake
+        .with(|w| w.extensions = vec!["101".into(), "102".into()]);
+    let mut r = t
+        .serve()
+        .env("RINGHOOK_EXTENSION_TYPES", "User Department")
+        .args([
+            "--log-file",
+            &t.log().to_string_lossy(),
+            "--event",
+            "/restapi/v1.0/account/~/extension/{extensionId}/presence",
+            "--event",
+            "/restapi/v1.0/account/~/extension/~/message-store",
+        ])
+        .start();
+    r.wait_for("{extensionId}: 2 extensions");
+    r.wait_for("WebSocket: subscribed");
+    assert_eq!(
+        t.fake.with(|w| w.filters.clone()),
+        [[
+            "/restapi/v1.0/account/~/extension/101/presence",
+            "/restapi/v1.0/account/~/extension/102/presence",
+            "/restapi/v1.0/account/~/extension/~/message-store",
+        ]]
+    );
+    let q = t.fake.with(|w| w.extension_queries.clone());
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert!(
+        q[0].contains("type=User") && q[0].contains("type=Department"),
+        "{q:?}"
+    );
+    // A new subscription (a failed recovery) reuses the expansion.
+    t.fake.with(|w| w.recovery = Recovery::Failed);
+    t.fake.drop_connection();
+    r.wait_for("subscribed again");
+    assert_eq!(t.fake.with(|w| w.filters.len()), 2);
+    assert_eq!(t.fake.with(|w| w.extension_queries.len()), 1);
+}
+
+#[test]
+fn extension_id_matching_no_extension_stops_with_exit_1() {
+    let t = Setup::new();
+    t.fake.with(|w| w.extensions.clear());
+    let mut r = t.launch_with(&[
+        "--event",
+        "/restapi/v1.0/account/~/extension/{extensionId}/presence",
+    ]);
+    r.wait_for("{extensionId} matched no extension");
+    assert_eq!(r.wait_exit().code(), Some(1), "{}", r.stderr());
+    assert!(t.fake.with(|w| w.filters.is_empty()));
+}

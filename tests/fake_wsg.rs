@@ -1,6 +1,6 @@
 //! A fake RingCentral for `ringhook connect`: the REST side it needs (the token endpoint with the
 //! JWT and refresh_token grants, revoke, `POST /restapi/oauth/wstoken` with single-use tokens,
-//! the subscription list catch-up reads) and a WebSocket Gateway on the same loopback port,
+//! the subscription list catch-up reads, the extension list `{extensionId}` expands over) and a WebSocket Gateway on the same loopback port,
 //! following `tests/data/websocket/`: `ConnectionDetails` first (with `wsc`), the subscription
 //! `ClientRequest` and its answer (`WSG-SubscriptionId`), `ServerNotification`s, `Heartbeat`
 //! answers, the idle timeout (`WSG-902`, only app messages count, pings do not), the close when the
@@ -68,6 +68,12 @@ pub struct World {
     pub heartbeats: u64,
     pub deleted: Vec<String>,
     pub created: Vec<String>,
+    /// The event filters of each subscription request, in order.
+    pub filters: Vec<Vec<String>>,
+    /// The account's extension ids (the extension list; one page).
+    pub extensions: Vec<String>,
+    /// Queries of the extension list.
+    pub extension_queries: Vec<String>,
     pub recovery: Recovery,
     pub idle_timeout: u64,
     pub absolute_timeout: u64,
@@ -236,6 +242,9 @@ impl FakeWsg {
                 heartbeats: 0,
                 deleted: vec![],
                 created: vec![],
+                filters: vec![],
+                extensions: vec!["2253168021".into()],
+                extension_queries: vec![],
                 recovery: Recovery::Successful,
                 idle_timeout: 1800,
                 absolute_timeout: 86400,
@@ -523,6 +532,27 @@ fn serve(s: TcpStream, world: &Arc<(Mutex<World>, Condvar)>) {
                 let a = json!({"uri": w.ws_uri, "ws_access_token": t, "expires_in": 60});
                 respond(&mut s, 200, &[], &a.to_string());
             }
+            ("GET", "/restapi/v1.0/account/~/extension") => {
+                if !bearer_ok {
+                    respond(
+                        &mut s,
+                        401,
+                        &[],
+                        r#"{"errorCode":"TokenInvalid","message":"Access token is invalid"}"#,
+                    );
+                    continue;
+                }
+                w.extension_queries
+                    .push(target.split_once('?').map(|(_, q)| q).unwrap_or("").into());
+                let records: Vec<Value> = w
+                    .extensions
+                    .iter()
+                    .map(|id| json!({"id": id.parse::<u64>().unwrap(), "type": "User", "status": "Enabled"}))
+                    .collect();
+                let page = json!({"records": records, "paging": {"page": 1},
+                                  "navigation": {"firstPage": {"uri": "x"}}});
+                respond(&mut s, 200, &[], &page.to_string());
+            }
             ("GET", "/restapi/v1.0/subscription") => {
                 let records: Vec<Value> = w
                     .sessions
@@ -723,6 +753,14 @@ fn websocket(
                         }
                         Some("ClientRequest") => {
                             let m = meta["method"].as_str().unwrap_or("");
+                            if m == "POST" {
+                                let f = v[1]["eventFilters"].as_array().map(|a| {
+                                    a.iter()
+                                        .filter_map(|x| x.as_str().map(str::to_string))
+                                        .collect()
+                                });
+                                w.filters.push(f.unwrap_or_default());
+                            }
                             if m == "POST" && w.subscription_status == 200 {
                                 assert_eq!(v[1]["deliveryMode"]["transportType"], "WebSocket");
                                 w.next += 1;

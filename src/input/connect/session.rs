@@ -27,7 +27,8 @@ use super::ws::{self, Incoming, Target, WebSocket, WsError};
 use crate::error::Error;
 use crate::oplog::Escaped;
 use crate::platform::PlatformError;
-use crate::platform::settings::PlatformSettings;
+use crate::platform::session::{ExpandError, Session};
+use crate::platform::settings::{ExtensionScope, PlatformSettings};
 use crate::platform::wsauth::{OAuth, Tokens};
 use crate::secret::Secret;
 use crate::state::{self, ConnectState, State};
@@ -61,8 +62,10 @@ const PERMISSION: &str = "WebSocket Subscriptions";
 #[derive(Debug, Clone)]
 pub(crate) struct SessionConfig {
     pub platform: PlatformSettings,
-    /// Event filters (`{extensionId}` already made `~`).
+    /// Event filters as configured (`{extensionId}` expanded before the first subscription).
     pub filters: Vec<String>,
+    /// The extensions `{extensionId}` expands over.
+    pub scope: ExtensionScope,
     pub state_path: PathBuf,
     /// The largest message accepted (the body limit).
     pub max_message: usize,
@@ -90,6 +93,8 @@ struct WsSession {
     refresh_at: Instant,
     conn: ConnectState,
     sub_id: Option<String>,
+    /// The filters with `{extensionId}` expanded (once per process, at the first subscription).
+    filters: Option<Vec<String>>,
     stop: Arc<AtomicBool>,
     parent: Option<rustix::process::Pid>,
     failures: u32,
@@ -168,6 +173,7 @@ pub(crate) fn run(cfg: SessionConfig) -> Result<(), Error> {
             .and_then(|s| s.connect.clone())
             .unwrap_or_default(),
         sub_id: saved.map(|s| s.id).filter(|i| !i.is_empty()),
+        filters: None,
         cfg,
         stop,
         parent: Some(rustix::process::getppid()).flatten(),
@@ -332,6 +338,30 @@ impl WsSession {
         self.tokens = Some(tokens);
         self.save().map_err(Trouble::Fatal)?;
         Ok(access)
+    }
+
+    /// The filters, `{extensionId}` expanded as `register` expands it, with this session's
+    /// access token; once per process. A refused list (a 4xx: a missing permission) or an empty
+    /// result stops the process: it is configuration. Anything else is tried again.
+    fn filters(&mut self) -> Result<Vec<String>, Trouble> {
+        if let Some(f) = &self.filters {
+            return Ok(f.clone());
+        }
+        let access = self.access()?;
+        let platform = Session::with_access(self.cfg.platform.endpoint.clone(), access);
+        let f = platform
+            .expand_filters(&self.cfg.filters, &self.cfg.scope)
+            .map_err(|e| match e {
+                ExpandError::List(PlatformError::Api { status, .. })
+                    if (400..500).contains(&status) && status != 429 =>
+                {
+                    Trouble::Fatal(e.into_error())
+                }
+                ExpandError::NoneLeft => Trouble::Fatal(e.into_error()),
+                e => Trouble::Again(e.into_error().to_string()),
+            })?;
+        self.filters = Some(f.clone());
+        Ok(f)
     }
 
     /// A new session. Credentials the platform refuses (a 4xx) stop the process; anything else
@@ -548,8 +578,13 @@ impl WsSession {
 
     /// Sends the subscription's `ClientRequest` and waits for its answer.
     fn subscribe(&mut self, sock: &mut WebSocket<Stream>) -> Result<Result<(), End>, Error> {
+        let filters = match self.filters() {
+            Ok(f) => f,
+            Err(Trouble::Fatal(e)) => return Err(e),
+            Err(Trouble::Again(why)) => return Ok(Err(End::Reconnect(why))),
+        };
         let id = self.message_id("sub");
-        let req = gateway::create_subscription(&id, &self.cfg.filters);
+        let req = gateway::create_subscription(&id, &filters);
         if let Err(e) = sock.send_text(req.as_bytes()) {
             return Ok(Err(End::Reconnect(e.to_string())));
         }
@@ -584,7 +619,7 @@ impl WsSession {
                 info!(
                     "WebSocket: subscribed: {}, {} filters",
                     Escaped(sub.as_deref().unwrap_or("?")),
-                    self.cfg.filters.len()
+                    filters.len()
                 );
                 let old = std::mem::replace(&mut self.sub_id, sub);
                 self.conn.alive_at = Some(rfc3339(SystemTime::now()));
