@@ -368,7 +368,7 @@ fn to_delete<'a>(
     let Some(id) = id else {
         return Ok(subs
             .iter()
-            .filter(|x| plan::is_ours(x, owned_id, address))
+            .filter(|x| plan::is_ours_to_change(x, owned_id, address))
             .collect());
     };
     let found: Vec<&Subscription> = subs.iter().filter(|x| x.id == id).collect();
@@ -429,9 +429,22 @@ pub(crate) fn run_unregister(flags: &Flags, vars: &Vars) -> Result<(), Error> {
     if deleted.is_empty() {
         info!("nothing to unregister: no subscription of this installation exists");
     }
-    // The state no longer names a live subscription once ours is gone.
+    // The state no longer names a live subscription once ours is gone; `connect`'s session
+    // in it is kept (its subscription was not ours to delete).
     if let (Some(path), Some(st)) = (&s.state_path, &saved) {
-        if id.is_none() || deleted.contains(&st.id) {
+        if st.connect.is_some() {
+            if deleted.contains(&st.id) {
+                state::save(
+                    path,
+                    &State {
+                        id: String::new(),
+                        address: String::new(),
+                        lifetime: None,
+                        ..st.clone()
+                    },
+                )?;
+            }
+        } else if id.is_none() || deleted.contains(&st.id) {
             state::remove(path)?;
         }
     }
