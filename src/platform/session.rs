@@ -69,6 +69,7 @@ impl ExpandError {
 impl Session {
     /// A session on an access token obtained elsewhere (`connect`'s kept OAuth session). Not
     /// revoked by anyone but its owner.
+    #[cfg(feature = "connect")]
     pub(crate) fn with_access(endpoint: Endpoint, access: Secret) -> Session {
         Session {
             http: Transport::new(endpoint),
