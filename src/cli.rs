@@ -584,19 +584,19 @@ const UNFLAGGED: &[Variable] = &[
     },
     Variable {
         names: EXTENSION_TYPES,
-        read_by: "register",
+        read_by: "register, connect",
         unset: "`User`",
         help: "Extension types {extensionId} expands over",
     },
     Variable {
         names: EXTENSION_STATUSES,
-        read_by: "register",
+        read_by: "register, connect",
         unset: "`Enabled`",
         help: "Extension statuses {extensionId} expands over",
     },
     Variable {
         names: EXTENSIONS_PER_PAGE,
-        read_by: "register",
+        read_by: "register, connect",
         unset: "`500` (1–1000)",
         help: "Page size of the extension list",
     },
@@ -743,7 +743,7 @@ pub(crate) const SERVE: &[&Opt] = &[
 const CONNECT: &[&Opt] = &[
     &LOG_FILE.reworded("Append events to FILE, fdatasync'd in batches; '-' is stdout"),
     &STATE.reworded("State file: the OAuth session and the WebSocket session to recover"),
-    &EVENT.reworded("Event filter; repeat for more; {extensionId} is the signed-in user's (~)"),
+    &EVENT.reworded("Event filter; repeat for more; {extensionId} expands per extension"),
     &LISTEN
         .reworded("Listen here for the health and metrics paths only (no webhook)")
         .env_note("")

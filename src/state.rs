@@ -53,6 +53,10 @@ pub(crate) struct ConnectState {
     /// The connection's last sign of life (RFC 3339): a catch-up starts here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alive_at: Option<String>,
+    /// When the last WebSocket tokens were taken (RFC 3339), so the Auth group's limit holds
+    /// across restarts of the session child and of the process.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ws_tokens: Vec<String>,
 }
 
 impl std::fmt::Debug for ConnectState {
@@ -63,6 +67,7 @@ impl std::fmt::Debug for ConnectState {
             .field("wsc", &self.wsc.as_ref().map(|_| "(redacted)"))
             .field("recoverable_until", &self.recoverable_until)
             .field("alive_at", &self.alive_at)
+            .field("ws_tokens", &self.ws_tokens)
             .finish()
     }
 }

@@ -511,3 +511,216 @@ fn start_at_with_env(t: &Setup, env: &[(&str, &str)]) -> Running {
     }
     s.start()
 }
+
+#[test]
+fn a_resend_that_fills_the_recovery_buffer_catches_up() {
+    let t = Setup::new();
+    t.fake.with(|w| w.recovery_buffer_size = 5);
+    let mut r = t.start();
+    t.fake.notify(&body(0));
+    t.wait_lines(1);
+    t.fake.drop_connection();
+    // Eight while away: the gateway keeps and resends only the last five.
+    for i in 1..9 {
+        t.fake.notify(&body(i));
+    }
+    r.wait_for("session recovered");
+    let line = r.wait_for("the gateway's whole recovery buffer");
+    assert!(line.contains("5 notifications resent"), "{line}");
+    assert!(line.contains("catching up since"), "{line}");
+    r.wait_for("catching up on missed messages and calls");
+    t.fake.wait("catch-up listed the subscriptions", |w| {
+        w.journal
+            .iter()
+            .any(|j| j == "GET /restapi/v1.0/subscription")
+    });
+    assert_eq!(
+        uuids(&t.wait_lines(6)),
+        ["u-0", "u-4", "u-5", "u-6", "u-7", "u-8"]
+    );
+    assert_eq!(t.fake.with(|w| w.created.len()), 1, "the session is kept");
+}
+
+#[test]
+fn a_resend_short_of_the_recovery_buffer_needs_no_catch_up() {
+    let t = Setup::new();
+    t.fake.with(|w| w.recovery_buffer_size = 5);
+    let mut r = t.start();
+    t.fake.drop_connection();
+    for i in 0..4 {
+        t.fake.notify(&body(i));
+    }
+    r.wait_for("session recovered");
+    let line = r.wait_for("recovered (");
+    assert!(line.contains("4 resent"), "{line}");
+    assert!(!r.stderr().contains("catching up"), "{}", r.stderr());
+}
+
+/// A body of subscription `sub`.
+fn body_of(uuid: &str, sub: &str) -> String {
+    serde_json::json!({"uuid": uuid, "event": "/restapi/v1.0/account/1/extension/1/presence",
+        "timestamp": "2026-12-07T00:00:00.000Z", "subscriptionId": sub, "body": {}})
+    .to_string()
+}
+
+#[test]
+fn a_notification_of_another_subscription_is_logged_and_warned_once() {
+    let t = Setup::new();
+    let mut r = t.start();
+    let ours = t.fake.with(|w| w.created[0].clone());
+    t.fake.notify(&body_of("a", &ours));
+    t.fake.notify(&body_of("b", "old-sub\u{1b}[31m"));
+    t.fake.notify(&body_of("c", "old-sub\u{1b}[31m"));
+    t.fake.notify(&body_of("d", "other-sub"));
+    assert_eq!(uuids(&t.wait_lines(4)), ["a", "b", "c", "d"]);
+    // The child warns in order, so once the second id's warning is in, the first's repeat would
+    // have been too.
+    r.wait_for("a notification of subscription other-sub arrived");
+    let err = r.stderr();
+    let warned = err
+        .lines()
+        .filter(|l| l.contains("a notification of subscription old-sub\\u{1b}[31m arrived"))
+        .count();
+    assert_eq!(warned, 1, "{err}");
+    assert!(!err.contains('\u{1b}'), "the id is escaped: {err}");
+    assert!(
+        !err.contains(&format!("subscription {ours} arrived")),
+        "{err}"
+    );
+}
+
+/// The session child of `connect` running as `parent` (bounded wait until there is one).
+fn session_child(parent: u32) -> u32 {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid ...`: comm may hold spaces, so read after the last ')'.
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            let mut fields = after.split(' ');
+            let (state, ppid) = (fields.next(), fields.next());
+            if ppid == Some(&parent.to_string()) && state != Some("Z") {
+                let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                if env
+                    .split(|b| *b == 0)
+                    .any(|v| v.starts_with(b"RINGHOOK_CONNECT_SESSION="))
+                {
+                    return pid;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no session child of {parent}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill(pid: u32) {
+    let st = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn ws_tokens_stay_within_the_limit_across_child_and_process_restarts() {
+    let t = Setup::new();
+    let mut a = t.start();
+    // Two children killed: the loop starts a new one after 1 s, then 2 s.
+    for n in 2..4 {
+        let child = session_child(a.child.id());
+        kill(child);
+        a.wait_for("WebSocket session child ended");
+        // Connected again (the session recovered): after its ws token.
+        a.wait_for("WebSocket: connected to");
+        assert_eq!(t.fake.with(|w| w.ws_token_calls), n);
+    }
+    // Then the whole process, twice, started again at once.
+    a.signal("KILL");
+    a.wait_exit();
+    t.fake.wait("the child left", |w| !w.connected());
+    let mut b = t.launch();
+    b.wait_for("WebSocket: connected to");
+    assert_eq!(t.fake.with(|w| w.ws_token_calls), 4);
+    b.signal("KILL");
+    b.wait_exit();
+    t.fake.wait("the child left", |w| !w.connected());
+    // A fifth token within the minute would exceed what connect allows itself: it waits for
+    // the first to leave the minute instead, and asks for nothing meanwhile.
+    let mut c = t.launch();
+    let line = c.wait_for("tokens taken this minute; next in");
+    let secs: f64 = line
+        .split("next in ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    let first = t.fake.with(|w| w.ws_token_times[0]);
+    let left = Duration::from_secs(60).saturating_sub(first.elapsed());
+    assert!(
+        (secs - left.as_secs_f64()).abs() < 5.0,
+        "waits until the first token is a minute old: {line}, {left:?} left"
+    );
+    assert_eq!(t.fake.with(|w| w.ws_token_calls), 4);
+    assert!(!t.fake.subscribed());
+    drop(c);
+}
+
+#[test]
+fn extension_id_in_a_filter_expands_over_the_accounts_extensions() {
+    let t = Setup::new();
+    t.fake
+        .with(|w| w.extensions = vec!["101".into(), "102".into()]);
+    let mut r = t
+        .serve()
+        .env("RINGHOOK_EXTENSION_TYPES", "User Department")
+        .args([
+            "--log-file",
+            &t.log().to_string_lossy(),
+            "--event",
+            "/restapi/v1.0/account/~/extension/{extensionId}/presence",
+            "--event",
+            "/restapi/v1.0/account/~/extension/~/message-store",
+        ])
+        .start();
+    r.wait_for("{extensionId}: 2 extensions");
+    r.wait_for("WebSocket: subscribed");
+    assert_eq!(
+        t.fake.with(|w| w.filters.clone()),
+        [[
+            "/restapi/v1.0/account/~/extension/101/presence",
+            "/restapi/v1.0/account/~/extension/102/presence",
+            "/restapi/v1.0/account/~/extension/~/message-store",
+        ]]
+    );
+    let q = t.fake.with(|w| w.extension_queries.clone());
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert!(
+        q[0].contains("type=User") && q[0].contains("type=Department"),
+        "{q:?}"
+    );
+    // A new subscription (a failed recovery) reuses the expansion.
+    t.fake.with(|w| w.recovery = Recovery::Failed);
+    t.fake.drop_connection();
+    r.wait_for("subscribed again");
+    assert_eq!(t.fake.with(|w| w.filters.len()), 2);
+    assert_eq!(t.fake.with(|w| w.extension_queries.len()), 1);
+}
+
+#[test]
+fn extension_id_matching_no_extension_stops_with_exit_1() {
+    let t = Setup::new();
+    t.fake.with(|w| w.extensions.clear());
+    let mut r = t.launch_with(&[
+        "--event",
+        "/restapi/v1.0/account/~/extension/{extensionId}/presence",
+    ]);
+    r.wait_for("{extensionId} matched no extension");
+    assert_eq!(r.wait_exit().code(), Some(1), "{}", r.stderr());
+    assert!(t.fake.with(|w| w.filters.is_empty()));
+}

@@ -50,6 +50,8 @@ pub struct Sub {
     pub expires: SystemTime,
     pub granted: u64,
     pub blacklist_reason: Option<String>,
+    /// A WebSocket subscription (`connect`'s): no address.
+    pub websocket: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -353,7 +355,17 @@ impl FakePlatform {
             expires: now + Duration::from_secs(MAX_GRANT),
             granted: MAX_GRANT,
             blacklist_reason: None,
+            websocket: false,
         });
+        id
+    }
+
+    /// Adds a WebSocket subscription of this user and app (as `connect` makes over the socket).
+    pub fn add_websocket(&self) -> String {
+        let id = self.add_foreign("");
+        let mut w = self.lock();
+        let sub = w.subs.iter_mut().find(|x| x.id == id).unwrap();
+        sub.websocket = true;
         id
     }
 
@@ -838,6 +850,9 @@ fn sub_json(base: &str, s: &Sub) -> Value {
         "expiresIn": left,
         "deliveryMode": {"transportType": "WebHook", "encryption": false, "address": s.address},
     });
+    if s.websocket {
+        v["deliveryMode"] = json!({"transportType": "WebSocket", "encryption": false});
+    }
     if let Some(r) = &s.blacklist_reason {
         v["blacklistedData"] = json!({"reason": r, "blacklistedAt": rfc3339(SystemTime::now())});
     }
@@ -1115,6 +1130,7 @@ fn create(world: &Mutex<World>, base: &str, req: &Recorded) -> Answer {
         expires: now + Duration::from_secs(granted),
         granted,
         blacklist_reason: None,
+        websocket: false,
     };
     let v = sub_json(base, &sub);
     w.subs.push(sub);

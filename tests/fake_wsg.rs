@@ -1,11 +1,12 @@
 //! A fake RingCentral for `ringhook connect`: the REST side it needs (the token endpoint with the
 //! JWT and refresh_token grants, revoke, `POST /restapi/oauth/wstoken` with single-use tokens,
-//! the subscription list catch-up reads) and a WebSocket Gateway on the same loopback port,
+//! the subscription list catch-up reads, the extension list `{extensionId}` expands over) and a WebSocket Gateway on the same loopback port,
 //! following `tests/data/websocket/`: `ConnectionDetails` first (with `wsc`), the subscription
 //! `ClientRequest` and its answer (`WSG-SubscriptionId`), `ServerNotification`s, `Heartbeat`
 //! answers, the idle timeout (`WSG-902`, only app messages count, pings do not), the close when the
 //! OAuth session's access token has expired, recovery with `wsc` (`Successful` with a resend of
-//! the buffer plus already-delivered ones, or `Failed`/`WSG-1005`), `WSG-400` for an unknown
+//! the buffer plus already-delivered ones, the most recent `recoveryBufferSize` of them, or
+//! `Failed`/`WSG-1005`), `WSG-400` for an unknown
 //! `wsc`, and scripted 403/429 answers. Everything is journaled; no sleeps as assertions.
 #![allow(dead_code)]
 
@@ -57,6 +58,8 @@ pub struct World {
     pub revoked: Vec<String>,
     ws_tokens: HashMap<String, bool>,
     pub ws_token_calls: u64,
+    /// When each wstoken request came.
+    pub ws_token_times: Vec<Instant>,
     wstoken_script: VecDeque<(u16, Option<u64>)>,
     pub subscription_status: u16,
     sessions: HashMap<String, WsSession>,
@@ -65,10 +68,18 @@ pub struct World {
     pub heartbeats: u64,
     pub deleted: Vec<String>,
     pub created: Vec<String>,
+    /// The event filters of each subscription request, in order.
+    pub filters: Vec<Vec<String>>,
+    /// The account's extension ids (the extension list; one page).
+    pub extensions: Vec<String>,
+    /// Queries of the extension list.
+    pub extension_queries: Vec<String>,
     pub recovery: Recovery,
     pub idle_timeout: u64,
     pub absolute_timeout: u64,
     pub recovery_timeout: u64,
+    /// `recoveryBufferSize`: a resend is the most recent this many notifications at most.
+    pub recovery_buffer_size: usize,
     pub access_expires_in: u64,
     pub closes: Vec<String>,
     next: u64,
@@ -222,6 +233,7 @@ impl FakeWsg {
                 revoked: vec![],
                 ws_tokens: HashMap::new(),
                 ws_token_calls: 0,
+                ws_token_times: vec![],
                 wstoken_script: VecDeque::new(),
                 subscription_status: 200,
                 sessions: HashMap::new(),
@@ -230,10 +242,14 @@ impl FakeWsg {
                 heartbeats: 0,
                 deleted: vec![],
                 created: vec![],
+                filters: vec![],
+                extensions: vec!["2253168021".into()],
+                extension_queries: vec![],
                 recovery: Recovery::Successful,
                 idle_timeout: 1800,
                 absolute_timeout: 86400,
                 recovery_timeout: 180,
+                recovery_buffer_size: 100,
                 access_expires_in: 3600,
                 closes: vec![],
                 next: 0,
@@ -482,6 +498,7 @@ fn serve(s: TcpStream, world: &Arc<(Mutex<World>, Condvar)>) {
             }
             ("POST", "/restapi/oauth/wstoken") => {
                 w.ws_token_calls += 1;
+                w.ws_token_times.push(Instant::now());
                 if let Some((st, ra)) = w.wstoken_script.pop_front() {
                     let mut h = vec![];
                     if let Some(r) = ra {
@@ -514,6 +531,27 @@ fn serve(s: TcpStream, world: &Arc<(Mutex<World>, Condvar)>) {
                 w.ws_tokens.insert(t.clone(), false);
                 let a = json!({"uri": w.ws_uri, "ws_access_token": t, "expires_in": 60});
                 respond(&mut s, 200, &[], &a.to_string());
+            }
+            ("GET", "/restapi/v1.0/account/~/extension") => {
+                if !bearer_ok {
+                    respond(
+                        &mut s,
+                        401,
+                        &[],
+                        r#"{"errorCode":"TokenInvalid","message":"Access token is invalid"}"#,
+                    );
+                    continue;
+                }
+                w.extension_queries
+                    .push(target.split_once('?').map(|(_, q)| q).unwrap_or("").into());
+                let records: Vec<Value> = w
+                    .extensions
+                    .iter()
+                    .map(|id| json!({"id": id.parse::<u64>().unwrap(), "type": "User", "status": "Enabled"}))
+                    .collect();
+                let page = json!({"records": records, "paging": {"page": 1},
+                                  "navigation": {"firstPage": {"uri": "x"}}});
+                respond(&mut s, 200, &[], &page.to_string());
             }
             ("GET", "/restapi/v1.0/subscription") => {
                 let records: Vec<Value> = w
@@ -590,6 +628,10 @@ fn websocket(
             let n = sess.sent.len();
             resend.extend(sess.sent[n.saturating_sub(2)..].iter().cloned());
             resend.append(&mut sess.buffer);
+            // "The client will receive only the most recent events."
+            let keep = w.recovery_buffer_size;
+            let sess = w.sessions.get_mut(wsc).unwrap();
+            resend.drain(..resend.len().saturating_sub(keep));
             sess.lost_at = None;
             state = Some((wsc.clone(), true));
         } else {
@@ -621,7 +663,7 @@ fn websocket(
         );
     }
     let mut d = json!({"creationTime": "2026-12-07T00:00:00.000+0000", "maxConnectionsPerSession": 50,
-        "recoveryBufferSize": 100, "recoveryTimeout": w.recovery_timeout, "idleTimeout": w.idle_timeout,
+        "recoveryBufferSize": w.recovery_buffer_size, "recoveryTimeout": w.recovery_timeout, "idleTimeout": w.idle_timeout,
         "absoluteTimeout": w.absolute_timeout, "maxActiveRequests": 10});
     for (k, v) in details.as_object().unwrap() {
         d[k] = v.clone();
@@ -711,6 +753,14 @@ fn websocket(
                         }
                         Some("ClientRequest") => {
                             let m = meta["method"].as_str().unwrap_or("");
+                            if m == "POST" {
+                                let f = v[1]["eventFilters"].as_array().map(|a| {
+                                    a.iter()
+                                        .filter_map(|x| x.as_str().map(str::to_string))
+                                        .collect()
+                                });
+                                w.filters.push(f.unwrap_or_default());
+                            }
                             if m == "POST" && w.subscription_status == 200 {
                                 assert_eq!(v[1]["deliveryMode"]["transportType"], "WebSocket");
                                 w.next += 1;

@@ -407,3 +407,39 @@ fn https_platform_trusted_only_through_the_ca_file() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("RINGHOOK_CA_FILE"), "{}", r.stderr);
 }
+
+/// `connect`'s state file beside register's: it names a WebSocket subscription and holds the
+/// OAuth session connect keeps.
+#[test]
+fn connects_websocket_subscription_is_listed_and_left_alone() {
+    let s = Setup::new();
+    let ws = s.fake.add_websocket();
+    let state = serde_json::json!({"server": s.fake.url, "id": ws, "address": "",
+        "connect": {"refreshToken": "kept-refresh", "refreshUntil": "2099-01-01T00:00:00Z"}});
+    std::fs::write(s.state_path(), state.to_string()).unwrap();
+    let r = s.run(&["list"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let row = r.stdout.lines().find(|l| l.contains(&ws)).unwrap();
+    assert!(row.contains("WebSocket"), "{}", r.stdout);
+    let r = s.run(&["list", "--json"]);
+    assert_eq!(r.json()[0]["transport"], "WebSocket");
+    s.fake.clear_journal();
+    let r = s.run(&["unregister"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.fake.changing_calls(), Vec::<String>::new());
+    let kept = std::fs::read_to_string(s.state_path()).unwrap();
+    assert!(
+        kept.contains("kept-refresh"),
+        "connect's session is kept: {kept}"
+    );
+    // register beside it creates its webhook and leaves the WebSocket one alone.
+    assert_eq!(s.register()["action"], "created");
+    assert_eq!(
+        s.fake.changing_calls(),
+        ["POST /restapi/v1.0/subscription"],
+        "nothing deleted"
+    );
+    assert!(s.fake.subscriptions().iter().any(|x| x.id == ws));
+    let kept = std::fs::read_to_string(s.state_path()).unwrap();
+    assert!(kept.contains("kept-refresh"), "{kept}");
+}

@@ -3,9 +3,11 @@
 
 use std::fmt;
 
+use super::settings::{EXTENSION_ID, ExtensionScope};
 use super::transport::{Backoff, Reply, Transport};
 use super::wire::*;
 use super::{MAX_BODY, MAX_PAGES, PlatformError};
+use crate::error::Error;
 use crate::secret::Secret;
 
 /// An authenticated session. End it with [`Session::revoke`].
@@ -39,7 +41,84 @@ pub(crate) fn login(
     })
 }
 
+/// Why `{extensionId}` could not be expanded.
+#[derive(Debug)]
+pub(crate) enum ExpandError {
+    /// The extension list failed.
+    List(PlatformError),
+    /// No extension matched and no other filter is left.
+    NoneLeft,
+}
+
+impl ExpandError {
+    /// The user's error, with what we were doing and a hint.
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            ExpandError::List(e) => Error::Runtime {
+                message: format!("cannot list the extensions ({EXTENSION_ID}): {e}"),
+                hint: e.hint(),
+            },
+            ExpandError::NoneLeft => Error::runtime_hint(
+                format!("no event filters left: {EXTENSION_ID} matched no extension"),
+                "check RINGHOOK_EXTENSION_TYPES and RINGHOOK_EXTENSION_STATUSES, or add a filter without the placeholder",
+            ),
+        }
+    }
+}
+
 impl Session {
+    /// A session on an access token obtained elsewhere (`connect`'s kept OAuth session). Not
+    /// revoked by anyone but its owner.
+    #[cfg(feature = "connect")]
+    pub(crate) fn with_access(endpoint: Endpoint, access: Secret) -> Session {
+        Session {
+            http: Transport::new(endpoint),
+            access,
+            owner_id: None,
+        }
+    }
+
+    /// Expands `{extensionId}` into one filter per extension of `scope`, keeping the order and
+    /// no repeats (`register`'s and `connect`'s filters). Without the placeholder: no call.
+    pub(crate) fn expand_filters(
+        &self,
+        filters: &[String],
+        scope: &ExtensionScope,
+    ) -> Result<Vec<String>, ExpandError> {
+        if !filters.iter().any(|f| f.contains(EXTENSION_ID)) {
+            return Ok(filters.to_vec());
+        }
+        let extensions = self
+            .extensions(&scope.types, &scope.statuses, scope.per_page)
+            .map_err(ExpandError::List)?;
+        info!(
+            "{EXTENSION_ID}: {} extensions ({} {})",
+            extensions.len(),
+            scope.statuses.join("/"),
+            scope.types.join("/")
+        );
+        let mut out: Vec<String> = Vec::new();
+        for f in filters {
+            let expanded: Vec<String> = if f.contains(EXTENSION_ID) {
+                extensions
+                    .iter()
+                    .map(|e| f.replace(EXTENSION_ID, &e.id))
+                    .collect()
+            } else {
+                vec![f.clone()]
+            };
+            for e in expanded {
+                if !out.contains(&e) {
+                    out.push(e);
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(ExpandError::NoneLeft);
+        }
+        Ok(out)
+    }
+
     /// The extension id the token belongs to (`owner_id`), which `~` stands for in filters.
     pub(crate) fn owner_id(&self) -> Option<&str> {
         self.owner_id.as_deref()

@@ -48,14 +48,49 @@ pub(crate) struct RegisterSettings {
     pub token: Option<VerificationToken>,
     /// Filters as configured (`{extensionId}` not yet expanded).
     pub filters: Vec<String>,
-    /// Extension types `{extensionId}` expands over.
-    pub extension_types: Vec<String>,
-    /// Extension statuses `{extensionId}` expands over.
-    pub extension_statuses: Vec<String>,
-    /// Page size of the extension list.
-    pub per_page: u32,
+    /// The extensions `{extensionId}` expands over.
+    pub scope: ExtensionScope,
     /// Lifetime asked for, in seconds.
     pub expires_in: u64,
+    /// State file.
+    pub state_path: PathBuf,
+}
+
+/// The extensions `{extensionId}` expands over (`register`'s and `connect`'s filters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExtensionScope {
+    /// Extension types.
+    pub types: Vec<String>,
+    /// Extension statuses.
+    pub statuses: Vec<String>,
+    /// Page size of the extension list.
+    pub per_page: u32,
+}
+
+impl ExtensionScope {
+    fn resolve(vars: &Vars) -> Result<ExtensionScope, Error> {
+        let per_page = match vars.get(cli::EXTENSIONS_PER_PAGE) {
+            Some(s) => parse_count(&s, 1, 1000)? as u32,
+            None => 500,
+        };
+        Ok(ExtensionScope {
+            types: words(vars, cli::EXTENSION_TYPES, "User")?,
+            statuses: words(vars, cli::EXTENSION_STATUSES, "Enabled")?,
+            per_page,
+        })
+    }
+}
+
+/// Everything `connect` needs to hold the session (its child) and to say what it holds.
+#[cfg(feature = "connect")]
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectSettings {
+    /// The platform.
+    pub platform: PlatformSettings,
+    /// Filters as configured (`{extensionId}` not yet expanded).
+    pub filters: Vec<String>,
+    /// The extensions `{extensionId}` expands over.
+    pub scope: ExtensionScope,
     /// State file.
     pub state_path: PathBuf,
 }
@@ -309,10 +344,7 @@ impl RegisterSettings {
                 .push("RINGHOOK_STATE (or --state; there is no XDG_STATE_HOME or HOME)".into());
         }
         let (token, _) = verification_token(flags, vars)?;
-        let per_page = match vars.get(cli::EXTENSIONS_PER_PAGE) {
-            Some(s) => parse_count(&s, 1, 1000)? as u32,
-            None => 500,
-        };
+        let scope = ExtensionScope::resolve(vars)?;
         let expires_in = match vars.get(cli::EXPIRES_IN) {
             Some(s) => {
                 let secs = parse_duration(&s)?.as_secs();
@@ -326,8 +358,6 @@ impl RegisterSettings {
             }
             None => DEFAULT_EXPIRES_IN,
         };
-        let extension_types = words(vars, cli::EXTENSION_TYPES, "User")?;
-        let extension_statuses = words(vars, cli::EXTENSION_STATUSES, "Enabled")?;
         missing.check()?;
         if token.is_none() {
             warn!(
@@ -339,28 +369,28 @@ impl RegisterSettings {
             address: address.expect("missing would have said"),
             token,
             filters,
-            extension_types,
-            extension_statuses,
-            per_page,
+            scope,
             expires_in,
             state_path: state_path.expect("missing would have said"),
         })
     }
 }
 
-/// `connect`'s platform, filters and state file, read as `register` reads them (the tutorial's
-/// filters by default; no address, no verification token: the WebSocket transport has neither).
+/// `connect`'s platform, filters, their extensions and state file, read as `register` reads
+/// them (the tutorial's filters by default; no address, no verification token: the WebSocket
+/// transport has neither).
 #[cfg(feature = "connect")]
 pub(crate) fn connect_settings(
     flags: &Flags,
     vars: &Vars,
     default_filters: &str,
-) -> Result<(PlatformSettings, Vec<String>, PathBuf), Error> {
+) -> Result<ConnectSettings, Error> {
     let mut vars = vars.clone();
     vars.set_default(cli::EVENT.env[0], default_filters);
     let mut missing = Missing::default();
     let platform = platform(&vars, &mut missing)?;
     let filters = filters(flags, &vars, &mut missing)?;
+    let scope = ExtensionScope::resolve(&vars)?;
     let state_path = state_path(flags, &vars);
     if state_path.is_none() {
         missing
@@ -368,11 +398,12 @@ pub(crate) fn connect_settings(
             .push("RINGHOOK_STATE (or --state; there is no XDG_STATE_HOME or HOME)".into());
     }
     missing.check()?;
-    Ok((
-        platform.expect("missing would have said"),
+    Ok(ConnectSettings {
+        platform: platform.expect("missing would have said"),
         filters,
-        state_path.expect("missing would have said"),
-    ))
+        scope,
+        state_path: state_path.expect("missing would have said"),
+    })
 }
 
 impl ManageSettings {
@@ -435,9 +466,9 @@ mod tests {
         let s = RegisterSettings::resolve(&flags(&[]), &Vars::from_maps(FULL, &[])).unwrap();
         assert_eq!(s.platform.endpoint.server, PRODUCTION);
         assert_eq!(s.filters, ["/a", "/b"]);
-        assert_eq!(s.per_page, 500);
+        assert_eq!(s.scope.per_page, 500);
         assert_eq!(s.expires_in, DEFAULT_EXPIRES_IN);
-        assert_eq!(s.extension_types, ["User"]);
+        assert_eq!(s.scope.types, ["User"]);
         assert_eq!(
             s.state_path,
             PathBuf::from("/home/u/.local/state/ringhook/state.json")

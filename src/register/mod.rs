@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::platform::{self, NewSubscription, PlatformError, Session, Subscription};
 use crate::stdout;
 
-use crate::platform::settings::{EXTENSION_ID, ManageSettings, PlatformSettings, RegisterSettings};
+use crate::platform::settings::{ManageSettings, PlatformSettings, RegisterSettings};
 use crate::state::{self, State};
 use plan::{Action, Owned, Wanted};
 
@@ -50,45 +50,6 @@ fn time(t: Option<SystemTime>) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Expands `{extensionId}` into one filter per extension, keeping the order and no repeats.
-fn expand(session: &Session, s: &RegisterSettings) -> Result<Vec<String>, Error> {
-    if !s.filters.iter().any(|f| f.contains(EXTENSION_ID)) {
-        return Ok(s.filters.clone());
-    }
-    let extensions = session
-        .extensions(&s.extension_types, &s.extension_statuses, s.per_page)
-        .map_err(fail("cannot list the extensions"))?;
-    info!(
-        "{EXTENSION_ID}: {} extensions ({} {})",
-        extensions.len(),
-        s.extension_statuses.join("/"),
-        s.extension_types.join("/")
-    );
-    let mut out: Vec<String> = Vec::new();
-    for f in &s.filters {
-        let expanded: Vec<String> = if f.contains(EXTENSION_ID) {
-            extensions
-                .iter()
-                .map(|e| f.replace(EXTENSION_ID, &e.id))
-                .collect()
-        } else {
-            vec![f.clone()]
-        };
-        for e in expanded {
-            if !out.contains(&e) {
-                out.push(e);
-            }
-        }
-    }
-    if out.is_empty() {
-        return Err(Error::runtime_hint(
-            format!("no event filters left: {EXTENSION_ID} matched no extension"),
-            "check RINGHOOK_EXTENSION_TYPES and RINGHOOK_EXTENSION_STATUSES, or add a filter without the placeholder",
-        ));
-    }
-    Ok(out)
-}
-
 /// What `register` did (or, in a dry run, would do).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -110,7 +71,9 @@ fn reconcile(
     saved: Option<&State>,
     dry_run: bool,
 ) -> Result<RegisterOutcome, Error> {
-    let filters = expand(session, s)?;
+    let filters = session
+        .expand_filters(&s.filters, &s.scope)
+        .map_err(platform::session::ExpandError::into_error)?;
     let existing = session
         .subscriptions()
         .map_err(fail("cannot list the subscriptions"))?;
@@ -405,7 +368,7 @@ fn to_delete<'a>(
     let Some(id) = id else {
         return Ok(subs
             .iter()
-            .filter(|x| plan::is_ours(x, owned_id, address))
+            .filter(|x| plan::is_ours_to_change(x, owned_id, address))
             .collect());
     };
     let found: Vec<&Subscription> = subs.iter().filter(|x| x.id == id).collect();
@@ -466,9 +429,22 @@ pub(crate) fn run_unregister(flags: &Flags, vars: &Vars) -> Result<(), Error> {
     if deleted.is_empty() {
         info!("nothing to unregister: no subscription of this installation exists");
     }
-    // The state no longer names a live subscription once ours is gone.
+    // The state no longer names a live subscription once ours is gone; `connect`'s session
+    // in it is kept (its subscription was not ours to delete).
     if let (Some(path), Some(st)) = (&s.state_path, &saved) {
-        if id.is_none() || deleted.contains(&st.id) {
+        if st.connect.is_some() {
+            if deleted.contains(&st.id) {
+                state::save(
+                    path,
+                    &State {
+                        id: String::new(),
+                        address: String::new(),
+                        lifetime: None,
+                        ..st.clone()
+                    },
+                )?;
+            }
+        } else if id.is_none() || deleted.contains(&st.id) {
             state::remove(path)?;
         }
     }

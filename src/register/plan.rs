@@ -207,6 +207,17 @@ pub(crate) fn is_ours(sub: &Subscription, owned_id: Option<&str>, address: Optio
     Some(sub.id.as_str()) == owned_id || delivers_to(sub, address)
 }
 
+/// True when `register` or `unregister` may change or delete `sub` without being given its id:
+/// ours, and a WebHook. A WebSocket subscription (`connect`'s, whose state file may be this
+/// one) lives and dies with its socket: only `connect` ends it, or `unregister --id`.
+pub(crate) fn is_ours_to_change(
+    sub: &Subscription,
+    owned_id: Option<&str>,
+    address: Option<&str>,
+) -> bool {
+    sub.transport.eq_ignore_ascii_case("WebHook") && is_ours(sub, owned_id, address)
+}
+
 /// Decides what to do. Pure: the same inputs give the same plan.
 pub(crate) fn plan(
     wanted: &Wanted<'_>,
@@ -223,7 +234,7 @@ pub(crate) fn plan(
         .collect();
     let elsewhere = existing
         .iter()
-        .find(|s| is_ours(s, owned_id, address) && s.address.as_deref() != address);
+        .find(|s| is_ours_to_change(s, owned_id, address) && s.address.as_deref() != address);
 
     // The keeper: ours by the state file, else the right filters, else the longest-lived.
     let keeper = here.iter().filter(|s| s.is_active()).max_by_key(|s| {
@@ -554,6 +565,13 @@ mod tests {
             assert_eq!(
                 is_ours(s, *owned_id, *address),
                 *want,
+                "{} {owned_id:?} {address:?}",
+                s.id
+            );
+            // Listed as ours, but never changed or deleted without its id.
+            assert_eq!(
+                is_ours_to_change(s, *owned_id, *address),
+                *want && s.transport == "WebHook",
                 "{} {owned_id:?} {address:?}",
                 s.id
             );

@@ -42,6 +42,9 @@ pub(crate) struct Details {
     pub idle_timeout: Option<u64>,
     #[serde(default)]
     pub absolute_timeout: Option<u64>,
+    /// How many notifications the gateway keeps while disconnected (the most recent ones).
+    #[serde(default)]
+    pub recovery_buffer_size: Option<u64>,
 }
 
 /// An `Error` body, or any error answer's.
@@ -59,6 +62,14 @@ pub(crate) struct GatewayError {
 pub(crate) struct SubscriptionBody {
     #[serde(default)]
     pub id: Option<String>,
+}
+
+/// A `ServerNotification`'s body, as far as the session looks into it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct NotificationBody {
+    #[serde(default)]
+    pub subscription_id: Option<String>,
 }
 
 /// One message: its meta, and its body's bytes as sent.
@@ -161,6 +172,7 @@ mod tests {
             (det.idle_timeout, det.absolute_timeout, det.recovery_timeout),
             (Some(1800), Some(86400), Some(180))
         );
+        assert_eq!(det.recovery_buffer_size, Some(100));
         assert!(det.recovery_state.is_none());
         let f = sample("widgets-connection-details-recovery-failed.json");
         let det: Details = Message::parse(&f).unwrap().body_as();
@@ -179,6 +191,10 @@ mod tests {
         let n = sample("docs-server-notification.json");
         let m = Message::parse(&n).unwrap();
         assert_eq!(m.meta.kind, "ServerNotification");
+        assert_eq!(
+            m.body_as::<NotificationBody>().subscription_id.as_deref(),
+            Some("2db5fcc4-xxxx-xxxx-xxxx-fa9b78dd9a55")
+        );
         let body = m.body.unwrap();
         // The body's bytes are those inside the message, and one_line keeps the same JSON.
         let line = one_line(body);

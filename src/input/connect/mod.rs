@@ -27,27 +27,16 @@ use crate::input::serve::config::{LogTarget, ServeConfig, TUTORIAL_FILTERS};
 use crate::input::serve::server::Server;
 use crate::platform::settings::{EXTENSION_ID, connect_settings};
 
-/// The session's filters: `register`'s, with `{extensionId}` the signed-in user's own (`~`):
-/// a WebSocket subscription belongs to the user whose token holds the socket.
-fn filters(configured: Vec<String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for f in configured {
-        let f = f.replace(EXTENSION_ID, "~");
-        if !out.contains(&f) {
-            out.push(f);
-        }
-    }
-    out
-}
-
 /// `ringhook connect` (and, with [`cli::CONNECT_SESSION`] set, its session child).
 pub(crate) fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
-    let (platform, configured, state_path) = connect_settings(flags, vars, TUTORIAL_FILTERS)?;
+    let settings = connect_settings(flags, vars, TUTORIAL_FILTERS)?;
+    let state_path = settings.state_path.clone();
     let mut cfg = ServeConfig::resolve(flags, vars)?;
     if vars.get(cli::CONNECT_SESSION).is_some() {
         return session::run(session::SessionConfig {
-            platform,
-            filters: filters(configured),
+            platform: settings.platform,
+            filters: settings.filters,
+            scope: settings.scope,
             state_path,
             max_message: cfg.limits.max_body as usize,
         });
@@ -82,19 +71,30 @@ pub(crate) fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
         }
         _ => None,
     };
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--state".into(),
+        state_path.clone().into(),
+        "--max-body".into(),
+        cfg.limits.max_body.to_string().into(),
+    ];
+    // The filters as read here (from --event too, which the child's own flags would lack).
+    for f in &settings.filters {
+        args.push(cli::EVENT.name.into());
+        args.push(f.into());
+    }
     let connector = Connector::new(ConnectorConfig {
         env_file: vars.explicit_file().map(Path::to_path_buf),
-        args: vec![
-            "--state".into(),
-            state_path.clone().into(),
-            "--max-body".into(),
-            cfg.limits.max_body.to_string().into(),
-        ],
+        args,
         max_line: cfg.limits.max_body as usize + 64,
     });
     info!(
-        "connect: events to {log_desc}; {} filters; state in {}",
-        filters(configured).len(),
+        "connect: events to {log_desc}; {} filters{}; state in {}",
+        settings.filters.len(),
+        if settings.filters.iter().any(|f| f.contains(EXTENSION_ID)) {
+            format!(" ({EXTENSION_ID} expanded per extension by the session)")
+        } else {
+            String::new()
+        },
         state_path.display()
     );
     let local = listener.as_ref().and_then(|l| l.local_addr().ok());

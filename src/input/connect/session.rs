@@ -22,12 +22,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::gateway::{self, Details, GatewayError, Message, SubscriptionBody};
+use super::gateway::{self, Details, GatewayError, Message, NotificationBody, SubscriptionBody};
 use super::ws::{self, Incoming, Target, WebSocket, WsError};
 use crate::error::Error;
 use crate::oplog::Escaped;
 use crate::platform::PlatformError;
-use crate::platform::settings::PlatformSettings;
+use crate::platform::session::{ExpandError, Session};
+use crate::platform::settings::{ExtensionScope, PlatformSettings};
 use crate::platform::wsauth::{OAuth, Tokens};
 use crate::secret::Secret;
 use crate::state::{self, ConnectState, State};
@@ -35,6 +36,8 @@ use crate::state::{self, ConnectState, State};
 /// ws tokens fetched per minute at most: the Auth rate group allows 5, and a refresh or the
 /// catch-up's login may need one.
 const WS_TOKENS_PER_MINUTE: usize = 4;
+/// The window [`WS_TOKENS_PER_MINUTE`] counts in.
+const MINUTE: Duration = Duration::from_secs(60);
 /// How long a read blocks before the clocks, the stop flag and the parent are looked at.
 const TICK: Duration = Duration::from_millis(250);
 /// Waiting for `ConnectionDetails` or a `ClientRequest`'s answer (the SDKs wait 60 s).
@@ -49,6 +52,9 @@ const SAVE_EVERY: Duration = Duration::from_secs(10);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// The longest timeout taken from `ConnectionDetails` (the gateway's are 30 min, 24 h, 3 min).
 const MAX_TIMEOUT: u64 = 7 * 86_400;
+/// Foreign subscription ids warned about per connection (a gateway sending endless new ones
+/// must not grow memory or the log).
+const MAX_FOREIGN: usize = 8;
 /// The permission a 403 on the ws token or the subscription asks for.
 const PERMISSION: &str = "WebSocket Subscriptions";
 
@@ -56,11 +62,20 @@ const PERMISSION: &str = "WebSocket Subscriptions";
 #[derive(Debug, Clone)]
 pub(crate) struct SessionConfig {
     pub platform: PlatformSettings,
-    /// Event filters (`{extensionId}` already made `~`).
+    /// Event filters as configured (`{extensionId}` expanded before the first subscription).
     pub filters: Vec<String>,
+    /// The extensions `{extensionId}` expands over.
+    pub scope: ExtensionScope,
     pub state_path: PathBuf,
     /// The largest message accepted (the body limit).
     pub max_message: usize,
+}
+
+/// A recovered session's resend: where a catch-up would start, and the gateway's buffer size
+/// (a resend that fills it may have dropped older notifications).
+struct Resend {
+    since: String,
+    buffer: u64,
 }
 
 /// Why a connection ended (for the operational log), and whether the process stops.
@@ -78,9 +93,10 @@ struct WsSession {
     refresh_at: Instant,
     conn: ConnectState,
     sub_id: Option<String>,
+    /// The filters with `{extensionId}` expanded (once per process, at the first subscription).
+    filters: Option<Vec<String>>,
     stop: Arc<AtomicBool>,
     parent: Option<rustix::process::Pid>,
-    ws_tokens: std::collections::VecDeque<Instant>,
     failures: u32,
     rng: ring::rand::SystemRandom,
     /// The last state save failed (warned once until one works again).
@@ -157,10 +173,10 @@ pub(crate) fn run(cfg: SessionConfig) -> Result<(), Error> {
             .and_then(|s| s.connect.clone())
             .unwrap_or_default(),
         sub_id: saved.map(|s| s.id).filter(|i| !i.is_empty()),
+        filters: None,
         cfg,
         stop,
         parent: Some(rustix::process::getppid()).flatten(),
-        ws_tokens: Default::default(),
         failures: 0,
         rng: ring::rand::SystemRandom::new(),
         save_failed: std::cell::Cell::new(false),
@@ -263,7 +279,17 @@ impl WsSession {
                 connect: None,
             });
         st.id = self.sub_id.clone().unwrap_or_default();
-        st.connect = (!self.conn.refresh_token.is_empty()).then(|| self.conn.clone());
+        st.connect = if !self.conn.refresh_token.is_empty() {
+            Some(self.conn.clone())
+        } else if !self.conn.ws_tokens.is_empty() {
+            // No session kept (after SIGTERM), but the next start still paces its ws tokens.
+            Some(ConnectState {
+                ws_tokens: self.conn.ws_tokens.clone(),
+                ..Default::default()
+            })
+        } else {
+            None
+        };
         state::save(&self.cfg.state_path, &st)
     }
 
@@ -314,6 +340,30 @@ impl WsSession {
         Ok(access)
     }
 
+    /// The filters, `{extensionId}` expanded as `register` expands it, with this session's
+    /// access token; once per process. A refused list (a 4xx: a missing permission) or an empty
+    /// result stops the process: it is configuration. Anything else is tried again.
+    fn filters(&mut self) -> Result<Vec<String>, Trouble> {
+        if let Some(f) = &self.filters {
+            return Ok(f.clone());
+        }
+        let access = self.access()?;
+        let platform = Session::with_access(self.cfg.platform.endpoint.clone(), access);
+        let f = platform
+            .expand_filters(&self.cfg.filters, &self.cfg.scope)
+            .map_err(|e| match e {
+                ExpandError::List(PlatformError::Api { status, .. })
+                    if (400..500).contains(&status) && status != 429 =>
+                {
+                    Trouble::Fatal(e.into_error())
+                }
+                ExpandError::NoneLeft => Trouble::Fatal(e.into_error()),
+                e => Trouble::Again(e.into_error().to_string()),
+            })?;
+        self.filters = Some(f.clone());
+        Ok(f)
+    }
+
     /// A new session. Credentials the platform refuses (a 4xx) stop the process; anything else
     /// (no network yet at boot, a 5xx) is tried again.
     fn login(&mut self) -> Result<Tokens, Trouble> {
@@ -327,27 +377,58 @@ impl WsSession {
         })
     }
 
-    /// Waits until one more ws token fits in the minute.
-    fn pace(&mut self) {
-        let minute = Duration::from_secs(60);
-        while let Some(&first) = self.ws_tokens.front() {
-            if first.elapsed() >= minute {
-                self.ws_tokens.pop_front();
-            } else if self.ws_tokens.len() >= WS_TOKENS_PER_MINUTE {
-                let wait = minute - first.elapsed();
-                info!(
-                    "WebSocket: {WS_TOKENS_PER_MINUTE} tokens taken this minute; next in {:.1} s",
-                    wait.as_secs_f64()
-                );
-                self.sleep(wait);
-                if self.stopping() {
-                    return;
-                }
-            } else {
-                break;
+    /// The ws tokens taken in the last minute, oldest first: this process's and those the state
+    /// file names (an earlier child or process; the file is read again, as catch-up writes it
+    /// too). A time in the future (the clock set back) counts as now.
+    fn recent_ws_tokens(&self, now: SystemTime) -> Vec<SystemTime> {
+        let saved = state::load(&self.cfg.state_path)
+            .ok()
+            .flatten()
+            .filter(|s| s.server == self.oauth.server())
+            .and_then(|s| s.connect)
+            .map(|c| c.ws_tokens)
+            .unwrap_or_default();
+        let mut times: Vec<SystemTime> = self
+            .conn
+            .ws_tokens
+            .iter()
+            .chain(&saved)
+            .filter_map(|t| humantime::parse_rfc3339_weak(t).ok())
+            .map(|t| t.min(now))
+            .filter(|t| now.duration_since(*t).unwrap_or_default() < MINUTE)
+            .collect();
+        times.sort();
+        times.dedup();
+        times
+    }
+
+    /// Waits until one more ws token fits in the minute, then notes it in the state file before
+    /// it is asked for (a child killed right after still counts it).
+    fn pace(&mut self) -> Result<(), Error> {
+        loop {
+            let now = SystemTime::now();
+            let times = self.recent_ws_tokens(now);
+            if times.len() < WS_TOKENS_PER_MINUTE {
+                let mut kept: Vec<String> = times.iter().map(|t| rfc3339(*t)).collect();
+                kept.push(rfc3339(now));
+                kept.drain(..kept.len().saturating_sub(WS_TOKENS_PER_MINUTE));
+                self.conn.ws_tokens = kept;
+                return self.save();
+            }
+            let first = times[times.len() - WS_TOKENS_PER_MINUTE];
+            let wait = (first + MINUTE)
+                .duration_since(now)
+                .unwrap_or_default()
+                .max(Duration::from_millis(1));
+            info!(
+                "WebSocket: {WS_TOKENS_PER_MINUTE} tokens taken this minute; next in {:.1} s",
+                wait.as_secs_f64()
+            );
+            self.sleep(wait);
+            if self.stopping() {
+                return Ok(());
             }
         }
-        self.ws_tokens.push_back(Instant::now());
     }
 
     /// One connection, from the ws token to its end. `Err` only for what stops the process
@@ -358,7 +439,7 @@ impl WsSession {
             Err(Trouble::Fatal(e)) => return Err(e),
             Err(Trouble::Again(why)) => return Ok(End::Reconnect(why)),
         };
-        self.pace();
+        self.pace()?;
         if self.stopping() {
             return Ok(End::Stop);
         }
@@ -450,6 +531,7 @@ impl WsSession {
         let idle = secs(details.idle_timeout, 1800).max(Duration::from_secs(1));
         let absolute = secs(details.absolute_timeout, 86_400).max(Duration::from_secs(2));
         let recovery = secs(details.recovery_timeout, 180);
+        let buffer = details.recovery_buffer_size.unwrap_or(100).max(1);
         info!(
             "WebSocket: connected to {} (idle timeout {} s, absolute {} s, recovery window {} s)",
             Escaped(&host),
@@ -458,8 +540,12 @@ impl WsSession {
             recovery.as_secs()
         );
         let since = self.conn.alive_at.clone();
-        let recovered = recoverable && details.recovery_state.as_deref() == Some("Successful");
-        if recovered {
+        let recovered = (recoverable && details.recovery_state.as_deref() == Some("Successful"))
+            .then(|| Resend {
+                since: since.clone().unwrap_or_else(|| rfc3339(now)),
+                buffer,
+            });
+        if recovered.is_some() {
             info!(
                 "WebSocket: session recovered; subscription {} kept",
                 Escaped(self.sub_id.as_deref().unwrap_or("?"))
@@ -492,8 +578,13 @@ impl WsSession {
 
     /// Sends the subscription's `ClientRequest` and waits for its answer.
     fn subscribe(&mut self, sock: &mut WebSocket<Stream>) -> Result<Result<(), End>, Error> {
+        let filters = match self.filters() {
+            Ok(f) => f,
+            Err(Trouble::Fatal(e)) => return Err(e),
+            Err(Trouble::Again(why)) => return Ok(Err(End::Reconnect(why))),
+        };
         let id = self.message_id("sub");
-        let req = gateway::create_subscription(&id, &self.cfg.filters);
+        let req = gateway::create_subscription(&id, &filters);
         if let Err(e) = sock.send_text(req.as_bytes()) {
             return Ok(Err(End::Reconnect(e.to_string())));
         }
@@ -528,7 +619,7 @@ impl WsSession {
                 info!(
                     "WebSocket: subscribed: {}, {} filters",
                     Escaped(sub.as_deref().unwrap_or("?")),
-                    self.cfg.filters.len()
+                    filters.len()
                 );
                 let old = std::mem::replace(&mut self.sub_id, sub);
                 self.conn.alive_at = Some(rfc3339(SystemTime::now()));
@@ -568,7 +659,7 @@ impl WsSession {
         &mut self,
         mut sock: WebSocket<Stream>,
         (idle, absolute, recovery): (Duration, Duration, Duration),
-        recovered: bool,
+        recovered: Option<Resend>,
         alive: &mut SystemTime,
     ) -> Result<End, Error> {
         let started = Instant::now();
@@ -578,7 +669,9 @@ impl WsSession {
         let mut last_in = Instant::now();
         let mut last_out = Instant::now();
         let mut last_save = Instant::now();
-        let mut resent: Option<(u64, Instant)> = recovered.then(|| (0, Instant::now()));
+        let mut resent: Option<(u64, Instant)> = recovered.as_ref().map(|_| (0, Instant::now()));
+        // Subscription ids not ours already warned about on this connection.
+        let mut foreign: Vec<String> = Vec::new();
         loop {
             sock.get_ref().set_timeout(TICK);
             let got = sock.read();
@@ -597,13 +690,22 @@ impl WsSession {
                     match msg.meta.kind.as_str() {
                         "ServerNotification" => {
                             if let Some(body) = msg.body {
+                                self.check_subscription(&msg, &mut foreign);
                                 let mut line = b"N ".to_vec();
                                 line.extend_from_slice(&gateway::one_line(body));
                                 line.push(b'\n');
                                 tell(&line)?;
-                                if let Some((n, at)) = &mut resent {
+                                if let (Some((n, at)), Some(r)) = (&mut resent, &recovered) {
                                     *n += 1;
                                     *at = now;
+                                    if *n == r.buffer {
+                                        // "Only the most recent events" are resent beyond it.
+                                        info!(
+                                            "WebSocket: {n} notifications resent, the gateway's whole recovery buffer: older ones may have been dropped; catching up since {}",
+                                            r.since
+                                        );
+                                        tell(format!("C {}\n", r.since).as_bytes())?;
+                                    }
                                 }
                             }
                         }
@@ -678,6 +780,33 @@ impl WsSession {
         }
     }
 
+    /// Warns (once per id and connection, at most [`MAX_FOREIGN`] ids) about a notification
+    /// whose `subscriptionId` is not the current subscription's. It is logged all the same: the
+    /// log is the only copy of an event, and a late one of the subscription just replaced is
+    /// still an event.
+    fn check_subscription(&self, msg: &Message<'_>, foreign: &mut Vec<String>) {
+        let Some(ours) = self.sub_id.as_deref() else {
+            return;
+        };
+        let Some(theirs) = msg.body_as::<NotificationBody>().subscription_id else {
+            return;
+        };
+        if theirs == ours || foreign.len() >= MAX_FOREIGN || foreign.contains(&theirs) {
+            return;
+        }
+        warn!(
+            "WebSocket: a notification of subscription {} arrived for {}; logged all the same{}",
+            Escaped(&theirs),
+            Escaped(ours),
+            if foreign.len() + 1 == MAX_FOREIGN {
+                " (further foreign subscription ids on this connection are not reported)"
+            } else {
+                ""
+            }
+        );
+        foreign.push(theirs);
+    }
+
     /// Notes the connection's last sign of life and how long it stays recoverable.
     ///
     /// The window runs from now, not from `at`: every call is made while the connection is open
@@ -740,6 +869,7 @@ impl WsSession {
         }
         self.conn = ConnectState {
             alive_at: alive,
+            ws_tokens: std::mem::take(&mut self.conn.ws_tokens),
             ..Default::default()
         };
         self.save()
