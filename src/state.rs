@@ -17,10 +17,10 @@ use crate::error::Error;
 pub(crate) struct State {
     /// Platform the subscription lives on; a state for another server is ignored.
     pub server: String,
-    /// Subscription id (`connect`'s WebSocket subscription, when it is `connect`'s).
+    /// `register`'s subscription id (a webhook's; `connect` keeps its own in `connect`).
     #[serde(default)]
     pub id: String,
-    /// Delivery address it was created with (empty for `connect`).
+    /// Delivery address it was created with.
     #[serde(default)]
     pub address: String,
     /// Lifetime the platform granted at the last create, renew or update, in seconds.
@@ -34,14 +34,37 @@ pub(crate) struct State {
     pub connect: Option<ConnectState>,
 }
 
+impl State {
+    /// The subscriptions this file names: `register`'s webhook and `connect`'s WebSocket one
+    /// (one file may hold both).
+    #[cfg_attr(not(feature = "catchup"), allow(dead_code))]
+    pub(crate) fn subscription_ids(&self) -> Vec<&str> {
+        let connect = self
+            .connect
+            .as_ref()
+            .and_then(|c| c.subscription_id.as_deref());
+        [Some(self.id.as_str()), connect]
+            .into_iter()
+            .flatten()
+            .filter(|id| !id.is_empty())
+            .collect()
+    }
+}
+
 /// What `connect` keeps across restarts: the OAuth session (a new login would make the
 /// WebSocket session unrecoverable) and the WebSocket session's recovery token.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ConnectState {
+    /// The WebSocket subscription's id: `connect`'s own, apart from `register`'s webhook in
+    /// [`State::id`] (the two may share one state file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_id: Option<String>,
     /// The OAuth refresh token (a secret: never in `Debug`).
+    #[serde(default)]
     pub refresh_token: String,
     /// When it stops working (RFC 3339).
+    #[serde(default)]
     pub refresh_until: String,
     /// The WebSocket session's `wsc` token, for recovery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,6 +85,7 @@ pub(crate) struct ConnectState {
 impl std::fmt::Debug for ConnectState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnectState")
+            .field("subscription_id", &self.subscription_id)
             .field("refresh_token", &"(redacted)")
             .field("refresh_until", &self.refresh_until)
             .field("wsc", &self.wsc.as_ref().map(|_| "(redacted)"))
@@ -205,6 +229,24 @@ pub(crate) fn remove(path: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_names_registers_and_connects_subscriptions_apart() {
+        let read = |json: &str| serde_json::from_str::<State>(json).unwrap();
+        let both = read(
+            r#"{"server":"s","id":"wh","address":"https://a/","connect":{"subscriptionId":"ws","refreshToken":"r","refreshUntil":"t"}}"#,
+        );
+        assert_eq!(both.subscription_ids(), ["wh", "ws"]);
+        // Before connect had a field of its own, its id was the file's (with no address).
+        let legacy = read(
+            r#"{"server":"s","id":"ws","address":"","connect":{"refreshToken":"r","refreshUntil":"t"}}"#,
+        );
+        assert_eq!(legacy.subscription_ids(), ["ws"]);
+        let none = read(r#"{"server":"s","connect":{"wsTokens":["2026-12-07T00:00:00Z"]}}"#);
+        assert!(none.subscription_ids().is_empty());
+        let dbg = format!("{:?}", both.connect.unwrap());
+        assert!(dbg.contains("ws") && !dbg.contains("\"r\""), "{dbg}");
+    }
 
     #[test]
     fn default_path_prefers_xdg() {

@@ -724,3 +724,55 @@ fn extension_id_matching_no_extension_stops_with_exit_1() {
     assert_eq!(r.wait_exit().code(), Some(1), "{}", r.stderr());
     assert!(t.fake.with(|w| w.filters.is_empty()));
 }
+
+/// `register` (a webhook) and `connect` may share one state file (it is the default for both):
+/// neither may take the other's subscription for its own. Before, connect kept its id in the
+/// file's `id`, register's field, so a restarted connect's SIGTERM deleted register's webhook.
+#[test]
+fn a_state_file_shared_with_register_keeps_both_subscriptions_apart() {
+    let t = Setup::new();
+    let mut r = t.start();
+    t.fake.notify(&body(0));
+    t.wait_lines(1);
+    let created = t.fake.with(|w| w.created.clone());
+    assert_eq!(created.len(), 1, "{created:?}");
+    // What `register` writes beside connect's session: its webhook, at its address.
+    let read = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(t.state()).unwrap()).unwrap()
+    };
+    let mut st = read();
+    assert_ne!(
+        st["id"],
+        created[0].as_str(),
+        "connect's id is its own: {st}"
+    );
+    st["id"] = "wh-1".into();
+    st["address"] = "https://hooks.example/webhook".into();
+    st["lifetime"] = 315_360_000.into();
+    std::fs::write(t.state(), st.to_string()).unwrap();
+    r.signal("KILL");
+    r.wait_exit();
+    t.fake.wait("the connection ended", |w| {
+        w.connections == 1 && !w.journal.is_empty()
+    });
+    t.fake.drop_connection();
+    let mut r2 = t.launch();
+    r2.wait_for("session recovered");
+    t.fake.notify(&body(1));
+    t.wait_lines(2);
+    let st = read();
+    assert_eq!(st["id"], "wh-1", "register's subscription is kept: {st}");
+    assert_eq!(st["address"], "https://hooks.example/webhook", "{st}");
+    let status = r2.stop();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        t.fake.with(|w| w.deleted.clone()),
+        created,
+        "SIGTERM deletes connect's subscription, never register's"
+    );
+    let st = read();
+    assert_eq!(
+        st["id"], "wh-1",
+        "register's subscription outlives connect: {st}"
+    );
+}

@@ -311,7 +311,13 @@ pub(crate) fn run_list(flags: &Flags, vars: &Vars) -> Result<(), Error> {
             .map_err(fail("cannot list the subscriptions"))
     })?;
     let owned_id = saved.as_ref().map(|st| st.id.as_str());
-    let ours = |x: &Subscription| plan::is_ours(x, owned_id, s.address.as_deref());
+    let connects = saved
+        .as_ref()
+        .and_then(|st| st.connect.as_ref())
+        .and_then(|c| c.subscription_id.as_deref());
+    let ours = |x: &Subscription| {
+        plan::is_ours(x, owned_id, s.address.as_deref()) || Some(x.id.as_str()) == connects
+    };
     if flags.switch(&cli::JSON) {
         let listed: Vec<Listed> = subs
             .iter()

@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime};
 use crate::cli::Flags;
 use crate::config::Vars;
 use crate::error::Error;
+use crate::oplog::Escaped;
 use crate::platform::settings::ManageSettings;
 use crate::platform::{self, Session};
 use crate::state::{self, SyncPoint};
@@ -247,16 +248,27 @@ fn fetch_all(
         let subs = session
             .subscriptions()
             .map_err(fail("cannot list the subscriptions"))?;
-        let sub = subs.into_iter().find(|x| x.id == saved.id).ok_or_else(|| {
-            Error::runtime_hint(
-                format!(
+        // What any subscription of the file covers: register's webhook, connect's WebSocket.
+        let ids = saved.subscription_ids();
+        let found: Vec<_> = subs
+            .into_iter()
+            .filter(|x| ids.contains(&x.id.as_str()))
+            .collect();
+        if found.is_empty() {
+            let what = match ids.as_slice() {
+                [] => "the state file names no subscription".to_string(),
+                ids => format!(
                     "the subscription {} named by the state file is gone",
-                    saved.id
+                    Escaped(&ids.join(", "))
                 ),
-                "run 'ringhook register' to create it again, then catchup",
-            )
-        })?;
-        let coverage = plan::coverage(&sub.filters);
+            };
+            return Err(Error::runtime_hint(
+                what,
+                "run 'ringhook register' (or 'ringhook connect') to create it again, then catchup",
+            ));
+        }
+        let filters: Vec<String> = found.into_iter().flat_map(|x| x.filters).collect();
+        let coverage = plan::coverage(&filters);
         if coverage.is_empty() {
             info!("the subscription's filters cover no messages and no calls: nothing to catch up");
         }

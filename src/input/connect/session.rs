@@ -172,7 +172,12 @@ pub(crate) fn run(cfg: SessionConfig) -> Result<(), Error> {
             .as_ref()
             .and_then(|s| s.connect.clone())
             .unwrap_or_default(),
-        sub_id: saved.map(|s| s.id).filter(|i| !i.is_empty()),
+        // Files of connect before its own field kept the id in register's, with no address.
+        sub_id: saved.and_then(|s| match s.connect.and_then(|c| c.subscription_id) {
+            Some(id) => Some(id),
+            None if s.address.is_empty() => Some(s.id).filter(|i| !i.is_empty()),
+            None => None,
+        }),
         filters: None,
         cfg,
         stop,
@@ -278,12 +283,21 @@ impl WsSession {
                 sync: Default::default(),
                 connect: None,
             });
-        st.id = self.sub_id.clone().unwrap_or_default();
+        // `id` and `address` are register's (its webhook); an id without an address is what
+        // connect kept there before it had a field of its own.
+        if st.address.is_empty() {
+            st.id.clear();
+            st.lifetime = None;
+        }
         st.connect = if !self.conn.refresh_token.is_empty() {
-            Some(self.conn.clone())
-        } else if !self.conn.ws_tokens.is_empty() {
+            Some(ConnectState {
+                subscription_id: self.sub_id.clone(),
+                ..self.conn.clone()
+            })
+        } else if !self.conn.ws_tokens.is_empty() || self.sub_id.is_some() {
             // No session kept (after SIGTERM), but the next start still paces its ws tokens.
             Some(ConnectState {
+                subscription_id: self.sub_id.clone(),
                 ws_tokens: self.conn.ws_tokens.clone(),
                 ..Default::default()
             })
