@@ -363,3 +363,50 @@ fn the_lag_counts_every_renamed_copy_still_to_ship() {
     let err = shipper.stop();
     assert_eq!(delivered(&sink), keys(&want), "{err}");
 }
+
+/// What a careless operator leaves where the log was, after moving it aside
+/// (`mv e.log e.log.1`): a FIFO, a link to a device, a folder. None is a file of the log: the
+/// lag count must not open a FIFO (that waits for a writer, for ever), read a device (endless)
+/// or fail on a folder; the shipper finishes the renamed file and reports a lag of 0.
+#[test]
+fn a_fifo_device_or_folder_at_the_logs_path_is_not_a_file_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("e.log");
+    let old = dir.path().join("e.log.1");
+    let mut want = append(&log, "a", 0..3);
+    let sink = HttpSink::start(|_, _| Act::Answer(200, None));
+    let mut shipper = Shipper(
+        ship(dir.path(), &["--log-file", "e.log", "--to", &sink.url], &[])
+            .env("RINGHOOK_SHIP_STATUS_EVERY", "10ms")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let status = statuses(&mut shipper.0);
+    sink.wait_delivered(want.len());
+    std::fs::rename(&log, &old).unwrap();
+    let fifo = |p: &Path| assert!(Command::new("mkfifo").arg(p).status().unwrap().success());
+    let device = |p: &Path| std::os::unix::fs::symlink("/dev/zero", p).unwrap();
+    let folder = |p: &Path| std::fs::create_dir(p).unwrap();
+    let makers: [&dyn Fn(&Path); 3] = [&fifo, &device, &folder];
+    for (i, make) in makers.into_iter().enumerate() {
+        make(&log);
+        // The writer's last lines, into the file it still holds.
+        want.extend(append(&old, &format!("x{i}"), 0..2));
+        sink.wait_delivered(want.len());
+        let n = want.len() as u64;
+        status_until(&status, "every record delivered, lag 0", |v| {
+            v["ship"]["delivered"] == n && v["ship"]["lagEvents"] == 0
+        });
+        if std::fs::symlink_metadata(&log).unwrap().is_dir() {
+            std::fs::remove_dir(&log).unwrap();
+        } else {
+            std::fs::remove_file(&log).unwrap();
+        }
+    }
+    let err = shipper.stop();
+    assert_eq!(delivered(&sink), keys(&want), "{err}");
+    assert!(!err.contains("lag could not be counted"), "{err}");
+}

@@ -206,9 +206,10 @@ fn shown(p: &Path) -> String {
     Escaped(&p.to_string_lossy()).to_string()
 }
 
-/// Opens `c`'s path and checks it is still that file (a rename may have come in between).
+/// Opens `c`'s path and checks it is still that file (a rename may have come in between). Never
+/// waits: a FIFO put at the path after the look opens at once, and is not `c`.
 pub(super) fn open_copy(c: &rotated::Copy) -> Option<File> {
-    let f = File::open(&c.path).ok()?;
+    let f = crate::config::open_regular(&c.path).ok()?;
     let m = f.metadata().ok()?;
     c.is(m.dev(), m.ino()).then_some(f)
 }
