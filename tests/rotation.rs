@@ -410,3 +410,58 @@ fn a_fifo_device_or_folder_at_the_logs_path_is_not_a_file_of_the_log() {
     assert_eq!(delivered(&sink), keys(&want), "{err}");
     assert!(!err.contains("lag could not be counted"), "{err}");
 }
+
+/// The log cut back with no copy beside it (`: > e.log`, or copytruncate whose copy was
+/// compressed at once) under a shipper held back by its sink: the shipper will still send the
+/// old lines it had read into memory, then every line of the cut file from its start. The lag
+/// counts those, not the cut file's lines after the old offset.
+#[test]
+fn the_lag_after_a_cut_no_copy_holds_counts_the_cut_file_from_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("e.log");
+    // Few enough to be read into memory at once (one 64 KiB read), long enough that the new
+    // lines end before the cursor's old offset.
+    let old = append(&log, "a", 0..10);
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let o = open.clone();
+    let sink = HttpSink::start(move |_, _| {
+        if o.load(std::sync::atomic::Ordering::SeqCst) {
+            Act::Answer(200, None)
+        } else {
+            Act::Answer(503, None)
+        }
+    });
+    let mut shipper = Shipper(
+        ship(dir.path(), &["--log-file", "e.log", "--to", &sink.url], &[])
+            .env("RINGHOOK_SHIP_STATUS_EVERY", "10ms")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let status = statuses(&mut shipper.0);
+    sink.events.recv_timeout(PATIENCE).expect("a refused POST");
+    status_until(&status, "lagEvents 10", |v| v["ship"]["lagEvents"] == 10);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let new = append(&log, "c", 0..4);
+    let n = (old.len() + new.len()) as u64;
+    status_until(&status, &format!("lagEvents {n}"), |v| {
+        v["ship"]["lagEvents"] == n
+    });
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut want = old;
+    want.extend(new);
+    sink.wait_delivered(want.len());
+    let v = status_until(&status, "every record delivered", |v| {
+        v["ship"]["delivered"] == n
+    });
+    assert_eq!(v["ship"]["lagEvents"], 0, "{v}");
+    let err = shipper.stop();
+    assert_eq!(delivered(&sink), keys(&want), "{err}");
+}

@@ -525,9 +525,22 @@ impl Follower {
         // that holds this file's lines, then the files after that copy (the cut one included).
         let cut = self.file.metadata()?.len() < at.offset
             || (self.head.is_some() && head_of(&self.file)? != self.head);
-        if let Some((f, c)) = cut.then(|| self.copy_holding(at.offset)).flatten() {
-            let later = self.files_after(c.dev, c.ino);
-            return self.backlog.count((c.dev, c.ino), &f, at.offset, &later);
+        if cut {
+            if let Some((f, c)) = self.copy_holding(at.offset) {
+                let later = self.files_after(c.dev, c.ino);
+                return self.backlog.count((c.dev, c.ino), &f, at.offset, &later);
+            }
+            // No copy holds the rest: it returns the lines it had already read into memory,
+            // then reads the cut file again from its start (see `cut`).
+            let held = self.buf[self.used..]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count() as u64;
+            let later = self.later_files();
+            let rest = self
+                .backlog
+                .count((self.dev, self.ino), &self.file, 0, &later)?;
+            return Ok(held + rest);
         }
         let later = self.later_files();
         self.backlog
