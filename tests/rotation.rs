@@ -465,3 +465,47 @@ fn the_lag_after_a_cut_no_copy_holds_counts_the_cut_file_from_its_start() {
     let err = shipper.stop();
     assert_eq!(delivered(&sink), keys(&want), "{err}");
 }
+
+/// The log reached through a link to a file beside it (`e.log -> e.log.current`, as
+/// `rotatelogs -L` keeps one), or with a second name (`ln e.log e.log.bak`): that file is the
+/// log, not also a rotated copy of it. Its lines count once in the lag, which drains to 0.
+#[test]
+fn a_log_with_a_second_name_beside_it_is_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("e.log");
+    let real = dir.path().join("e.log.current");
+    let mut want = append(&real, "a", 0..3);
+    std::os::unix::fs::symlink("e.log.current", &log).unwrap();
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let o = open.clone();
+    let sink = HttpSink::start(move |_, _| {
+        if o.load(std::sync::atomic::Ordering::SeqCst) {
+            Act::Answer(200, None)
+        } else {
+            Act::Answer(503, None)
+        }
+    });
+    let mut shipper = Shipper(
+        ship(dir.path(), &["--log-file", "e.log", "--to", &sink.url], &[])
+            .env("RINGHOOK_SHIP_STATUS_EVERY", "10ms")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let status = statuses(&mut shipper.0);
+    sink.events.recv_timeout(PATIENCE).expect("a refused POST");
+    status_until(&status, "lagEvents 3", |v| v["ship"]["lagEvents"] == 3);
+    std::fs::hard_link(&real, dir.path().join("e.log.bak")).unwrap();
+    want.extend(append(&log, "a", 3..5));
+    status_until(&status, "lagEvents 5", |v| v["ship"]["lagEvents"] == 5);
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    sink.wait_delivered(want.len());
+    let n = want.len() as u64;
+    status_until(&status, "every record delivered, lag 0", |v| {
+        v["ship"]["delivered"] == n && v["ship"]["lagEvents"] == 0
+    });
+    let err = shipper.stop();
+    assert_eq!(delivered(&sink), keys(&want), "{err}");
+}
