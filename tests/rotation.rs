@@ -509,3 +509,59 @@ fn a_log_with_a_second_name_beside_it_is_counted_once() {
     let err = shipper.stop();
     assert_eq!(delivered(&sink), keys(&want), "{err}");
 }
+
+/// A renamed copy the shipper may not read (`chmod 000 e.log.1`, or logrotate run as another
+/// user) between the cursor's file and the live one: ship stops with an error naming it (serve
+/// restarts it with backoff, the operator sees why), instead of spinning on it at full CPU,
+/// deaf to SIGTERM, saying "following e.log.1" over and over.
+#[test]
+fn a_rotated_copy_it_may_not_read_is_an_error_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("e.log");
+    let at = |n: &str| dir.path().join(n);
+    // Root reads any file: then the shipper runs as nobody, in a folder it may write.
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let sink = HttpSink::start(|_, _| Act::Answer(200, None));
+    let once = || {
+        let mut c = ship(
+            dir.path(),
+            &["--log-file", "e.log", "--to", &sink.url, "--once"],
+            &[],
+        );
+        if root {
+            c.uid(65534).gid(65534);
+        }
+        run(c)
+    };
+    let mut want = append(&log, "a", 0..3);
+    let out = once();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    want.extend(append(&log, "a", 3..5));
+    std::fs::rename(&log, at("e.log.1")).unwrap();
+    append(&log, "b", 0..2);
+    std::fs::rename(at("e.log.1"), at("e.log.2")).unwrap();
+    std::fs::rename(&log, at("e.log.1")).unwrap();
+    append(&log, "c", 0..2);
+    std::fs::set_permissions(at("e.log.1"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let out = once();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("e.log.1") && l.contains("ermission denied")),
+        "{err}"
+    );
+    assert!(err.lines().count() < 10, "{err}");
+    // What it could read went first, in order; nothing after the unreadable copy.
+    assert_eq!(delivered(&sink), keys(&want), "{err}");
+}

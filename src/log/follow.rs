@@ -209,9 +209,24 @@ fn shown(p: &Path) -> String {
 /// Opens `c`'s path and checks it is still that file (a rename may have come in between). Never
 /// waits: a FIFO put at the path after the look opens at once, and is not `c`.
 pub(super) fn open_copy(c: &rotated::Copy) -> Option<File> {
-    let f = crate::config::open_regular(&c.path).ok()?;
-    let m = f.metadata().ok()?;
-    c.is(m.dev(), m.ino()).then_some(f)
+    try_open_copy(c).ok().flatten()
+}
+
+/// [`open_copy`], telling a file gone or renamed meanwhile (`None`: a new listing finds it)
+/// from one still there that cannot be opened (not permitted, say): that error, naming it.
+fn try_open_copy(c: &rotated::Copy) -> io::Result<Option<File>> {
+    match crate::config::open_regular(&c.path) {
+        Ok(f) => {
+            let m = f.metadata()?;
+            Ok(c.is(m.dev(), m.ino()).then_some(f))
+        }
+        Err(e) => match std::fs::metadata(&c.path) {
+            Ok(m) if c.is(m.dev(), m.ino()) => {
+                Err(io::Error::new(e.kind(), format!("{}: {e}", shown(&c.path))))
+            }
+            _ => Ok(None),
+        },
+    }
 }
 
 impl Follower {
@@ -370,6 +385,13 @@ impl Follower {
                     // The writer moves on only after its last write here: one more read of this
                     // file after seeing a later one has bytes, then the next.
                     if std::mem::replace(&mut self.rotated, true) {
+                        // One that is there and cannot be read stops the follower: going on
+                        // would skip its lines; looking again and again would spin.
+                        let Some(file) = try_open_copy(&next)? else {
+                            // Renamed meanwhile: look again.
+                            self.rotated = false;
+                            continue;
+                        };
                         if !self.buf.is_empty() {
                             warn!(
                                 "{} ended with a torn last line of {} bytes; skipped",
@@ -382,11 +404,7 @@ impl Follower {
                             self.path.display(),
                             shown(&next.path)
                         );
-                        match open_copy(&next) {
-                            Some(file) => self.restart(Some(file), 0)?,
-                            // Renamed meanwhile: look again.
-                            None => self.rotated = false,
-                        }
+                        self.restart(Some(file), 0)?;
                     }
                     continue;
                 }
