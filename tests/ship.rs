@@ -1207,3 +1207,37 @@ fn a_sink_calling_every_small_record_too_large_is_waited_for() {
         "nothing dead-lettered for the sink's own limit"
     );
 }
+
+/// A line of tens of MB (a hostile or broken disk: no log line is that long) is read in one
+/// pass, not rescanned from its start after each 64 KiB read (quadratic: a 32 MB line cost
+/// about a minute of CPU here, debug build). Said at once: dead-lettered, and the record
+/// after it sent.
+#[test]
+fn a_huge_line_is_read_in_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.log");
+    let mut big = vec![b'x'; 32 << 20];
+    big.push(b'\n');
+    std::fs::write(&log, &big).unwrap();
+    drop(big);
+    append(&log, "after", 0..1);
+    let out = run(ship(
+        dir.path(),
+        &[
+            "--log-file",
+            "events.log",
+            "--to",
+            "http://127.0.0.1:9/x",
+            "--from",
+            "start",
+            "--dry-run",
+        ],
+        &[],
+    ));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("dead-letter"), "{text}");
+    assert!(lines[1].contains("after-0"), "{text}");
+}
