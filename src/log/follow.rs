@@ -238,7 +238,9 @@ impl Follower {
         let label = path.display();
         let (file, offset) = match start {
             Start::Beginning | Start::End => {
-                let file = File::open(path).map_err(|e| format!("{label}: {e}"))?;
+                // A FIFO (or a device) is no log: opening one would wait for a writer.
+                let file =
+                    crate::config::open_regular(path).map_err(|e| format!("{label}: {e}"))?;
                 (file, 0)
             }
             Start::At(c) => {
