@@ -117,3 +117,46 @@ fn a_fifo_or_a_folder_as_a_settings_file_is_refused_at_once() {
     }
     all_refused(cases);
 }
+
+/// `ship` follows a file: a FIFO given as its `--log-file` or its `--cursor` (a careless
+/// operator: `mkfifo events.log` to pipe it somewhere) is refused at once, naming it, instead
+/// of an open that waits for a writer for ever (SIGTERM cannot end it).
+#[cfg(feature = "ship")]
+#[test]
+fn a_fifo_as_ships_log_or_cursor_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    std::fs::write(dir.path().join("events.log"), "").unwrap();
+    let ship = |log: &str, cursor: &str| {
+        let mut c = ringhook(dir.path());
+        c.args(["ship", "--log-file", log, "--cursor", cursor])
+            .args(["--to", "http://127.0.0.1:9/e", "--once"]);
+        Kill(Some(spawn(c)))
+    };
+    let cases = [
+        (
+            ship("fifo", "events.cursor"),
+            "fifo: not a regular file (a FIFO)",
+        ),
+        (
+            ship("events.log", "fifo"),
+            "cursor fifo: not a regular file (a FIFO)",
+        ),
+    ];
+    let deadline = Instant::now() + PATIENCE;
+    for (mut kill, needle) in cases {
+        let child = kill.0.as_mut().unwrap();
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "still running after {PATIENCE:?}: it hangs on the FIFO ({needle})"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let out = kill.0.take().unwrap().wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{needle}: {err}");
+        assert!(err.contains(needle), "wanted {needle:?} in: {err}");
+    }
+}

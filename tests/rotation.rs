@@ -363,3 +363,205 @@ fn the_lag_counts_every_renamed_copy_still_to_ship() {
     let err = shipper.stop();
     assert_eq!(delivered(&sink), keys(&want), "{err}");
 }
+
+/// What a careless operator leaves where the log was, after moving it aside
+/// (`mv e.log e.log.1`): a FIFO, a link to a device, a folder. None is a file of the log: the
+/// lag count must not open a FIFO (that waits for a writer, for ever), read a device (endless)
+/// or fail on a folder; the shipper finishes the renamed file and reports a lag of 0.
+#[test]
+fn a_fifo_device_or_folder_at_the_logs_path_is_not_a_file_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("e.log");
+    let old = dir.path().join("e.log.1");
+    let mut want = append(&log, "a", 0..3);
+    let sink = HttpSink::start(|_, _| Act::Answer(200, None));
+    let mut shipper = Shipper(
+        ship(dir.path(), &["--log-file", "e.log", "--to", &sink.url], &[])
+            .env("RINGHOOK_SHIP_STATUS_EVERY", "10ms")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let status = statuses(&mut shipper.0);
+    sink.wait_delivered(want.len());
+    std::fs::rename(&log, &old).unwrap();
+    let fifo = |p: &Path| assert!(Command::new("mkfifo").arg(p).status().unwrap().success());
+    let device = |p: &Path| std::os::unix::fs::symlink("/dev/zero", p).unwrap();
+    let folder = |p: &Path| std::fs::create_dir(p).unwrap();
+    let makers: [&dyn Fn(&Path); 3] = [&fifo, &device, &folder];
+    for (i, make) in makers.into_iter().enumerate() {
+        make(&log);
+        // The writer's last lines, into the file it still holds.
+        want.extend(append(&old, &format!("x{i}"), 0..2));
+        sink.wait_delivered(want.len());
+        let n = want.len() as u64;
+        status_until(&status, "every record delivered, lag 0", |v| {
+            v["ship"]["delivered"] == n && v["ship"]["lagEvents"] == 0
+        });
+        if std::fs::symlink_metadata(&log).unwrap().is_dir() {
+            std::fs::remove_dir(&log).unwrap();
+        } else {
+            std::fs::remove_file(&log).unwrap();
+        }
+    }
+    let err = shipper.stop();
+    assert_eq!(delivered(&sink), keys(&want), "{err}");
+    assert!(!err.contains("lag could not be counted"), "{err}");
+}
+
+/// The log cut back with no copy beside it (`: > e.log`, or copytruncate whose copy was
+/// compressed at once) under a shipper held back by its sink: the shipper will still send the
+/// old lines it had read into memory, then every line of the cut file from its start. The lag
+/// counts those, not the cut file's lines after the old offset.
+#[test]
+fn the_lag_after_a_cut_no_copy_holds_counts_the_cut_file_from_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("e.log");
+    // Few enough to be read into memory at once (one 64 KiB read), long enough that the new
+    // lines end before the cursor's old offset.
+    let old = append(&log, "a", 0..10);
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let o = open.clone();
+    let sink = HttpSink::start(move |_, _| {
+        if o.load(std::sync::atomic::Ordering::SeqCst) {
+            Act::Answer(200, None)
+        } else {
+            Act::Answer(503, None)
+        }
+    });
+    let mut shipper = Shipper(
+        ship(dir.path(), &["--log-file", "e.log", "--to", &sink.url], &[])
+            .env("RINGHOOK_SHIP_STATUS_EVERY", "10ms")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let status = statuses(&mut shipper.0);
+    sink.events.recv_timeout(PATIENCE).expect("a refused POST");
+    status_until(&status, "lagEvents 10", |v| v["ship"]["lagEvents"] == 10);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let new = append(&log, "c", 0..4);
+    let n = (old.len() + new.len()) as u64;
+    status_until(&status, &format!("lagEvents {n}"), |v| {
+        v["ship"]["lagEvents"] == n
+    });
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut want = old;
+    want.extend(new);
+    sink.wait_delivered(want.len());
+    let v = status_until(&status, "every record delivered", |v| {
+        v["ship"]["delivered"] == n
+    });
+    assert_eq!(v["ship"]["lagEvents"], 0, "{v}");
+    let err = shipper.stop();
+    assert_eq!(delivered(&sink), keys(&want), "{err}");
+}
+
+/// The log reached through a link to a file beside it (`e.log -> e.log.current`, as
+/// `rotatelogs -L` keeps one), or with a second name (`ln e.log e.log.bak`): that file is the
+/// log, not also a rotated copy of it. Its lines count once in the lag, which drains to 0.
+#[test]
+fn a_log_with_a_second_name_beside_it_is_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("e.log");
+    let real = dir.path().join("e.log.current");
+    let mut want = append(&real, "a", 0..3);
+    std::os::unix::fs::symlink("e.log.current", &log).unwrap();
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let o = open.clone();
+    let sink = HttpSink::start(move |_, _| {
+        if o.load(std::sync::atomic::Ordering::SeqCst) {
+            Act::Answer(200, None)
+        } else {
+            Act::Answer(503, None)
+        }
+    });
+    let mut shipper = Shipper(
+        ship(dir.path(), &["--log-file", "e.log", "--to", &sink.url], &[])
+            .env("RINGHOOK_SHIP_STATUS_EVERY", "10ms")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let status = statuses(&mut shipper.0);
+    sink.events.recv_timeout(PATIENCE).expect("a refused POST");
+    status_until(&status, "lagEvents 3", |v| v["ship"]["lagEvents"] == 3);
+    std::fs::hard_link(&real, dir.path().join("e.log.bak")).unwrap();
+    want.extend(append(&log, "a", 3..5));
+    status_until(&status, "lagEvents 5", |v| v["ship"]["lagEvents"] == 5);
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    sink.wait_delivered(want.len());
+    let n = want.len() as u64;
+    status_until(&status, "every record delivered, lag 0", |v| {
+        v["ship"]["delivered"] == n && v["ship"]["lagEvents"] == 0
+    });
+    let err = shipper.stop();
+    assert_eq!(delivered(&sink), keys(&want), "{err}");
+}
+
+/// A renamed copy the shipper may not read (`chmod 000 e.log.1`, or logrotate run as another
+/// user) between the cursor's file and the live one: ship stops with an error naming it (serve
+/// restarts it with backoff, the operator sees why), instead of spinning on it at full CPU,
+/// deaf to SIGTERM, saying "following e.log.1" over and over.
+#[test]
+fn a_rotated_copy_it_may_not_read_is_an_error_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("e.log");
+    let at = |n: &str| dir.path().join(n);
+    // Root reads any file: then the shipper runs as nobody, in a folder it may write.
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let sink = HttpSink::start(|_, _| Act::Answer(200, None));
+    let once = || {
+        let mut c = ship(
+            dir.path(),
+            &["--log-file", "e.log", "--to", &sink.url, "--once"],
+            &[],
+        );
+        if root {
+            c.uid(65534).gid(65534);
+        }
+        run(c)
+    };
+    let mut want = append(&log, "a", 0..3);
+    let out = once();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    want.extend(append(&log, "a", 3..5));
+    std::fs::rename(&log, at("e.log.1")).unwrap();
+    append(&log, "b", 0..2);
+    std::fs::rename(at("e.log.1"), at("e.log.2")).unwrap();
+    std::fs::rename(&log, at("e.log.1")).unwrap();
+    append(&log, "c", 0..2);
+    std::fs::set_permissions(at("e.log.1"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let out = once();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("e.log.1") && l.contains("ermission denied")),
+        "{err}"
+    );
+    assert!(err.lines().count() < 10, "{err}");
+    // What it could read went first, in order; nothing after the unreadable copy.
+    assert_eq!(delivered(&sink), keys(&want), "{err}");
+}

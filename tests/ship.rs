@@ -1207,3 +1207,99 @@ fn a_sink_calling_every_small_record_too_large_is_waited_for() {
         "nothing dead-lettered for the sink's own limit"
     );
 }
+
+/// A line of tens of MB (a hostile or broken disk: no log line is that long) is read in one
+/// pass, not rescanned from its start after each 64 KiB read (quadratic: a 32 MB line cost
+/// about a minute of CPU here, debug build). Said at once: dead-lettered, and the record
+/// after it sent.
+#[test]
+fn a_huge_line_is_read_in_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.log");
+    let mut big = vec![b'x'; 32 << 20];
+    big.push(b'\n');
+    std::fs::write(&log, &big).unwrap();
+    drop(big);
+    append(&log, "after", 0..1);
+    let out = run(ship(
+        dir.path(),
+        &[
+            "--log-file",
+            "events.log",
+            "--to",
+            "http://127.0.0.1:9/x",
+            "--from",
+            "start",
+            "--dry-run",
+        ],
+        &[],
+    ));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("dead-letter"), "{text}");
+    assert!(lines[1].contains("after-0"), "{text}");
+}
+
+/// A sink failing with a long `Retry-After` (an hour, the longest honoured): ship waits as asked,
+/// and its status line still comes every interval, saying it is failing, with the lag. It was
+/// written only between attempts: the last one, before the failure, said `"failing":false`,
+/// and serve's /metrics showed a healthy shipper for the hour.
+#[test]
+fn the_status_keeps_coming_while_ship_waits_out_a_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.log");
+    let sent = append(&log, "wait", 0..3);
+    let sink = HttpSink::start(|_, _: &str| Act::Answer(503, Some("3600")));
+    let mut child = ship(
+        dir.path(),
+        &["--log-file", "events.log", "--to", &sink.url],
+        &[("RINGHOOK_SHIP_STATUS_EVERY", "50ms")],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, status) = channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    sink.events.recv_timeout(PATIENCE).expect("a refused POST");
+    let deadline = Instant::now() + PATIENCE;
+    let mut last = String::new();
+    let seen = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match status.recv_timeout(left) {
+            Ok(l) => {
+                let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+                if v["ship"]["failing"] == true {
+                    break v;
+                }
+                last = l;
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no status saying failing within {PATIENCE:?}; the last: {last}");
+            }
+        }
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    assert_eq!(seen["ship"]["lagEvents"], sent.len() as u64, "{seen}");
+    assert_eq!(
+        sink.got.lock().unwrap().len(),
+        1,
+        "one attempt: the wait is kept"
+    );
+}

@@ -53,7 +53,8 @@ impl Cursor {
 pub(crate) fn load(path: &Path) -> Result<Option<Cursor>, String> {
     let label = path.display();
     let mut text = String::new();
-    match File::open(path) {
+    // Not a FIFO's open, which would wait for a writer: the cursor is a file ship writes.
+    match crate::config::open_regular(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cursor {label}: {e}")),
         Ok(f) => f

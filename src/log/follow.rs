@@ -206,11 +206,27 @@ fn shown(p: &Path) -> String {
     Escaped(&p.to_string_lossy()).to_string()
 }
 
-/// Opens `c`'s path and checks it is still that file (a rename may have come in between).
+/// Opens `c`'s path and checks it is still that file (a rename may have come in between). Never
+/// waits: a FIFO put at the path after the look opens at once, and is not `c`.
 pub(super) fn open_copy(c: &rotated::Copy) -> Option<File> {
-    let f = File::open(&c.path).ok()?;
-    let m = f.metadata().ok()?;
-    c.is(m.dev(), m.ino()).then_some(f)
+    try_open_copy(c).ok().flatten()
+}
+
+/// [`open_copy`], telling a file gone or renamed meanwhile (`None`: a new listing finds it)
+/// from one still there that cannot be opened (not permitted, say): that error, naming it.
+fn try_open_copy(c: &rotated::Copy) -> io::Result<Option<File>> {
+    match crate::config::open_regular(&c.path) {
+        Ok(f) => {
+            let m = f.metadata()?;
+            Ok(c.is(m.dev(), m.ino()).then_some(f))
+        }
+        Err(e) => match std::fs::metadata(&c.path) {
+            Ok(m) if c.is(m.dev(), m.ino()) => {
+                Err(io::Error::new(e.kind(), format!("{}: {e}", shown(&c.path))))
+            }
+            _ => Ok(None),
+        },
+    }
 }
 
 impl Follower {
@@ -222,7 +238,9 @@ impl Follower {
         let label = path.display();
         let (file, offset) = match start {
             Start::Beginning | Start::End => {
-                let file = File::open(path).map_err(|e| format!("{label}: {e}"))?;
+                // A FIFO (or a device) is no log: opening one would wait for a writer.
+                let file =
+                    crate::config::open_regular(path).map_err(|e| format!("{label}: {e}"))?;
                 (file, 0)
             }
             Start::At(c) => {
@@ -301,8 +319,13 @@ impl Follower {
 
     /// The next complete line, or `None` when there is none yet (call [`Follower::wait`]).
     pub(crate) fn next_line(&mut self) -> io::Result<Option<FollowedLine>> {
+        // Bytes after `used` already searched for a `\n` in vain: a long line is searched once,
+        // not again from its start after each read (quadratic: a minute for 32 MB).
+        let mut searched = 0;
         loop {
-            if let Some(i) = self.buf[self.used..].iter().position(|&b| b == b'\n') {
+            let from = self.used + std::mem::take(&mut searched);
+            if let Some(i) = self.buf[from..].iter().position(|&b| b == b'\n') {
+                let i = from - self.used + i;
                 let bytes = self.buf[self.used..self.used + i].to_vec();
                 self.used += i + 1;
                 if self.fingerprint.is_none() {
@@ -351,6 +374,8 @@ impl Follower {
                     continue;
                 }
                 self.seen = self.seen.max(self.base + self.buf.len() as u64);
+                // The bytes before this read hold no `\n` (searched above, or none).
+                searched = len;
                 continue;
             }
             // At the end of this file: has it shrunk, or been replaced at the path?
@@ -369,6 +394,13 @@ impl Follower {
                     // The writer moves on only after its last write here: one more read of this
                     // file after seeing a later one has bytes, then the next.
                     if std::mem::replace(&mut self.rotated, true) {
+                        // One that is there and cannot be read stops the follower: going on
+                        // would skip its lines; looking again and again would spin.
+                        let Some(file) = try_open_copy(&next)? else {
+                            // Renamed meanwhile: look again.
+                            self.rotated = false;
+                            continue;
+                        };
                         if !self.buf.is_empty() {
                             warn!(
                                 "{} ended with a torn last line of {} bytes; skipped",
@@ -381,11 +413,7 @@ impl Follower {
                             self.path.display(),
                             shown(&next.path)
                         );
-                        match open_copy(&next) {
-                            Some(file) => self.restart(Some(file), 0)?,
-                            // Renamed meanwhile: look again.
-                            None => self.rotated = false,
-                        }
+                        self.restart(Some(file), 0)?;
                     }
                     continue;
                 }
@@ -524,9 +552,22 @@ impl Follower {
         // that holds this file's lines, then the files after that copy (the cut one included).
         let cut = self.file.metadata()?.len() < at.offset
             || (self.head.is_some() && head_of(&self.file)? != self.head);
-        if let Some((f, c)) = cut.then(|| self.copy_holding(at.offset)).flatten() {
-            let later = self.files_after(c.dev, c.ino);
-            return self.backlog.count((c.dev, c.ino), &f, at.offset, &later);
+        if cut {
+            if let Some((f, c)) = self.copy_holding(at.offset) {
+                let later = self.files_after(c.dev, c.ino);
+                return self.backlog.count((c.dev, c.ino), &f, at.offset, &later);
+            }
+            // No copy holds the rest: it returns the lines it had already read into memory,
+            // then reads the cut file again from its start (see `cut`).
+            let held = self.buf[self.used..]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count() as u64;
+            let later = self.later_files();
+            let rest = self
+                .backlog
+                .count((self.dev, self.ino), &self.file, 0, &later)?;
+            return Ok(held + rest);
         }
         let later = self.later_files();
         self.backlog

@@ -159,11 +159,18 @@ fn older(a: &Copy, b: &Copy) -> Ordering {
         .then_with(|| a.path.cmp(&b.path))
 }
 
-/// The copies oldest first, then the log itself (when there is a file at `path`): every file
-/// of the log in the order it was written.
+/// The copies oldest first, then the log itself (when there is a regular file at `path`): every
+/// file of the log in the order it was written, each once. Whatever else stands at the path (a
+/// FIFO, a device, a folder left there by hand) is no file of the log: opening a FIFO waits for
+/// a writer, a device never ends. A copy that is the log's own file under a second name (the
+/// target of a link beside it, `e.log -> e.log.current`; a hard link) is the log, not a copy.
 pub(crate) fn chain(path: &Path) -> Vec<Copy> {
     let mut all = copies(path);
-    if let Ok(m) = std::fs::metadata(path) {
+    if let Some(m) = std::fs::metadata(path)
+        .ok()
+        .filter(std::fs::Metadata::is_file)
+    {
+        all.retain(|c| !c.is(m.dev(), m.ino()));
         all.push(Copy::of(path.to_path_buf(), &m, Rank::Named(vec![])));
     }
     all

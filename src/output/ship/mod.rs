@@ -584,15 +584,27 @@ impl Driver<'_> {
         Ok(())
     }
 
-    /// Sleeps `d`, waking early for a stop signal.
-    fn sleep(&self, d: Duration) {
+    /// Sleeps `d` after a failure, waking early for a stop signal, and writes the status
+    /// (failing) whenever it is due meanwhile: a backoff lasts up to 30 s and a `Retry-After` up
+    /// to an hour, and a supervisor must not read the line written before the failure all along.
+    fn sleep(
+        &mut self,
+        d: Duration,
+        pending: &std::collections::VecDeque<Item>,
+        next_status: &mut Instant,
+    ) {
         let end = Instant::now() + d;
         while !self.stopping() {
             let now = Instant::now();
             if now >= end {
                 break;
             }
-            std::thread::sleep((end - now).min(Duration::from_millis(50)));
+            if now >= *next_status {
+                *next_status = now + self.cfg.status_every;
+                self.status(pending, true, true);
+            }
+            let wake = end.min(*next_status) - now;
+            std::thread::sleep(wake.min(Duration::from_millis(50)));
         }
     }
 
@@ -756,7 +768,11 @@ impl Driver<'_> {
                 }
                 self.sink.reset();
                 submitted = 0;
-                self.sleep(backoff(failures, after, jitter()));
+                self.sleep(
+                    backoff(failures, after, jitter()),
+                    &pending,
+                    &mut next_status,
+                );
             }
             let caught_up = eof && pending.is_empty();
             let now = Instant::now();
