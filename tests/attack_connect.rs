@@ -327,3 +327,32 @@ fn a_full_state_disk_does_not_stop_connect() {
     assert!(within(PATIENCE, || std::fs::read_to_string(&log)
         .is_ok_and(|l| l.contains("u-99999"))));
 }
+
+/// The clock set back (an hour, by hand or by a board without a real-time clock booting on an
+/// old time) leaves the state file's ws-token times in the future, some garbage besides: connect
+/// still takes its token at once (held: a future time counts as one taken now) and keeps no time
+/// in the future.
+#[test]
+fn ws_token_times_in_the_future_do_not_block_connect() {
+    let t = Setup::new();
+    let at = |s: u64| std::time::SystemTime::now() + Duration::from_secs(3600 + s);
+    let text = |s: u64| humantime::format_rfc3339_millis(at(s)).to_string();
+    let state = serde_json::json!({"server": t.fake.url, "connect": {
+        "wsTokens": [text(0), text(1), text(2), text(3), "9999-12-31T23:59:59Z", "garbage"]}});
+    std::fs::write(t.state(), state.to_string()).unwrap();
+    let mut r = t.launch();
+    let line = r.wait_for("WebSocket: ");
+    assert!(
+        line.contains("WebSocket: connected"),
+        "{line}\n{}",
+        r.stderr()
+    );
+    r.wait_for("WebSocket: subscribed");
+    let kept: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.state()).unwrap()).unwrap();
+    for k in kept["connect"]["wsTokens"].as_array().unwrap() {
+        let k = humantime::parse_rfc3339_weak(k.as_str().unwrap()).unwrap();
+        assert!(k < at(0) - Duration::from_secs(3000), "{kept}");
+    }
+}
+
