@@ -356,3 +356,53 @@ fn ws_token_times_in_the_future_do_not_block_connect() {
     }
 }
 
+/// A `ConnectionDetails` with one field of an unexpected type (`recoveryBufferSize` as a string,
+/// negative, a float) was read as if it had no fields at all: its `recoveryState: Successful`
+/// was lost with it, so a recovered session was taken for "recovery not offered", subscribed
+/// again (replacing the recovered subscription) and caught up, every time.
+#[test]
+fn an_odd_recovery_buffer_size_does_not_hide_a_successful_recovery() {
+    for odd in [
+        serde_json::json!("5"),
+        serde_json::json!(-1),
+        serde_json::json!(1.5),
+    ] {
+        let t = Setup::new();
+        t.fake
+            .with(|w| w.details_override = vec![("recoveryBufferSize".into(), odd.clone())]);
+        let mut r = t.start();
+        t.fake.drop_connection();
+        t.fake.notify(&body(1));
+        let line = r.wait_for("WebSocket: s");
+        assert!(
+            line.contains("session recovered"),
+            "recoveryBufferSize {odd}: {line}\n{}",
+            r.stderr()
+        );
+        assert!(within(PATIENCE, || t.lines().len() == 1));
+        assert_eq!(t.fake.with(|w| w.created.len()), 1, "{odd}");
+    }
+}
+
+/// A notification whose meta has an odd field (a numeric header, `status` as a string, a
+/// numeric `messageId`) was "a message that is not a JSON array": the connection was dropped and
+/// the notification, delivered as far as the gateway knows, lost.
+#[test]
+fn a_notification_with_an_odd_meta_is_logged() {
+    let t = Setup::new();
+    let mut r = t.start();
+    let b = r#"{"uuid":"odd-meta","event":"/e","subscriptionId":7}"#;
+    t.fake.send_raw(&format!(
+        "[{{\"type\":\"ServerNotification\",\"messageId\":7,\"status\":\"200\",\"headers\":{{\"RCRequestId\":1,\"X\":null}},\"wsc\":{{\"token\":5}}}},{b}]"
+    ));
+    t.fake.notify(&body(2));
+    assert!(
+        within(PATIENCE, || t.lines().len() == 2),
+        "{:?}\n{}",
+        t.lines(),
+        r.stderr()
+    );
+    assert!(t.lines()[0].contains("odd-meta"));
+    assert!(!r.stderr().contains("reconnecting"), "{}", r.stderr());
+    let _ = r.wait_for("a notification of subscription 7 arrived");
+}
