@@ -384,6 +384,24 @@ fn an_odd_recovery_buffer_size_does_not_hide_a_successful_recovery() {
     }
 }
 
+/// A gateway that keeps nothing while the client is away (`recoveryBufferSize: 0`) resends
+/// nothing on a successful recovery: whatever came meanwhile is lost, so the gap is caught up
+/// at once (it was taken as a buffer of 1, caught up only if a notification came in the first
+/// seconds).
+#[test]
+fn a_recovery_buffer_of_zero_catches_up_the_gap() {
+    let t = Setup::new();
+    t.fake
+        .with(|w| w.details_override = vec![("recoveryBufferSize".into(), 0.into())]);
+    let mut r = t.start();
+    t.fake.drop_connection();
+    r.wait_for("session recovered");
+    let line = r.wait_for("catching up since");
+    assert!(line.contains("keeps no notification"), "{line}");
+    r.wait_for("catching up on missed messages and calls");
+    assert_eq!(t.fake.with(|w| w.created.len()), 1, "the session is kept");
+}
+
 /// A notification whose meta has an odd field (a numeric header, `status` as a string, a
 /// numeric `messageId`) was "a message that is not a JSON array": the connection was dropped and
 /// the notification, delivered as far as the gateway knows, lost.

@@ -545,7 +545,8 @@ impl WsSession {
         let idle = secs(details.idle_timeout, 1800).max(Duration::from_secs(1));
         let absolute = secs(details.absolute_timeout, 86_400).max(Duration::from_secs(2));
         let recovery = secs(details.recovery_timeout, 180);
-        let buffer = details.recovery_buffer_size.unwrap_or(100).max(1);
+        // Unreadable (a string, negative): the documented 100. Zero: nothing is kept while away.
+        let buffer = details.recovery_buffer_size.unwrap_or(100);
         info!(
             "WebSocket: connected to {} (idle timeout {} s, absolute {} s, recovery window {} s)",
             Escaped(&host),
@@ -559,11 +560,19 @@ impl WsSession {
                 since: since.clone().unwrap_or_else(|| rfc3339(now)),
                 buffer,
             });
-        if recovered.is_some() {
+        if let Some(r) = &recovered {
             info!(
                 "WebSocket: session recovered; subscription {} kept",
                 Escaped(self.sub_id.as_deref().unwrap_or("?"))
             );
+            if r.buffer == 0 {
+                // Nothing to resend: whatever came while away is lost.
+                info!(
+                    "WebSocket: the gateway keeps no notification while away (recoveryBufferSize 0); catching up since {}",
+                    r.since
+                );
+                tell(format!("C {}\n", r.since).as_bytes())?;
+            }
         } else {
             if let Err(end) = self.subscribe(&mut sock)? {
                 return Ok(end);
