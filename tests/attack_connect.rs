@@ -424,3 +424,29 @@ fn a_notification_with_an_odd_meta_is_logged() {
     assert!(!r.stderr().contains("reconnecting"), "{}", r.stderr());
     let _ = r.wait_for("a notification of subscription 7 arrived");
 }
+
+/// The gateway's strings reached the operational log whole: a foreign `subscriptionId`, an
+/// `Error`'s code and message, a first message's type, each up to `--max-body` (1 MiB) long, one
+/// line each, several per connection and again at every reconnect (journald cuts lines at 48 KiB
+/// and a terminal scrolls for pages).
+#[test]
+fn the_gateways_long_strings_are_clipped_in_the_operational_log() {
+    let t = Setup::new();
+    let mut r = t.start();
+    let long = "L".repeat(200_000);
+    t.fake.notify(
+        &serde_json::json!({"uuid": "f1", "event": "/e", "subscriptionId": long}).to_string(),
+    );
+    r.wait_for("a notification of subscription");
+    t.fake.send_raw(
+        &serde_json::json!([{"type": "Error", "messageId": "e"}, {"errorCode": long, "message": long}])
+            .to_string(),
+    );
+    r.wait_for("reconnecting (the gateway said");
+    r.wait_for("session recovered");
+    assert!(within(PATIENCE, || t.lines().len() == 1));
+    let err = r.stderr();
+    let longest = err.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 2048, "a line of {longest} bytes");
+    assert!(err.contains("200000 bytes"), "the length is told");
+}
