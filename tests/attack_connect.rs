@@ -450,3 +450,20 @@ fn the_gateways_long_strings_are_clipped_in_the_operational_log() {
     assert!(longest < 2048, "a line of {longest} bytes");
     assert!(err.contains("200000 bytes"), "the length is told");
 }
+
+/// A FIFO where the state file belongs (an operator's mistake, or a path reused): the session
+/// child's read of the state blocked forever on opening it, with no line said; connect sat there
+/// unsubscribed. It now stops with one line naming the file and exit status 1.
+#[test]
+fn a_fifo_as_the_state_file_stops_connect_with_a_reason() {
+    let t = Setup::new();
+    let st = std::process::Command::new("mkfifo")
+        .arg(t.state())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut r = t.launch();
+    let line = r.wait_for("state file");
+    assert!(line.contains("not a regular file"), "{line}");
+    assert_eq!(r.wait_exit().code(), Some(1), "{}", r.stderr());
+}
