@@ -467,3 +467,72 @@ fn a_fifo_as_the_state_file_stops_connect_with_a_reason() {
     assert!(line.contains("not a regular file"), "{line}");
     assert_eq!(r.wait_exit().code(), Some(1), "{}", r.stderr());
 }
+
+/// `register` (cron, or `serve --register`) and `connect` share the default state file. register
+/// read the file at its start and, seconds later (the platform's calls, the validation
+/// handshake), wrote it back whole: whatever connect had saved meanwhile (its refreshed OAuth
+/// session's refresh token, a new wsc, its ws-token times) was put back to the old. A restart of
+/// connect then refreshed with a spent token: a new login, the WebSocket session lost.
+#[test]
+fn register_keeps_what_connect_saved_during_its_run() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = crate::install::Setup::new();
+    // A receiver that holds the validation handshake until connect has written the file.
+    let stub = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    s.set(
+        "WEBHOOK_ADDRESS",
+        &format!("http://{}/webhook", stub.local_addr().unwrap()),
+    );
+    let state = s.state_path();
+    let connect = |refresh: &str| {
+        serde_json::json!({"subscriptionId": "ws-1", "refreshToken": refresh,
+            "refreshUntil": "2999-01-01T00:00:00Z", "wsc": "wsc-1"})
+    };
+    std::fs::write(
+        &state,
+        serde_json::json!({"server": s.fake.url, "connect": connect("spent")}).to_string(),
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut held = false;
+        for c in stub.incoming() {
+            let mut c = c.unwrap();
+            let (mut token, mut platform) = (String::new(), false);
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            loop {
+                let mut l = String::new();
+                if r.read_line(&mut l).unwrap() == 0 || l.trim().is_empty() {
+                    break;
+                }
+                let (k, v) = l.split_once(':').unwrap_or((&l, ""));
+                match k.to_ascii_lowercase().as_str() {
+                    "validation-token" => token = v.trim().to_string(),
+                    "user-agent" => platform = v.contains("RingCentral-Webhook"),
+                    _ => {}
+                }
+            }
+            if platform && !held {
+                // Connect's child saves while register waits for the platform.
+                let mut st: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+                st["connect"] = connect("fresh");
+                std::fs::write(&state, st.to_string()).unwrap();
+                held = true;
+                tx.send(()).unwrap();
+            }
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nValidation-Token: {token}\r\nContent-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    let out = s.register();
+    assert_eq!(out["action"], "created", "{out}");
+    rx.recv().unwrap();
+    drop(holder);
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.state_path()).unwrap()).unwrap();
+    assert_eq!(st["id"], out["id"], "{st}");
+    assert_eq!(st["connect"]["refreshToken"], "fresh", "{st}");
+}
