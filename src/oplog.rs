@@ -81,6 +81,26 @@ impl std::fmt::Display for Escaped<'_> {
     }
 }
 
+/// [`Escaped`], cut to its first [`Clipped::CHARS`] characters, the length told: for strings
+/// of a peer that may send them as long as a whole message (a gateway's ids and error texts), so
+/// that one cannot turn the operational log into pages.
+#[cfg_attr(not(feature = "connect"), allow(dead_code))]
+pub(crate) struct Clipped<'a>(pub &'a str);
+
+#[cfg_attr(not(feature = "connect"), allow(dead_code))]
+impl Clipped<'_> {
+    pub(crate) const CHARS: usize = 200;
+}
+
+impl std::fmt::Display for Clipped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.char_indices().nth(Self::CHARS) {
+            Some((i, _)) => write!(f, "{}… ({} bytes)", Escaped(&self.0[..i]), self.0.len()),
+            None => Escaped(self.0).fmt(f),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +117,13 @@ mod tests {
         ] {
             assert_eq!(Escaped(raw).to_string(), shown);
         }
+    }
+
+    #[test]
+    fn clipped_text_tells_its_length() {
+        assert_eq!(Clipped("short\n").to_string(), "short\\n");
+        let long = "é".repeat(300);
+        let shown = Clipped(&long).to_string();
+        assert_eq!(shown, format!("{}… (600 bytes)", "é".repeat(200)));
     }
 }

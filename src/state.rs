@@ -146,6 +146,19 @@ pub(crate) fn default_path(xdg_state_home: Option<&str>, home: Option<&str>) -> 
 /// Reads the state. A missing file is no state; an unreadable one is an error; a damaged one
 /// is reported and ignored (it only helps find the old subscription after an address change).
 pub(crate) fn load(path: &Path) -> Result<Option<State>, Error> {
+    // A FIFO or a device would block the read (a FIFO until someone writes it) or never end.
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => {
+            return Err(Error::runtime_hint(
+                format!(
+                    "cannot read the state file {}: not a regular file",
+                    path.display()
+                ),
+                "remove it, or point RINGHOOK_STATE elsewhere",
+            ));
+        }
+        _ => {}
+    }
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -279,6 +292,7 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         std::fs::write(&path, "{not json").unwrap();
+        assert!(load(dir.path()).is_err(), "a directory is not a state file");
         assert_eq!(load(&path).unwrap(), None);
         remove(&path).unwrap();
         remove(&path).unwrap();

@@ -327,3 +327,212 @@ fn a_full_state_disk_does_not_stop_connect() {
     assert!(within(PATIENCE, || std::fs::read_to_string(&log)
         .is_ok_and(|l| l.contains("u-99999"))));
 }
+
+/// The clock set back (an hour, by hand or by a board without a real-time clock booting on an
+/// old time) leaves the state file's ws-token times in the future, some garbage besides: connect
+/// still takes its token at once (held: a future time counts as one taken now) and keeps no time
+/// in the future.
+#[test]
+fn ws_token_times_in_the_future_do_not_block_connect() {
+    let t = Setup::new();
+    let at = |s: u64| std::time::SystemTime::now() + Duration::from_secs(3600 + s);
+    let text = |s: u64| humantime::format_rfc3339_millis(at(s)).to_string();
+    let state = serde_json::json!({"server": t.fake.url, "connect": {
+        "wsTokens": [text(0), text(1), text(2), text(3), "9999-12-31T23:59:59Z", "garbage"]}});
+    std::fs::write(t.state(), state.to_string()).unwrap();
+    let mut r = t.launch();
+    let line = r.wait_for("WebSocket: ");
+    assert!(
+        line.contains("WebSocket: connected"),
+        "{line}\n{}",
+        r.stderr()
+    );
+    r.wait_for("WebSocket: subscribed");
+    let kept: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.state()).unwrap()).unwrap();
+    for k in kept["connect"]["wsTokens"].as_array().unwrap() {
+        let k = humantime::parse_rfc3339_weak(k.as_str().unwrap()).unwrap();
+        assert!(k < at(0) - Duration::from_secs(3000), "{kept}");
+    }
+}
+
+/// A `ConnectionDetails` with one field of an unexpected type (`recoveryBufferSize` as a string,
+/// negative, a float) was read as if it had no fields at all: its `recoveryState: Successful`
+/// was lost with it, so a recovered session was taken for "recovery not offered", subscribed
+/// again (replacing the recovered subscription) and caught up, every time.
+#[test]
+fn an_odd_recovery_buffer_size_does_not_hide_a_successful_recovery() {
+    for odd in [
+        serde_json::json!("5"),
+        serde_json::json!(-1),
+        serde_json::json!(1.5),
+    ] {
+        let t = Setup::new();
+        t.fake
+            .with(|w| w.details_override = vec![("recoveryBufferSize".into(), odd.clone())]);
+        let mut r = t.start();
+        t.fake.drop_connection();
+        t.fake.notify(&body(1));
+        let line = r.wait_for("WebSocket: s");
+        assert!(
+            line.contains("session recovered"),
+            "recoveryBufferSize {odd}: {line}\n{}",
+            r.stderr()
+        );
+        assert!(within(PATIENCE, || t.lines().len() == 1));
+        assert_eq!(t.fake.with(|w| w.created.len()), 1, "{odd}");
+    }
+}
+
+/// A gateway that keeps nothing while the client is away (`recoveryBufferSize: 0`) resends
+/// nothing on a successful recovery: whatever came meanwhile is lost, so the gap is caught up
+/// at once (it was taken as a buffer of 1, caught up only if a notification came in the first
+/// seconds).
+#[test]
+fn a_recovery_buffer_of_zero_catches_up_the_gap() {
+    let t = Setup::new();
+    t.fake
+        .with(|w| w.details_override = vec![("recoveryBufferSize".into(), 0.into())]);
+    let mut r = t.start();
+    t.fake.drop_connection();
+    r.wait_for("session recovered");
+    let line = r.wait_for("catching up since");
+    assert!(line.contains("keeps no notification"), "{line}");
+    r.wait_for("catching up on missed messages and calls");
+    assert_eq!(t.fake.with(|w| w.created.len()), 1, "the session is kept");
+}
+
+/// A notification whose meta has an odd field (a numeric header, `status` as a string, a
+/// numeric `messageId`) was "a message that is not a JSON array": the connection was dropped and
+/// the notification, delivered as far as the gateway knows, lost.
+#[test]
+fn a_notification_with_an_odd_meta_is_logged() {
+    let t = Setup::new();
+    let mut r = t.start();
+    let b = r#"{"uuid":"odd-meta","event":"/e","subscriptionId":7}"#;
+    t.fake.send_raw(&format!(
+        "[{{\"type\":\"ServerNotification\",\"messageId\":7,\"status\":\"200\",\"headers\":{{\"RCRequestId\":1,\"X\":null}},\"wsc\":{{\"token\":5}}}},{b}]"
+    ));
+    t.fake.notify(&body(2));
+    assert!(
+        within(PATIENCE, || t.lines().len() == 2),
+        "{:?}\n{}",
+        t.lines(),
+        r.stderr()
+    );
+    assert!(t.lines()[0].contains("odd-meta"));
+    assert!(!r.stderr().contains("reconnecting"), "{}", r.stderr());
+    let _ = r.wait_for("a notification of subscription 7 arrived");
+}
+
+/// The gateway's strings reached the operational log whole: a foreign `subscriptionId`, an
+/// `Error`'s code and message, a first message's type, each up to `--max-body` (1 MiB) long, one
+/// line each, several per connection and again at every reconnect (journald cuts lines at 48 KiB
+/// and a terminal scrolls for pages).
+#[test]
+fn the_gateways_long_strings_are_clipped_in_the_operational_log() {
+    let t = Setup::new();
+    let mut r = t.start();
+    let long = "L".repeat(200_000);
+    t.fake.notify(
+        &serde_json::json!({"uuid": "f1", "event": "/e", "subscriptionId": long}).to_string(),
+    );
+    r.wait_for("a notification of subscription");
+    t.fake.send_raw(
+        &serde_json::json!([{"type": "Error", "messageId": "e"}, {"errorCode": long, "message": long}])
+            .to_string(),
+    );
+    r.wait_for("reconnecting (the gateway said");
+    r.wait_for("session recovered");
+    assert!(within(PATIENCE, || t.lines().len() == 1));
+    let err = r.stderr();
+    let longest = err.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 2048, "a line of {longest} bytes");
+    assert!(err.contains("200000 bytes"), "the length is told");
+}
+
+/// A FIFO where the state file belongs (an operator's mistake, or a path reused): the session
+/// child's read of the state blocked forever on opening it, with no line said; connect sat there
+/// unsubscribed. It now stops with one line naming the file and exit status 1.
+#[test]
+fn a_fifo_as_the_state_file_stops_connect_with_a_reason() {
+    let t = Setup::new();
+    let st = std::process::Command::new("mkfifo")
+        .arg(t.state())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut r = t.launch();
+    let line = r.wait_for("state file");
+    assert!(line.contains("not a regular file"), "{line}");
+    assert_eq!(r.wait_exit().code(), Some(1), "{}", r.stderr());
+}
+
+/// `register` (cron, or `serve --register`) and `connect` share the default state file. register
+/// read the file at its start and, seconds later (the platform's calls, the validation
+/// handshake), wrote it back whole: whatever connect had saved meanwhile (its refreshed OAuth
+/// session's refresh token, a new wsc, its ws-token times) was put back to the old. A restart of
+/// connect then refreshed with a spent token: a new login, the WebSocket session lost.
+#[test]
+fn register_keeps_what_connect_saved_during_its_run() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = crate::install::Setup::new();
+    // A receiver that holds the validation handshake until connect has written the file.
+    let stub = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    s.set(
+        "WEBHOOK_ADDRESS",
+        &format!("http://{}/webhook", stub.local_addr().unwrap()),
+    );
+    let state = s.state_path();
+    let connect = |refresh: &str| {
+        serde_json::json!({"subscriptionId": "ws-1", "refreshToken": refresh,
+            "refreshUntil": "2999-01-01T00:00:00Z", "wsc": "wsc-1"})
+    };
+    std::fs::write(
+        &state,
+        serde_json::json!({"server": s.fake.url, "connect": connect("spent")}).to_string(),
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut held = false;
+        for c in stub.incoming() {
+            let mut c = c.unwrap();
+            let (mut token, mut platform) = (String::new(), false);
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            loop {
+                let mut l = String::new();
+                if r.read_line(&mut l).unwrap() == 0 || l.trim().is_empty() {
+                    break;
+                }
+                let (k, v) = l.split_once(':').unwrap_or((&l, ""));
+                match k.to_ascii_lowercase().as_str() {
+                    "validation-token" => token = v.trim().to_string(),
+                    "user-agent" => platform = v.contains("RingCentral-Webhook"),
+                    _ => {}
+                }
+            }
+            if platform && !held {
+                // Connect's child saves while register waits for the platform.
+                let mut st: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+                st["connect"] = connect("fresh");
+                std::fs::write(&state, st.to_string()).unwrap();
+                held = true;
+                tx.send(()).unwrap();
+            }
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nValidation-Token: {token}\r\nContent-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    let out = s.register();
+    assert_eq!(out["action"], "created", "{out}");
+    rx.recv().unwrap();
+    drop(holder);
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.state_path()).unwrap()).unwrap();
+    assert_eq!(st["id"], out["id"], "{st}");
+    assert_eq!(st["connect"]["refreshToken"], "fresh", "{st}");
+}

@@ -80,6 +80,8 @@ pub struct World {
     pub recovery_timeout: u64,
     /// `recoveryBufferSize`: a resend is the most recent this many notifications at most.
     pub recovery_buffer_size: usize,
+    /// Fields of `ConnectionDetails`' body replaced as a hostile gateway would (any JSON).
+    pub details_override: Vec<(String, Value)>,
     pub access_expires_in: u64,
     pub closes: Vec<String>,
     next: u64,
@@ -250,6 +252,7 @@ impl FakeWsg {
                 absolute_timeout: 86400,
                 recovery_timeout: 180,
                 recovery_buffer_size: 100,
+                details_override: vec![],
                 access_expires_in: 3600,
                 closes: vec![],
                 next: 0,
@@ -666,6 +669,9 @@ fn websocket(
         "recoveryBufferSize": w.recovery_buffer_size, "recoveryTimeout": w.recovery_timeout, "idleTimeout": w.idle_timeout,
         "absoluteTimeout": w.absolute_timeout, "maxActiveRequests": 10});
     for (k, v) in details.as_object().unwrap() {
+        d[k] = v.clone();
+    }
+    for (k, v) in &w.details_override {
         d[k] = v.clone();
     }
     let cd = json!([{"type": "ConnectionDetails", "messageId": "cd", "status": 200,

@@ -225,16 +225,21 @@ fn record(
             .and_then(|e| e.duration_since(now).ok())
             .map(|d| d.as_secs()),
     };
+    // The file as it is now, not as it was at the start of the run: catchup and connect's
+    // session write their parts of it meanwhile (connect every few seconds).
+    let server = &s.platform.endpoint.server;
+    let now_saved = state::load(&s.state_path)?.filter(|st| &st.server == server);
+    let current = now_saved.as_ref().or(saved);
     let new_state = State {
-        server: s.platform.endpoint.server.clone(),
+        server: server.clone(),
         id: sub.id.clone(),
         address: s.address.clone(),
         lifetime,
         // catchup's sync points outlive a replaced subscription: they follow the extensions.
-        sync: saved.map(|st| st.sync.clone()).unwrap_or_default(),
-        connect: saved.and_then(|st| st.connect.clone()),
+        sync: current.map(|st| st.sync.clone()).unwrap_or_default(),
+        connect: current.and_then(|st| st.connect.clone()),
     };
-    if saved != Some(&new_state) {
+    if now_saved.as_ref() != Some(&new_state) {
         state::save(&s.state_path, &new_state)?;
     }
     Ok(())
@@ -440,13 +445,17 @@ pub(crate) fn run_unregister(flags: &Flags, vars: &Vars) -> Result<(), Error> {
     if let (Some(path), Some(st)) = (&s.state_path, &saved) {
         if st.connect.is_some() {
             if deleted.contains(&st.id) {
+                // As the file is now: connect's session may have saved during the run.
+                let now = state::load(path)?
+                    .filter(|n| n.server == st.server)
+                    .unwrap_or_else(|| st.clone());
                 state::save(
                     path,
                     &State {
                         id: String::new(),
                         address: String::new(),
                         lifetime: None,
-                        ..st.clone()
+                        ..now
                     },
                 )?;
             }

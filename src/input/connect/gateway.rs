@@ -2,23 +2,69 @@
 //! `[meta, body]`; [`Message::parse`] reads the meta and keeps the body's bytes exactly as sent
 //! (`RawValue`), the builders write the client's requests. Samples: `tests/data/websocket/`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 use serde_json::value::RawValue;
 
-/// The meta (first element) of any message.
+/// A field read leniently: a value of another type than expected (a number where a string
+/// should be, a negative size) is as if it were absent, instead of making the whole message
+/// unreadable (and with it the fields that were fine: a `recoveryState`, a notification).
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    Ok(serde_json::from_value(Value::deserialize(d)?).ok())
+}
+
+/// A count or a status: an unsigned integer, or one written as a string.
+fn lenient_number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    let n = match Value::deserialize(d)? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    Ok(n.and_then(|n| T::try_from(n).ok()))
+}
+
+/// Headers: the ones whose value is a string (others are not headers we read).
+fn lenient_headers<'de, D>(
+    d: D,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Ok(match Value::deserialize(d)? {
+        Value::Object(m) => Some(
+            m.into_iter()
+                .filter_map(|(k, v)| match v {
+                    Value::String(s) => Some((k, s)),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    })
+}
+
+/// The meta (first element) of any message. Every field but `type` is read leniently.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Meta {
     /// `ConnectionDetails`, `ClientRequest`, `ServerNotification`, `Heartbeat`, `Error`.
     #[serde(rename = "type")]
     pub kind: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub message_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_number")]
     pub status: Option<u16>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub wsc: Option<Wsc>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_headers")]
     pub headers: Option<std::collections::BTreeMap<String, String>>,
 }
 
@@ -28,22 +74,22 @@ pub(crate) struct Wsc {
     pub token: String,
 }
 
-/// `ConnectionDetails`' body (every field optional: read what is there).
+/// `ConnectionDetails`' body (every field optional and read leniently: read what is there).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Details {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub recovery_state: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub recovery_error_code: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_number")]
     pub recovery_timeout: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_number")]
     pub idle_timeout: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_number")]
     pub absolute_timeout: Option<u64>,
     /// How many notifications the gateway keeps while disconnected (the most recent ones).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_number")]
     pub recovery_buffer_size: Option<u64>,
 }
 
@@ -51,16 +97,16 @@ pub(crate) struct Details {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct GatewayError {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub error_code: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub message: Option<String>,
 }
 
 /// A subscription answer's body, as far as we need it.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct SubscriptionBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub id: Option<String>,
 }
 
@@ -68,8 +114,21 @@ pub(crate) struct SubscriptionBody {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct NotificationBody {
-    #[serde(default)]
+    /// Its subscription: a string, or another JSON value's text (not ours either way).
+    #[serde(default, deserialize_with = "any_text")]
     pub subscription_id: Option<String>,
+}
+
+/// A string as it is; any other value (but null) as its JSON text.
+fn any_text<'de, D>(d: D) -> Result<Option<String>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Ok(match Value::deserialize(d)? {
+        Value::Null => None,
+        Value::String(s) => Some(s),
+        v => Some(v.to_string()),
+    })
 }
 
 /// One message: its meta, and its body's bytes as sent.
@@ -212,6 +271,26 @@ mod tests {
         );
         assert!(Message::parse(b"{}").is_err());
         assert!(Message::parse(b"[1,2,3]").is_err());
+    }
+
+    #[test]
+    fn an_odd_field_leaves_the_others_readable() {
+        let d = br#"[{"type":"ConnectionDetails","status":"200","headers":{"A":1,"B":"b"},"wsc":{"token":5}},
+            {"recoveryState":"Successful","recoveryBufferSize":"7","recoveryTimeout":-1,"idleTimeout":[1]}]"#;
+        let m = Message::parse(d).unwrap();
+        assert_eq!(m.meta.status, Some(200));
+        assert!(m.meta.wsc.is_none());
+        assert_eq!(m.header("b"), Some("b"));
+        assert_eq!(m.header("a"), None);
+        let det: Details = m.body_as();
+        assert_eq!(det.recovery_state.as_deref(), Some("Successful"));
+        assert_eq!(det.recovery_buffer_size, Some(7));
+        assert_eq!((det.recovery_timeout, det.idle_timeout), (None, None));
+        let n = br#"[{"type":"ServerNotification","status":70000},{"subscriptionId":7}]"#;
+        let m = Message::parse(n).unwrap();
+        assert_eq!(m.meta.status, None);
+        let b: NotificationBody = m.body_as();
+        assert_eq!(b.subscription_id.as_deref(), Some("7"));
     }
 
     #[test]

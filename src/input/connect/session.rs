@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::gateway::{self, Details, GatewayError, Message, NotificationBody, SubscriptionBody};
 use super::ws::{self, Incoming, Target, WebSocket, WsError};
 use crate::error::Error;
-use crate::oplog::Escaped;
+use crate::oplog::Clipped;
 use crate::platform::PlatformError;
 use crate::platform::session::{ExpandError, Session};
 use crate::platform::settings::{ExtensionScope, PlatformSettings};
@@ -524,14 +524,14 @@ impl WsSession {
             }
             return Ok(End::Reconnect(format!(
                 "the gateway said {} {}",
-                Escaped(&code),
-                Escaped(err.message.as_deref().unwrap_or(""))
+                Clipped(&code),
+                Clipped(err.message.as_deref().unwrap_or(""))
             )));
         }
         if msg.meta.kind != "ConnectionDetails" {
             return Ok(End::Reconnect(format!(
                 "the first message is a {}, not ConnectionDetails",
-                Escaped(&msg.meta.kind)
+                Clipped(&msg.meta.kind)
             )));
         }
         let details: Details = msg.body_as();
@@ -545,10 +545,11 @@ impl WsSession {
         let idle = secs(details.idle_timeout, 1800).max(Duration::from_secs(1));
         let absolute = secs(details.absolute_timeout, 86_400).max(Duration::from_secs(2));
         let recovery = secs(details.recovery_timeout, 180);
-        let buffer = details.recovery_buffer_size.unwrap_or(100).max(1);
+        // Unreadable (a string, negative): the documented 100. Zero: nothing is kept while away.
+        let buffer = details.recovery_buffer_size.unwrap_or(100);
         info!(
             "WebSocket: connected to {} (idle timeout {} s, absolute {} s, recovery window {} s)",
-            Escaped(&host),
+            Clipped(&host),
             idle.as_secs(),
             absolute.as_secs(),
             recovery.as_secs()
@@ -559,19 +560,27 @@ impl WsSession {
                 since: since.clone().unwrap_or_else(|| rfc3339(now)),
                 buffer,
             });
-        if recovered.is_some() {
+        if let Some(r) = &recovered {
             info!(
                 "WebSocket: session recovered; subscription {} kept",
-                Escaped(self.sub_id.as_deref().unwrap_or("?"))
+                Clipped(self.sub_id.as_deref().unwrap_or("?"))
             );
+            if r.buffer == 0 {
+                // Nothing to resend: whatever came while away is lost.
+                info!(
+                    "WebSocket: the gateway keeps no notification while away (recoveryBufferSize 0); catching up since {}",
+                    r.since
+                );
+                tell(format!("C {}\n", r.since).as_bytes())?;
+            }
         } else {
             if let Err(end) = self.subscribe(&mut sock)? {
                 return Ok(end);
             }
             if recoverable || since.is_some() {
                 let why = match (&details.recovery_state, &details.recovery_error_code) {
-                    (Some(s), Some(c)) => format!("recovery {} ({})", Escaped(s), Escaped(c)),
-                    (Some(s), None) => format!("recovery {}", Escaped(s)),
+                    (Some(s), Some(c)) => format!("recovery {} ({})", Clipped(s), Clipped(c)),
+                    (Some(s), None) => format!("recovery {}", Clipped(s)),
                     _ if recoverable => "recovery not offered".into(),
                     _ => "the session could not be recovered".into(),
                 };
@@ -632,7 +641,7 @@ impl WsSession {
                     .or_else(|| msg.body_as::<SubscriptionBody>().id);
                 info!(
                     "WebSocket: subscribed: {}, {} filters",
-                    Escaped(sub.as_deref().unwrap_or("?")),
+                    Clipped(sub.as_deref().unwrap_or("?")),
                     filters.len()
                 );
                 let old = std::mem::replace(&mut self.sub_id, sub);
@@ -655,8 +664,8 @@ impl WsSession {
             return Ok(Err(End::Reconnect(format!(
                 "the subscription was refused: {} {} {}",
                 status,
-                Escaped(err.error_code.as_deref().unwrap_or("")),
-                Escaped(err.message.as_deref().unwrap_or(""))
+                Clipped(err.error_code.as_deref().unwrap_or("")),
+                Clipped(err.message.as_deref().unwrap_or(""))
             ))));
         }
     }
@@ -727,8 +736,8 @@ impl WsSession {
                             let err: GatewayError = msg.body_as();
                             return Ok(End::Reconnect(format!(
                                 "the gateway said {} {}",
-                                Escaped(err.error_code.as_deref().unwrap_or("")),
-                                Escaped(err.message.as_deref().unwrap_or(""))
+                                Clipped(err.error_code.as_deref().unwrap_or("")),
+                                Clipped(err.message.as_deref().unwrap_or(""))
                             )));
                         }
                         _ => {}
@@ -810,8 +819,8 @@ impl WsSession {
         }
         warn!(
             "WebSocket: a notification of subscription {} arrived for {}; logged all the same{}",
-            Escaped(&theirs),
-            Escaped(ours),
+            Clipped(&theirs),
+            Clipped(ours),
             if foreign.len() + 1 == MAX_FOREIGN {
                 " (further foreign subscription ids on this connection are not reported)"
             } else {
@@ -857,7 +866,7 @@ impl WsSession {
                             if m.meta.message_id.as_deref() == Some(id.as_str()) {
                                 info!(
                                     "WebSocket: subscription {} deleted ({})",
-                                    Escaped(&sub),
+                                    Clipped(&sub),
                                     m.meta.status.unwrap_or(0)
                                 );
                                 break;
@@ -900,7 +909,7 @@ fn closed(code: Option<u16>, reason: &str) -> String {
     match code {
         Some(c) => format!(
             "the gateway closed the connection ({c} {})",
-            Escaped(reason)
+            Clipped(reason)
         ),
         None => "the gateway closed the connection".into(),
     }
@@ -946,8 +955,8 @@ fn open(url: &str, cfg: &SessionConfig) -> Result<WebSocket<Stream>, String> {
     let target = Target::parse(url).map_err(|e| format!("the gateway's address: {e}"))?;
     let addrs = (target.host.as_str(), target.port)
         .to_socket_addrs()
-        .map_err(|e| format!("{}: {e}", Escaped(&target.host)))?;
-    let mut last = format!("{}: no address", Escaped(&target.host));
+        .map_err(|e| format!("{}: {e}", Clipped(&target.host)))?;
+    let mut last = format!("{}: no address", Clipped(&target.host));
     let mut tcp = None;
     for a in addrs {
         match TcpStream::connect_timeout(&a, CONNECT_WITHIN) {
@@ -955,7 +964,7 @@ fn open(url: &str, cfg: &SessionConfig) -> Result<WebSocket<Stream>, String> {
                 tcp = Some(t);
                 break;
             }
-            Err(e) => last = format!("{}: {e}", Escaped(&target.host)),
+            Err(e) => last = format!("{}: {e}", Clipped(&target.host)),
         }
     }
     let tcp = tcp.ok_or(last)?;
@@ -965,7 +974,7 @@ fn open(url: &str, cfg: &SessionConfig) -> Result<WebSocket<Stream>, String> {
     let stream: Stream = if target.tls {
         let config = crate::https::tls_config(&cfg.platform.endpoint.roots)?;
         let name = rustls::pki_types::ServerName::try_from(target.host.clone())
-            .map_err(|_| format!("{}: not a TLS server name", Escaped(&target.host)))?;
+            .map_err(|_| format!("{}: not a TLS server name", Clipped(&target.host)))?;
         let client =
             rustls::ClientConnection::new(config, name).map_err(|e| format!("TLS: {e}"))?;
         Box::new(rustls::StreamOwned::new(client, tcp))
@@ -973,8 +982,8 @@ fn open(url: &str, cfg: &SessionConfig) -> Result<WebSocket<Stream>, String> {
         Box::new(tcp)
     };
     WebSocket::handshake(stream, &target, cfg.max_message).map_err(|e| match e {
-        WsError::Io(io) => format!("cannot connect to {}: {io}", Escaped(&target.host)),
-        other => format!("{}: {other}", Escaped(&target.host)),
+        WsError::Io(io) => format!("cannot connect to {}: {io}", Clipped(&target.host)),
+        other => format!("{}: {other}", Clipped(&target.host)),
     })
 }
 
