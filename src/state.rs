@@ -76,6 +76,11 @@ pub(crate) struct ConnectState {
     /// The connection's last sign of life (RFC 3339): a catch-up starts here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alive_at: Option<String>,
+    /// When (RFC 3339) the last run's loop was found gone (killed) while the session child
+    /// held the session: what it had been handed may be in no log, and a recovered session
+    /// does not resend it. The next start catches up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loop_lost_at: Option<String>,
     /// When the last WebSocket tokens were taken (RFC 3339), so the Auth group's limit holds
     /// across restarts of the session child and of the process.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -91,6 +96,7 @@ impl std::fmt::Debug for ConnectState {
             .field("wsc", &self.wsc.as_ref().map(|_| "(redacted)"))
             .field("recoverable_until", &self.recoverable_until)
             .field("alive_at", &self.alive_at)
+            .field("loop_lost_at", &self.loop_lost_at)
             .field("ws_tokens", &self.ws_tokens)
             .finish()
     }

@@ -188,7 +188,10 @@ pub(crate) fn run(cfg: SessionConfig) -> Result<(), Error> {
     };
     let result = s.run();
     if matches!(result, Err(Error::StdoutClosed)) {
-        // The loop is gone (killed): leave the session recoverable for the next start.
+        // The loop is gone (killed): leave the session recoverable for the next start, which
+        // catches up what the loop may not have logged (see `ConnectState::loop_lost_at`).
+        s.conn.loop_lost_at = Some(rfc3339(SystemTime::now()));
+        let _ = s.write_state();
         return Ok(());
     }
     result
@@ -587,6 +590,17 @@ impl WsSession {
                 let since = since.unwrap_or_else(|| rfc3339(now));
                 info!("WebSocket: {why}: subscribed again; catching up since {since}");
                 tell(format!("C {since}\n").as_bytes())?;
+            }
+        }
+        if let Some(at) = self.conn.loop_lost_at.take() {
+            // Read back as a time (the file is outside text): never a line break into `C`.
+            let at = parse_time(&Some(at)).map_or_else(|| rfc3339(now), rfc3339);
+            if recovered.is_some() {
+                info!(
+                    "WebSocket: the last run ended with its loop killed at {}: what it had been handed may not be logged; catching up",
+                    Clipped(&at)
+                );
+                tell(format!("C {at}\n").as_bytes())?;
             }
         }
         self.failures = 0;

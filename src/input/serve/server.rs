@@ -1076,7 +1076,7 @@ impl Server {
                 "connect: events may have been missed since {}",
                 crate::oplog::Escaped(&since)
             );
-            r.due("the WebSocket session was not recovered");
+            r.due("the WebSocket stream has a gap");
         }
     }
 
