@@ -818,3 +818,46 @@ fn a_loop_killed_with_notifications_in_hand_is_caught_up_after_recovery() {
     assert_eq!(got, once, "nothing doubled");
     r2.stop();
 }
+
+/// Two `connect`s on one state file would spend each other's single-use refresh tokens: the
+/// second is refused, naming the file, and the first goes on. The lock dies with its holder.
+#[test]
+fn a_second_connect_on_the_same_state_file_is_refused() {
+    let t = Setup::new();
+    let mut r = t.start();
+    let mut out = crate::support::ringhook(t.dir.path())
+        .args(["connect", "--log-file"])
+        // Its own log: the log's lock would refuse it already.
+        .arg(t.dir.path().join("other.log"))
+        .env("RC_SERVER_URL", &t.fake.url)
+        .env("RC_CLIENT_ID", fake::CLIENT_ID)
+        .env("RC_CLIENT_SECRET", fake::CLIENT_SECRET)
+        .env("RC_JWT", fake::JWT)
+        .env("RINGHOOK_STATE", t.state())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while out.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            out.kill().unwrap();
+            panic!("a second connect on the same state file kept running");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = out.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("in use by another ringhook connect") && err.contains("state.json"),
+        "{err}"
+    );
+    t.fake.notify(&body(0));
+    assert_eq!(uuids(&t.wait_lines(1)), ["u-0"], "the first one goes on");
+    r.signal("KILL");
+    r.wait_exit();
+    let mut third = t.launch();
+    third.wait_for("WebSocket: connected");
+    third.stop();
+}

@@ -46,6 +46,18 @@ pub(crate) fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
     cfg.token = None;
     cfg.register = None;
     let listen = vars.flag_or(flags, &cli::LISTEN).map(|_| cfg.listen);
+    // One `connect` per state file, held until the process ends however it ends: two would
+    // spend each other's single-use refresh tokens and fight over one session.
+    let _lock = crate::log::cursor::lock(&state_path)
+        .map_err(|e| Error::runtime(format!("state {}: {e}", state_path.display())))?
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "state {} is in use by another ringhook connect (it holds {}): one connect per \
+                 state file; give this one its own --state, or stop the other",
+                state_path.display(),
+                crate::log::cursor::lock_path(&state_path).display()
+            ))
+        })?;
     let (log, log_desc) = crate::input::serve::open_log(&cfg)?;
     let listener = match listen {
         Some(addr) => Some(TcpListener::bind(addr).map_err(|e| {
