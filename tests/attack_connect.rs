@@ -536,3 +536,50 @@ fn register_keeps_what_connect_saved_during_its_run() {
     assert_eq!(st["id"], out["id"], "{st}");
     assert_eq!(st["connect"]["refreshToken"], "fresh", "{st}");
 }
+
+/// Runs `connect` on `t`'s state file (with a log of its own: the log's lock is not what is
+/// tested) until it exits by itself within the patience: its exit status and stderr.
+fn connect_to_end(t: &Setup, state: &std::path::Path) -> (Option<i32>, String) {
+    let log = state.with_file_name("other.log");
+    let mut c = crate::support::ringhook(state.parent().unwrap())
+        .args(["connect", "--log-file"])
+        .arg(&log)
+        .env("RC_SERVER_URL", &t.fake.url)
+        .env("RC_CLIENT_ID", fake::CLIENT_ID)
+        .env("RC_CLIENT_SECRET", fake::CLIENT_SECRET)
+        .env("RC_JWT", fake::JWT)
+        .env("RINGHOOK_STATE", state)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ended = within(PATIENCE, || c.try_wait().unwrap().is_some());
+    if !ended {
+        let _ = c.kill();
+    }
+    let out = c.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(ended, "connect kept running:\n{err}");
+    (out.status.code(), err)
+}
+
+/// The state file's folder not made yet (the default `~/.local/state/ringhook/` on a fresh
+/// machine): the session makes it when it first saves. The lock beside the state file was
+/// opened first, in a folder that did not exist: connect refused to start at all.
+#[test]
+fn a_state_file_in_a_folder_not_made_yet_does_not_stop_connect() {
+    let t = Setup::new();
+    let state = t.state().with_file_name("not/made/yet/state.json");
+    let mut r = t
+        .serve()
+        .env("RINGHOOK_STATE", state.to_str().unwrap())
+        .args(["--log-file".as_ref(), t.log().as_os_str()])
+        .start();
+    r.wait_for("WebSocket: subscribed");
+    t.fake.notify(&body(1));
+    assert!(within(PATIENCE, || t.lines().len() == 1));
+    assert!(within(PATIENCE, || std::fs::read_to_string(&state)
+        .is_ok_and(|s| s.contains("refreshToken"))));
+    assert_eq!(r.stop().code(), Some(0));
+}

@@ -48,6 +48,16 @@ pub(crate) fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
     let listen = vars.flag_or(flags, &cli::LISTEN).map(|_| cfg.listen);
     // One `connect` per state file, held until the process ends however it ends: two would
     // spend each other's single-use refresh tokens and fight over one session.
+    // The session makes the state file's folder when it first saves; the lock beside the file
+    // needs it first (the default `~/.local/state/ringhook/` need not exist yet).
+    if let Some(dir) = state_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::runtime_hint(
+                format!("cannot make the state file's folder {}: {e}", dir.display()),
+                "make it writable, or point RINGHOOK_STATE elsewhere",
+            )
+        })?;
+    }
     let _lock = crate::log::cursor::lock(&state_path)
         .map_err(|e| Error::runtime(format!("state {}: {e}", state_path.display())))?
         .ok_or_else(|| {
