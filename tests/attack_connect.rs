@@ -583,3 +583,30 @@ fn a_state_file_in_a_folder_not_made_yet_does_not_stop_connect() {
         .is_ok_and(|s| s.contains("refreshToken"))));
     assert_eq!(r.stop().code(), Some(0));
 }
+
+/// A FIFO where the lock file goes (`<state>.lock`): opening it to write waited for a reader
+/// forever, before a line was said; connect sat there. A directory there was reported as the
+/// state file being one. Both now stop connect with a line naming the lock file.
+#[test]
+fn a_fifo_or_folder_as_the_lock_file_stops_connect_with_a_reason() {
+    for kind in ["fifo", "folder"] {
+        let t = Setup::new();
+        let lock = t.state().with_file_name("state.json.lock");
+        match kind {
+            "fifo" => assert!(
+                std::process::Command::new("mkfifo")
+                    .arg(&lock)
+                    .status()
+                    .unwrap()
+                    .success()
+            ),
+            _ => std::fs::create_dir(&lock).unwrap(),
+        }
+        let (code, err) = connect_to_end(&t, &t.state());
+        assert_eq!(code, Some(1), "{kind}: {err}");
+        assert!(
+            err.contains("state.json.lock") && err.contains("not a regular file"),
+            "{kind}: {err}"
+        );
+    }
+}
