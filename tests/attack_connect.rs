@@ -610,3 +610,57 @@ fn a_fifo_or_folder_as_the_lock_file_stops_connect_with_a_reason() {
         );
     }
 }
+
+/// The session child outlives a SIGKILLed loop until it notices (a read of up to a minute,
+/// a platform call); the loop's lock went with the loop, so a new connect started meanwhile
+/// ran a second session child beside it: two refreshing the one OAuth session, and the old
+/// one's last save (its spent refresh token, `loopLostAt`) landing on the new one's file.
+/// The child now holds the lock with the loop: the new connect waits a moment, then is
+/// refused; once the old child is gone the next one recovers and catches up.
+#[test]
+fn a_session_child_outliving_its_killed_loop_keeps_the_state_file_locked() {
+    let t = Setup::new();
+    let mut a = t.start();
+    t.fake.notify(&body(0));
+    assert!(within(PATIENCE, || t.lines().len() == 1));
+    let pid = a.child.id();
+    let kids =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let kid: u32 = kids
+        .split_whitespace()
+        .next()
+        .expect("the session child")
+        .parse()
+        .unwrap();
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &kid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    // Frozen, as in a long blocking call: it cannot notice its loop is gone.
+    signal("-STOP");
+    a.signal("KILL");
+    // Not `wait_exit`: the frozen child holds the stderr it shares.
+    assert!(within(PATIENCE, || a.child.try_wait().unwrap().is_some()));
+    let (code, err) = connect_to_end(&t, &t.state());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("in use by another ringhook connect"), "{err}");
+    assert_eq!(
+        t.fake.with(|w| w.refreshes),
+        0,
+        "nobody spent the refresh token"
+    );
+    signal("-CONT");
+    assert!(within(PATIENCE, || crate::support::exited(kid)));
+    let st = std::fs::read_to_string(t.state()).unwrap();
+    assert!(st.contains("loopLostAt"), "{st}");
+    t.fake.drop_connection();
+    let mut b = t.launch();
+    b.wait_for("session recovered");
+    b.wait_for("catching up on missed messages and calls");
+    b.stop();
+}
