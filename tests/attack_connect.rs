@@ -664,3 +664,39 @@ fn a_session_child_outliving_its_killed_loop_keeps_the_state_file_locked() {
     b.wait_for("catching up on missed messages and calls");
     b.stop();
 }
+
+/// The loop killed while the session child waited for its next ws token (four taken this
+/// minute, as after a few reconnects): the child took its orphaning for a stop, revoked the
+/// OAuth session and forgot it, the kept session and the note for a catch-up both lost; the
+/// next start had to sign in again and could not recover. It now leaves as it does from a
+/// connection: the session kept, `loopLostAt` noted.
+#[test]
+fn a_loop_killed_while_the_child_paces_its_ws_tokens_keeps_the_session() {
+    let t = Setup::new();
+    let ago = |ms: u64| {
+        let at = std::time::SystemTime::now() - Duration::from_millis(ms);
+        humantime::format_rfc3339_millis(at).to_string()
+    };
+    let state = serde_json::json!({"server": t.fake.url,
+        "connect": {"wsTokens": [ago(40), ago(30), ago(20), ago(10)]}});
+    std::fs::write(t.state(), state.to_string()).unwrap();
+    let mut a = t.launch();
+    a.wait_for("tokens taken this minute");
+    let pid = a.child.id();
+    let kids =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let kid: u32 = kids
+        .split_whitespace()
+        .next()
+        .expect("the session child")
+        .parse()
+        .unwrap();
+    a.signal("KILL");
+    a.wait_exit();
+    assert!(within(PATIENCE, || crate::support::exited(kid)));
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.state()).unwrap()).unwrap();
+    assert!(t.fake.with(|w| w.revoked.is_empty()), "revoked: {st}");
+    assert!(st["connect"]["refreshToken"].is_string(), "{st}");
+    assert!(st["connect"]["loopLostAt"].is_string(), "{st}");
+}

@@ -217,6 +217,9 @@ impl WsSession {
                 return self.finish();
             }
             match self.connection()? {
+                // A stop seen while orphaned (waiting for a ws token, say) is the loop gone:
+                // the session is kept for the next start, not revoked.
+                End::Stop if self.orphaned() => return Err(Error::StdoutClosed),
                 End::Stop => return self.finish(),
                 End::Reconnect(reason) => {
                     tell(b"S down\n")?;
