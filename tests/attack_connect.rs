@@ -700,3 +700,40 @@ fn a_loop_killed_while_the_child_paces_its_ws_tokens_keeps_the_session() {
     assert!(st["connect"]["refreshToken"].is_string(), "{st}");
     assert!(st["connect"]["loopLostAt"].is_string(), "{st}");
 }
+
+/// A recovered session after a killed loop, from a gateway that keeps nothing while away
+/// (`recoveryBufferSize` 0): the child asked for the one gap twice (once for the empty buffer,
+/// once for the killed loop), counted as two gaps and, when the two lines reached the loop
+/// in two reads, run as two catch-ups one after the other.
+#[test]
+fn a_killed_loop_and_an_empty_recovery_buffer_are_one_gap() {
+    let t = Setup::new();
+    t.fake
+        .with(|w| w.details_override = vec![("recoveryBufferSize".into(), 0.into())]);
+    let mut a = t.start();
+    let pid = a.child.id();
+    let kids =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let kid: u32 = kids
+        .split_whitespace()
+        .next()
+        .expect("the session child")
+        .parse()
+        .unwrap();
+    a.signal("KILL");
+    a.wait_exit();
+    assert!(within(PATIENCE, || crate::support::exited(kid)));
+    t.fake.drop_connection();
+    let mut b = t.launch_with(&["--metrics-path", "/metrics"]);
+    b.wait_for("session recovered");
+    let metrics = || {
+        let m = b.exchange(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        String::from_utf8_lossy(&m.body).into_owned()
+    };
+    // "S up" follows every gap the child tells of on the connection.
+    assert!(within(PATIENCE, || metrics()
+        .contains("\nringhook_websocket_subscribed 1\n")));
+    let m = metrics();
+    assert!(m.contains("\nringhook_websocket_gaps_total 1\n"), "{m}");
+    b.wait_for("catching up on missed messages and calls");
+}
