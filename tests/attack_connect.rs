@@ -737,3 +737,34 @@ fn a_killed_loop_and_an_empty_recovery_buffer_are_one_gap() {
     assert!(m.contains("\nringhook_websocket_gaps_total 1\n"), "{m}");
     b.wait_for("catching up on missed messages and calls");
 }
+
+/// The state file's lock reaches the session child (which holds the session) and no other:
+/// an `--exec` command (which may outlive connect) holding it would keep the next connect out.
+#[test]
+fn the_state_files_lock_is_held_by_the_session_child_and_no_exec_command() {
+    let t = Setup::new();
+    let fds = t.state().with_file_name("fds.txt");
+    let script = format!(
+        "sh -c 'for f in /proc/$$/fd/*; do readlink $f; done > {0}.tmp; mv {0}.tmp {0}'",
+        fds.display()
+    );
+    let mut r = t.launch_with(&["--exec", &script]);
+    r.wait_for("WebSocket: subscribed");
+    let pid = r.child.id();
+    let kids =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let kid = kids.split_whitespace().next().expect("the session child");
+    let holds = |pid: &str| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+            .any(|l| l.to_string_lossy().ends_with("state.json.lock"))
+    };
+    assert!(holds(&pid.to_string()), "the loop holds the lock");
+    assert!(holds(kid), "the session child holds the lock");
+    t.fake.notify(&body(1));
+    assert!(within(PATIENCE, || fds.exists()));
+    let seen = std::fs::read_to_string(&fds).unwrap();
+    assert!(!seen.contains("state.json.lock"), "{seen}");
+    r.stop();
+}
