@@ -768,3 +768,40 @@ fn the_state_files_lock_is_held_by_the_session_child_and_no_exec_command() {
     assert!(!seen.contains("state.json.lock"), "{seen}");
     r.stop();
 }
+
+/// `loopLostAt` is outside text when read back: a line break in it must not reach the
+/// child→loop protocol as a line of its own, nor stop the session.
+#[test]
+fn a_malformed_loop_lost_at_is_one_catch_up_and_no_injected_line() {
+    let t = Setup::new();
+    let mut a = t.start();
+    let pid = a.child.id();
+    let kids =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let kid: u32 = kids
+        .split_whitespace()
+        .next()
+        .expect("the session child")
+        .parse()
+        .unwrap();
+    a.signal("KILL");
+    a.wait_exit();
+    assert!(within(PATIENCE, || crate::support::exited(kid)));
+    t.fake.drop_connection();
+    let mut st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.state()).unwrap()).unwrap();
+    assert!(st["connect"]["loopLostAt"].is_string(), "{st}");
+    st["connect"]["loopLostAt"] =
+        "2026-12-07T00:00:00Z\nC INJECTED\nN {\"uuid\":\"forged\"}".into();
+    std::fs::write(t.state(), st.to_string()).unwrap();
+    let mut b = t.launch_with(&["--metrics-path", "/metrics"]);
+    b.wait_for("session recovered");
+    b.wait_for("catching up on missed messages and calls");
+    let m = b.exchange(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let m = String::from_utf8_lossy(&m.body).into_owned();
+    assert!(m.contains("\nringhook_websocket_gaps_total 1\n"), "{m}");
+    assert!(!b.stderr().contains("INJECTED"), "{}", b.stderr());
+    t.fake.notify(&body(2));
+    assert!(within(PATIENCE, || t.lines().len() == 1));
+    assert!(!t.lines()[0].contains("forged"));
+}
