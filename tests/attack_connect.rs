@@ -536,3 +536,272 @@ fn register_keeps_what_connect_saved_during_its_run() {
     assert_eq!(st["id"], out["id"], "{st}");
     assert_eq!(st["connect"]["refreshToken"], "fresh", "{st}");
 }
+
+/// Runs `connect` on `t`'s state file (with a log of its own: the log's lock is not what is
+/// tested) until it exits by itself within the patience: its exit status and stderr.
+fn connect_to_end(t: &Setup, state: &std::path::Path) -> (Option<i32>, String) {
+    let log = state.with_file_name("other.log");
+    let mut c = crate::support::ringhook(state.parent().unwrap())
+        .args(["connect", "--log-file"])
+        .arg(&log)
+        .env("RC_SERVER_URL", &t.fake.url)
+        .env("RC_CLIENT_ID", fake::CLIENT_ID)
+        .env("RC_CLIENT_SECRET", fake::CLIENT_SECRET)
+        .env("RC_JWT", fake::JWT)
+        .env("RINGHOOK_STATE", state)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ended = within(PATIENCE, || c.try_wait().unwrap().is_some());
+    if !ended {
+        let _ = c.kill();
+    }
+    let out = c.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(ended, "connect kept running:\n{err}");
+    (out.status.code(), err)
+}
+
+/// The state file's folder not made yet (the default `~/.local/state/ringhook/` on a fresh
+/// machine): the session makes it when it first saves. The lock beside the state file was
+/// opened first, in a folder that did not exist: connect refused to start at all.
+#[test]
+fn a_state_file_in_a_folder_not_made_yet_does_not_stop_connect() {
+    let t = Setup::new();
+    let state = t.state().with_file_name("not/made/yet/state.json");
+    let mut r = t
+        .serve()
+        .env("RINGHOOK_STATE", state.to_str().unwrap())
+        .args(["--log-file".as_ref(), t.log().as_os_str()])
+        .start();
+    r.wait_for("WebSocket: subscribed");
+    t.fake.notify(&body(1));
+    assert!(within(PATIENCE, || t.lines().len() == 1));
+    assert!(within(PATIENCE, || std::fs::read_to_string(&state)
+        .is_ok_and(|s| s.contains("refreshToken"))));
+    assert_eq!(r.stop().code(), Some(0));
+}
+
+/// A FIFO where the lock file goes (`<state>.lock`): opening it to write waited for a reader
+/// forever, before a line was said; connect sat there. A directory there was reported as the
+/// state file being one. Both now stop connect with a line naming the lock file.
+#[test]
+fn a_fifo_or_folder_as_the_lock_file_stops_connect_with_a_reason() {
+    for kind in ["fifo", "folder"] {
+        let t = Setup::new();
+        let lock = t.state().with_file_name("state.json.lock");
+        match kind {
+            "fifo" => assert!(
+                std::process::Command::new("mkfifo")
+                    .arg(&lock)
+                    .status()
+                    .unwrap()
+                    .success()
+            ),
+            _ => std::fs::create_dir(&lock).unwrap(),
+        }
+        let (code, err) = connect_to_end(&t, &t.state());
+        assert_eq!(code, Some(1), "{kind}: {err}");
+        assert!(
+            err.contains("state.json.lock") && err.contains("not a regular file"),
+            "{kind}: {err}"
+        );
+    }
+}
+
+/// The session child outlives a SIGKILLed loop until it notices (a read of up to a minute,
+/// a platform call); the loop's lock went with the loop, so a new connect started meanwhile
+/// ran a second session child beside it: two refreshing the one OAuth session, and the old
+/// one's last save (its spent refresh token, `loopLostAt`) landing on the new one's file.
+/// The child now holds the lock with the loop: the new connect waits a moment, then is
+/// refused; once the old child is gone the next one recovers and catches up.
+#[test]
+fn a_session_child_outliving_its_killed_loop_keeps_the_state_file_locked() {
+    let t = Setup::new();
+    let mut a = t.start();
+    t.fake.notify(&body(0));
+    assert!(within(PATIENCE, || t.lines().len() == 1));
+    let pid = a.child.id();
+    let kids =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let kid: u32 = kids
+        .split_whitespace()
+        .next()
+        .expect("the session child")
+        .parse()
+        .unwrap();
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &kid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    // Frozen, as in a long blocking call: it cannot notice its loop is gone.
+    signal("-STOP");
+    a.signal("KILL");
+    // Not `wait_exit`: the frozen child holds the stderr it shares.
+    assert!(within(PATIENCE, || a.child.try_wait().unwrap().is_some()));
+    let (code, err) = connect_to_end(&t, &t.state());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("in use by another ringhook connect"), "{err}");
+    assert_eq!(
+        t.fake.with(|w| w.refreshes),
+        0,
+        "nobody spent the refresh token"
+    );
+    signal("-CONT");
+    assert!(within(PATIENCE, || crate::support::exited(kid)));
+    let st = std::fs::read_to_string(t.state()).unwrap();
+    assert!(st.contains("loopLostAt"), "{st}");
+    t.fake.drop_connection();
+    let mut b = t.launch();
+    b.wait_for("session recovered");
+    b.wait_for("catching up on missed messages and calls");
+    b.stop();
+}
+
+/// The loop killed while the session child waited for its next ws token (four taken this
+/// minute, as after a few reconnects): the child took its orphaning for a stop, revoked the
+/// OAuth session and forgot it, the kept session and the note for a catch-up both lost; the
+/// next start had to sign in again and could not recover. It now leaves as it does from a
+/// connection: the session kept, `loopLostAt` noted.
+#[test]
+fn a_loop_killed_while_the_child_paces_its_ws_tokens_keeps_the_session() {
+    let t = Setup::new();
+    let ago = |ms: u64| {
+        let at = std::time::SystemTime::now() - Duration::from_millis(ms);
+        humantime::format_rfc3339_millis(at).to_string()
+    };
+    let state = serde_json::json!({"server": t.fake.url,
+        "connect": {"wsTokens": [ago(40), ago(30), ago(20), ago(10)]}});
+    std::fs::write(t.state(), state.to_string()).unwrap();
+    let mut a = t.launch();
+    a.wait_for("tokens taken this minute");
+    let pid = a.child.id();
+    let kids =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let kid: u32 = kids
+        .split_whitespace()
+        .next()
+        .expect("the session child")
+        .parse()
+        .unwrap();
+    a.signal("KILL");
+    a.wait_exit();
+    assert!(within(PATIENCE, || crate::support::exited(kid)));
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.state()).unwrap()).unwrap();
+    assert!(t.fake.with(|w| w.revoked.is_empty()), "revoked: {st}");
+    assert!(st["connect"]["refreshToken"].is_string(), "{st}");
+    assert!(st["connect"]["loopLostAt"].is_string(), "{st}");
+}
+
+/// A recovered session after a killed loop, from a gateway that keeps nothing while away
+/// (`recoveryBufferSize` 0): the child asked for the one gap twice (once for the empty buffer,
+/// once for the killed loop), counted as two gaps and, when the two lines reached the loop
+/// in two reads, run as two catch-ups one after the other.
+#[test]
+fn a_killed_loop_and_an_empty_recovery_buffer_are_one_gap() {
+    let t = Setup::new();
+    t.fake
+        .with(|w| w.details_override = vec![("recoveryBufferSize".into(), 0.into())]);
+    let mut a = t.start();
+    let pid = a.child.id();
+    let kids =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let kid: u32 = kids
+        .split_whitespace()
+        .next()
+        .expect("the session child")
+        .parse()
+        .unwrap();
+    a.signal("KILL");
+    a.wait_exit();
+    assert!(within(PATIENCE, || crate::support::exited(kid)));
+    t.fake.drop_connection();
+    let mut b = t.launch_with(&["--metrics-path", "/metrics"]);
+    b.wait_for("session recovered");
+    let metrics = || {
+        let m = b.exchange(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        String::from_utf8_lossy(&m.body).into_owned()
+    };
+    // "S up" follows every gap the child tells of on the connection.
+    assert!(within(PATIENCE, || metrics()
+        .contains("\nringhook_websocket_subscribed 1\n")));
+    let m = metrics();
+    assert!(m.contains("\nringhook_websocket_gaps_total 1\n"), "{m}");
+    b.wait_for("catching up on missed messages and calls");
+}
+
+/// The state file's lock reaches the session child (which holds the session) and no other:
+/// an `--exec` command (which may outlive connect) holding it would keep the next connect out.
+#[test]
+fn the_state_files_lock_is_held_by_the_session_child_and_no_exec_command() {
+    let t = Setup::new();
+    let fds = t.state().with_file_name("fds.txt");
+    let script = format!(
+        "sh -c 'for f in /proc/$$/fd/*; do readlink $f; done > {0}.tmp; mv {0}.tmp {0}'",
+        fds.display()
+    );
+    let mut r = t.launch_with(&["--exec", &script]);
+    r.wait_for("WebSocket: subscribed");
+    let pid = r.child.id();
+    let kids =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let kid = kids.split_whitespace().next().expect("the session child");
+    let holds = |pid: &str| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+            .any(|l| l.to_string_lossy().ends_with("state.json.lock"))
+    };
+    assert!(holds(&pid.to_string()), "the loop holds the lock");
+    assert!(holds(kid), "the session child holds the lock");
+    t.fake.notify(&body(1));
+    assert!(within(PATIENCE, || fds.exists()));
+    let seen = std::fs::read_to_string(&fds).unwrap();
+    assert!(!seen.contains("state.json.lock"), "{seen}");
+    r.stop();
+}
+
+/// `loopLostAt` is outside text when read back: a line break in it must not reach the
+/// child→loop protocol as a line of its own, nor stop the session.
+#[test]
+fn a_malformed_loop_lost_at_is_one_catch_up_and_no_injected_line() {
+    let t = Setup::new();
+    let mut a = t.start();
+    let pid = a.child.id();
+    let kids =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let kid: u32 = kids
+        .split_whitespace()
+        .next()
+        .expect("the session child")
+        .parse()
+        .unwrap();
+    a.signal("KILL");
+    a.wait_exit();
+    assert!(within(PATIENCE, || crate::support::exited(kid)));
+    t.fake.drop_connection();
+    let mut st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.state()).unwrap()).unwrap();
+    assert!(st["connect"]["loopLostAt"].is_string(), "{st}");
+    st["connect"]["loopLostAt"] =
+        "2026-12-07T00:00:00Z\nC INJECTED\nN {\"uuid\":\"forged\"}".into();
+    std::fs::write(t.state(), st.to_string()).unwrap();
+    let mut b = t.launch_with(&["--metrics-path", "/metrics"]);
+    b.wait_for("session recovered");
+    b.wait_for("catching up on missed messages and calls");
+    let m = b.exchange(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let m = String::from_utf8_lossy(&m.body).into_owned();
+    assert!(m.contains("\nringhook_websocket_gaps_total 1\n"), "{m}");
+    assert!(!b.stderr().contains("INJECTED"), "{}", b.stderr());
+    t.fake.notify(&body(2));
+    assert!(within(PATIENCE, || t.lines().len() == 1));
+    assert!(!t.lines()[0].contains("forged"));
+}

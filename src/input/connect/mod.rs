@@ -15,6 +15,7 @@ pub(crate) mod session;
 pub(crate) mod ws;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 
@@ -48,16 +49,26 @@ pub(crate) fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
     let listen = vars.flag_or(flags, &cli::LISTEN).map(|_| cfg.listen);
     // One `connect` per state file, held until the process ends however it ends: two would
     // spend each other's single-use refresh tokens and fight over one session.
-    let _lock = crate::log::cursor::lock(&state_path)
-        .map_err(|e| Error::runtime(format!("state {}: {e}", state_path.display())))?
-        .ok_or_else(|| {
-            Error::Config(format!(
-                "state {} is in use by another ringhook connect (it holds {}): one connect per \
-                 state file; give this one its own --state, or stop the other",
-                state_path.display(),
-                crate::log::cursor::lock_path(&state_path).display()
-            ))
+    // The session makes the state file's folder when it first saves; the lock beside the file
+    // needs it first (the default `~/.local/state/ringhook/` need not exist yet).
+    if let Some(dir) = state_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::runtime_hint(
+                format!("cannot make the state file's folder {}: {e}", dir.display()),
+                "make it writable, or point RINGHOOK_STATE elsewhere",
+            )
         })?;
+    }
+    let lock = held_lock(&state_path)?.ok_or_else(|| {
+        Error::Config(format!(
+            "state {} is in use by another ringhook connect (it holds {}): one connect per \
+                 state file; give this one its own --state, or stop the other",
+            state_path.display(),
+            crate::log::cursor::lock_path(&state_path).display()
+        ))
+    })?;
+    // The session child holds it too: a child outliving a killed loop still has the session.
+    let lock = std::sync::Arc::new(lock);
     let (log, log_desc) = crate::input::serve::open_log(&cfg)?;
     let listener = match listen {
         Some(addr) => Some(TcpListener::bind(addr).map_err(|e| {
@@ -98,6 +109,7 @@ pub(crate) fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
         env_file: vars.explicit_file().map(Path::to_path_buf),
         args,
         max_line: cfg.limits.max_body as usize + 64,
+        lock: Some(lock),
     });
     info!(
         "connect: events to {log_desc}; {} filters{}; state in {}",
@@ -124,4 +136,23 @@ pub(crate) fn run(flags: &Flags, vars: &Vars) -> Result<(), Error> {
         return Err(Error::runtime("the WebSocket session cannot go on"));
     }
     Ok(())
+}
+
+/// How long a new `connect` waits for the state file's lock: the session child of a `connect`
+/// just killed holds it until it notices its loop is gone (within a tick, mostly) and has saved.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// The state file's lock ([`crate::log::cursor::lock`]), waited for up to [`LOCK_WAIT`]; `None`
+/// when another connect still holds it then.
+fn held_lock(state_path: &Path) -> Result<Option<std::fs::File>, Error> {
+    let until = Instant::now() + LOCK_WAIT;
+    loop {
+        match crate::log::cursor::lock(state_path)
+            .map_err(|e| Error::runtime(format!("state {}: {e}", state_path.display())))?
+        {
+            Some(f) => return Ok(Some(f)),
+            None if Instant::now() < until => std::thread::sleep(Duration::from_millis(50)),
+            None => return Ok(None),
+        }
+    }
 }

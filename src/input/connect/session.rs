@@ -76,6 +76,8 @@ pub(crate) struct SessionConfig {
 struct Resend {
     since: String,
     buffer: u64,
+    /// A catch-up was already asked for on this connection (it covers a full buffer too).
+    caught_up: bool,
 }
 
 /// Why a connection ended (for the operational log), and whether the process stops.
@@ -217,6 +219,9 @@ impl WsSession {
                 return self.finish();
             }
             match self.connection()? {
+                // A stop seen while orphaned (waiting for a ws token, say) is the loop gone:
+                // the session is kept for the next start, not revoked.
+                End::Stop if self.orphaned() => return Err(Error::StdoutClosed),
                 End::Stop => return self.finish(),
                 End::Reconnect(reason) => {
                     tell(b"S down\n")?;
@@ -558,11 +563,13 @@ impl WsSession {
             recovery.as_secs()
         );
         let since = self.conn.alive_at.clone();
-        let recovered = (recoverable && details.recovery_state.as_deref() == Some("Successful"))
-            .then(|| Resend {
-                since: since.clone().unwrap_or_else(|| rfc3339(now)),
-                buffer,
-            });
+        let mut recovered = (recoverable
+            && details.recovery_state.as_deref() == Some("Successful"))
+        .then(|| Resend {
+            since: since.clone().unwrap_or_else(|| rfc3339(now)),
+            buffer,
+            caught_up: buffer == 0,
+        });
         if let Some(r) = &recovered {
             info!(
                 "WebSocket: session recovered; subscription {} kept",
@@ -595,7 +602,9 @@ impl WsSession {
         if let Some(at) = self.conn.loop_lost_at.take() {
             // Read back as a time (the file is outside text): never a line break into `C`.
             let at = parse_time(&Some(at)).map_or_else(|| rfc3339(now), rfc3339);
-            if recovered.is_some() {
+            // Once per connection: a gap already caught up covers this one too.
+            if let Some(r) = recovered.as_mut().filter(|r| !r.caught_up) {
+                r.caught_up = true;
                 info!(
                     "WebSocket: the last run ended with its loop killed at {}: what it had been handed may not be logged; catching up",
                     Clipped(&at)
@@ -735,7 +744,7 @@ impl WsSession {
                                 if let (Some((n, at)), Some(r)) = (&mut resent, &recovered) {
                                     *n += 1;
                                     *at = now;
-                                    if *n == r.buffer {
+                                    if *n == r.buffer && !r.caught_up {
                                         // "Only the most recent events" are resent beyond it.
                                         info!(
                                             "WebSocket: {n} notifications resent, the gateway's whole recovery buffer: older ones may have been dropped; catching up since {}",

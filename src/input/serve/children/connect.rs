@@ -32,6 +32,10 @@ pub(crate) struct ConnectorConfig {
     pub args: Vec<std::ffi::OsString>,
     /// Largest line accepted from the child (the body limit and some).
     pub max_line: usize,
+    /// The state file's lock, which the child holds too (the same open file, so the same
+    /// `flock`): a child that outlives a killed loop keeps a new `connect` off its session until
+    /// it is gone.
+    pub lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
 /// What the loop learns from one read of the child.
@@ -122,7 +126,18 @@ impl Connector {
             .args(&self.cfg.args)
             .env(crate::cli::CONNECT_SESSION[0], "1")
             .stdin(Stdio::null());
-        match Running::spawn(&mut cmd, registry, crate::input::serve::wake::CONNECT) {
+        // A copy of the lock's descriptor without close-on-exec, for this child only (the loop
+        // is the one thread that starts children): closed here once the child has it.
+        let spawned = match self.cfg.lock.as_deref().map(rustix::io::dup).transpose() {
+            Ok(held) => {
+                let spawned =
+                    Running::spawn(&mut cmd, registry, crate::input::serve::wake::CONNECT);
+                drop(held);
+                spawned
+            }
+            Err(e) => Err(e.into()),
+        };
+        match spawned {
             Ok(proc) => {
                 self.run = Some(proc);
                 self.next_start = None;
