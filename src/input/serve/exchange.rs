@@ -583,7 +583,7 @@ fn client_closes(req: &http::Request<()>) -> bool {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .any(|e| e.trim().eq_ignore_ascii_case(token))
+            .any(|e| e.trim_ascii().eq_ignore_ascii_case(token))
     };
     (req.version() == http::Version::HTTP_10 && !has("keep-alive")) || has("close")
 }
