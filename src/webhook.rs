@@ -6,6 +6,7 @@
 //! carrying the subscription's `Verification-Token`, whose JSON body starts with the
 //! [`Envelope`] fields. Nothing here does I/O.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use http::HeaderName;
@@ -23,23 +24,57 @@ pub(crate) const MAX_ANSWER_BYTES: usize = 1024;
 /// The platform's limit on answering the validation handshake.
 pub(crate) const TIME_LIMIT: Duration = Duration::from_millis(3000);
 
-/// The fields of a notification body that ringhook reads; the rest is kept as sent.
+/// The fields of a notification body that ringhook reads; the rest is kept as sent. Borrowed from
+/// the body when they hold no escape, so reading them allocates nothing.
 #[derive(Debug, Default, Deserialize)]
-pub(crate) struct Envelope {
+pub(crate) struct Envelope<'a> {
     /// Unique per notification: the key that drops redeliveries.
-    pub uuid: Option<String>,
+    #[serde(borrow, default, deserialize_with = "borrowed")]
+    pub uuid: Option<Cow<'a, str>>,
     /// The event filter that matched, e.g. `/restapi/v1.0/account/~/extension/101/presence`.
-    pub event: Option<String>,
+    #[serde(borrow, default, deserialize_with = "borrowed")]
+    pub event: Option<Cow<'a, str>>,
     /// The subscription that delivered it.
-    #[serde(rename = "subscriptionId")]
-    pub subscription_id: Option<String>,
+    #[serde(
+        rename = "subscriptionId",
+        borrow,
+        default,
+        deserialize_with = "borrowed"
+    )]
+    pub subscription_id: Option<Cow<'a, str>>,
     /// When the platform produced it (RFC 3339), as sent.
-    pub timestamp: Option<String>,
+    #[serde(borrow, default, deserialize_with = "borrowed")]
+    pub timestamp: Option<Cow<'a, str>>,
 }
 
-impl Envelope {
+/// An optional string, borrowed when it holds no escape. serde borrows a `Cow` only as a field of
+/// its own, never inside an `Option`, where it would allocate every time.
+fn borrowed<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Text<'de>>::deserialize(d)?.map(|t| t.0))
+}
+
+impl<'a> Envelope<'a> {
     /// The envelope of `body`, or `None` when it is not a JSON object with these fields' types.
-    pub(crate) fn parse(body: &[u8]) -> Option<Envelope> {
+    pub(crate) fn parse(body: &'a [u8]) -> Option<Envelope<'a>> {
         serde_json::from_slice(body).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_borrowed_unless_escaped() {
+        let body =
+            br#"{"uuid":"u-1","event":"\/restapi\/x","timestamp":null,"body":{"uuid":"no"}}"#;
+        let env = Envelope::parse(body).unwrap();
+        assert!(matches!(env.uuid, Some(Cow::Borrowed("u-1"))));
+        assert!(matches!(env.event.as_deref(), Some("/restapi/x")));
+        assert_eq!((env.subscription_id, env.timestamp), (None, None));
+        assert!(Envelope::parse(br#"{"uuid":5}"#).is_none());
+        assert!(Envelope::parse(br#"{"uuid":"a","uuid":"b"}"#).is_none());
     }
 }

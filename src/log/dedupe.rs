@@ -1,7 +1,7 @@
 //! Recently logged uuids, so that a redelivery is acknowledged without being written twice.
 
 use std::collections::{HashSet, VecDeque};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 /// Recently logged uuids, to acknowledge a redelivery without writing it again.
 ///
@@ -9,9 +9,32 @@ use std::hash::BuildHasher;
 #[derive(Debug)]
 pub(crate) struct Dedupe {
     hasher: std::collections::hash_map::RandomState,
-    seen: HashSet<u64>,
+    seen: HashSet<u64, BuildHasherDefault<KeyHash>>,
     order: VecDeque<u64>,
     pub(super) capacity: usize,
+}
+
+/// The set's hash of a key is the key: keys are already SipHash values under this process's
+/// random key, so an attacker cannot aim uuids at one bucket, and hashing them again cost two
+/// more SipHash runs per notification.
+#[derive(Debug, Default)]
+struct KeyHash(u64);
+
+impl Hasher for KeyHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is called for a u64 key; this keeps any other use correct.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, k: u64) {
+        self.0 = k;
+    }
 }
 
 impl Dedupe {
@@ -19,7 +42,7 @@ impl Dedupe {
     pub(crate) fn new(capacity: usize) -> Dedupe {
         Dedupe {
             hasher: Default::default(),
-            seen: HashSet::new(),
+            seen: HashSet::default(),
             order: VecDeque::new(),
             capacity,
         }

@@ -25,61 +25,157 @@ use crate::webhook::Envelope;
 /// One notification, ready to be written.
 #[derive(Debug, Clone)]
 pub(crate) struct Record {
-    /// The notification's `uuid`, when it has one (used to drop redeliveries).
-    pub uuid: Option<String>,
-    /// The notification's `event` (the filter that matched).
-    pub event: Option<String>,
-    /// The notification's `subscriptionId`.
-    pub subscription_id: Option<String>,
-    /// The notification's `timestamp`, as sent.
-    pub timestamp: Option<String>,
+    /// The envelope's `uuid`, `event`, `subscriptionId` and `timestamp` back to back: one
+    /// allocation per record instead of one per field (see [`Record::uuid`] and its siblings).
+    fields: String,
+    /// Where each of those fields sits in `fields`, in that order; `None` when it is missing.
+    spans: [Option<(u32, u32)>; 4],
     /// The complete line, `\n` included.
     pub line: Vec<u8>,
     /// Where the notification's JSON sits in `line` (none for bodies that are not JSON).
     notification: Option<std::ops::Range<usize>>,
 }
 
-impl Record {
-    /// Builds the log line for `body`, received at `received_at`.
-    pub(crate) fn new(body: &[u8], received_at: SystemTime) -> Record {
-        let mut line = Vec::with_capacity(body.len() + 64);
-        line.extend_from_slice(b"{\"receivedAt\":\"");
-        // Formatted in place: `to_string` would allocate and copy a String per event.
-        write!(line, "{}", humantime::format_rfc3339_millis(received_at))
-            .expect("writing to a Vec cannot fail");
-        line.extend_from_slice(b"\",");
-        let mut notification = None;
+const UUID: usize = 0;
+const EVENT: usize = 1;
+const SUBSCRIPTION_ID: usize = 2;
+const TIMESTAMP: usize = 3;
+
+/// `{"receivedAt":"2026-11-22T21:45:18.123Z","notification":`: the head of a notification's line.
+const HEAD: usize = PREFIX.len() + TIME.len() + MIDDLE.len();
+const PREFIX: &[u8] = b"{\"receivedAt\":\"";
+/// A time as the line holds it, for its length (years 0 to 9999).
+const TIME: &[u8] = b"2026-11-22T21:45:18.123Z";
+const MIDDLE: &[u8] = b"\",\"notification\":";
+
+/// A body being received, with room in front for its line's head: a JSON body becomes its line
+/// where it lies, without a second buffer or a copy (one allocation per notification, not two).
+#[derive(Debug, Default)]
+pub(crate) struct BodyBuffer {
+    /// `HEAD` bytes of room, then the body; empty until the first byte or reservation.
+    buf: Vec<u8>,
+}
+
+impl BodyBuffer {
+    /// Makes room for `n` more body bytes (and the line's head and end).
+    pub(crate) fn reserve_exact(&mut self, n: usize) {
+        if self.buf.is_empty() {
+            self.buf.reserve_exact(HEAD + n + 2);
+            self.buf.resize(HEAD, 0);
+        } else {
+            self.buf.reserve_exact(n + 2);
+        }
+    }
+
+    /// Appends body bytes.
+    pub(crate) fn extend_from_slice(&mut self, bytes: &[u8]) {
+        if self.buf.is_empty() {
+            self.reserve_exact(bytes.len());
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The body received so far.
+    pub(crate) fn body(&self) -> &[u8] {
+        self.buf.get(HEAD..).unwrap_or_default()
+    }
+
+    /// The log line for the body, received at `received_at`.
+    pub(crate) fn into_record(mut self, received_at: SystemTime) -> Record {
+        let body = self.body();
         // One pass for the usual notification: parsing the envelope validates the whole body.
         // Valid JSON that is not an object, or whose fields have other types, is logged all the
         // same; it just has no uuid to deduplicate on.
         let envelope = Envelope::parse(body);
-        if envelope.is_some() || serde_json::from_slice::<&RawValue>(body).is_ok() {
-            line.extend_from_slice(b"\"notification\":");
-            let start = line.len();
-            minify_into(body, &mut line);
-            notification = Some(start..line.len());
-        } else if let Ok(text) = std::str::from_utf8(body) {
-            line.extend_from_slice(b"\"invalidJson\":");
-            serde_json::to_writer(&mut line, text).expect("writing to a Vec cannot fail");
-        } else {
-            line.extend_from_slice(b"\"invalidJsonBase64\":\"");
-            line.extend_from_slice(
-                base64::engine::general_purpose::STANDARD
-                    .encode(body)
-                    .as_bytes(),
-            );
-            line.push(b'"');
+        let json = envelope.is_some() || serde_json::from_slice::<&RawValue>(body).is_ok();
+        let (fields, spans) = envelope.map(keep_fields).unwrap_or_default();
+        let mut time = [0u8; TIME.len()];
+        let mut rest = &mut time[..];
+        // Formatted in place: `to_string` would allocate and copy a String per event.
+        let stamp = humantime::format_rfc3339_millis(received_at);
+        let fits = write!(rest, "{stamp}").is_ok() && rest.is_empty();
+        if !json || !fits {
+            // Not JSON (or a time past the year 9999): a line of another shape, built apart.
+            let mut line = Vec::with_capacity(body.len() + 64);
+            line.extend_from_slice(PREFIX);
+            write!(line, "{stamp}").expect("writing to a Vec cannot fail");
+            line.extend_from_slice(b"\",");
+            let notification = write_body(body, json, &mut line);
+            line.extend_from_slice(b"}\n");
+            return Record {
+                fields,
+                spans,
+                line,
+                notification,
+            };
         }
+        let line = &mut self.buf;
+        line[..PREFIX.len()].copy_from_slice(PREFIX);
+        line[PREFIX.len()..PREFIX.len() + TIME.len()].copy_from_slice(&time);
+        line[PREFIX.len() + TIME.len()..HEAD].copy_from_slice(MIDDLE);
+        minify_in_place(line, HEAD);
+        let end = line.len();
         line.extend_from_slice(b"}\n");
-        let env = envelope.unwrap_or_default();
-        Record {
-            uuid: env.uuid,
-            event: env.event,
-            subscription_id: env.subscription_id,
-            timestamp: env.timestamp,
-            line,
-            notification,
+        // A chunked body had `--max-body` reserved; the line waits for the disk, so give the
+        // slack back.
+        if line.capacity() - line.len() > 64 * 1024 {
+            line.shrink_to_fit();
         }
+        Record {
+            fields,
+            spans,
+            line: self.buf,
+            notification: Some(HEAD..end),
+        }
+    }
+}
+
+/// The envelope's fields as one string and their spans in it.
+fn keep_fields(env: Envelope) -> (String, [Option<(u32, u32)>; 4]) {
+    let all = [env.uuid, env.event, env.subscription_id, env.timestamp];
+    let len = all.iter().flatten().map(|f| f.len()).sum();
+    let mut fields = String::with_capacity(len);
+    let mut spans = [None; 4];
+    for (span, field) in spans.iter_mut().zip(&all) {
+        if let Some(f) = field {
+            let start = fields.len() as u32;
+            fields.push_str(f);
+            *span = Some((start, fields.len() as u32));
+        }
+    }
+    (fields, spans)
+}
+
+/// Appends `body` as a line's `"notification":` (valid `json`), `"invalidJson":` or
+/// `"invalidJsonBase64":` field; returns where the notification sits.
+fn write_body(body: &[u8], json: bool, line: &mut Vec<u8>) -> Option<std::ops::Range<usize>> {
+    if json {
+        line.extend_from_slice(b"\"notification\":");
+        let start = line.len();
+        minify_into(body, line);
+        return Some(start..line.len());
+    }
+    if let Ok(text) = std::str::from_utf8(body) {
+        line.extend_from_slice(b"\"invalidJson\":");
+        serde_json::to_writer(&mut *line, text).expect("writing to a Vec cannot fail");
+    } else {
+        line.extend_from_slice(b"\"invalidJsonBase64\":\"");
+        line.extend_from_slice(
+            base64::engine::general_purpose::STANDARD
+                .encode(body)
+                .as_bytes(),
+        );
+        line.push(b'"');
+    }
+    None
+}
+
+impl Record {
+    /// Builds the log line for `body`, received at `received_at`.
+    pub(crate) fn new(body: &[u8], received_at: SystemTime) -> Record {
+        let mut buf = BodyBuffer::default();
+        buf.extend_from_slice(body);
+        buf.into_record(received_at)
     }
 
     /// A line `catchup --emit` recovered (already whole JSON, one line, no newline): logged as
@@ -88,13 +184,35 @@ impl Record {
         let end = line.len();
         line.push(b'\n');
         Record {
-            uuid: None,
-            event: None,
-            subscription_id: None,
-            timestamp: None,
+            fields: String::new(),
+            spans: [None; 4],
             line,
             notification: Some(0..end),
         }
+    }
+
+    fn field(&self, i: usize) -> Option<&str> {
+        self.spans[i].map(|(a, b)| &self.fields[a as usize..b as usize])
+    }
+
+    /// The notification's `uuid`, when it has one (used to drop redeliveries).
+    pub(crate) fn uuid(&self) -> Option<&str> {
+        self.field(UUID)
+    }
+
+    /// The notification's `event` (the filter that matched).
+    pub(crate) fn event(&self) -> Option<&str> {
+        self.field(EVENT)
+    }
+
+    /// The notification's `subscriptionId`.
+    pub(crate) fn subscription_id(&self) -> Option<&str> {
+        self.field(SUBSCRIPTION_ID)
+    }
+
+    /// The notification's `timestamp`, as sent.
+    pub(crate) fn timestamp(&self) -> Option<&str> {
+        self.field(TIMESTAMP)
     }
 
     /// The notification's JSON exactly as logged (one line, no newline); `None` for a body that
@@ -111,6 +229,11 @@ fn minify_into(json: &[u8], out: &mut Vec<u8>) {
     // spans found with memchr; a byte-at-a-time loop over them cost ~15 instructions a byte.
     let start = out.len();
     out.extend_from_slice(json);
+    minify_in_place(out, start);
+}
+
+/// [`minify_into`] for JSON already in `out` from `start` on.
+fn minify_in_place(out: &mut Vec<u8>, start: usize) {
     let text = &mut out[start..];
     let (mut read, mut kept) = (0, 0);
     while read < text.len() {
@@ -216,7 +339,9 @@ impl<'a> Line<'a> {
     /// The notification's uuid, when the line is a notification that has one.
     pub(crate) fn uuid(&self) -> Option<String> {
         match self.body {
-            Body::Notification(n) => Envelope::parse(n.get().as_bytes())?.uuid,
+            Body::Notification(n) => Envelope::parse(n.get().as_bytes())?
+                .uuid
+                .map(Cow::into_owned),
             _ => None,
         }
     }
@@ -280,8 +405,13 @@ mod tests {
             text,
             "{\"receivedAt\":\"2023-11-14T22:13:20.123Z\",\"notification\":{\"uuid\":\"a b\",\"n\":1.50,\"s\":\"q\\\" \\n x\"}}\n"
         );
-        assert_eq!(r.uuid.as_deref(), Some("a b"));
+        assert_eq!(r.uuid(), Some("a b"));
         parse(&r.line);
+        let r = Record::new(br#"{"event":"\/a","uuid":"u","timestamp":"t"}"#, at());
+        assert_eq!(
+            (r.uuid(), r.event(), r.subscription_id(), r.timestamp()),
+            (Some("u"), Some("/a"), None, Some("t"))
+        );
     }
 
     /// The byte-at-a-time compaction `minify_into` replaced, as the reference.
@@ -337,7 +467,7 @@ mod tests {
         let r = Record::new(body, at());
         let v = parse(&r.line);
         assert_eq!(v["invalidJson"].as_str().unwrap().as_bytes(), body);
-        assert!(r.uuid.is_none());
+        assert!(r.uuid().is_none());
     }
 
     #[test]

@@ -281,7 +281,7 @@ impl EventLog {
         let keys = &mut self.batch_keys;
         keys.clear();
         for r in &records {
-            let key = r.uuid.as_deref().map(|u| self.dedupe.key(u));
+            let key = r.uuid().map(|u| self.dedupe.key(u));
             let dup = key.is_some_and(|k| self.dedupe.contains_key(k) || keys.contains(&k));
             if dup {
                 verdicts.push(Commit::Duplicate);
@@ -348,7 +348,7 @@ impl EventLog {
                 self.healthy = false;
                 // A duplicate of a batch-mate that failed was not logged either.
                 for (v, r) in verdicts.iter_mut().zip(records) {
-                    let logged_before = r.uuid.as_deref().is_some_and(|u| self.dedupe.contains(u));
+                    let logged_before = r.uuid().is_some_and(|u| self.dedupe.contains(u));
                     if !logged_before {
                         *v = Commit::Failed;
                     }

@@ -18,6 +18,7 @@ use crate::input::serve::metrics::{self, Counters};
 use crate::input::serve::policy::{self as policy, Answer, Framing, Head, Outcome, Policy, Route};
 use crate::input::serve::throttle::{Kind, Throttle};
 use crate::log::Record;
+use crate::log::line::BodyBuffer;
 use crate::oplog::Escaped;
 
 /// A chunk-size line or trailer longer than this is refused rather than buffered.
@@ -89,7 +90,7 @@ enum Phase {
     Body {
         reply: Reply<RecvBody>,
         route: Route,
-        body: Vec<u8>,
+        body: BodyBuffer,
     },
     /// The record is with the event log; the answer waits for the commit.
     Logging(Reply<ProvideResponse>),
@@ -265,7 +266,7 @@ impl Exchange {
         &mut self,
         mut reply: Reply<RecvBody>,
         route: Route,
-        mut body: Vec<u8>,
+        mut body: BodyBuffer,
         ctx: &mut Ctx,
     ) -> Option<Step> {
         // Only a notification's body is kept; the others are read through the scratch and
@@ -313,7 +314,7 @@ impl Exchange {
         }
         if reply.is_ended() {
             return match reply.proceed() {
-                Ok(r) => self.complete(r, route, &body, ctx),
+                Ok(r) => self.complete(r, route, body, ctx),
                 Err(e) => self.refuse(StatusCode::BAD_REQUEST, &e.to_string(), ctx),
             };
         }
@@ -368,7 +369,7 @@ impl Exchange {
                 self.refuse(a.status, &why, ctx);
             }
             (Head::Read(route), RecvRequestResult::ProvideResponse(r)) => {
-                return self.complete(r, route, &[], ctx);
+                return self.complete(r, route, BodyBuffer::default(), ctx);
             }
             (Head::Read(route), RecvRequestResult::Send100(r)) => match r.accept(ctx.scratch) {
                 Ok((n, reply)) => {
@@ -376,7 +377,7 @@ impl Exchange {
                     self.phase = Phase::Body {
                         reply,
                         route,
-                        body: Vec::new(),
+                        body: BodyBuffer::default(),
                     };
                 }
                 Err(e) => {
@@ -387,7 +388,7 @@ impl Exchange {
                 self.phase = Phase::Body {
                     reply,
                     route,
-                    body: Vec::new(),
+                    body: BodyBuffer::default(),
                 };
             }
         }
@@ -399,7 +400,7 @@ impl Exchange {
         &mut self,
         reply: Reply<ProvideResponse>,
         route: Route,
-        body: &[u8],
+        body: BodyBuffer,
         ctx: &mut Ctx,
     ) -> Option<Step> {
         let handshake = matches!(route, Route::Handshake(_));
@@ -416,7 +417,7 @@ impl Exchange {
             }
             Outcome::Log => {
                 self.phase = Phase::Logging(reply);
-                let rec = Record::new(body, SystemTime::now());
+                let rec = body.into_record(SystemTime::now());
                 // What waits for the disk is the line, not the body: a body that is not JSON is
                 // logged escaped (a control byte as six), so the line holds the budget, and the
                 // next bodies wait in TCP until it is answered.
@@ -582,7 +583,7 @@ fn client_closes(req: &http::Request<()>) -> bool {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .any(|e| e.trim().eq_ignore_ascii_case(token))
+            .any(|e| e.trim_ascii().eq_ignore_ascii_case(token))
     };
     (req.version() == http::Version::HTTP_10 && !has("keep-alive")) || has("close")
 }

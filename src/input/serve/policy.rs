@@ -428,7 +428,8 @@ pub(crate) fn declared_length(req: &Request<()>) -> Option<u64> {
     req.headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
+        // `to_str` lets only visible ASCII and tabs through: `trim_ascii` trims what `trim` would.
+        .and_then(|v| v.trim_ascii().parse().ok())
 }
 
 /// Keeps hostile paths from flooding the operational log.

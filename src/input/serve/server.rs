@@ -882,7 +882,7 @@ impl Server {
                     if self.throttle.allow(Kind::Duplicate) {
                         info!(
                             "duplicate notification {} acknowledged, not logged again",
-                            crate::oplog::Escaped(rec.uuid.as_deref().unwrap_or("?"))
+                            crate::oplog::Escaped(rec.uuid().unwrap_or("?"))
                         );
                     }
                 }

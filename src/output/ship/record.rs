@@ -97,7 +97,11 @@ pub(crate) fn parse(line: &[u8]) -> Result<Shippable, &'static str> {
         Body::Invalid(_) => return Err("the body was not JSON"),
         Body::Notification(n) => {
             let env = Envelope::parse(n.get().as_bytes()).unwrap_or_default();
-            let uuid = env.uuid.filter(|u| !u.is_empty()).ok_or("no uuid")?;
+            let uuid = env
+                .uuid
+                .filter(|u| !u.is_empty())
+                .ok_or("no uuid")?
+                .into_owned();
             (uuid, event_name(env.event.as_deref().unwrap_or("")), n)
         }
         Body::Recovered { source, record } => {

@@ -114,8 +114,7 @@ impl Runner {
         rec.notification().is_some()
             && (self.cfg.filters.is_empty()
                 || rec
-                    .event
-                    .as_deref()
+                    .event()
                     .is_some_and(|e| self.cfg.filters.iter().any(|f| f.matches(e))))
     }
 
@@ -123,15 +122,15 @@ impl Runner {
     pub(crate) fn submit(&mut self, rec: &Record, registry: &Registry) {
         let mut payload = rec.notification().unwrap_or_default().to_vec();
         payload.push(b'\n');
-        let uuid = rec.uuid.clone().unwrap_or_default();
-        let field = |v: &Option<String>| v.clone().unwrap_or_default();
+        let uuid = rec.uuid().unwrap_or_default().to_owned();
+        let field = |v: Option<&str>| v.unwrap_or_default().to_owned();
         let job = ExecJob {
             payload,
             env: vec![
-                ("RINGHOOK_EVENT", field(&rec.event)),
+                ("RINGHOOK_EVENT", field(rec.event())),
                 ("RINGHOOK_UUID", uuid.clone()),
-                ("RINGHOOK_SUBSCRIPTION_ID", field(&rec.subscription_id)),
-                ("RINGHOOK_TIMESTAMP", field(&rec.timestamp)),
+                ("RINGHOOK_SUBSCRIPTION_ID", field(rec.subscription_id())),
+                ("RINGHOOK_TIMESTAMP", field(rec.timestamp())),
             ],
             uuid,
         };

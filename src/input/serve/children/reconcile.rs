@@ -142,11 +142,7 @@ impl Reconciler {
     /// timer.
     pub(crate) fn on_event(&mut self, rec: &Record, now: Instant) {
         self.last_event = now;
-        if rec
-            .event
-            .as_deref()
-            .is_some_and(|e| e.starts_with(REMINDER))
-        {
+        if rec.event().is_some_and(|e| e.starts_with(REMINDER)) {
             info!("subscription renewal reminder received: registering now");
             self.next = now;
             self.why_next = "renewal reminder";
