@@ -49,11 +49,15 @@ exec 3>"$dir/go"
 for _ in $(seq 200); do (exec 2>/dev/null; : >/dev/tcp/127.0.0.1/"$port") && break; sleep 0.02; done
 env -i PATH="$PATH" RC_SERVER_URL="http://127.0.0.1:$port" RC_CLIENT_ID=id RC_CLIENT_SECRET=secret \
   RC_JWT=jwt RINGHOOK_STATE="$dir/state.json" \
+  RINGHOOK_EVENT_FILTERS=/restapi/v1.0/account/~/extension/~/presence \
   "$BIN" connect --log-file "$dir/connect.jsonl" 2>"$dir/connect.err" &
 cpid=$!
 pids+=($cpid)
 end=$((SECONDS + 30))
-until grep -q ready "$dir/wsg.out"; do ((SECONDS < end)) || { cat "$dir/connect.err" >&2; exit 1; }; sleep 0.01; done
+until grep -q ready "$dir/wsg.out"; do
+  { ((SECONDS < end)) && kill -0 "$cpid" 2>/dev/null; } || { cat "$dir/connect.err" >&2; echo "bench-connect: connect never subscribed" >&2; exit 1; }
+  sleep 0.01
+done
 sleep 1 # let both processes settle before reading idle memory
 child=$(pgrep -P "$cpid" | head -1)
 c_parent=$(rss_kb "$cpid")
