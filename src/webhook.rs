@@ -26,39 +26,49 @@ pub(crate) const TIME_LIMIT: Duration = Duration::from_millis(3000);
 
 /// The fields of a notification body that ringhook reads; the rest is kept as sent. Borrowed from
 /// the body when they hold no escape, so reading them allocates nothing.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub(crate) struct Envelope<'a> {
     /// Unique per notification: the key that drops redeliveries.
-    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub uuid: Option<Cow<'a, str>>,
     /// The event filter that matched, e.g. `/restapi/v1.0/account/~/extension/101/presence`.
-    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub event: Option<Cow<'a, str>>,
     /// The subscription that delivered it.
-    #[serde(
-        rename = "subscriptionId",
-        borrow,
-        default,
-        deserialize_with = "borrowed"
-    )]
     pub subscription_id: Option<Cow<'a, str>>,
     /// When the platform produced it (RFC 3339), as sent.
-    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub timestamp: Option<Cow<'a, str>>,
 }
 
-/// An optional string, borrowed when it holds no escape. serde borrows a `Cow` only as a field of
-/// its own, never inside an `Option`, where it would allocate every time.
-fn borrowed<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
-    #[derive(Deserialize)]
-    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
-    Ok(Option::<Text<'de>>::deserialize(d)?.map(|t| t.0))
+/// [`Envelope`] as read. serde borrows a `Cow` only as a field of its own, never inside an
+/// `Option`, so each field is an `Option` of [`Text`]. Not `#[serde(default)]` with a
+/// `deserialize_with`: serde reads a struct from an array too, and with defaults a short one
+/// (`["u1"]`) would pass for an envelope with a uuid; as plain `Option`s it is refused.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    uuid: Option<Text<'a>>,
+    #[serde(borrow)]
+    event: Option<Text<'a>>,
+    #[serde(rename = "subscriptionId", borrow)]
+    subscription_id: Option<Text<'a>>,
+    #[serde(borrow)]
+    timestamp: Option<Text<'a>>,
 }
+
+/// A string, borrowed when it holds no escape.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
 impl<'a> Envelope<'a> {
     /// The envelope of `body`, or `None` when it is not a JSON object with these fields' types.
     pub(crate) fn parse(body: &'a [u8]) -> Option<Envelope<'a>> {
-        serde_json::from_slice(body).ok()
+        let w: Wire<'a> = serde_json::from_slice(body).ok()?;
+        let text = |t: Option<Text<'a>>| t.map(|t| t.0);
+        Some(Envelope {
+            uuid: text(w.uuid),
+            event: text(w.event),
+            subscription_id: text(w.subscription_id),
+            timestamp: text(w.timestamp),
+        })
     }
 }
 
@@ -76,5 +86,9 @@ mod tests {
         assert_eq!((env.subscription_id, env.timestamp), (None, None));
         assert!(Envelope::parse(br#"{"uuid":5}"#).is_none());
         assert!(Envelope::parse(br#"{"uuid":"a","uuid":"b"}"#).is_none());
+        assert!(
+            Envelope::parse(br#"["u1"]"#).is_none(),
+            "a short array is no envelope"
+        );
     }
 }

@@ -414,6 +414,30 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_array_shorter_than_the_envelope_has_no_fields() {
+        // serde reads a struct from an array too, field by field; one with fewer elements than
+        // the envelope has fields was never an envelope: no uuid to drop a redelivery on, no
+        // variables for --exec. (Two `["u1"]` bodies are two events, both logged.)
+        for body in [
+            &br#"[]"#[..],
+            br#"["u1"]"#,
+            br#"["u2","e"]"#,
+            br#"["u3","e","s"]"#,
+        ] {
+            let r = Record::new(body, at());
+            assert_eq!(
+                (r.uuid(), r.event(), r.subscription_id(), r.timestamp()),
+                (None, None, None, None),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            assert_eq!(r.notification(), Some(body));
+            let l = Line::parse(&r.line[..r.line.len() - 1]).unwrap();
+            assert_eq!(l.uuid(), None);
+        }
+    }
+
     /// The byte-at-a-time compaction `minify_into` replaced, as the reference.
     fn minify_reference(json: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
