@@ -323,14 +323,38 @@ pub(crate) fn trust_roots(vars: &Vars) -> Result<TrustRoots, Error> {
 /// so not even a FIFO swapped in after a look can block, and checked with `fstat` on the
 /// descriptor itself: what is read is what was checked. The error says what the file is.
 pub(crate) fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
-    use rustix::fs::{Mode, OFlags};
-    use std::os::unix::fs::FileTypeExt;
-    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let file = std::fs::File::from(rustix::fs::open(path, flags, Mode::empty())?);
+    open_regular_with(path, rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty())
+}
+
+/// [`open_regular`] with other `flags` (`mode` for a file it creates), such as a lock file's
+/// create-and-write. Where the open itself fails on what is not a regular file (a FIFO with no
+/// reader or a folder, opened to write), the error says what it is all the same.
+pub(crate) fn open_regular_with(
+    path: &Path,
+    flags: rustix::fs::OFlags,
+    mode: rustix::fs::Mode,
+) -> std::io::Result<std::fs::File> {
+    use rustix::fs::OFlags;
+    let flags = flags | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = match rustix::fs::open(path, flags, mode) {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(e) => {
+            return Err(match std::fs::metadata(path) {
+                Ok(m) if !m.is_file() => not_regular(m.file_type()),
+                _ => e.into(),
+            });
+        }
+    };
     let t = file.metadata()?.file_type();
     if t.is_file() {
         return Ok(file);
     }
+    Err(not_regular(t))
+}
+
+/// "not a regular file (a FIFO); give a file", naming what it is.
+fn not_regular(t: std::fs::FileType) -> std::io::Error {
+    use std::os::unix::fs::FileTypeExt;
     let kind = if t.is_fifo() {
         "a FIFO"
     } else if t.is_dir() {
@@ -342,9 +366,7 @@ pub(crate) fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
     } else {
         "a socket"
     };
-    Err(std::io::Error::other(format!(
-        "not a regular file ({kind}); give a file"
-    )))
+    std::io::Error::other(format!("not a regular file ({kind}); give a file"))
 }
 
 /// The bytes of the regular file at `path` ([`open_regular`]), at most `max` (a whole number of
@@ -473,6 +495,41 @@ mod tests {
             e.starts_with("not a regular file (a character device)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_file_opened_to_write_is_refused_by_what_it_is_even_when_the_open_fails() {
+        use rustix::fs::{Mode, OFlags};
+        let dir = tempfile::tempdir().unwrap();
+        let open = |p: &Path| {
+            open_regular_with(
+                p,
+                OFlags::WRONLY | OFlags::CREATE,
+                Mode::from_raw_mode(0o600),
+            )
+        };
+        // A folder opened to write fails (EISDIR); a FIFO with no reader too (ENXIO).
+        let e = open(dir.path()).unwrap_err().to_string();
+        assert!(e.starts_with("not a regular file (a directory)"), "{e}");
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let e = open(&fifo).unwrap_err().to_string();
+        assert!(e.starts_with("not a regular file (a FIFO)"), "{e}");
+        // A file that is not there is made, 0600; the error of another failure is kept.
+        let made = dir.path().join("lock");
+        open(&made).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&made).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let e = open(&dir.path().join("none/lock")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
     }
 
     #[test]

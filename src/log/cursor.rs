@@ -86,18 +86,11 @@ pub(crate) fn lock_path(path: &Path) -> PathBuf {
 pub(crate) fn lock(path: &Path) -> io::Result<Option<File>> {
     use rustix::fs::{Mode, OFlags};
     let lock = lock_path(path);
-    // Not blocking: opening a FIFO planted there to write would wait for a reader forever.
-    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", lock.display()));
-    let f = match std::fs::metadata(&lock) {
-        Ok(m) if !m.is_file() => None,
-        _ => Some(File::from(
-            rustix::fs::open(&lock, flags, Mode::from_raw_mode(0o600))
-                .map_err(|e| named(e.into()))?,
-        )),
-    }
-    .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
-    .ok_or_else(|| io::Error::other(format!("{}: not a regular file", lock.display())))?;
+    // A FIFO or folder planted there is refused, and never blocks the open.
+    let flags = OFlags::WRONLY | OFlags::CREATE;
+    let f = crate::config::open_regular_with(&lock, flags, Mode::from_raw_mode(0o600))
+        .map_err(named)?;
     match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(Some(f)),
         Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
