@@ -348,7 +348,7 @@ impl<'a> Line<'a> {
 }
 
 /// An RFC 3339 time as the log and the platform write them.
-#[cfg_attr(not(feature = "catchup"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "catchup", feature = "connect")), allow(dead_code))]
 pub(crate) fn parse_time(t: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(t)
         .or_else(|_| humantime::parse_rfc3339(t))

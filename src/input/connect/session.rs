@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::gateway::{self, Details, GatewayError, Message, NotificationBody, SubscriptionBody};
 use super::ws::{self, Incoming, Target, WebSocket, WsError};
 use crate::error::Error;
+use crate::log::line::parse_time;
 use crate::oplog::Clipped;
 use crate::platform::PlatformError;
 use crate::platform::session::{ExpandError, Session};
@@ -150,11 +151,6 @@ fn tell(line: &[u8]) -> Result<(), Error> {
 
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
-}
-
-fn parse_time(s: &Option<String>) -> Option<SystemTime> {
-    s.as_deref()
-        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
 }
 
 /// Runs the session child until SIGTERM (or its parent is gone).
@@ -325,7 +321,7 @@ impl WsSession {
             }
         }
         let refresh_valid = !self.conn.refresh_token.is_empty()
-            && parse_time(&Some(self.conn.refresh_until.clone())).is_some_and(|u| u > now);
+            && parse_time(&self.conn.refresh_until).is_some_and(|u| u > now);
         let tokens = if refresh_valid {
             match self
                 .oauth
@@ -492,7 +488,9 @@ impl WsSession {
         };
         let now = SystemTime::now();
         let recoverable = self.conn.wsc.is_some()
-            && parse_time(&self.conn.recoverable_until).is_some_and(|u| u > now);
+            && (self.conn.recoverable_until.as_deref())
+                .and_then(parse_time)
+                .is_some_and(|u| u > now);
         let mut url = format!(
             "{}{}access_token={}",
             token.uri,
@@ -601,7 +599,7 @@ impl WsSession {
         }
         if let Some(at) = self.conn.loop_lost_at.take() {
             // Read back as a time (the file is outside text): never a line break into `C`.
-            let at = parse_time(&Some(at)).map_or_else(|| rfc3339(now), rfc3339);
+            let at = parse_time(&at).map_or_else(|| rfc3339(now), rfc3339);
             // Once per connection: a gap already caught up covers this one too.
             if let Some(r) = recovered.as_mut().filter(|r| !r.caught_up) {
                 r.caught_up = true;
