@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::connect::Setup;
+use crate::connect::{Setup, kill, session_child};
 use crate::fake_wsg as fake;
 use crate::support::{PATIENCE, Serve};
 
@@ -172,17 +172,7 @@ fn sigkill_of_the_session_child_alone_restarts_it_without_a_new_login() {
     r.wait_for("WebSocket: subscribed");
     assert!(within(PATIENCE, || std::fs::read_to_string(t.state())
         .is_ok_and(|s| s.contains("recoverableUntil"))));
-    let pid = r.child.id();
-    let kids =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    let kid = kids.split_whitespace().next().expect("the session child");
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-KILL", kid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    kill(session_child(r.child.id()));
     r.wait_for("session child ended");
     r.wait_for("session recovered");
     t.fake.notify(&body(7));
@@ -623,15 +613,7 @@ fn a_session_child_outliving_its_killed_loop_keeps_the_state_file_locked() {
     let mut a = t.start();
     t.fake.notify(&body(0));
     assert!(within(PATIENCE, || t.lines().len() == 1));
-    let pid = a.child.id();
-    let kids =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    let kid: u32 = kids
-        .split_whitespace()
-        .next()
-        .expect("the session child")
-        .parse()
-        .unwrap();
+    let kid = session_child(a.child.id());
     let signal = |sig: &str| {
         assert!(
             std::process::Command::new("kill")
@@ -682,18 +664,7 @@ fn a_loop_killed_while_the_child_paces_its_ws_tokens_keeps_the_session() {
     std::fs::write(t.state(), state.to_string()).unwrap();
     let mut a = t.launch();
     a.wait_for("tokens taken this minute");
-    let pid = a.child.id();
-    let kids =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    let kid: u32 = kids
-        .split_whitespace()
-        .next()
-        .expect("the session child")
-        .parse()
-        .unwrap();
-    a.signal("KILL");
-    a.wait_exit();
-    assert!(within(PATIENCE, || crate::support::exited(kid)));
+    kill_loop(&mut a);
     let st: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(t.state()).unwrap()).unwrap();
     assert!(t.fake.with(|w| w.revoked.is_empty()), "revoked: {st}");
@@ -711,18 +682,7 @@ fn a_killed_loop_and_an_empty_recovery_buffer_are_one_gap() {
     t.fake
         .with(|w| w.details_override = vec![("recoveryBufferSize".into(), 0.into())]);
     let mut a = t.start();
-    let pid = a.child.id();
-    let kids =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    let kid: u32 = kids
-        .split_whitespace()
-        .next()
-        .expect("the session child")
-        .parse()
-        .unwrap();
-    a.signal("KILL");
-    a.wait_exit();
-    assert!(within(PATIENCE, || crate::support::exited(kid)));
+    kill_loop(&mut a);
     t.fake.drop_connection();
     let mut b = t.launch_with(&["--metrics-path", "/metrics"]);
     b.wait_for("session recovered");
@@ -751,9 +711,7 @@ fn the_state_files_lock_is_held_by_the_session_child_and_no_exec_command() {
     let mut r = t.launch_with(&["--exec", &script]);
     r.wait_for("WebSocket: subscribed");
     let pid = r.child.id();
-    let kids =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    let kid = kids.split_whitespace().next().expect("the session child");
+    let kid = session_child(pid).to_string();
     let holds = |pid: &str| {
         std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()
@@ -761,7 +719,7 @@ fn the_state_files_lock_is_held_by_the_session_child_and_no_exec_command() {
             .any(|l| l.to_string_lossy().ends_with("state.json.lock"))
     };
     assert!(holds(&pid.to_string()), "the loop holds the lock");
-    assert!(holds(kid), "the session child holds the lock");
+    assert!(holds(&kid), "the session child holds the lock");
     t.fake.notify(&body(1));
     assert!(within(PATIENCE, || fds.exists()));
     let seen = std::fs::read_to_string(&fds).unwrap();
@@ -775,18 +733,7 @@ fn the_state_files_lock_is_held_by_the_session_child_and_no_exec_command() {
 fn a_malformed_loop_lost_at_is_one_catch_up_and_no_injected_line() {
     let t = Setup::new();
     let mut a = t.start();
-    let pid = a.child.id();
-    let kids =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    let kid: u32 = kids
-        .split_whitespace()
-        .next()
-        .expect("the session child")
-        .parse()
-        .unwrap();
-    a.signal("KILL");
-    a.wait_exit();
-    assert!(within(PATIENCE, || crate::support::exited(kid)));
+    kill_loop(&mut a);
     t.fake.drop_connection();
     let mut st: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(t.state()).unwrap()).unwrap();
@@ -804,4 +751,13 @@ fn a_malformed_loop_lost_at_is_one_catch_up_and_no_injected_line() {
     t.fake.notify(&body(2));
     assert!(within(PATIENCE, || t.lines().len() == 1));
     assert!(!t.lines()[0].contains("forged"));
+}
+
+/// Kills connect's loop with SIGKILL, leaving its session child orphaned, and waits until both
+/// are gone (the child notices, saves the session and `loopLostAt`, and exits).
+fn kill_loop(r: &mut crate::support::Running) {
+    let kid = session_child(r.child.id());
+    r.signal("KILL");
+    r.wait_exit();
+    assert!(within(PATIENCE, || crate::support::exited(kid)));
 }

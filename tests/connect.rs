@@ -591,7 +591,7 @@ fn a_notification_of_another_subscription_is_logged_and_warned_once() {
 }
 
 /// The session child of `connect` running as `parent` (bounded wait until there is one).
-fn session_child(parent: u32) -> u32 {
+pub(crate) fn session_child(parent: u32) -> u32 {
     let deadline = Instant::now() + PATIENCE;
     loop {
         for e in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -620,7 +620,7 @@ fn session_child(parent: u32) -> u32 {
     }
 }
 
-fn kill(pid: u32) {
+pub(crate) fn kill(pid: u32) {
     let st = std::process::Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status()
